@@ -1,0 +1,40 @@
+"""napari-omniseg: conditional segmentation of kidney pathology and fetal MRI in napari.
+
+The public API is imported lazily so that napari starts fast: nothing heavy (torch, dask graphs,
+the simulators) is imported until it is used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_API = {
+    "open_slide": ("napari_omniseg.io.slides", "open_slide"),
+    "Slide": ("napari_omniseg.io.slides", "Slide"),
+    "open_volume": ("napari_omniseg.io.volumes", "open_volume"),
+    "Volume": ("napari_omniseg.io.volumes", "Volume"),
+    "simulate_renal": ("napari_omniseg.simulate.renal", "simulate_renal"),
+    "write_renal_slide": ("napari_omniseg.simulate.renal", "write_renal_slide"),
+    "simulate_fetal": ("napari_omniseg.simulate.fetal", "simulate_fetal"),
+    "OmnisegInputError": ("napari_omniseg.errors", "OmnisegInputError"),
+}
+
+__all__ = sorted(_API)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .errors import OmnisegInputError
+    from .io.slides import Slide, open_slide
+    from .io.volumes import Volume, open_volume
+    from .simulate.fetal import simulate_fetal
+    from .simulate.renal import simulate_renal, write_renal_slide
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        import importlib
+
+        module, attr = _API[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'napari_omniseg' has no attribute {name!r}")

@@ -1,0 +1,127 @@
+"""npe2 reader: whole-slide images as multiscale layers in µm, volumes as 3D layers in mm.
+
+Bad files never raise into napari: the person sees one sentence in a notification and no layer
+is added.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import OmnisegInputError
+from .io.slides import SLIDE_SUFFIXES, Slide
+from .io.volumes import VOLUME_SUFFIXES, Volume, volume_suffix
+
+LayerData = tuple  # (data, kwargs, layer_type)
+
+
+def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None:
+    """Return a reader for slide and volume files, or None for anything else."""
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    suffix = volume_suffix(path)
+    if suffix in SLIDE_SUFFIXES or suffix in VOLUME_SUFFIXES:
+        return read_path
+    return None
+
+
+def read_path(path: str | list[str]) -> list[LayerData]:
+    """Read one file into napari layer data, telling the user (not raising) on bad input."""
+    if isinstance(path, list):
+        path = path[0]
+    try:
+        return layer_data_for_path(path)
+    except OmnisegInputError as e:
+        from napari.utils.notifications import show_error
+
+        show_error(str(e))
+        return [(None,)]  # napari's "nothing to add" sentinel
+
+
+def layer_data_for_path(path: str | Path) -> list[LayerData]:
+    """Layer data for a slide or a volume; raises OmnisegInputError on bad input."""
+    from .io.slides import open_slide
+    from .io.volumes import open_volume
+
+    suffix = volume_suffix(path)
+    if suffix in (".nii", ".nii.gz") or (suffix in (".tif", ".tiff") and _is_volume_tiff(path)):
+        return [volume_layer_data(open_volume(path))]
+    return [slide_layer_data(open_slide(path))]
+
+
+def _is_volume_tiff(path: str | Path) -> bool:
+    """A TIFF whose first series is a grey 3D stack rather than an RGB image."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            s = tif.series[0]
+            if tif.is_ome and s.axes.startswith("C") and s.shape[0] in (3, 4):
+                return False
+            dims = [a for a, n in zip(s.axes, s.shape) if n != 1]
+            return "S" not in s.axes and len(dims) >= 3
+    except Exception:
+        return False  # the slide reader gives the clear error
+
+
+def slide_layer_data(slide: Slide, name: str | None = None) -> LayerData:
+    """Multiscale RGB image layer data scaled in µm (pixels if the slide has no pixel size)."""
+    mpp = slide.mpp
+    meta: dict[str, Any] = {
+        "omniseg_slide": slide,
+        "mpp": mpp,
+        "magnification": slide.magnification,
+        "downsamples": slide.downsamples,
+        "path": str(slide.path) if slide.path else None,
+        "source": slide.source,
+    }
+    kwargs: dict[str, Any] = {
+        "name": name or (_stem(slide.path) if slide.path else "slide"),
+        "rgb": True,
+        "multiscale": len(slide.levels) > 1,
+        "metadata": meta,
+    }
+    if mpp is not None:
+        kwargs["scale"] = (mpp, mpp)
+        kwargs["units"] = ("µm", "µm")
+    else:
+        from napari.utils.notifications import show_warning
+
+        show_warning(
+            f"{kwargs['name']} has no pixel size, so it is shown in pixels; give its µm/px "
+            "when you segment it"
+        )
+    data = slide.levels if len(slide.levels) > 1 else slide.levels[0]
+    return (data, kwargs, "image")
+
+
+def volume_layer_data(volume: Volume, name: str | None = None) -> LayerData:
+    """3D image layer data scaled in mm."""
+    if not volume.spacing_known:
+        from napari.utils.notifications import show_warning
+
+        show_warning(f"{volume.path.name if volume.path else 'volume'} has no voxel size; "
+                     "showing it with 1 mm voxels")
+    kwargs = {
+        "name": name or (_stem(volume.path) if volume.path else "volume"),
+        "scale": volume.spacing,
+        "units": ("mm", "mm", "mm"),
+        "colormap": "gray",
+        "metadata": {
+            "omniseg_volume": volume,
+            "spacing_mm": volume.spacing,
+            "path": str(volume.path) if volume.path else None,
+        },
+    }
+    return (volume.data, kwargs, "image")
+
+
+def _stem(path: Path | None) -> str:
+    name = Path(path).name if path else ""
+    for suffix in (".ome.tiff", ".ome.tif", ".nii.gz"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem

@@ -1,0 +1,1 @@
+"""Readers for slides and volumes; core code, no napari."""

@@ -1,0 +1,1 @@
+"""Procedural data: synthetic kidney histology and fetal MRI phantoms."""

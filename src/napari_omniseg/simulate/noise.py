@@ -1,0 +1,82 @@
+"""Tile-independent procedural noise.
+
+Every random value is a hash of (seed, tag, global integer coordinates), so any window of a
+slide can be generated on its own and agrees exactly with its neighbours: this is what lets a
+slide of any size be rendered chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_M1 = np.uint64(0x9E3779B97F4A7C15)
+_M2 = np.uint64(0xC2B2AE3D27D4EB4F)
+_M3 = np.uint64(0xFF51AFD7ED558CCD)
+_M4 = np.uint64(0xC4CEB9FE1A85EC53)
+_S33 = np.uint64(33)
+_S11 = np.uint64(11)
+
+
+def hash_u01(seed: int, tag: int, iy: np.ndarray, ix: np.ndarray) -> np.ndarray:
+    """Uniform [0, 1) values, one per (iy, ix) integer pair (broadcast), fixed by seed and tag."""
+    key = np.uint64((seed * 0x165667B1 + tag * 0x27D4EB2F + 0x5BD1E995) & 0xFFFFFFFFFFFFFFFF)
+    with np.errstate(over="ignore"):
+        h = (np.asarray(iy).astype(np.int64).astype(np.uint64) * _M1) ^ (
+            np.asarray(ix).astype(np.int64).astype(np.uint64) * _M2
+        )
+        h = h ^ key
+        h ^= h >> _S33
+        h *= _M3
+        h ^= h >> _S33
+        h *= _M4
+        h ^= h >> _S33
+    return ((h >> _S11).astype(np.float64) * (1.0 / 9007199254740992.0)).astype(np.float32)
+
+
+def white_noise(seed: int, tag: int, y0: int, x0: int, h: int, w: int) -> np.ndarray:
+    """Approximately standard normal noise on the pixel grid [y0, y0+h) x [x0, x0+w)."""
+    iy = np.arange(y0, y0 + h)[:, None]
+    ix = np.arange(x0, x0 + w)[None, :]
+    # sum of two uniforms per pixel is cheap and smooth enough for texture
+    u = hash_u01(seed, tag, iy, ix) + hash_u01(seed, tag + 7919, iy, ix)
+    return (u - 1.0) * np.float32(2.449)
+
+
+def value_noise(seed: int, tag: int, ys: np.ndarray, xs: np.ndarray, cell: float) -> np.ndarray:
+    """Smooth noise in [-1, 1] on the grid ys x xs (any units), with features about ``cell`` wide.
+
+    Values live on a global lattice of spacing ``cell`` and are blended with a smoothstep, so the
+    noise is the same wherever the grid starts.
+    """
+    ty = np.asarray(ys, dtype=np.float64) / cell
+    tx = np.asarray(xs, dtype=np.float64) / cell
+    iy0 = np.floor(ty).astype(np.int64)
+    ix0 = np.floor(tx).astype(np.int64)
+    fy = (ty - iy0).astype(np.float32)
+    fx = (tx - ix0).astype(np.float32)
+    fy = fy * fy * (3 - 2 * fy)
+    fx = fx * fx * (3 - 2 * fx)
+    iy0 = iy0[:, None]
+    ix0 = ix0[None, :]
+    v00 = hash_u01(seed, tag, iy0, ix0)
+    v01 = hash_u01(seed, tag, iy0, ix0 + 1)
+    v10 = hash_u01(seed, tag, iy0 + 1, ix0)
+    v11 = hash_u01(seed, tag, iy0 + 1, ix0 + 1)
+    fx = fx[None, :]
+    fy = fy[:, None]
+    top = v00 + (v01 - v00) * fx
+    bot = v10 + (v11 - v10) * fx
+    return (top + (bot - top) * fy) * 2.0 - 1.0
+
+
+def fractal_noise(
+    seed: int, tag: int, ys: np.ndarray, xs: np.ndarray, cell: float, octaves: int = 3
+) -> np.ndarray:
+    """Sum of value-noise octaves (each half the size and weight of the last), in about [-1, 1]."""
+    out = np.zeros((len(ys), len(xs)), np.float32)
+    amp, total = 1.0, 0.0
+    for o in range(octaves):
+        out += amp * value_noise(seed, tag * 31 + o, ys, xs, cell / 2**o)
+        total += amp
+        amp *= 0.5
+    return out / total

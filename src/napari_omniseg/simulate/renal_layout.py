@@ -1,0 +1,263 @@
+"""Where the structures of a synthetic kidney cortex are: glomeruli, arteries, tubules, capillaries.
+
+All positions and sizes are in micrometres. Every object is drawn from a random generator keyed
+by the slide seed and the object's global grid cell, so the layout of any window can be worked out
+on its own and agrees with the layout of its neighbours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Grid cells (um) in which candidates are drawn, and how often a cell holds one.
+GLOM_CELL, GLOM_P = 430.0, 0.42
+ARTERY_CELL, ARTERY_P = 900.0, 0.45
+TUBULE_CELL = 52.0
+PT_FRACTION = 0.62
+
+# Sizes in um (diameters are twice the radii).
+GLOM_RADIUS = (75.0, 120.0)       # capsule 150-240 um across
+ARTERY_RADIUS = (35.0, 85.0)
+PT_RADIUS = (26.5, 32.0)
+DT_RADIUS = (18.0, 24.5)
+PTC_SEMI_AXES = ((3.2, 5.5), (2.6, 4.0))  # (major, minor) lumen semi-axes: 5-11 um lumens
+#: Largest distance (um) from an object's centre to its boundary; bounds the search halo.
+MAX_REACH = 140.0
+
+
+def _rng(seed: int, tag: int, *key: int) -> np.random.Generator:
+    return np.random.default_rng([seed & 0xFFFFFFFF, tag, *[int(k) + (1 << 30) for k in key]])
+
+
+@dataclass(frozen=True)
+class Glomerulus:
+    cy: float
+    cx: float
+    r_cap: float
+    wall: float
+    tuft_cy: float
+    tuft_cx: float
+    r_tuft: float
+    key: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Artery:
+    cy: float
+    cx: float
+    r_out: float
+    r_lumen: float
+    ecc: float
+    theta: float
+    key: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Tubule:
+    cy: float
+    cx: float
+    a: float  # semi-axis along theta
+    b: float
+    theta: float
+    kind: int  # 1 proximal, 2 distal
+    margin: float  # half-width of the interstitium it keeps from neighbours
+    wall: float  # epithelium height; the lumen starts here
+    lumen_wobble: float
+    tone: float
+    key: tuple[int, int]
+
+    @property
+    def weight(self) -> float:
+        """Power-diagram weight: bigger tubules push their boundaries into smaller neighbours."""
+        return 0.5 * (self.a * self.b)
+
+
+@dataclass(frozen=True)
+class Capillary:
+    cy: float
+    cx: float
+    a: float
+    b: float
+    theta: float
+    rbc: float  # how full of red cells the lumen is, 0-1
+    key: tuple[int, ...]
+
+
+def _cells(lo: float, hi: float, size: float) -> range:
+    return range(int(np.floor(lo / size)), int(np.floor(hi / size)) + 1)
+
+
+class RenalLayout:
+    """The structures of one simulated slide.
+
+    Parameters
+    ----------
+    seed : int
+        Slide seed.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = int(seed)
+
+    # -- glomeruli -----------------------------------------------------------------------------
+
+    def _glom_candidate(self, cy: int, cx: int) -> tuple[Glomerulus, float] | None:
+        rng = _rng(self.seed, 1, cy, cx)
+        if rng.random() > GLOM_P:
+            return None
+        y = (cy + rng.uniform(0.15, 0.85)) * GLOM_CELL
+        x = (cx + rng.uniform(0.15, 0.85)) * GLOM_CELL
+        r = rng.uniform(*GLOM_RADIUS)
+        wall = rng.uniform(2.5, 4.0)
+        ang = rng.uniform(0, 2 * np.pi)
+        off = rng.uniform(0.0, 0.10) * r
+        r_tuft = r - wall - rng.uniform(7.0, 18.0) - off
+        g = Glomerulus(y, x, r, wall, y + off * np.sin(ang), x + off * np.cos(ang), r_tuft,
+                       (cy, cx))
+        return g, rng.random()
+
+    def glomeruli(self, y0: float, x0: float, y1: float, x1: float) -> list[Glomerulus]:
+        """Glomeruli whose capsule may reach into the box [y0, y1) x [x0, x1) (um)."""
+        m = GLOM_RADIUS[1]
+        out = []
+        for cy in _cells(y0 - m, y1 + m, GLOM_CELL):
+            for cx in _cells(x0 - m, x1 + m, GLOM_CELL):
+                if self._glom_accepted(cy, cx):
+                    out.append(self._glom_candidate(cy, cx)[0])  # type: ignore[index]
+        return out
+
+    def _glom_accepted(self, cy: int, cx: int) -> bool:
+        cand = self._glom_candidate(cy, cx)
+        if cand is None:
+            return False
+        g, prio = cand
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                if dy == dx == 0:
+                    continue
+                other = self._glom_candidate(cy + dy, cx + dx)
+                if other is None:
+                    continue
+                o, oprio = other
+                if np.hypot(o.cy - g.cy, o.cx - g.cx) < g.r_cap + o.r_cap + 40 and oprio > prio:
+                    return False
+        return True
+
+    # -- arteries ------------------------------------------------------------------------------
+
+    def arteries(self, y0: float, x0: float, y1: float, x1: float) -> list[Artery]:
+        """Arteries that may reach into the box (um); none overlaps a glomerulus."""
+        m = ARTERY_RADIUS[1]
+        out = []
+        for cy in _cells(y0 - m, y1 + m, ARTERY_CELL):
+            for cx in _cells(x0 - m, x1 + m, ARTERY_CELL):
+                rng = _rng(self.seed, 2, cy, cx)
+                if rng.random() > ARTERY_P:
+                    continue
+                y = (cy + rng.uniform(0.15, 0.85)) * ARTERY_CELL
+                x = (cx + rng.uniform(0.15, 0.85)) * ARTERY_CELL
+                r = rng.uniform(*ARTERY_RADIUS)
+                a = Artery(y, x, r, r * rng.uniform(0.32, 0.5), rng.uniform(1.0, 1.25),
+                           rng.uniform(0, np.pi), (cy, cx))
+                gl = self.glomeruli(y - r - 40, x - r - 40, y + r + 40, x + r + 40)
+                if all(np.hypot(g.cy - y, g.cx - x) > g.r_cap + r * a.ecc + 30 for g in gl):
+                    out.append(a)
+        return out
+
+    # -- tubules -------------------------------------------------------------------------------
+
+    def tubules(self, y0: float, x0: float, y1: float, x1: float) -> list[Tubule]:
+        """Tubules seeded in the box grown by a margin, outside glomeruli and arteries."""
+        m = 3 * TUBULE_CELL
+        gl = self.glomeruli(y0 - m, x0 - m, y1 + m, x1 + m)
+        ar = self.arteries(y0 - m, x0 - m, y1 + m, x1 + m)
+        out = []
+        for cy in _cells(y0 - m, y1 + m, TUBULE_CELL):
+            for cx in _cells(x0 - m, x1 + m, TUBULE_CELL):
+                rng = _rng(self.seed, 3, cy, cx)
+                y = (cy + 0.5 + rng.uniform(-0.32, 0.32)) * TUBULE_CELL
+                x = (cx + 0.5 + rng.uniform(-0.32, 0.32)) * TUBULE_CELL
+                if any(np.hypot(g.cy - y, g.cx - x) < g.r_cap + 10 for g in gl):
+                    continue
+                if any(np.hypot(a.cy - y, a.cx - x) < a.r_out * a.ecc + 10 for a in ar):
+                    continue
+                if rng.random() < PT_FRACTION:
+                    kind, r = 1, rng.uniform(*PT_RADIUS)
+                    wall = r * rng.uniform(0.62, 0.9)
+                    wobble = rng.uniform(2.5, 5.0)
+                else:
+                    kind, r = 2, rng.uniform(*DT_RADIUS)
+                    wall = rng.uniform(5.0, 8.0)
+                    wobble = rng.uniform(1.0, 2.5)
+                elong = rng.uniform(1.0, 1.3)
+                out.append(Tubule(
+                    y, x, r * elong, r, rng.uniform(0, np.pi), kind,
+                    margin=rng.uniform(1.2, 2.6), wall=wall, lumen_wobble=wobble,
+                    tone=rng.uniform(-1, 1), key=(cy, cx),
+                ))
+        return out
+
+    def capillaries(self, tubules: list[Tubule], y0: float, x0: float, y1: float,
+                    x1: float) -> list[Capillary]:
+        """Peritubular capillaries at the junctions between neighbouring tubules.
+
+        They sit at the corners of the tubules' Voronoi cells (Delaunay circumcentres) and, less
+        often, midway along a shared side. Each is keyed by the tubules around it.
+        """
+        from scipy.spatial import Delaunay
+
+        if len(tubules) < 3:
+            return []
+        pts = np.array([[t.cy, t.cx] for t in tubules])
+        tri = Delaunay(pts)
+        out: list[Capillary] = []
+        seen_edges: set[tuple] = set()
+        for simplex in tri.simplices:
+            p = pts[simplex]
+            keys = sorted(tubules[i].key for i in simplex)
+            c = _circumcentre(p)
+            if c is None or np.max(np.hypot(*(p - c).T)) > 1.2 * TUBULE_CELL:
+                continue
+            if y0 - 20 <= c[0] < y1 + 20 and x0 - 20 <= c[1] < x1 + 20:
+                rng = _rng(self.seed, 4, *[k for key in keys for k in key])
+                if rng.random() < 0.8:
+                    out.append(self._capillary(c, rng, tuple(k for key in keys for k in key)))
+            for i, j in ((0, 1), (1, 2), (0, 2)):
+                a, b = simplex[i], simplex[j]
+                ka, kb = sorted((tubules[a].key, tubules[b].key))
+                edge = (*ka, *kb)
+                if edge in seen_edges:
+                    continue
+                seen_edges.add(edge)
+                mid = (pts[a] + pts[b]) / 2
+                if not (y0 - 20 <= mid[0] < y1 + 20 and x0 - 20 <= mid[1] < x1 + 20):
+                    continue
+                if np.hypot(*(pts[a] - pts[b])) > 1.5 * TUBULE_CELL:
+                    continue
+                rng = _rng(self.seed, 5, *edge)
+                if rng.random() < 0.3:
+                    d = pts[b] - pts[a]
+                    cap = self._capillary(mid, rng, edge)
+                    # lie along the shared side: perpendicular to the line joining the centres
+                    theta = float(np.arctan2(d[1], d[0]) + np.pi / 2)
+                    out.append(Capillary(cap.cy, cap.cx, cap.a, cap.b, theta, cap.rbc, cap.key))
+        return out
+
+    def _capillary(self, c: np.ndarray, rng: np.random.Generator, key: tuple) -> Capillary:
+        a = rng.uniform(*PTC_SEMI_AXES[0])
+        b = min(a, rng.uniform(*PTC_SEMI_AXES[1]))
+        return Capillary(float(c[0]), float(c[1]), a, b, rng.uniform(0, np.pi),
+                         float(rng.choice([0.0, 0.5, 0.9, 1.0], p=[0.45, 0.2, 0.2, 0.15])), key)
+
+
+def _circumcentre(p: np.ndarray) -> np.ndarray | None:
+    (ay, ax), (by, bx), (cy, cx) = p
+    d = 2 * (ax * (by - cy) + bx * (cy - ay) + cx * (ay - by))
+    if abs(d) < 1e-9:
+        return None
+    a2, b2, c2 = ax * ax + ay * ay, bx * bx + by * by, cx * cx + cy * cy
+    ux = (a2 * (by - cy) + b2 * (cy - ay) + c2 * (ay - by)) / d
+    uy = (a2 * (cx - bx) + b2 * (ax - cx) + c2 * (bx - ax)) / d
+    return np.array([uy, ux])

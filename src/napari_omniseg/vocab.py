@@ -1,0 +1,144 @@
+"""Names and ids of everything the models can be asked about.
+
+This module is the only place where tissue, magnification, stain and fetal-region ids live.
+Other modules look names up here instead of writing ids of their own, so that a checkpoint, a
+widget and the CLI always agree on what "task 5" means.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Tissue:
+    """A renal structure the Omni-Seg+ model can segment.
+
+    Attributes
+    ----------
+    code : str
+        Short code used on the command line and in file names (``"ptc"``).
+    name : str
+        Name a pathologist reads (``"peritubular capillary"``).
+    task_id : int
+        Index of the tissue in the model's task one-hot.
+    optimal_magnification : int
+        Objective power at which the tissue is best segmented.
+    color : tuple of float
+        RGBA in [0, 1] used for its labels layer.
+    """
+
+    code: str
+    name: str
+    task_id: int
+    optimal_magnification: int
+    color: tuple[float, float, float, float]
+
+    @property
+    def label(self) -> str:
+        """Upper-case code used in layer names, e.g. ``"PTC"``."""
+        return self.code.upper()
+
+
+TISSUES: tuple[Tissue, ...] = (
+    Tissue("dt", "distal tubule", 0, 10, (0.12, 0.47, 0.71, 1.0)),
+    Tissue("pt", "proximal tubule", 1, 10, (1.0, 0.50, 0.05, 1.0)),
+    Tissue("cap", "glomerular unit (capsule)", 2, 5, (0.17, 0.63, 0.17, 1.0)),
+    Tissue("tuft", "glomerular tuft", 3, 5, (0.84, 0.15, 0.16, 1.0)),
+    Tissue("ves", "artery", 4, 10, (0.58, 0.40, 0.74, 1.0)),
+    Tissue("ptc", "peritubular capillary", 5, 40, (0.09, 0.75, 0.81, 1.0)),
+)
+TISSUE_CODES: tuple[str, ...] = tuple(t.code for t in TISSUES)
+
+#: Objective powers the model knows, with their scale id in the scale one-hot.
+MAGNIFICATIONS: tuple[int, ...] = (5, 10, 20, 40)
+SCALE_IDS: dict[int, int] = {m: i for i, m in enumerate(MAGNIFICATIONS)}
+
+#: Micrometres per pixel at 40x; other powers scale inversely (20x is 0.5 um/px).
+MPP_AT_40X = 0.25
+
+STAINS: dict[str, str] = {
+    "he": "H&E",
+    "pas": "periodic acid-Schiff",
+    "sil": "Jones silver",
+    "tri": "trichrome",
+}
+
+
+@dataclass(frozen=True)
+class FetalRegion:
+    """A region of a fetal MRI volume that the CoNeMOS model can segment."""
+
+    code: str
+    name: str
+    region_id: int
+    color: tuple[float, float, float, float]
+
+
+FETAL_REGIONS: tuple[FetalRegion, ...] = (
+    FetalRegion("uterus", "uterus", 0, (0.95, 0.75, 0.10, 1.0)),
+    FetalRegion("body", "fetal body", 1, (0.20, 0.60, 0.90, 1.0)),
+    FetalRegion("brain", "fetal brain", 2, (0.90, 0.30, 0.60, 1.0)),
+    FetalRegion("eyes", "fetal eyes", 3, (0.30, 0.85, 0.30, 1.0)),
+    FetalRegion("placenta", "placenta", 4, (0.60, 0.35, 0.15, 1.0)),
+)
+FETAL_REGION_CODES: tuple[str, ...] = tuple(r.code for r in FETAL_REGIONS)
+
+
+def tissue(code: str) -> Tissue:
+    """Return the tissue with this code.
+
+    Raises
+    ------
+    ValueError
+        If the code is unknown; the message lists the valid codes.
+    """
+    for t in TISSUES:
+        if t.code == code.lower():
+            return t
+    raise ValueError(f"unknown tissue {code!r}; choose one of {', '.join(TISSUE_CODES)}")
+
+
+def fetal_region(code: str) -> FetalRegion:
+    """Return the fetal region with this code.
+
+    Raises
+    ------
+    ValueError
+        If the code is unknown; the message lists the valid codes.
+    """
+    for r in FETAL_REGIONS:
+        if r.code == code.lower():
+            return r
+    raise ValueError(
+        f"unknown fetal region {code!r}; choose one of {', '.join(FETAL_REGION_CODES)}"
+    )
+
+
+def scale_id(magnification: float) -> int:
+    """Return the scale id of a supported magnification (5, 10, 20 or 40)."""
+    m = int(round(magnification))
+    if m not in SCALE_IDS:
+        raise ValueError(
+            f"magnification {magnification}x is not supported; choose one of "
+            + ", ".join(f"{m}x" for m in MAGNIFICATIONS)
+        )
+    return SCALE_IDS[m]
+
+
+def stain(code: str) -> str:
+    """Validate a stain code and return it in lower case."""
+    c = code.lower()
+    if c not in STAINS:
+        raise ValueError(f"unknown stain {code!r}; choose one of {', '.join(STAINS)}")
+    return c
+
+
+def mpp_of_magnification(magnification: float) -> float:
+    """Micrometres per pixel conventionally associated with an objective power."""
+    return MPP_AT_40X * 40.0 / magnification
+
+
+def magnification_of_mpp(mpp: float) -> float:
+    """Objective power conventionally associated with a pixel size (0.25 um/px is 40x)."""
+    return MPP_AT_40X * 40.0 / mpp
