@@ -79,7 +79,7 @@ _AFFINITY: dict[str, dict[str, dict[str, float]]] = {
         "brush": {"fuchsin": 0.62},
         "bm": {"aniline_blue": 0.75},
         "rbc": {"fuchsin": 1.10},
-        "collagen": {"aniline_blue": 0.62},
+        "collagen": {"aniline_blue": 0.38},
         "muscle": {"fuchsin": 0.72},
         "mesangium": {"aniline_blue": 0.50, "fuchsin": 0.10},
         "plasma": {"fuchsin": 0.05},
