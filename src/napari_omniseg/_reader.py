@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from .errors import OmnisegInputError
 from .io.slides import SLIDE_SUFFIXES, Slide
-from .io.volumes import VOLUME_SUFFIXES, Volume, volume_suffix
+from .io.volumes import VOLUME_SUFFIXES, Volume, is_volume_file, volume_suffix
 
 LayerData = tuple  # (data, kwargs, layer_type)
 
@@ -46,25 +46,9 @@ def layer_data_for_path(path: str | Path) -> list[LayerData]:
     from .io.slides import open_slide
     from .io.volumes import open_volume
 
-    suffix = volume_suffix(path)
-    if suffix in (".nii", ".nii.gz") or (suffix in (".tif", ".tiff") and _is_volume_tiff(path)):
+    if is_volume_file(path):
         return [volume_layer_data(open_volume(path))]
     return [slide_layer_data(open_slide(path))]
-
-
-def _is_volume_tiff(path: str | Path) -> bool:
-    """A TIFF whose first series is a grey 3D stack rather than an RGB image."""
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            s = tif.series[0]
-            if tif.is_ome and s.axes.startswith("C") and s.shape[0] in (3, 4):
-                return False
-            dims = [a for a, n in zip(s.axes, s.shape) if n != 1]
-            return "S" not in s.axes and len(dims) >= 3
-    except Exception:
-        return False  # the slide reader gives the clear error
 
 
 def slide_layer_data(slide: Slide, name: str | None = None) -> LayerData:

@@ -49,6 +49,30 @@ def volume_suffix(path: str | os.PathLike) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
 
 
+def is_volume_file(path: str | os.PathLike) -> bool:
+    """Whether a file should be opened as a volume: NIfTI, or a TIFF whose image is a grey stack.
+
+    An RGB TIFF (or one that cannot be parsed) is left to the slide reader, which explains what
+    is wrong with it.
+    """
+    suffix = volume_suffix(path)
+    if suffix in (".nii", ".nii.gz"):
+        return True
+    if suffix not in (".tif", ".tiff"):
+        return False
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            s = tif.series[0]
+            if tif.is_ome and s.axes.startswith("C") and s.shape[0] in (3, 4):
+                return False
+            dims = [a for a, n in zip(s.axes, s.shape) if n != 1]
+            return "S" not in s.axes and len(dims) >= 3
+    except Exception:
+        return False
+
+
 def open_volume(path: str | os.PathLike) -> Volume:
     """Open a 3D volume lazily.
 

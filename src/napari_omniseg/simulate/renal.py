@@ -143,8 +143,8 @@ def _lazy_level0(renderer: RenalRenderer, height: int, width: int, chunk: int) -
         for x in range(0, width, chunk):
             w = min(chunk, width - x)
             row.append(da.from_delayed(dask.delayed(block)(y, x, h, w), (h, w, 9), np.uint8))
-        rows.append(row)
-    return da.block(rows)
+        rows.append(da.concatenate(row, axis=1))
+    return da.concatenate(rows, axis=0)
 
 
 def _coarsen_stack(stack0: da.Array, factor: int) -> da.Array:

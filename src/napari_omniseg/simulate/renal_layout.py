@@ -21,7 +21,7 @@ PT_FRACTION = 0.62
 GLOM_RADIUS = (75.0, 120.0)       # capsule 150-240 um across
 ARTERY_RADIUS = (35.0, 85.0)
 PT_RADIUS = (26.5, 32.0)
-DT_RADIUS = (18.0, 24.5)
+DT_RADIUS = (18.5, 25.0)
 PTC_SEMI_AXES = ((3.2, 5.5), (2.6, 4.0))  # (major, minor) lumen semi-axes: 5-11 um lumens
 #: Largest distance (um) from an object's centre to its boundary; bounds the search halo.
 MAX_REACH = 140.0
@@ -113,7 +113,7 @@ class RenalLayout:
         wall = rng.uniform(2.5, 4.0)
         ang = rng.uniform(0, 2 * np.pi)
         off = rng.uniform(0.0, 0.10) * r
-        r_tuft = r - wall - rng.uniform(7.0, 18.0) - off
+        r_tuft = r - wall - rng.uniform(3.0, 9.0) - off
         g = Glomerulus(y, x, r, wall, y + off * np.sin(ang), x + off * np.cos(ang), r_tuft,
                        (cy, cx))
         return g, rng.random()
@@ -185,16 +185,16 @@ class RenalLayout:
                     continue
                 if rng.random() < PT_FRACTION:
                     kind, r = 1, rng.uniform(*PT_RADIUS)
-                    wall = r * rng.uniform(0.62, 0.9)
-                    wobble = rng.uniform(2.5, 5.0)
+                    wall = r * rng.uniform(0.55, 0.85)
+                    wobble = rng.uniform(3.0, 6.0)
                 else:
                     kind, r = 2, rng.uniform(*DT_RADIUS)
-                    wall = rng.uniform(5.0, 8.0)
-                    wobble = rng.uniform(1.0, 2.5)
+                    wall = rng.uniform(7.5, 11.0)
+                    wobble = rng.uniform(1.0, 3.0)
                 elong = rng.uniform(1.0, 1.3)
                 out.append(Tubule(
                     y, x, r * elong, r, rng.uniform(0, np.pi), kind,
-                    margin=rng.uniform(1.2, 2.6), wall=wall, lumen_wobble=wobble,
+                    margin=rng.uniform(0.6, 1.6), wall=wall, lumen_wobble=wobble,
                     tone=rng.uniform(-1, 1), key=(cy, cx),
                 ))
         return out

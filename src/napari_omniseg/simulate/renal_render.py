@@ -30,9 +30,9 @@ MASK_ORDER = ("dt", "pt", "cap", "tuft", "ves", "ptc")
 _NUCLEI = {
     Z_PT_BASAL: (0.40, (2.6, 3.3, 2.3, 2.9), 0.80),
     Z_DT: (0.75, (2.3, 3.0, 2.0, 2.6), 0.95),
-    Z_TUFT: (0.55, (2.0, 2.8, 1.6, 2.4), 1.00),
+    Z_TUFT: (0.95, (2.0, 2.8, 1.6, 2.4), 1.00),
     Z_CAPSULE: (0.45, (2.6, 3.6, 1.0, 1.5), 0.95),
-    Z_INTER: (0.06, (3.0, 5.0, 1.1, 1.7), 1.05),
+    Z_INTER: (0.12, (2.4, 4.5, 1.3, 2.2), 1.05),
     Z_MEDIA: (0.60, (4.5, 7.0, 1.0, 1.4), 0.95),
     Z_ADVENT: (0.15, (3.0, 5.0, 1.0, 1.5), 1.05),
     Z_PTC: (0.10, (2.5, 3.5, 1.0, 1.4), 1.00),
@@ -110,6 +110,9 @@ class RenalRenderer:
         lf = up.linear(fractal_noise(seed, 11, cy, cx, 60.0, 2))  # stain unevenness
         med = up.linear(fractal_noise(seed, 12, cy, cx, 6.0, 2))  # lumen shapes, fibres
         fine = ndimage.gaussian_filter(white_noise(seed, 13, Y0, X0, H, W), 1.0) * 2.2
+        grain = ndimage.gaussian_filter(white_noise(seed, 15, Y0, X0, H, W), 2.5) * 5.0
+        f1, f2 = _worley2(seed, 16, cy, cx, 9.0)
+        border = _band(up.linear(f2 - f1), -1.0, 0.7, 0.2)  # epithelial cell borders
 
         tissue = np.ones((H, W), np.float32)
         if self.tissue_fn is not None:
@@ -138,12 +141,12 @@ class RenalRenderer:
         epi = in_s - lum_s
         is_pt = kind == 1
         is_dt = kind == 2
-        tex = 1.0 + 0.28 * fine
+        tex = (1.0 + 0.2 * fine + 0.25 * grain) * (1 - 0.3 * border)
         paint("cyto_pt", epi * is_pt * (0.9 + 0.1 * tone[tid]) * tex)
         paint("cyto_dt", epi * is_dt * (0.9 + 0.1 * tone[tid]) * tex)
-        paint("brush", is_pt * _band(lumen_sd, -1.6, 0.0) * in_s * (0.85 + 0.3 * fine))
-        paint("bm", _band(tub_d, 0.0, 0.9))
-        paint("plasma", lum_s * (0.25 + 0.2 * med))
+        paint("brush", is_pt * _band(lumen_sd, -2.0, 0.0) * in_s * (0.85 + 0.3 * fine))
+        paint("bm", _band(tub_d, 0.0, 0.9) + 0.18 * epi * border)
+        paint("plasma", lum_s * (0.25 + 0.2 * med + 0.15 * is_pt))
         occupied = np.maximum(occupied, in_s)
         masks[0] = inside & is_dt
         masks[1] = inside & is_pt
@@ -163,7 +166,7 @@ class RenalRenderer:
 
         # ---- interstitium: loose collagen wherever no structure is
         free = 1.0 - occupied
-        paint("collagen", free * np.clip(0.42 + 0.35 * med + 0.15 * fine, 0.05, 1.0))
+        paint("collagen", free * np.clip(0.42 + 0.35 * med + 0.15 * fine + 0.2 * grain, 0.05, 1.0))
 
         # ---- nuclei on top of everything
         nuc = self._nuclei(Y0, X0, H, W, zone, arts, fine)
@@ -229,20 +232,20 @@ class RenalRenderer:
         k_smooth = 3.0
         tuft_sd = k_smooth * np.log(np.exp(sds / k_smooth).sum(0))  # smooth max
         tuft_sd = np.minimum(tuft_sd, cap_d - g.wall - 1.5)
-        # capillary loops: Worley cells inside the tuft
-        f1, cell_h = _worley(self.seed, 22, yy[:, 0], xx[0], 7.5)
-        loop_r = 2.6 + 1.6 * cell_h
+        # capillary loops: small, irregular lumens between mesangial areas (Worley cells)
+        f1, cell_h = _worley(self.seed, 22, yy[:, 0], xx[0], 5.5)
+        loop_r = 1.1 + 1.6 * cell_h + 0.6 * fine[sl]
         loop_sd = loop_r - f1
         in_cap = _soft_step(cap_d)
         in_tuft = _soft_step(tuft_sd)
         loop = _soft_step(loop_sd) * in_tuft
-        has_rbc = (cell_h * 7.3) % 1.0 < 0.45
+        has_rbc = (cell_h * 7.3) % 1.0 < 0.3
         wall_band = _band(cap_d, 0.0, g.wall)
         paint("bm", _band(cap_d, 0.0, 1.0) * 1.1, sl)
         paint("cyto_dt", (wall_band - _band(cap_d, 0.0, 1.0)).clip(0) * 0.5, sl)
-        paint("plasma", (in_cap - wall_band - in_tuft).clip(0) * 0.12, sl)
-        paint("mesangium", (in_tuft - loop).clip(0) * (0.55 + 0.25 * fine[sl]), sl)
-        paint("bm", _band(loop_sd, -0.7, 0.0) * in_tuft * 0.9, sl)
+        paint("plasma", (in_cap - wall_band - in_tuft).clip(0) * 0.2, sl)
+        paint("mesangium", (in_tuft - loop).clip(0) * (0.75 + 0.25 * fine[sl]), sl)
+        paint("bm", _band(loop_sd, -0.8, 0.0) * in_tuft * 1.0, sl)
         paint("rbc", loop * has_rbc * (0.85 + 0.3 * fine[sl]), sl)
         paint("plasma", loop * ~has_rbc * 0.2, sl)
         occupied[sl] = np.maximum(occupied[sl], in_cap)
@@ -251,8 +254,8 @@ class RenalRenderer:
         z = zone[sl]
         z[cap_d > 0] = Z_BOWMAN
         z[(cap_d > 0) & (cap_d < g.wall)] = Z_CAPSULE
-        z[(tuft_sd > 0) & (loop_sd < -0.5)] = Z_TUFT
-        z[(tuft_sd > 0) & (loop_sd >= -0.5)] = Z_LUMEN
+        z[(tuft_sd > 0) & (loop_sd < 0.5)] = Z_TUFT
+        z[(tuft_sd > 0) & (loop_sd >= 0.5)] = Z_LUMEN
 
     def _paint_artery(self, a: Artery, ys, xs, paint, zone, occupied, masks, fine, med):
         sl, yy, xx = _box(ys, xs, a.cy, a.cx, a.r_out * a.ecc + 2)
@@ -418,6 +421,24 @@ def _worley(seed: int, tag: int, ys: np.ndarray, xs: np.ndarray, cell: float):
             best = np.where(closer, d, best)
             val = np.where(closer, hash_u01(seed, tag + 2, jy, jx), val)
     return best, val
+
+
+def _worley2(seed: int, tag: int, ys: np.ndarray, xs: np.ndarray, cell: float):
+    """Distances to the nearest and second-nearest jittered lattice points (um)."""
+    ty, tx = ys / cell, xs / cell
+    iy0 = np.floor(ty).astype(np.int64)[:, None]
+    ix0 = np.floor(tx).astype(np.int64)[None, :]
+    f1 = np.full((len(ys), len(xs)), np.inf, np.float32)
+    f2 = np.full_like(f1, np.inf)
+    for oy in (-1, 0, 1):
+        for ox in (-1, 0, 1):
+            jy, jx = iy0 + oy, ix0 + ox
+            py = (jy + 0.1 + 0.8 * hash_u01(seed, tag, jy, jx)) * cell
+            px = (jx + 0.1 + 0.8 * hash_u01(seed, tag + 1, jy, jx)) * cell
+            d = np.hypot(ys[:, None] - py, xs[None, :] - px).astype(np.float32)
+            f2 = np.minimum(f2, np.maximum(f1, d))
+            f1 = np.minimum(f1, d)
+    return f1, f2
 
 
 def _stamp(field: np.ndarray, cy: float, cx: float, a: float, b: float, theta: float,

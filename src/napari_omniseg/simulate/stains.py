@@ -38,7 +38,7 @@ _AFFINITY: dict[str, dict[str, dict[str, float]]] = {
         "cyto_pt": {"eosin": 0.48, "hematoxylin": 0.05},
         "cyto_dt": {"eosin": 0.30, "hematoxylin": 0.10},
         "brush": {"eosin": 0.75},
-        "bm": {"eosin": 0.50},
+        "bm": {"eosin": 0.28},
         "rbc": {"eosin": 1.15, "hematoxylin": 0.04},
         "collagen": {"eosin": 0.32, "hematoxylin": 0.02},
         "muscle": {"eosin": 0.62, "hematoxylin": 0.05},

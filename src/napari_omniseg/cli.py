@@ -1,0 +1,186 @@
+"""``omniseg``: the plugin's capabilities without a display.
+
+Sub-commands::
+
+    omniseg simulate renal -o OUT [--stain he|pas|sil|tri|all] [--height H --width W] ...
+    omniseg simulate fetal -o OUT [--count N] [--seed S] ...
+    omniseg simulate samples [-o sample_data]
+    omniseg info FILE [FILE...] [--mpp X]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import vocab
+from .errors import OmnisegInputError
+
+
+class _Bar:
+    """A tqdm progress bar driven by ``progress(done, total, message)`` callbacks."""
+
+    def __init__(self, desc: str) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(desc=desc, unit="step", file=sys.stderr, leave=True)
+
+    def __call__(self, done: int, total: int, message: str) -> None:
+        self._bar.total = total
+        self._bar.n = done
+        self._bar.set_postfix_str(message, refresh=False)
+        self._bar.refresh()
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _positive_int(text: str) -> int:
+    v = int(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    v = float(text)
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``omniseg`` command."""
+    p = argparse.ArgumentParser(prog="omniseg", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sim = sub.add_parser("simulate", help="generate synthetic kidney slides or fetal MRI")
+    simsub = sim.add_subparsers(dest="what", required=True)
+
+    r = simsub.add_parser("renal", help="synthetic kidney cortex as pyramidal OME-TIFF + masks")
+    r.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    r.add_argument("--stain", default="he", choices=[*vocab.STAINS, "all"])
+    r.add_argument("--height", type=_positive_int, default=4096, help="pixels at 40x")
+    r.add_argument("--width", type=_positive_int, default=4096, help="pixels at 40x")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--count", type=_positive_int, default=1, help="slides (seeds seed, seed+1..)")
+    r.add_argument("--shape", default="full", choices=["full", "biopsy"])
+    r.add_argument("--levels", type=int, default=4, choices=[1, 2, 3, 4])
+    r.add_argument("--no-masks", action="store_true", help="write the image only")
+
+    f = simsub.add_parser("fetal", help="fetal MRI phantoms as NIfTI + region masks")
+    f.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--count", type=_positive_int, default=1)
+    f.add_argument("--size", type=int, default=128, help="voxels per axis (32-128)")
+    f.add_argument("--spacing", type=_positive_float, default=3.0, help="mm per voxel")
+    f.add_argument("--all-masks", action="store_true",
+                   help="also write masks of regions a volume is not labelled for")
+
+    s = simsub.add_parser("samples", help="regenerate the bundled napari sample files")
+    s.add_argument("-o", "--out", type=Path, default=Path("sample_data"))
+
+    info = sub.add_parser("info", help="describe slides or volumes (levels, pixel size)")
+    info.add_argument("paths", nargs="+", type=Path)
+    info.add_argument("--mpp", type=_positive_float, default=None,
+                      help="µm per pixel, for slides whose file does not say")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``omniseg`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "simulate":
+            return {"renal": _simulate_renal, "fetal": _simulate_fetal,
+                    "samples": _simulate_samples}[args.what](args)
+        if args.command == "info":
+            return _info(args)
+    except OmnisegInputError as e:
+        print(f"omniseg: error: {e}", file=sys.stderr)
+        return 2
+    except InterruptedError:
+        print("omniseg: stopped", file=sys.stderr)
+        return 130
+    return 1  # pragma: no cover
+
+
+def _simulate_renal(args: argparse.Namespace) -> int:
+    from .simulate.renal import write_renal_slide
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    stains = list(vocab.STAINS) if args.stain == "all" else [args.stain]
+    for seed in range(args.seed, args.seed + args.count):
+        for stain in stains:
+            stem = f"renal_{stain}_seed{seed}"
+            bar = _Bar(stem)
+            try:
+                img, msk = write_renal_slide(
+                    args.out / f"{stem}.ome.tif", args.height, args.width, stain=stain,
+                    seed=seed, shape=args.shape, levels=args.levels,
+                    masks_path=None if args.no_masks else args.out / f"{stem}_masks.ome.tif",
+                    progress=bar,
+                )
+            finally:
+                bar.close()
+            print(img)
+            if msk:
+                print(msk)
+    return 0
+
+
+def _simulate_fetal(args: argparse.Namespace) -> int:
+    from .simulate.fetal import simulate_fetal, write_fetal_nifti
+
+    for seed in range(args.seed, args.seed + args.count):
+        sample = simulate_fetal(seed, size=args.size, spacing=args.spacing)
+        paths = write_fetal_nifti(sample, args.out, all_masks=args.all_masks)
+        print(json.dumps({k: str(v) for k, v in paths.items()} | {
+            "labelled": list(sample.labelled)}))
+    return 0
+
+
+def _simulate_samples(args: argparse.Namespace) -> int:
+    from ._sample_data import write_samples
+
+    bar = _Bar("samples")
+    try:
+        for path in write_samples(args.out, progress=bar):
+            print(path)
+    finally:
+        bar.close()
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .io.slides import SLIDE_SUFFIXES, open_slide
+    from .io.volumes import is_volume_file, open_volume
+
+    failed = 0
+    for path in args.paths:
+        try:
+            if is_volume_file(path):
+                v = open_volume(path)
+                out = {"path": str(path), "kind": "volume", "shape_zyx": list(v.data.shape),
+                       "spacing_mm_zyx": list(v.spacing), "dtype": str(v.data.dtype)}
+            elif path.suffix.lower() in SLIDE_SUFFIXES:
+                s = open_slide(path, mpp=args.mpp)
+                out = {"path": str(path), "kind": "slide", "format": s.source,
+                       "levels": [list(lv.shape[:2]) for lv in s.levels],
+                       "downsamples": s.downsamples, "mpp": s.mpp,
+                       "magnification": s.magnification}
+                s.close()
+            else:
+                raise OmnisegInputError(f"{path.name} is neither a slide nor a volume file")
+            print(json.dumps(out))
+        except OmnisegInputError as e:
+            print(f"omniseg: error: {e}", file=sys.stderr)
+            failed += 1
+    return 2 if failed else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
