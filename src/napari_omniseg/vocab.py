@@ -57,9 +57,10 @@ SCALE_IDS: dict[int, int] = {m: i for i, m in enumerate(MAGNIFICATIONS)}
 #: Micrometres per pixel at 40x; other powers scale inversely (20x is 0.5 um/px).
 MPP_AT_40X = 0.25
 
+#: Stain codes and the short names pathologists use (PAS: periodic acid-Schiff).
 STAINS: dict[str, str] = {
     "he": "H&E",
-    "pas": "periodic acid-Schiff",
+    "pas": "PAS",
     "sil": "Jones silver",
     "tri": "trichrome",
 }

@@ -232,17 +232,14 @@ def _slide_from_tiff(tif: Any, path: Path) -> Slide:
     if not series_list:
         raise OmnisegInputError(f"{path.name} holds no image; check the file")
 
-    if tif.is_svs:
-        source, level_series = "Aperio SVS", [(0, i) for i in range(len(series_list[0].levels))]
-    elif tif.is_ome and len(series_list[0].levels) == 1 and _series_form_pyramid(series_list):
-        source, level_series = "OME-TIFF series pyramid", _pyramid_series(series_list)
-    elif tif.is_ome:
-        source = "OME-TIFF SubIFD pyramid" if len(series_list[0].levels) > 1 else "OME-TIFF"
+    if len(series_list[0].levels) > 1:
+        kind = "Aperio SVS" if tif.is_svs else "OME-TIFF" if tif.is_ome else "pyramidal TIFF"
+        source = kind if tif.is_svs else f"{kind} SubIFD pyramid" if tif.is_ome else kind
         level_series = [(0, i) for i in range(len(series_list[0].levels))]
     else:
-        n = len(series_list[0].levels)
-        source = "pyramidal TIFF" if n > 1 else "TIFF"
-        level_series = [(0, i) for i in range(n)]
+        level_series = _pyramid_series(series_list)
+        kind = "Aperio SVS" if tif.is_svs else "OME-TIFF" if tif.is_ome else "TIFF"
+        source = f"{kind} series pyramid" if len(level_series) > 1 and not tif.is_svs else kind
 
     _check_not_truncated(tif, series_list, level_series, path)
     levels = [_level_array(tif, s, lv, path) for s, lv in level_series]
@@ -261,26 +258,27 @@ def _slide_from_tiff(tif: Any, path: Path) -> Slide:
     )
 
 
-def _series_form_pyramid(series_list: list[Any]) -> bool:
-    """Whether several OME series are successive resolutions of one image."""
-    shapes = [_yx(s.shape, s.axes) for s in series_list]
-    if len(shapes) < 2:
-        return False
-    return shapes[1][0] < shapes[0][0] and shapes[1][1] < shapes[0][1]
-
-
 def _pyramid_series(series_list: list[Any]) -> list[tuple[int, int]]:
-    """Indices of the series that shrink monotonically from series 0 (skipping label/macro)."""
+    """Series that are successive resolutions of series 0 (levels stored as separate images).
+
+    Label, macro and thumbnail images are skipped: a level must keep the baseline's aspect
+    ratio, be tiled like it, and be smaller than the level before.
+    """
+    base = series_list[0]
+    by, bx = _yx(base.shape, base.axes)
+    tiled = base.pages[0].is_tiled if base.pages and base.pages[0] is not None else False
     out = [(0, 0)]
-    prev = _yx(series_list[0].shape, series_list[0].axes)
+    prev = by
     for i, s in enumerate(series_list[1:], start=1):
-        yx = _yx(s.shape, s.axes)
-        ratio_y, ratio_x = prev[0] / yx[0], prev[1] / yx[1]
-        if yx[0] < prev[0] and yx[1] < prev[1] and abs(ratio_y - ratio_x) / ratio_x < 0.1:
+        try:
+            y, x = _yx(s.shape, s.axes)
+            page = s.pages[0]
+        except (ValueError, IndexError):
+            continue
+        same_aspect = abs((by / y) / (bx / x) - 1) < 0.05
+        if same_aspect and y < prev and (page is None or page.is_tiled == tiled):
             out.append((i, 0))
-            prev = yx
-        else:
-            break
+            prev = y
     return out
 
 

@@ -133,7 +133,7 @@ def simulate_fetal(seed: int = 0, size: int = 128, spacing: float = 3.0) -> Feta
 
     brain_sd = _ellipsoid_sd(p, head_c - axis * head_r * 0.05,
                              np.array([head_r * 0.86, head_r * 0.8, head_r * 0.76]), rot_f)
-    brain_sd = np.minimum(brain_sd, head_sd - 3.5 * scale)
+    brain_sd = np.minimum(brain_sd, np.minimum(head_sd, body_sd) - 3.5 * scale)
     # eyes: in front of the brain, either side of the midline
     face = rot_f[:, 1]
     side = rot_f[:, 2]
@@ -142,7 +142,7 @@ def simulate_fetal(seed: int = 0, size: int = 128, spacing: float = 3.0) -> Feta
     for sgn in (-1, 1):
         c = head_c + face * head_r * 0.72 + side * sgn * head_r * 0.33 + axis * head_r * 0.05
         eyes_sd = np.maximum(eyes_sd, eye_r - np.linalg.norm(p - c[:, None, None, None], axis=0))
-    eyes_sd = np.minimum(eyes_sd, head_sd - 1.0 * scale)
+    eyes_sd = np.minimum(eyes_sd, np.minimum(head_sd, body_sd) - 1.0 * scale)
     brain_sd = np.minimum(brain_sd, -eyes_sd - 2.0 * scale)
 
     # placenta: a curved slab on the inner uterine wall, within a cone around one direction
@@ -172,7 +172,7 @@ def simulate_fetal(seed: int = 0, size: int = 128, spacing: float = 3.0) -> Feta
     fluid = masks["uterus"] & (uterus_sd > wall)
     img[fluid] = rng.uniform(0.78, 0.9)
     img[masks["placenta"]] = rng.uniform(0.52, 0.6)
-    img[masks["body"]] = rng.uniform(0.4, 0.48)
+    img[masks["body"]] = rng.uniform(0.3, 0.38)
     img[masks["brain"]] = rng.uniform(0.58, 0.66)
     img[masks["eyes"]] = rng.uniform(0.8, 0.9)
     img += 0.03 * _smooth_field(rng, (n, n, n), 1.0) * (mother_sd > 0)

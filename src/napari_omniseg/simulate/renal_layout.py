@@ -14,13 +14,13 @@ import numpy as np
 # Grid cells (um) in which candidates are drawn, and how often a cell holds one.
 GLOM_CELL, GLOM_P = 430.0, 0.42
 ARTERY_CELL, ARTERY_P = 900.0, 0.45
-TUBULE_CELL = 52.0
+TUBULE_CELL = 54.0
 PT_FRACTION = 0.62
 
 # Sizes in um (diameters are twice the radii).
 GLOM_RADIUS = (75.0, 120.0)       # capsule 150-240 um across
 ARTERY_RADIUS = (35.0, 85.0)
-PT_RADIUS = (26.5, 32.0)
+PT_RADIUS = (28.0, 33.5)
 DT_RADIUS = (18.5, 25.0)
 PTC_SEMI_AXES = ((3.2, 5.5), (2.6, 4.0))  # (major, minor) lumen semi-axes: 5-11 um lumens
 #: Largest distance (um) from an object's centre to its boundary; bounds the search halo.
@@ -243,13 +243,35 @@ class RenalLayout:
                     # lie along the shared side: perpendicular to the line joining the centres
                     theta = float(np.arctan2(d[1], d[0]) + np.pi / 2)
                     out.append(Capillary(cap.cy, cap.cx, cap.a, cap.b, theta, cap.rbc, cap.key))
-        return out
+        return _without_overlaps(out)
 
     def _capillary(self, c: np.ndarray, rng: np.random.Generator, key: tuple) -> Capillary:
         a = rng.uniform(*PTC_SEMI_AXES[0])
         b = min(a, rng.uniform(*PTC_SEMI_AXES[1]))
         return Capillary(float(c[0]), float(c[1]), a, b, rng.uniform(0, np.pi),
                          float(rng.choice([0.0, 0.5, 0.9, 1.0], p=[0.45, 0.2, 0.2, 0.15])), key)
+
+
+def _without_overlaps(caps: list[Capillary]) -> list[Capillary]:
+    """Drop a capillary that would overlap another with a smaller key (a global, tile-free rule).
+
+    Four nearly co-circular tubules give two almost identical junctions; one capillary is kept.
+    """
+    if len(caps) < 2:
+        return caps
+    from scipy.spatial import cKDTree
+
+    pts = np.array([[c.cy, c.cx] for c in caps])
+    tree = cKDTree(pts)
+    keep = []
+    for i, c in enumerate(caps):
+        near = tree.query_ball_point(pts[i], 2 * PTC_SEMI_AXES[0][1] + 2.0)
+        if all(
+            j == i or np.hypot(*(pts[j] - pts[i])) > c.a + caps[j].a + 1.5 or caps[j].key > c.key
+            for j in near
+        ):
+            keep.append(c)
+    return keep
 
 
 def _circumcentre(p: np.ndarray) -> np.ndarray | None:

@@ -1,0 +1,92 @@
+"""Shared fixtures: small slides written with tifffile in every supported layout."""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+MPP = 0.25
+
+
+def rgb_image(h: int = 1024, w: int = 1536, seed: int = 0) -> np.ndarray:
+    """A smooth random RGB picture (compressible, not constant)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, (h // 64 + 1, w // 64 + 1, 3), dtype=np.uint8)
+    return np.repeat(np.repeat(small, 64, 0), 64, 1)[:h, :w].copy()
+
+
+def pyramid(img: np.ndarray, n: int) -> list[np.ndarray]:
+    return [img[:: 2**k, :: 2**k].copy() for k in range(n)]
+
+
+def write_ome_subifd(path: Path, img: np.ndarray, levels: int = 3, mpp: float = MPP) -> Path:
+    with tifffile.TiffWriter(path, bigtiff=True, ome=True) as w:
+        pyr = pyramid(img, levels)
+        w.write(pyr[0], subifds=levels - 1, tile=(256, 256), photometric="rgb",
+                metadata={"axes": "YXS", "PhysicalSizeX": mpp, "PhysicalSizeY": mpp,
+                          "PhysicalSizeXUnit": "µm", "PhysicalSizeYUnit": "µm"})
+        for lv in pyr[1:]:
+            w.write(lv, subfiletype=1, tile=(256, 256), photometric="rgb")
+    return path
+
+
+def write_ome_series(path: Path, img: np.ndarray, levels: int = 3, mpp: float = MPP) -> Path:
+    """Each level is its own OME Image (series), as some converters write them."""
+    with tifffile.TiffWriter(path, ome=True) as w:
+        for k, lv in enumerate(pyramid(img, levels)):
+            w.write(lv, tile=(256, 256), photometric="rgb",
+                    metadata={"axes": "YXS", "Name": f"level {k}",
+                              "PhysicalSizeX": mpp * 2**k, "PhysicalSizeY": mpp * 2**k})
+    return path
+
+
+def write_svs(path: Path, img: np.ndarray, levels: int = 3, mpp: float = 0.2525,
+              mag: int = 40) -> Path:
+    """Aperio layout: baseline, thumbnail, then reduced levels, with the Aperio description."""
+    desc = (f"Aperio Image Library v12.0.5\r\n{img.shape[1]}x{img.shape[0]} [0,0 "
+            f"{img.shape[1]}x{img.shape[0]}] (256x256) JPEG/RGB Q=70|AppMag = {mag}|"
+            f"MPP = {mpp}|Filename = test")
+    pyr = pyramid(img, levels)
+    with tifffile.TiffWriter(path, bigtiff=False) as w:
+        w.write(pyr[0], tile=(256, 256), photometric="rgb", description=desc, metadata=None)
+        w.write(img[::16, ::16].copy(), photometric="rgb", description="thumbnail",
+                metadata=None)
+        for lv in pyr[1:]:
+            w.write(lv, tile=(256, 256), photometric="rgb", description=desc, metadata=None)
+    return path
+
+
+def write_png(path: Path, img: np.ndarray, mpp: float | None = MPP) -> Path:
+    from PIL import Image
+
+    kw = {"dpi": (25400 / mpp, 25400 / mpp)} if mpp else {}
+    Image.fromarray(img).save(path, **kw)
+    return path
+
+
+def write_huge_pyramid(path: Path, size: int = 100_000, levels: int = 4) -> Path:
+    """A size x size OME pyramid whose tiles all share one pre-compressed blank tile."""
+    tile = 1024
+    blank = zlib.compress(np.zeros((tile, tile, 3), np.uint8).tobytes())
+
+    def tiles(s: int):
+        return (blank for _ in range((-(-s // tile)) ** 2))
+
+    with tifffile.TiffWriter(path, bigtiff=True, ome=True) as w:
+        w.write(tiles(size), shape=(size, size, 3), dtype=np.uint8, tile=(tile, tile),
+                subifds=levels - 1, photometric="rgb", compression="zlib",
+                metadata={"axes": "YXS", "PhysicalSizeX": MPP, "PhysicalSizeY": MPP})
+        for k in range(1, levels):
+            s = size >> k
+            w.write(tiles(s), shape=(s, s, 3), dtype=np.uint8, tile=(tile, tile),
+                    subfiletype=1, photometric="rgb", compression="zlib")
+    return path
+
+
+@pytest.fixture
+def image() -> np.ndarray:
+    return rgb_image()

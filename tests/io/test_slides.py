@@ -1,0 +1,154 @@
+import time
+
+import dask.array as da
+import numpy as np
+import pytest
+import tifffile
+
+from conftest import (MPP, rgb_image, write_huge_pyramid, write_ome_series, write_ome_subifd,
+                      write_png, write_svs)
+from napari_omniseg import OmnisegInputError, open_slide
+from napari_omniseg.errors import MissingPixelSizeError
+
+
+def _check_levels(slide, img, n):
+    assert len(slide.levels) == n
+    for k, lv in enumerate(slide.levels):
+        assert isinstance(lv, da.Array)
+        assert lv.dtype == np.uint8 and lv.shape[2] == 3
+        assert slide.downsamples[k] == pytest.approx(2**k, rel=0.01)
+    np.testing.assert_array_equal(slide.levels[0][:300, :200].compute(), img[:300, :200])
+
+
+def test_ome_subifd_pyramid(tmp_path, image):
+    s = open_slide(write_ome_subifd(tmp_path / "a.ome.tif", image, levels=3))
+    _check_levels(s, image, 3)
+    assert s.source == "OME-TIFF SubIFD pyramid"
+    assert s.mpp == pytest.approx(MPP) and s.magnification == pytest.approx(40)
+    np.testing.assert_array_equal(s.levels[2].compute(), image[::4, ::4])
+
+
+def test_ome_series_pyramid(tmp_path, image):
+    s = open_slide(write_ome_series(tmp_path / "b.ome.tif", image, levels=3))
+    _check_levels(s, image, 3)
+    assert s.source == "OME-TIFF series pyramid"
+    assert s.mpp == pytest.approx(MPP)
+
+
+def test_svs(tmp_path, image):
+    s = open_slide(write_svs(tmp_path / "c.svs", image, levels=3, mpp=0.2525, mag=40))
+    _check_levels(s, image, 3)
+    assert s.source == "Aperio SVS"
+    assert s.mpp == pytest.approx(0.2525) and s.magnification == 40
+
+
+def test_flat_png_builds_a_lazy_pyramid(tmp_path, image):
+    s = open_slide(write_png(tmp_path / "d.png", image, mpp=0.5))
+    # 1024 x 1536 -> 512 -> 256: three levels until the short side would drop below 256
+    _check_levels(s, image, 3)
+    assert s.mpp == pytest.approx(0.5, rel=1e-3) and s.magnification == pytest.approx(20, rel=1e-3)
+    expected = image[:2 * 256 * 2, :].reshape(512, 2, 768, 2, 3).mean((1, 3))
+    np.testing.assert_allclose(s.levels[1].compute(), np.round(expected), atol=1)
+
+
+def test_rgba_png_drops_alpha(tmp_path, image):
+    rgba = np.dstack([image, np.full(image.shape[:2], 255, np.uint8)])
+    s = open_slide(write_png(tmp_path / "rgba.png", rgba))
+    assert s.levels[0].shape[2] == 3
+
+
+def test_plain_pyramidal_tiff_with_resolution_tags(tmp_path, image):
+    path = tmp_path / "e.tif"
+    with tifffile.TiffWriter(path) as w:
+        w.write(image, tile=(256, 256), photometric="rgb", subifds=1,
+                resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")
+        w.write(image[::2, ::2].copy(), tile=(256, 256), photometric="rgb", subfiletype=1)
+    s = open_slide(path)
+    assert s.source == "pyramidal TIFF"
+    assert len(s.levels) == 2 and s.mpp == pytest.approx(0.5)
+
+
+def test_missing_pixel_size_is_reported_and_can_be_given(tmp_path, image):
+    path = write_png(tmp_path / "nompp.png", image, mpp=None)
+    s = open_slide(path)
+    assert s.mpp is None and s.magnification is None
+    with pytest.raises(MissingPixelSizeError, match="no pixel size; pass mpp"):
+        s.require_mpp()
+    s2 = open_slide(path, mpp=0.25)
+    assert s2.mpp == 0.25 and s2.magnification == pytest.approx(40)
+
+
+def test_screen_resolution_is_not_a_pixel_size(tmp_path, image):
+    path = tmp_path / "screen.tif"
+    tifffile.imwrite(path, image, photometric="rgb", resolution=(72, 72), resolutionunit="INCH")
+    assert open_slide(path).mpp is None
+
+
+def test_open_huge_pyramid_fast_without_reading_pixels(tmp_path, monkeypatch):
+    path = write_huge_pyramid(tmp_path / "huge.ome.tif")
+
+    def no_decode(*a, **k):
+        raise AssertionError("open_slide decoded pixel data")
+
+    # tile reads go through FileCache.read (zarr store) or FileHandle.read_segments (asarray)
+    monkeypatch.setattr(tifffile.FileCache, "read", no_decode)
+    monkeypatch.setattr(tifffile.FileHandle, "read_segments", no_decode)
+    t = time.perf_counter()
+    s = open_slide(path)
+    elapsed = time.perf_counter() - t
+    assert elapsed < 1.0
+    assert s.levels[0].shape == (100_000, 100_000, 3) and len(s.levels) == 4
+    monkeypatch.undo()
+    assert s.levels[3][:16, :16].compute().sum() == 0  # and the pixels can be read
+
+
+# --- bad input: one clear sentence, never a traceback into the viewer ----------------------
+
+
+def _one_sentence(err: Exception) -> str:
+    msg = str(err)
+    assert "\n" not in msg and len(msg) < 300
+    return msg
+
+
+def test_text_file_named_tif(tmp_path):
+    p = tmp_path / "notes.tif"
+    p.write_text("this is not an image\n" * 20)
+    with pytest.raises(OmnisegInputError) as e:
+        open_slide(p)
+    assert "not a TIFF file" in _one_sentence(e.value)
+
+
+def test_truncated_tiff(tmp_path, image):
+    p = write_ome_subifd(tmp_path / "t.ome.tif", image, levels=2)
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(OmnisegInputError) as e:
+        open_slide(p)
+    assert "truncated" in _one_sentence(e.value)
+
+
+def test_truncated_png(tmp_path, image):
+    p = write_png(tmp_path / "t.png", rgb_image(512, 512, seed=3) ^ 0x5A)
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(OmnisegInputError) as e:
+        open_slide(p)
+    assert "truncated" in _one_sentence(e.value)
+
+
+@pytest.mark.parametrize("shape, words", [((512, 512), "grayscale"), ((512, 512, 2), "2 channels"),
+                                          ((5, 512, 512), "5 channels")])
+def test_wrong_number_of_channels(tmp_path, shape, words):
+    p = tmp_path / "wrong.tif"
+    tifffile.imwrite(p, np.zeros(shape, np.uint8), photometric="minisblack")
+    with pytest.raises(OmnisegInputError) as e:
+        open_slide(p)
+    assert words in _one_sentence(e.value)
+
+
+def test_missing_file_and_bad_mpp(tmp_path):
+    with pytest.raises(OmnisegInputError, match="does not exist"):
+        open_slide(tmp_path / "nope.svs")
+    with pytest.raises(OmnisegInputError, match="positive"):
+        open_slide(tmp_path / "nope.svs", mpp=-1)

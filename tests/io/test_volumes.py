@@ -1,0 +1,73 @@
+import nibabel as nib
+import numpy as np
+import pytest
+import tifffile
+
+from napari_omniseg import OmnisegInputError, open_volume
+from napari_omniseg.io.export import save_nifti
+
+
+def _volume(shape=(20, 30, 40)):
+    z, y, x = np.indices(shape)
+    return (z * 10000 + y * 100 + x).astype(np.float32)
+
+
+def test_nifti_is_zyx_with_spacing_and_affine(tmp_path):
+    vol = _volume()
+    affine = np.diag([1.5, 2.0, 3.0, 1.0])  # i (x), j (y), k (z) spacing
+    p = save_nifti(vol, affine, tmp_path / "v.nii.gz")
+    v = open_volume(p)
+    assert v.data.shape == (20, 30, 40)
+    np.testing.assert_array_equal(v.data.compute(), vol)
+    assert v.spacing == pytest.approx((3.0, 2.0, 1.5))
+    np.testing.assert_allclose(v.affine, affine)
+    # round trip: nibabel sees x along i
+    assert nib.load(p).shape == (40, 30, 20)
+
+
+def test_tiff_stack_with_imagej_spacing(tmp_path):
+    vol = _volume().astype(np.uint16)
+    p = tmp_path / "stack.tif"
+    tifffile.imwrite(p, vol, imagej=True, resolution=(1 / 800.0, 1 / 800.0),
+                     metadata={"spacing": 2500.0, "unit": "um", "axes": "ZYX"})
+    v = open_volume(p)
+    assert v.data.shape == (20, 30, 40)
+    assert v.spacing == pytest.approx((2.5, 0.8, 0.8))
+    np.testing.assert_array_equal(v.data.compute(), vol)
+
+
+def test_tiff_stack_without_spacing_assumes_1mm_and_says_so(tmp_path):
+    p = tmp_path / "plain.tif"
+    tifffile.imwrite(p, _volume().astype(np.uint16))
+    with pytest.warns(UserWarning, match="no voxel size"):
+        v = open_volume(p)
+    assert v.spacing == (1.0, 1.0, 1.0) and not v.spacing_known
+
+
+def test_2d_files_are_not_volumes(tmp_path):
+    p = save_nifti(np.zeros((1, 30, 40)), np.eye(4), tmp_path / "flat.nii")
+    with pytest.raises(OmnisegInputError, match="2D image"):
+        open_volume(p)
+    t = tmp_path / "flat.tif"
+    tifffile.imwrite(t, np.zeros((30, 40), np.uint8))
+    with pytest.raises(OmnisegInputError, match="2D image"):
+        open_volume(t)
+
+
+def test_colour_tiff_is_a_slide_not_a_volume(tmp_path):
+    t = tmp_path / "rgb.tif"
+    tifffile.imwrite(t, np.zeros((30, 40, 3), np.uint8), photometric="rgb")
+    with pytest.raises(OmnisegInputError, match="open it as a slide"):
+        open_volume(t)
+
+
+def test_damaged_nifti(tmp_path):
+    p = save_nifti(_volume(), np.eye(4), tmp_path / "v.nii")
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(OmnisegInputError, match="truncated"):
+        open_volume(p)
+    q = tmp_path / "junk.nii.gz"
+    q.write_text("hello")
+    with pytest.raises(OmnisegInputError, match="not a readable NIfTI"):
+        open_volume(q)

@@ -1,0 +1,58 @@
+import json
+
+import numpy as np
+import pytest
+
+from conftest import write_ome_subifd
+from napari_omniseg.cli import main
+
+
+def test_simulate_renal_then_info(tmp_path, capsys):
+    assert main(["simulate", "renal", "-o", str(tmp_path), "--height", "1024", "--width", "1024",
+                 "--stain", "pas", "--seed", "3"]) == 0
+    out = capsys.readouterr().out.split()
+    image = tmp_path / "renal_pas_seed3.ome.tif"
+    assert str(image) in out and str(tmp_path / "renal_pas_seed3_masks.ome.tif") in out
+    assert main(["info", str(image)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["levels"] == [[1024, 1024], [512, 512], [256, 256], [128, 128]]
+    assert info["mpp"] == pytest.approx(0.25) and info["magnification"] == pytest.approx(40)
+
+
+def test_simulate_fetal(tmp_path, capsys):
+    assert main(["simulate", "fetal", "-o", str(tmp_path), "--count", "2", "--size", "48",
+                 "--seed", "7"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 2
+    for line in lines:
+        for region in line["labelled"]:
+            assert region in line
+    assert main(["info", lines[0]["volume"]]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"] == "volume" and info["shape_zyx"] == [48, 48, 48]
+
+
+def test_bad_input_gives_one_line_and_exit_code_2(tmp_path, capsys, image):
+    bad = tmp_path / "bad.svs"
+    bad.write_text("not a slide")
+    good = write_ome_subifd(tmp_path / "good.ome.tif", image)
+    assert main(["info", str(bad), str(good)]) == 2  # the good one is still reported
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "not a TIFF file" in captured.err
+    assert json.loads(captured.out)["path"] == str(good)
+
+
+def test_mpp_flag_for_files_without_pixel_size(tmp_path, capsys, image):
+    from conftest import write_png
+
+    p = write_png(tmp_path / "x.png", image, mpp=None)
+    assert main(["info", str(p), "--mpp", "0.5"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["mpp"] == 0.5 and info["magnification"] == pytest.approx(20)
+
+
+def test_bad_arguments_are_refused(tmp_path):
+    with pytest.raises(SystemExit):
+        main(["simulate", "renal", "-o", str(tmp_path), "--stain", "giemsa"])
+    with pytest.raises(SystemExit):
+        main(["simulate", "renal", "-o", str(tmp_path), "--height", "-5"])
