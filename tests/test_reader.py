@@ -44,17 +44,41 @@ def test_volume_opens_as_3d_layer_in_mm(make_napari_viewer, tmp_path):
     np.testing.assert_allclose(layer.scale, (3.0, 2.0, 1.0))
 
 
-@pytest.mark.parametrize("content, words", [
-    (b"this is not an image" * 10, "not a TIFF file"),
-    (None, "truncated"),
+def _text_tif(tmp_path, image):
+    p = tmp_path / "bad.tif"
+    p.write_text("this is not an image\n" * 10)
+    return p
+
+
+def _truncated_tif(tmp_path, image):
+    good = write_ome_subifd(tmp_path / "good.ome.tif", image).read_bytes()
+    p = tmp_path / "bad.ome.tif"
+    p.write_bytes(good[: len(good) // 2])
+    return p
+
+
+def _two_channel_tif(tmp_path, image):
+    import tifffile
+
+    p = tmp_path / "two.tif"
+    tifffile.imwrite(p, np.zeros((256, 256, 2), np.uint8), photometric="minisblack",
+                     planarconfig="contig")
+    return p
+
+
+def _flat_nifti(tmp_path, image):
+    return save_nifti(np.zeros((1, 30, 40), np.float32), np.eye(4), tmp_path / "flat.nii.gz")
+
+
+@pytest.mark.parametrize("make, words", [
+    (_text_tif, "not a TIFF file"),
+    (_truncated_tif, "truncated"),
+    (_two_channel_tif, "has 2 channels"),
+    (_flat_nifti, "2D image"),
 ])
-def test_bad_files_give_one_sentence_and_no_layer(make_napari_viewer, tmp_path, image, content,
+def test_bad_files_give_one_sentence_and_no_layer(make_napari_viewer, tmp_path, image, make,
                                                   words, monkeypatch):
-    path = tmp_path / "bad.tif"
-    if content is None:
-        good = write_ome_subifd(tmp_path / "good.ome.tif", image).read_bytes()
-        content = good[: len(good) // 2]
-    path.write_bytes(content)
+    path = make(tmp_path, image)
     shown = []
     import napari.utils.notifications as notifications
 
