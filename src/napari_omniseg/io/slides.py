@@ -164,23 +164,26 @@ def _open_flat_image(path: Path) -> Slide:
     dpi = info.get("dpi")
     if dpi and dpi[0]:
         mpp = _plausible_mpp(25400.0 / float(dpi[0]))
-    return _with_built_pyramid(level0, mpp, None, path, f"flat {path.suffix.lstrip('.')}")
+    return _assemble([level0], mpp, None, path, f"flat {path.suffix.lstrip('.')}")
 
 
-def _with_built_pyramid(
-    level0: da.Array, mpp: float | None, mag: float | None, path: Path, source: str,
+def _assemble(
+    levels: list[da.Array], mpp: float | None, mag: float | None, path: Path, source: str,
     handles: list[Any] | None = None,
 ) -> Slide:
-    levels = [level0]
-    while min(levels[-1].shape[:2]) // 2 >= _MIN_LEVEL_SIZE:
-        levels.append(_downsample2(levels[-1]))
+    """A Slide from the file's levels; a single level gets a pyramid built by downsampling."""
+    if len(levels) == 1:
+        while min(levels[-1].shape[:2]) // 2 >= _MIN_LEVEL_SIZE:
+            levels.append(_downsample2(levels[-1]))
+        if len(levels) > 1:
+            source += " (pyramid built by downsampling)"
     return Slide(
         levels=levels,
         mpp=mpp,
         magnification=mag,
         downsamples=_downsamples(levels),
         path=path,
-        source=source + (" (pyramid built by downsampling)" if len(levels) > 1 else ""),
+        source=source,
         _handles=handles or [],
     )
 
@@ -245,17 +248,7 @@ def _slide_from_tiff(tif: Any, path: Path) -> Slide:
     levels = [_level_array(tif, s, lv, path) for s, lv in level_series]
 
     mpp, mag = _tiff_pixel_size(tif)
-    if len(levels) == 1:
-        return _with_built_pyramid(levels[0], mpp, mag, path, source, handles=[tif])
-    return Slide(
-        levels=levels,
-        mpp=mpp,
-        magnification=mag,
-        downsamples=_downsamples(levels),
-        path=path,
-        source=source,
-        _handles=[tif],
-    )
+    return _assemble(levels, mpp, mag, path, source, handles=[tif])
 
 
 def _pyramid_series(series_list: list[Any]) -> list[tuple[int, int]]:

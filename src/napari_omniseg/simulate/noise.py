@@ -80,3 +80,33 @@ def fractal_noise(
         total += amp
         amp *= 0.5
     return out / total
+
+
+def worley(seed: int, tag: int, ys: np.ndarray, xs: np.ndarray, cell: float,
+           jitter: float = 0.7) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cellular noise on the grid ys x xs: one jittered point per lattice cell of size ``cell``.
+
+    Returns
+    -------
+    f1, f2 : numpy.ndarray
+        Distances to the nearest and second-nearest points (same units as ys, xs).
+    value : numpy.ndarray
+        A uniform [0, 1) value belonging to the nearest point (constant over its cell).
+    """
+    lo = (1 - jitter) / 2
+    iy0 = np.floor(ys / cell).astype(np.int64)[:, None]
+    ix0 = np.floor(xs / cell).astype(np.int64)[None, :]
+    f1 = np.full((len(ys), len(xs)), np.inf, np.float32)
+    f2 = np.full_like(f1, np.inf)
+    val = np.zeros_like(f1)
+    for oy in (-1, 0, 1):
+        for ox in (-1, 0, 1):
+            jy, jx = iy0 + oy, ix0 + ox
+            py = (jy + lo + jitter * hash_u01(seed, tag, jy, jx)) * cell
+            px = (jx + lo + jitter * hash_u01(seed, tag + 1, jy, jx)) * cell
+            d = np.hypot(ys[:, None] - py, xs[None, :] - px).astype(np.float32)
+            closer = d < f1
+            f2 = np.minimum(f2, np.maximum(f1, d))
+            val = np.where(closer, hash_u01(seed, tag + 2, jy, jx), val)
+            f1 = np.minimum(f1, d)
+    return f1, f2, val

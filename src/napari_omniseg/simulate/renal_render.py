@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .noise import fractal_noise, hash_u01, white_noise
+from .noise import fractal_noise, hash_u01, white_noise, worley
 from .renal_layout import MAX_REACH, Artery, Capillary, Glomerulus, RenalLayout, Tubule
 from .stains import MATERIALS, StainStyle
 
@@ -111,7 +111,7 @@ class RenalRenderer:
         med = up.linear(fractal_noise(seed, 12, cy, cx, 6.0, 2))  # lumen shapes, fibres
         fine = ndimage.gaussian_filter(white_noise(seed, 13, Y0, X0, H, W), 1.0) * 2.2
         grain = ndimage.gaussian_filter(white_noise(seed, 15, Y0, X0, H, W), 2.5) * 5.0
-        f1, f2 = _worley2(seed, 16, cy, cx, 9.0)
+        f1, f2, _ = worley(seed, 16, cy, cx, 9.0, jitter=0.8)
         border = _band(up.linear(f2 - f1), -1.0, 0.7, 0.2)  # epithelial cell borders
 
         tissue = np.ones((H, W), np.float32)
@@ -233,7 +233,7 @@ class RenalRenderer:
         tuft_sd = k_smooth * np.log(np.exp(sds / k_smooth).sum(0))  # smooth max
         tuft_sd = np.minimum(tuft_sd, cap_d - g.wall - 1.5)
         # capillary loops: small, irregular lumens between mesangial areas (Worley cells)
-        f1, cell_h = _worley(self.seed, 22, yy[:, 0], xx[0], 5.5)
+        f1, _, cell_h = worley(self.seed, 22, yy[:, 0], xx[0], 5.5)
         loop_r = 1.1 + 1.6 * cell_h + 0.6 * fine[sl]
         loop_sd = loop_r - f1
         in_cap = _soft_step(cap_d)
@@ -276,7 +276,7 @@ class RenalRenderer:
         stripes = 0.75 + 0.25 * np.sin(th * 0 + e * 2.2 + 3 * med[sl])
         paint("muscle", media * stripes * (0.9 + 0.2 * fine[sl]), sl)
         paint("collagen", advent * (0.75 + 0.25 * fine[sl]), sl)
-        f1, cell_h = _worley(self.seed, 23, yy[:, 0], xx[0], 6.0)
+        f1, _, cell_h = worley(self.seed, 23, yy[:, 0], xx[0], 6.0)
         rbc = (f1 < 3.3) & (cell_h < 0.35)
         paint("rbc", lum * rbc, sl)
         paint("plasma", lum * 0.2, sl)
@@ -402,43 +402,6 @@ def _exclusion_field(gloms, arts, caps, cy, cx) -> np.ndarray:
         e = _ellipse_radius(cy[y0:y1, None] - c.cy, cx[None, x0:x1] - c.cx, c.a, c.b, c.theta)
         ex[y0:y1, x0:x1] = np.minimum(ex[y0:y1, x0:x1], (e - 1) * c.b - 1.8)
     return ex
-
-
-def _worley(seed: int, tag: int, ys: np.ndarray, xs: np.ndarray, cell: float):
-    """Distance to the nearest jittered lattice point (um) and that point's random value."""
-    ty, tx = ys / cell, xs / cell
-    iy0 = np.floor(ty).astype(np.int64)[:, None]
-    ix0 = np.floor(tx).astype(np.int64)[None, :]
-    best = np.full((len(ys), len(xs)), np.inf, np.float32)
-    val = np.zeros_like(best)
-    for oy in (-1, 0, 1):
-        for ox in (-1, 0, 1):
-            jy, jx = iy0 + oy, ix0 + ox
-            py = (jy + 0.15 + 0.7 * hash_u01(seed, tag, jy, jx)) * cell
-            px = (jx + 0.15 + 0.7 * hash_u01(seed, tag + 1, jy, jx)) * cell
-            d = np.hypot(ys[:, None] - py, xs[None, :] - px).astype(np.float32)
-            closer = d < best
-            best = np.where(closer, d, best)
-            val = np.where(closer, hash_u01(seed, tag + 2, jy, jx), val)
-    return best, val
-
-
-def _worley2(seed: int, tag: int, ys: np.ndarray, xs: np.ndarray, cell: float):
-    """Distances to the nearest and second-nearest jittered lattice points (um)."""
-    ty, tx = ys / cell, xs / cell
-    iy0 = np.floor(ty).astype(np.int64)[:, None]
-    ix0 = np.floor(tx).astype(np.int64)[None, :]
-    f1 = np.full((len(ys), len(xs)), np.inf, np.float32)
-    f2 = np.full_like(f1, np.inf)
-    for oy in (-1, 0, 1):
-        for ox in (-1, 0, 1):
-            jy, jx = iy0 + oy, ix0 + ox
-            py = (jy + 0.1 + 0.8 * hash_u01(seed, tag, jy, jx)) * cell
-            px = (jx + 0.1 + 0.8 * hash_u01(seed, tag + 1, jy, jx)) * cell
-            d = np.hypot(ys[:, None] - py, xs[None, :] - px).astype(np.float32)
-            f2 = np.minimum(f2, np.maximum(f1, d))
-            f1 = np.minimum(f1, d)
-    return f1, f2
 
 
 def _stamp(field: np.ndarray, cy: float, cx: float, a: float, b: float, theta: float,
