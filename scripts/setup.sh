@@ -22,4 +22,7 @@ else
   echo "setup: no apt-get here; install Xvfb and the Qt xcb libraries with your package manager" >&2
 fi
 
+# torch first, pinned to the CPU build that the development machines keep on disk; with a torch
+# already installed (a CUDA or MPS build, say) nothing is replaced.
+python -c "import torch" 2>/dev/null || python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
 python -m pip install --quiet --disable-pip-version-check -e ".[test]"

@@ -19,6 +19,7 @@ _API = {
     "write_renal_slide": ("napari_omniseg.simulate.renal", "write_renal_slide"),
     "simulate_fetal": ("napari_omniseg.simulate.fetal", "simulate_fetal"),
     "OmnisegInputError": ("napari_omniseg.errors", "OmnisegInputError"),
+    "load_model": ("napari_omniseg.models", "load_model"),
 }
 
 __all__ = sorted(_API)
@@ -27,6 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .errors import OmnisegInputError
     from .io.slides import Slide, open_slide
     from .io.volumes import Volume, open_volume
+    from .models import load_model
     from .simulate.fetal import simulate_fetal
     from .simulate.renal import simulate_renal, write_renal_slide
 

@@ -1,0 +1,172 @@
+"""Checkpoints (data, never code), bundled weights, and the device models run on.
+
+A product checkpoint is one file holding ``{"state_dict": ..., "metadata": "<json>"}`` saved
+with ``torch.save`` and read with ``torch.load(..., weights_only=True)``. The metadata says which
+architecture and vocabulary the weights belong to, what they were trained on, and when. The
+authors' Omni-Seg+ checkpoints (a bare state_dict) load too.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from . import __version__, vocab
+from .errors import OmnisegInputError
+
+FORMAT = "napari-omniseg-checkpoint/1"
+#: Bundled checkpoints, by name, inside the package's ``weights/`` folder.
+BUNDLED = {"renal": "omniseg_renal.pt", "fetal": "conemos_fetal.pt"}
+
+
+def pick_device(prefer: str | None = None) -> "torch.device":  # noqa: F821
+    """CUDA if present, else Apple MPS, else CPU; ``prefer`` ("cpu", "cuda", ...) overrides."""
+    import torch
+
+    if prefer:
+        return torch.device(prefer)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def renal_vocabulary() -> dict[str, Any]:
+    """The ids a renal checkpoint was trained with, stored in its metadata."""
+    return {
+        "tissues": {t.code: t.task_id for t in vocab.TISSUES},
+        "magnifications": {str(m): i for m, i in vocab.SCALE_IDS.items()},
+    }
+
+
+def save_checkpoint(model: Any, path: str | os.PathLike, architecture: str,
+                    **metadata: Any) -> Path:
+    """Write a model's weights and metadata to one file (via a temporary name, then renamed).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model to save.
+    path : path-like
+        Output file.
+    architecture : str
+        Name :func:`load_model` rebuilds the module from (``"omniseg_plus"``).
+    **metadata
+        JSON-serialisable facts: what it was trained on, recipe, base model...
+    """
+    import torch
+
+    path = Path(path)
+    meta = {
+        "format": FORMAT,
+        "architecture": architecture,
+        "vocabulary": renal_vocabulary() if architecture == "omniseg_plus" else {},
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "napari_omniseg_version": __version__,
+        **metadata,
+    }
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    tmp = path.with_name(path.name + ".partial")
+    torch.save({"state_dict": state, "metadata": json.dumps(meta)}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata block of a product checkpoint ({} for an authors' checkpoint)."""
+    blob = _load_blob(Path(path))
+    return json.loads(blob["metadata"]) if _is_product(blob) else {}
+
+
+def load_model(path_or_name: str | os.PathLike, device: str | None = None) -> Any:
+    """Load a segmentation model for inference.
+
+    Parameters
+    ----------
+    path_or_name : str or path-like
+        A bundled model's name (``"renal"``), a product checkpoint, or an authors' Omni-Seg+
+        checkpoint (a state_dict of the scale-aware model).
+    device : str, optional
+        Where to put the model; default :func:`pick_device`.
+
+    Returns
+    -------
+    torch.nn.Module
+        In eval mode; its ``omniseg_metadata`` attribute holds the checkpoint's metadata.
+    """
+    from .nets.omniseg import OmniSegPlus, clean_author_state_dict
+
+    path = _resolve(path_or_name)
+    blob = _load_blob(path)
+    if _is_product(blob):
+        meta = json.loads(blob["metadata"])
+        arch = meta.get("architecture")
+        if arch == "omniseg_plus":
+            model = OmniSegPlus()
+        else:
+            raise OmnisegInputError(
+                f"{path.name} holds a {arch!r} model, which this version cannot build; "
+                "update napari-omniseg"
+            )
+        state = blob["state_dict"]
+    else:
+        meta = {"architecture": "omniseg_plus", "source": "authors' checkpoint",
+                "vocabulary": renal_vocabulary()}
+        model = OmniSegPlus()
+        state = clean_author_state_dict(blob)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shapes that do not fit
+        missing, unexpected = [str(e).split("\n")[1].strip()[:100]], []
+    if missing or unexpected:
+        raise OmnisegInputError(
+            f"{path.name} does not fit the {meta['architecture']} network "
+            f"({len(missing)} weights missing, e.g. {missing[:2]}; {len(unexpected)} unexpected, "
+            f"e.g. {unexpected[:2]}); is it an Omni-Seg+ scale-aware checkpoint?"
+        )
+    model.omniseg_metadata = meta
+    return model.to(pick_device(device)).eval()
+
+
+def _resolve(path_or_name: str | os.PathLike) -> Path:
+    name = str(path_or_name)
+    if name in BUNDLED:
+        path = Path(__file__).parent / "weights" / BUNDLED[name]
+        if not path.exists():
+            raise OmnisegInputError(
+                f"the bundled {name!r} model is not in this installation; train it with "
+                f"`omniseg train {name}` or pass a checkpoint file"
+            )
+        return path
+    path = Path(path_or_name)
+    if not path.exists():
+        raise OmnisegInputError(
+            f"{path} is neither a checkpoint file nor a bundled model ({', '.join(BUNDLED)})"
+        )
+    return path
+
+
+def _load_blob(path: Path) -> dict:
+    import pickle
+
+    import torch
+
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        raise OmnisegInputError(
+            f"{path.name} is not a checkpoint this plugin can read safely ({str(e)[:80]}); "
+            "checkpoints must hold weights only, no code"
+        ) from None
+    if not isinstance(blob, dict):
+        raise OmnisegInputError(f"{path.name} does not hold a state_dict")
+    return blob
+
+
+def _is_product(blob: dict) -> bool:
+    return "state_dict" in blob and isinstance(blob.get("metadata"), str)

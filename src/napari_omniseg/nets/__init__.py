@@ -1,0 +1,1 @@
+"""Pure torch networks: no I/O, no napari."""

@@ -1,0 +1,169 @@
+"""Omni-Seg+: one residual U-Net for every renal tissue at every magnification.
+
+A class- and scale-aware controller writes the 162 parameters of a tiny per-sample dynamic head
+from the global image context, the tissue one-hot and the magnification one-hot. The layer names
+follow the authors' scale-aware model, so their checkpoints load as they are.
+
+Pure torch: no I/O, no napari.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+N_TASKS = 6
+N_SCALES = 4
+HEAD_CHANNELS = 8
+#: Sizes of the dynamic head parameters, in the order the controller writes them.
+HEAD_PARAM_SPLITS = (64, 64, 16, 8, 8, 2)
+N_HEAD_PARAMS = sum(HEAD_PARAM_SPLITS)  # 162
+#: Modules in the authors' checkpoints that their forward pass never uses.
+UNUSED_AUTHOR_KEYS = ("add_0.", "add_1.", "x1_resb_add0.", "x1_resb_add1.")
+
+
+def _gn(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(16, channels)
+
+
+class PreActBlock(nn.Module):
+    """Pre-activation residual block: (GN, ReLU, 3x3 conv) twice, plus a shortcut."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.gn1 = _gn(cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.gn2 = _gn(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(
+                _gn(cin), nn.ReLU(inplace=True), nn.Conv2d(cin, cout, 1, stride, bias=False)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        y = self.conv1(F.relu(self.gn1(x)))
+        y = self.conv2(F.relu(self.gn2(y)))
+        return y + shortcut
+
+
+def _layer(cin: int, cout: int, blocks: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        PreActBlock(cin, cout, stride), *[PreActBlock(cout, cout) for _ in range(blocks - 1)]
+    )
+
+
+class OmniSegPlus(nn.Module):
+    """The scale-aware Omni-Seg+ network.
+
+    ``model(image, tissue_id, scale_id)`` maps an ``(N, 3, H, W)`` RGB image in [0, 1] (H, W
+    multiples of 16) and per-sample tissue and scale ids to ``(N, 2, H, W)`` logits; foreground
+    where channel 1 exceeds channel 0.
+    """
+
+    def __init__(self, n_tasks: int = N_TASKS, n_scales: int = N_SCALES) -> None:
+        super().__init__()
+        self.n_tasks = n_tasks
+        self.n_scales = n_scales
+        self.conv1 = nn.Conv2d(3, 32, 3, 1, 1, bias=False)
+        self.layer0 = _layer(32, 32, 1, 1)
+        self.layer1 = _layer(32, 64, 2, 2)
+        self.layer2 = _layer(64, 128, 2, 2)
+        self.layer3 = _layer(128, 256, 2, 2)
+        self.layer4 = _layer(256, 256, 2, 2)
+        self.fusionConv = nn.Sequential(_gn(256), nn.ReLU(inplace=True),
+                                        nn.Conv2d(256, 256, 1, bias=False))
+        self.x8_resb = _layer(256, 128, 1, 1)
+        self.x4_resb = _layer(128, 64, 1, 1)
+        self.x2_resb = _layer(64, 32, 1, 1)
+        self.x1_resb = _layer(32, 32, 1, 1)
+        self.precls_conv = nn.Sequential(_gn(32), nn.ReLU(inplace=True),
+                                         nn.Conv2d(32, HEAD_CHANNELS, 1))
+        self.GAP = nn.Sequential(_gn(256), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1))
+        self.controller_trilinear = nn.Conv2d(256 * n_tasks * n_scales, N_HEAD_PARAMS, 1)
+
+    # -- backbone ------------------------------------------------------------------------------
+
+    def backbone(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Head input features ``(N, 8, H, W)`` and global context ``(N, 256)``.
+
+        Neither depends on the condition, so one pass serves every (tissue, scale) pair.
+        """
+        if image.shape[-1] % 16 or image.shape[-2] % 16:
+            raise ValueError(f"image height and width must be multiples of 16, got "
+                             f"{tuple(image.shape[-2:])}")
+        x = self.conv1(image)
+        skip0 = self.layer0(x)
+        skip1 = self.layer1(skip0)
+        skip2 = self.layer2(skip1)
+        skip3 = self.layer3(skip2)
+        x = self.fusionConv(self.layer4(skip3))
+        context = self.GAP(x).flatten(1)
+        x = self.x8_resb(F.interpolate(x, scale_factor=2, mode="nearest") + skip3)
+        x = self.x4_resb(F.interpolate(x, scale_factor=2, mode="nearest") + skip2)
+        x = self.x2_resb(F.interpolate(x, scale_factor=2, mode="nearest") + skip1)
+        x = self.x1_resb(F.interpolate(x, scale_factor=2, mode="nearest") + skip0)
+        return self.precls_conv(x), context
+
+    # -- condition -----------------------------------------------------------------------------
+
+    def head_params(self, context: torch.Tensor, tissue_id: torch.Tensor,
+                    scale_id: torch.Tensor) -> torch.Tensor:
+        """The 162 dynamic-head parameters of each sample, ``(N, 162)``.
+
+        The controller input is the flattened outer product context x tissue x scale (index
+        ``c * T * S + t * S + s``); with one-hot conditions this selects one 256 -> 162 matrix per
+        (tissue, scale), which is what is computed here.
+        """
+        w = self.controller_trilinear.weight.view(N_HEAD_PARAMS, 256, self.n_tasks, self.n_scales)
+        w_sel = w[:, :, tissue_id, scale_id].permute(2, 0, 1)  # (N, 162, 256)
+        return torch.bmm(w_sel, context.unsqueeze(-1)).squeeze(-1) + self.controller_trilinear.bias
+
+    @staticmethod
+    def dynamic_head(features: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """Apply each sample's 1x1-conv head (8 -> 8 -> 8 -> 2, ReLU between) to its features."""
+        n, c, h, w = features.shape
+        w1, w2, w3, b1, b2, b3 = torch.split(params, HEAD_PARAM_SPLITS, dim=1)
+        x = features.reshape(1, n * c, h, w)
+        x = F.relu(F.conv2d(x, w1.reshape(n * 8, 8, 1, 1), b1.reshape(-1), groups=n))
+        x = F.relu(F.conv2d(x, w2.reshape(n * 8, 8, 1, 1), b2.reshape(-1), groups=n))
+        x = F.conv2d(x, w3.reshape(n * 2, 8, 1, 1), b3.reshape(-1), groups=n)
+        return x.reshape(n, 2, h, w)
+
+    def forward(self, image: torch.Tensor, tissue_id: torch.Tensor,
+                scale_id: torch.Tensor) -> torch.Tensor:
+        features, context = self.backbone(image)
+        return self.dynamic_head(features, self.head_params(context, tissue_id, scale_id))
+
+    def forward_conditions(self, image: torch.Tensor,
+                           conditions: list[tuple[int, int]]) -> torch.Tensor:
+        """Logits for several (tissue_id, scale_id) conditions from one backbone pass.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N, len(conditions), 2, H, W)``.
+        """
+        features, context = self.backbone(image)
+        n = image.shape[0]
+        outs = []
+        for t, s in conditions:
+            tid = torch.full((n,), t, dtype=torch.long, device=image.device)
+            sid = torch.full((n,), s, dtype=torch.long, device=image.device)
+            outs.append(self.dynamic_head(features, self.head_params(context, tid, sid)))
+        return torch.stack(outs, dim=1)
+
+
+def clean_author_state_dict(state: dict) -> dict:
+    """Strip wrapper prefixes and the unused modules from an authors' checkpoint."""
+    for key in ("state_dict", "model", "net"):
+        if key in state and isinstance(state[key], dict):
+            state = state[key]
+    out = {}
+    for k, v in state.items():
+        k = k[len("module."):] if k.startswith("module.") else k
+        if not k.startswith(UNUSED_AUTHOR_KEYS):
+            out[k] = v
+    return out
