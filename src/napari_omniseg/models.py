@@ -107,7 +107,7 @@ def load_model(path_or_name: str | os.PathLike, device: str | None = None) -> An
         meta = json.loads(blob["metadata"])
         arch = meta.get("architecture")
         if arch == "omniseg_plus":
-            model = OmniSegPlus()
+            model = OmniSegPlus(width=float(meta.get("width", 1.0)))
         else:
             raise OmnisegInputError(
                 f"{path.name} holds a {arch!r} model, which this version cannot build; "

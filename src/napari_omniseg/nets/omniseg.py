@@ -63,31 +63,36 @@ class OmniSegPlus(nn.Module):
     where channel 1 exceeds channel 0.
     """
 
-    def __init__(self, n_tasks: int = N_TASKS, n_scales: int = N_SCALES) -> None:
+    def __init__(self, n_tasks: int = N_TASKS, n_scales: int = N_SCALES,
+                 width: float = 1.0) -> None:
         super().__init__()
         self.n_tasks = n_tasks
         self.n_scales = n_scales
-        self.conv1 = nn.Conv2d(3, 32, 3, 1, 1, bias=False)
-        self.layer0 = _layer(32, 32, 1, 1)
-        self.layer1 = _layer(32, 64, 2, 2)
-        self.layer2 = _layer(64, 128, 2, 2)
-        self.layer3 = _layer(128, 256, 2, 2)
-        self.layer4 = _layer(256, 256, 2, 2)
-        self.fusionConv = nn.Sequential(_gn(256), nn.ReLU(inplace=True),
-                                        nn.Conv2d(256, 256, 1, bias=False))
-        self.x8_resb = _layer(256, 128, 1, 1)
-        self.x4_resb = _layer(128, 64, 1, 1)
-        self.x2_resb = _layer(64, 32, 1, 1)
-        self.x1_resb = _layer(32, 32, 1, 1)
-        self.precls_conv = nn.Sequential(_gn(32), nn.ReLU(inplace=True),
-                                         nn.Conv2d(32, HEAD_CHANNELS, 1))
-        self.GAP = nn.Sequential(_gn(256), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1))
-        self.controller_trilinear = nn.Conv2d(256 * n_tasks * n_scales, N_HEAD_PARAMS, 1)
+        self.width = width
+        # width 1 is the published network; a narrower one trades accuracy for speed
+        c0, c1, c2, c3 = (max(16, int(round(c * width / 16)) * 16) for c in (32, 64, 128, 256))
+        self.context_channels = c3
+        self.conv1 = nn.Conv2d(3, c0, 3, 1, 1, bias=False)
+        self.layer0 = _layer(c0, c0, 1, 1)
+        self.layer1 = _layer(c0, c1, 2, 2)
+        self.layer2 = _layer(c1, c2, 2, 2)
+        self.layer3 = _layer(c2, c3, 2, 2)
+        self.layer4 = _layer(c3, c3, 2, 2)
+        self.fusionConv = nn.Sequential(_gn(c3), nn.ReLU(inplace=True),
+                                        nn.Conv2d(c3, c3, 1, bias=False))
+        self.x8_resb = _layer(c3, c2, 1, 1)
+        self.x4_resb = _layer(c2, c1, 1, 1)
+        self.x2_resb = _layer(c1, c0, 1, 1)
+        self.x1_resb = _layer(c0, c0, 1, 1)
+        self.precls_conv = nn.Sequential(_gn(c0), nn.ReLU(inplace=True),
+                                         nn.Conv2d(c0, HEAD_CHANNELS, 1))
+        self.GAP = nn.Sequential(_gn(c3), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1))
+        self.controller_trilinear = nn.Conv2d(c3 * n_tasks * n_scales, N_HEAD_PARAMS, 1)
 
     # -- backbone ------------------------------------------------------------------------------
 
     def backbone(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Head input features ``(N, 8, H, W)`` and global context ``(N, 256)``.
+        """Head input features ``(N, 8, H, W)`` and global context ``(N, 256 * width)``.
 
         Neither depends on the condition, so one pass serves every (tissue, scale) pair.
         """
@@ -117,7 +122,8 @@ class OmniSegPlus(nn.Module):
         ``c * T * S + t * S + s``); with one-hot conditions this selects one 256 -> 162 matrix per
         (tissue, scale), which is what is computed here.
         """
-        w = self.controller_trilinear.weight.view(N_HEAD_PARAMS, 256, self.n_tasks, self.n_scales)
+        w = self.controller_trilinear.weight.view(N_HEAD_PARAMS, self.context_channels,
+                                                  self.n_tasks, self.n_scales)
         w_sel = w[:, :, tissue_id, scale_id].permute(2, 0, 1)  # (N, 162, 256)
         return torch.bmm(w_sel, context.unsqueeze(-1)).squeeze(-1) + self.controller_trilinear.bias
 

@@ -1,0 +1,1 @@
+"""Inference over images larger than the network's window."""

@@ -1,0 +1,107 @@
+"""Run a conditional segmenter over an image larger than its window, without seams.
+
+Tiles overlap; each tile's prediction is weighted by a window that falls to zero at the tile's
+border, so every pixel's result is dominated by tiles that see it with context on all sides
+(GroupNorm statistics differ from tile to tile, and this hides it).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+
+def blend_window(tile: int, overlap: int, sides: tuple[bool, bool, bool, bool] = (True,) * 4
+                 ) -> np.ndarray:
+    """2D weight: 1 in the centre, a squared ramp over ``overlap`` pixels towards each edge.
+
+    ``sides`` (top, bottom, left, right) says which edges have a neighbouring tile; an edge on
+    the image border keeps full weight, since no other tile will cover those pixels.
+    """
+    def ramp(lo: bool, hi: bool) -> np.ndarray:
+        r = np.ones(tile, np.float32)
+        if overlap > 0:
+            up = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
+            if lo:
+                r[:overlap] = up
+            if hi:
+                r[-overlap:] = up[::-1]
+        return r
+
+    top, bottom, left, right = sides
+    return np.outer(ramp(top, bottom), ramp(left, right)) ** 2
+
+
+def tile_starts(length: int, tile: int, stride: int) -> list[int]:
+    """Tile origins covering [0, length), the last one flush with the end."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, stride))
+    starts.append(length - tile)
+    return starts
+
+
+def predict_array(
+    model,
+    image: np.ndarray,
+    conditions: Sequence[tuple[int, int]],
+    tile: int = 256,
+    overlap: int = 64,
+    batch: int = 4,
+    device: str | None = None,
+    bf16: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+) -> np.ndarray:
+    """Foreground probability of each condition over a whole RGB image.
+
+    Parameters
+    ----------
+    model : OmniSegPlus-like
+        Has ``forward_conditions(images, conditions)``.
+    image : numpy.ndarray
+        ``(H, W, 3)`` uint8.
+    conditions : sequence of (task_id, scale_id)
+        What to segment; all share one backbone pass per tile.
+    tile, overlap : int
+        Window size (a multiple of 16) and overlap between neighbouring windows.
+    batch : int
+        Tiles per forward pass.
+    bf16 : bool
+        Run under bfloat16 autocast (CPU) / autocast (CUDA).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(len(conditions), H, W)`` float32 in [0, 1].
+    """
+    import torch
+
+    if tile % 16:
+        raise ValueError("tile must be a multiple of 16")
+    h, w = image.shape[:2]
+    ph, pw = max(h, tile), max(w, tile)
+    if (ph, pw) != (h, w):
+        image = np.pad(image, ((0, ph - h), (0, pw - w), (0, 0)), mode="reflect")
+    dev = next(model.parameters()).device if device is None else torch.device(device)
+    acc = np.zeros((len(conditions), ph, pw), np.float32)
+    wsum = np.zeros((ph, pw), np.float32)
+    ys, xs = tile_starts(ph, tile, tile - overlap), tile_starts(pw, tile, tile - overlap)
+    origins = [(y, x) for y in ys for x in xs]
+    windows = {}
+    for i in range(0, len(origins), batch):
+        if should_stop is not None and should_stop():
+            raise InterruptedError("stopped")
+        chunk = origins[i:i + batch]
+        x = np.stack([image[y:y + tile, x0:x0 + tile] for y, x0 in chunk])
+        xt = torch.from_numpy(x).to(dev).permute(0, 3, 1, 2).float().div_(255)
+        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model.forward_conditions(xt, list(conditions))
+        prob = torch.softmax(logits.float(), dim=2)[:, :, 1].cpu().numpy()
+        for (y, x0), p in zip(chunk, prob):
+            sides = (y > 0, y + tile < ph, x0 > 0, x0 + tile < pw)
+            if sides not in windows:
+                windows[sides] = blend_window(tile, overlap, sides)
+            acc[:, y:y + tile, x0:x0 + tile] += p * windows[sides]
+            wsum[y:y + tile, x0:x0 + tile] += windows[sides]
+    return (acc / np.maximum(wsum, 1e-6))[:, :h, :w]

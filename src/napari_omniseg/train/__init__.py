@@ -1,0 +1,1 @@
+"""Training: patch banks, augmentation, losses and one loop with progress / stop / checkpoints."""

@@ -1,0 +1,167 @@
+"""The recipe of the bundled renal model: simulated slides in four stains, every tissue at its
+optimal and neighbouring magnifications, strong colour and spatial augmentation."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .. import vocab
+from ..models import save_checkpoint
+from .renal_data import ConditionSampler, PatchBank, build_patch_bank
+
+ProgressFn = Callable[[int, int, str], None]
+
+#: Seeds of training slides start here; evaluation uses seeds below it.
+TRAIN_SEED0 = 10_000
+
+
+def make_batches(bank: PatchBank, batch: int, seed: int = 0, augment: bool = True):
+    """A ``next_batch()`` callable drawing augmented (image, mask, tissue, scale) batches."""
+    import torch
+
+    from .augment import colour, spatial
+
+    sampler = ConditionSampler(bank, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+
+    def next_batch():
+        draws = [sampler.draw() for _ in range(batch)]
+        idx = [d[0] for d in draws]
+        images = torch.from_numpy(bank.images[idx]).permute(0, 3, 1, 2).float().div_(255)
+        masks = torch.from_numpy(np.stack([bank.mask(i, t) for i, t, _ in draws])).float()
+        if augment:
+            images, masks = spatial(images, masks, gen)
+            images = colour(images, gen)
+        tids = torch.tensor([t for _, t, _ in draws])
+        sids = torch.tensor([vocab.scale_id(m) for _, _, m in draws])
+        return images, masks, tids, sids
+
+    return next_batch
+
+
+def train_renal(
+    out: str | os.PathLike,
+    minutes: float = 90.0,
+    slides: int = 80,
+    width: float = 0.5,
+    batch: int = 8,
+    lr: float = 2e-3,
+    slide_size: int = 4096,
+    bank_path: str | os.PathLike | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict:
+    """Train the renal Omni-Seg+ model on simulated slides and write its checkpoint.
+
+    The checkpoint is written every few minutes and at the end, always through a temporary
+    file, so a stop leaves a usable model.
+
+    Returns
+    -------
+    dict
+        The recipe and timings stored in the checkpoint's metadata.
+    """
+    import torch
+
+    from ..models import pick_device
+    from ..nets.omniseg import OmniSegPlus
+    from .loop import train_loop
+    from .losses import dice_bce_loss
+
+    t0 = time.perf_counter()
+    seeds = list(range(TRAIN_SEED0, TRAIN_SEED0 + slides))
+    if bank_path is not None and Path(bank_path).exists():
+        bank = PatchBank.load(bank_path)
+    else:
+        bank = build_patch_bank(seeds, size=slide_size, progress=progress,
+                                should_stop=should_stop)
+        if bank_path is not None:
+            bank.save(bank_path)
+    t_data = time.perf_counter() - t0
+    torch.manual_seed(0)
+    device = pick_device()
+    model = OmniSegPlus(width=width).to(device)
+    recipe = {
+        "trained_on": f"{slides} simulated slides ({slide_size} px at 40x, seeds "
+                      f"{seeds[0]}-{seeds[-1]}, stains drawn from {list(vocab.STAINS)})",
+        "patches": int(len(bank)),
+        "width": width,
+        "batch": batch,
+        "lr": lr,
+        "loss": "Dice + BCE on two one-hot channels, weight 1.2 on a 2 px ring outside objects",
+        "augmentation": "flips, rotation, +-10% zoom; optical-density stain mix/scale, "
+                        "brightness, blur, noise",
+        "sampling": "tissue uniform; optimal magnification p=0.7 else a neighbouring one; "
+                    "patch containing the tissue p=0.8",
+        "device": str(device),
+    }
+
+    def checkpoint(step: int) -> None:
+        meta = dict(recipe, steps=step, data_seconds=round(t_data, 1),
+                    training_seconds=round(time.perf_counter() - t0 - t_data, 1))
+        save_checkpoint(model, out, "omniseg_plus", **meta)
+
+    loss_fn = lambda logits, target, valid: dice_bce_loss(logits, target, valid)  # noqa: E731
+    left = max(0.1, minutes - t_data / 60)
+    result = train_loop(model, make_batches(bank, batch), loss_fn, minutes=left, lr=lr,
+                        bf16=device.type == "cpu", progress=progress, should_stop=should_stop,
+                        on_checkpoint=checkpoint)
+    recipe.update(steps=result.steps, data_seconds=round(t_data, 1),
+                  training_seconds=round(result.seconds, 1), stopped=result.stopped,
+                  final_loss=float(np.mean(result.losses[-50:])) if result.losses else None)
+    save_checkpoint(model, out, "omniseg_plus", **recipe)
+    return recipe
+
+
+def evaluate_simulated(model, seeds: list[int], stains: tuple[str, ...] = tuple(vocab.STAINS),
+                       size: int = 4096, tissues: tuple[str, ...] = vocab.TISSUE_CODES,
+                       bf16: bool = False) -> dict:
+    """Dice of each tissue at its optimal magnification on simulated held-out slides.
+
+    Returns
+    -------
+    dict
+        ``{stain: {tissue: dice}}``; Dice pools all pixels of all slides of that stain.
+    """
+    from ..predict.tiling import predict_array
+    from ..simulate.renal import simulate_renal
+
+    out: dict[str, dict[str, float]] = {}
+    for stain in stains:
+        inter = {t: 0.0 for t in tissues}
+        total = {t: 0.0 for t in tissues}
+        for seed in seeds:
+            s = simulate_renal(size, size, stain=stain, seed=seed)
+            by_mag: dict[int, list[str]] = {}
+            for code in tissues:
+                by_mag.setdefault(vocab.tissue(code).optimal_magnification, []).append(code)
+            for mag, codes in by_mag.items():
+                level = s.level_for(mag)
+                conds = [(vocab.tissue(c).task_id, vocab.scale_id(mag)) for c in codes]
+                probs = predict_array(model, s.image[level], conds, bf16=bf16)
+                for code, p in zip(codes, probs):
+                    pred = p > 0.5
+                    gt = s.masks[code][level] > 0
+                    inter[code] += float((pred & gt).sum())
+                    total[code] += float(pred.sum() + gt.sum())
+        out[stain] = {c: (2 * inter[c] / total[c] if total[c] else float("nan")) for c in tissues}
+    return out
+
+
+def dice_table(scores: dict) -> str:
+    """A Markdown table of :func:`evaluate_simulated` results."""
+    tissues = list(next(iter(scores.values())))
+    lines = ["| stain | " + " | ".join(tissues) + " |", "|---|" + "---:|" * len(tissues)]
+    for stain, row in scores.items():
+        lines.append(f"| {stain} | " + " | ".join(f"{row[t]:.3f}" for t in tissues) + " |")
+    return "\n".join(lines)
+
+
+def write_json(obj: dict, path: str | os.PathLike) -> None:
+    Path(path).write_text(json.dumps(obj, indent=2))

@@ -1,0 +1,26 @@
+import torch
+
+from napari_omniseg.train.augment import colour, spatial
+
+
+def test_spatial_moves_image_and_mask_together():
+    g = torch.Generator().manual_seed(0)
+    mask = torch.zeros(4, 64, 64)
+    mask[:, 10:30, 20:50] = 1
+    images = mask[:, None].repeat(1, 3, 1, 1)
+    out_img, out_mask = spatial(images, mask, g)
+    agree = ((out_img[:, 0] > 0.5) == (out_mask > 0.5)).float().mean()
+    assert agree > 0.98
+    assert not torch.equal(out_mask, mask)  # something moved
+    assert set(out_mask.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_colour_changes_stain_but_keeps_range_and_structure():
+    g = torch.Generator().manual_seed(1)
+    blocks = torch.rand(6, 3, 4, 4, generator=torch.Generator().manual_seed(2)) * 0.6 + 0.2
+    x = blocks.repeat_interleave(8, 2).repeat_interleave(8, 3)  # structure, not pixel noise
+    y = colour(x, g)
+    assert y.min() >= 0 and y.max() <= 1
+    assert (y - x).abs().mean() > 0.01
+    for i in range(6):  # the picture is still the same picture
+        assert torch.corrcoef(torch.stack([x[i].flatten(), y[i].flatten()]))[0, 1] > 0.5

@@ -1,0 +1,39 @@
+import numpy as np
+
+from napari_omniseg import vocab
+from napari_omniseg.train.renal_data import (ConditionSampler, build_patch_bank, pack_masks,
+                                             neighbouring_magnifications)
+
+
+def test_pack_masks_keeps_overlaps():
+    cap = np.zeros((4, 4), np.uint8)
+    cap[1:3, 1:3] = 1
+    tuft = np.zeros((4, 4), np.uint8)
+    tuft[1, 1] = 1
+    packed = pack_masks({"cap": cap, "tuft": tuft})
+    assert (packed >> 2 & 1).sum() == 4 and (packed >> 3 & 1).sum() == 1
+
+
+def test_neighbouring_magnifications():
+    assert neighbouring_magnifications(5) == (5, 10)
+    assert neighbouring_magnifications(10) == (5, 10, 20)
+    assert neighbouring_magnifications(40) == (20, 40)
+
+
+def test_bank_and_sampler(tmp_path):
+    bank = build_patch_bank([3, 4], size=1024, patch=128, crops={40: 3, 20: 2, 10: 2, 5: 1})
+    assert bank.images.shape[1:] == (128, 128, 3) and len(bank) == 2 * 8
+    assert set(bank.magnifications.tolist()) == {40, 20, 10, 5}
+    bank.save(tmp_path / "b.npz")
+    again = type(bank).load(tmp_path / "b.npz")
+    np.testing.assert_array_equal(again.masks, bank.masks)
+    sampler = ConditionSampler(bank, seed=0)
+    seen = {}
+    for _ in range(600):
+        i, t, m = sampler.draw()
+        assert bank.magnifications[i] == m
+        code = vocab.TISSUES[t].code
+        assert m in neighbouring_magnifications(vocab.tissue(code).optimal_magnification)
+        seen.setdefault(code, []).append(m)
+    ptc = seen["ptc"]
+    assert 0.55 < np.mean(np.array(ptc) == 40) < 0.85  # optimal 70% of the time
