@@ -1,0 +1,284 @@
+"""Lazy whole-slide segmentation: dask pyramids of masks, computed tile by tile on demand.
+
+For each working magnification a :class:`TileEngine` runs the network on a fixed, slide-wide
+grid of overlapping tiles (so the answer at a pixel never depends on which chunk asked for it),
+caches every tile it computed, and blends tiles with windows that fade at their borders. All
+tissues that share a magnification share one backbone pass per tile. The masks of every pyramid
+level are dask arrays whose chunks ask the engine for the tiles they cover: nothing runs until a
+chunk is computed, and panning back to a seen region reuses the cached tiles.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any, Sequence
+
+import dask.array as da
+import numpy as np
+
+from .. import vocab
+from ..errors import OmnisegInputError
+from ..io.slides import Slide
+from .tiling import blend_window
+
+#: Fraction of a tile that must look like tissue (not glass) for the network to run on it.
+MIN_TISSUE_FRACTION = 0.01
+
+
+def is_background(rgb: np.ndarray, min_fraction: float = MIN_TISSUE_FRACTION) -> bool:
+    """True when (almost) every pixel is bright, unsaturated glass."""
+    x = rgb.astype(np.int16)
+    saturation = x.max(-1) - x.min(-1)
+    tissue = (saturation > 18) | (x.mean(-1) < 200)
+    return tissue.mean() < min_fraction
+
+
+class TileEngine:
+    """Probabilities of several tissues at one magnification, tile by tile, with a cache.
+
+    Parameters
+    ----------
+    slide : Slide
+        The slide (its magnification must be known).
+    model : torch.nn.Module
+        A conditional segmenter with ``forward_conditions``.
+    magnification : float
+        Working magnification.
+    tissues : sequence of str
+        Tissue codes to evaluate together.
+    tile, overlap : int
+        Network window and overlap between neighbouring windows (working pixels).
+    bf16 : bool
+        bfloat16 autocast.
+    cache_tiles : int
+        How many tiles to keep.
+    """
+
+    def __init__(self, slide: Slide, model: Any, magnification: float, tissues: Sequence[str],
+                 tile: int = 256, overlap: int = 64, bf16: bool = False,
+                 cache_tiles: int = 4096, batch: int = 8) -> None:
+        if slide.magnification is None:
+            slide.require_mpp()
+        self.slide = slide
+        self.model = model
+        self.mag = float(magnification)
+        self.tissues = list(tissues)
+        self.conds = [(vocab.tissue(t).task_id, vocab.scale_id(magnification)) for t in tissues]
+        self.tile, self.overlap, self.stride = tile, overlap, tile - overlap
+        self.bf16 = bf16
+        self.batch = batch
+        mag0 = float(slide.magnification)
+        self.scale0 = self.mag / mag0  # working pixels per level-0 pixel
+        h0, w0 = slide.shape
+        self.shape = (max(1, int(round(h0 * self.scale0))), max(1, int(round(w0 * self.scale0))))
+        # read from the coarsest level that is still at least as fine as the working grid
+        usable = [k for k, d in enumerate(slide.downsamples) if mag0 / d >= self.mag * 0.97]
+        self.level = max(usable) if usable else 0
+        self.level_per_working = (mag0 / slide.downsamples[self.level]) / self.mag
+        self.window = blend_window(tile, overlap)
+        self._cache: OrderedDict = OrderedDict()
+        self._blocks: OrderedDict = OrderedDict()
+        self._cache_size = cache_tiles
+        self._lock = threading.Lock()
+        self._model_lock = threading.Lock()
+        self.tiles_run = 0
+        self.tiles_skipped = 0
+
+    # -- tiles ---------------------------------------------------------------------------------
+
+    def _origin(self, t: int) -> int:
+        # the grid starts half an overlap before the image so border pixels get full weight
+        return t * self.stride - self.overlap
+
+    def _read(self, ty: int, tx: int) -> np.ndarray:
+        """The RGB of one working-grid tile, reflected past the slide's edge."""
+        from skimage.transform import resize
+
+        T, f = self.tile, self.level_per_working
+        lvl = self.slide.levels[self.level]
+        y0, x0 = self._origin(ty), self._origin(tx)
+        sy0, sx0 = int(np.floor(y0 * f)), int(np.floor(x0 * f))
+        sy1, sx1 = int(np.ceil((y0 + T) * f)), int(np.ceil((x0 + T) * f))
+        H, W = lvl.shape[:2]
+        cy0, cx0, cy1, cx1 = max(sy0, 0), max(sx0, 0), min(sy1, H), min(sx1, W)
+        if cy1 <= cy0 or cx1 <= cx0:
+            return np.full((T, T, 3), 255, np.uint8)
+        region = np.asarray(lvl[cy0:cy1, cx0:cx1].compute(scheduler="synchronous"))
+        pad = ((cy0 - sy0, sy1 - cy1), (cx0 - sx0, sx1 - cx1), (0, 0))
+        if any(p for pp in pad for p in pp):
+            mode = "reflect" if min(region.shape[:2]) > max(max(p) for p in pad[:2]) else "edge"
+            region = np.pad(region, pad, mode=mode)
+        if region.shape[:2] != (T, T):
+            region = (resize(region, (T, T), order=1, anti_aliasing=f > 1, preserve_range=True)
+                      + 0.5).astype(np.uint8)
+        return region
+
+    def _run(self, keys: list[tuple[int, int]]) -> None:
+        """Compute and cache the probabilities of the given tiles."""
+        import torch
+
+        todo, images = [], []
+        for ty, tx in keys:
+            rgb = self._read(ty, tx)
+            if is_background(rgb):
+                self._store((ty, tx), None)
+                self.tiles_skipped += 1
+            else:
+                todo.append((ty, tx))
+                images.append(rgb)
+        dev = next(self.model.parameters()).device
+        for i in range(0, len(todo), self.batch):
+            x = torch.from_numpy(np.stack(images[i:i + self.batch])).to(dev)
+            x = x.permute(0, 3, 1, 2).float().div_(255)
+            with self._model_lock, torch.no_grad(), torch.autocast(
+                    dev.type, dtype=torch.bfloat16, enabled=self.bf16):
+                logits = self.model.forward_conditions(x, self.conds)
+            prob = torch.softmax(logits.float(), dim=2)[:, :, 1].cpu().numpy().astype(np.float16)
+            for key, p in zip(todo[i:i + self.batch], prob):
+                self._store(key, p)
+            self.tiles_run += len(prob)
+
+    def _store(self, key, value) -> None:
+        with self._lock:
+            self._cache[key] = value
+            self._cache.move_to_end(key)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+
+    def _get(self, key):
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return True, self._cache[key]
+        return False, None
+
+    # -- regions -------------------------------------------------------------------------------
+
+    def probabilities(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """Blended foreground probabilities ``(n_tissues, y1-y0, x1-x0)`` on the working grid."""
+        T, s, o = self.tile, self.stride, self.overlap
+        # tile t spans [t*s - o, t*s - o + T): those that intersect the region
+        tys = range((y0 + o - T) // s + 1, (y1 - 1 + o) // s + 1)
+        txs = range((x0 + o - T) // s + 1, (x1 - 1 + o) // s + 1)
+        keys = [(ty, tx) for ty in tys for tx in txs]
+        missing = [k for k in keys if not self._get(k)[0]]
+        if missing:
+            self._run(missing)
+        acc = np.zeros((len(self.conds), y1 - y0, x1 - x0), np.float32)
+        wsum = np.zeros((y1 - y0, x1 - x0), np.float32)
+        for ty, tx in keys:
+            oy, ox = self._origin(ty), self._origin(tx)
+            a0, a1 = max(y0, oy), min(y1, oy + T)
+            b0, b1 = max(x0, ox), min(x1, ox + T)
+            if a1 <= a0 or b1 <= b0:
+                continue
+            found, p = self._get((ty, tx))
+            if not found:  # evicted by another thread meanwhile
+                self._run([(ty, tx)])
+                p = self._get((ty, tx))[1]
+            w = self.window[a0 - oy:a1 - oy, b0 - ox:b1 - ox]
+            if p is not None:
+                acc[:, a0 - y0:a1 - y0, b0 - x0:b1 - x0] += p[:, a0 - oy:a1 - oy,
+                                                             b0 - ox:b1 - ox] * w
+            wsum[a0 - y0:a1 - y0, b0 - x0:b1 - x0] += w
+        return acc / np.maximum(wsum, 1e-12)
+
+    def level_block(self, level: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """Binary masks ``(n_tissues, y1-y0, x1-x0)`` uint8 for a block of a slide level.
+
+        The last few blocks are kept, because each tissue's dask array asks for the same block.
+        """
+        key = (level, y0, y1, x0, x1)
+        with self._lock:
+            if key in self._blocks:
+                return self._blocks[key]
+        out = self._level_block(level, y0, y1, x0, x1)
+        with self._lock:
+            self._blocks[key] = out
+            while len(self._blocks) > 16:
+                self._blocks.popitem(last=False)
+        return out
+
+    def _level_block(self, level: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        from skimage.transform import resize
+
+        r = self.scale0 * self.slide.downsamples[level]  # working pixels per level pixel
+        wy0, wx0 = int(np.floor(y0 * r)), int(np.floor(x0 * r))
+        wy1 = min(self.shape[0], max(wy0 + 1, int(np.ceil(y1 * r))))
+        wx1 = min(self.shape[1], max(wx0 + 1, int(np.ceil(x1 * r))))
+        prob = self.probabilities(wy0, wy1, wx0, wx1)
+        if prob.shape[1:] != (y1 - y0, x1 - x0):
+            prob = resize(prob, (len(self.conds), y1 - y0, x1 - x0), order=1,
+                          anti_aliasing=r > 1, preserve_range=True)
+        return (prob > 0.5).astype(np.uint8)
+
+
+def segment_slide(
+    slide: Slide,
+    tissues: Sequence[str] = ("ptc",),
+    magnification: float | None = None,
+    model: Any = None,
+    chunk: int = 1024,
+    tile: int = 256,
+    overlap: int = 64,
+    bf16: bool | None = None,
+) -> dict[str, list[da.Array]]:
+    """Lazy per-tissue mask pyramids aligned with the slide's levels.
+
+    Parameters
+    ----------
+    slide : Slide
+        From :func:`~napari_omniseg.open_slide` (with a known pixel size).
+    tissues : sequence of str
+        Tissue codes, or ``("all",)``.
+    magnification : float, optional
+        Working magnification for every tissue; None uses each tissue's optimal one.
+    model : torch.nn.Module or str, optional
+        A loaded model, a checkpoint path, or a bundled name; default the bundled renal model.
+    chunk : int
+        Dask chunk size of the output levels (pixels).
+    tile, overlap : int
+        Network window and overlap.
+    bf16 : bool, optional
+        bfloat16 autocast; default on for CPU.
+
+    Returns
+    -------
+    dict of str to list of dask.array.Array
+        For each tissue, one ``(Y, X)`` uint8 0/1 array per slide level. Nothing is computed
+        until a chunk is.
+    """
+    from ..models import load_model
+
+    if slide.magnification is None:
+        slide.require_mpp()
+    codes = list(vocab.TISSUE_CODES) if list(tissues) == ["all"] else [
+        vocab.tissue(t).code for t in tissues]
+    if model is None or isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+        model = load_model(model or "renal")
+    if bf16 is None:
+        bf16 = next(model.parameters()).device.type == "cpu"
+    groups: dict[float, list[str]] = {}
+    for code in codes:
+        mag = float(magnification) if magnification else vocab.tissue(code).optimal_magnification
+        vocab.scale_id(mag)
+        groups.setdefault(mag, []).append(code)
+    out: dict[str, list[da.Array]] = {}
+    for mag, group in groups.items():
+        engine = TileEngine(slide, model, mag, group, tile=tile, overlap=overlap, bf16=bf16)
+        for i, code in enumerate(group):
+            out[code] = [_level_array(engine, k, lv.shape[:2], chunk, i)
+                         for k, lv in enumerate(slide.levels)]
+    return {c: out[c] for c in codes}
+
+
+def _level_array(engine: TileEngine, level: int, shape: tuple[int, int], chunk: int,
+                 index: int) -> da.Array:
+    chunks = tuple(tuple(min(chunk, n - s) for s in range(0, n, chunk)) for n in shape)
+
+    def block(block_info=None) -> np.ndarray:
+        (y0, y1), (x0, x1) = block_info[None]["array-location"]
+        return engine.level_block(level, y0, y1, x0, x1)[index]
+
+    return da.map_blocks(block, chunks=chunks, dtype=np.uint8, meta=np.empty((0, 0), np.uint8))

@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_omniseg import open_slide
+from napari_omniseg.nets.omniseg import OmniSegPlus
+from napari_omniseg.predict.slide import TileEngine, is_background, segment_slide
+from napari_omniseg.simulate.renal import write_renal_slide
+
+
+@pytest.fixture(scope="module")
+def slide(tmp_path_factory):
+    d = tmp_path_factory.mktemp("slide")
+    img, _ = write_renal_slide(d / "s.ome.tif", 1536, 2048, stain="he", seed=5, shape="biopsy")
+    return open_slide(img)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return OmniSegPlus(width=0.25).eval()
+
+
+def test_lazy_aligned_pyramid_and_cache(slide, model):
+    out = segment_slide(slide, tissues=("ptc", "pt"), model=model, chunk=256, bf16=False)
+    assert list(out) == ["ptc", "pt"]
+    for code, levels in out.items():
+        assert [lv.shape for lv in levels] == [lv.shape[:2] for lv in slide.levels]
+        assert all(lv.dtype == np.uint8 for lv in levels)
+    block = out["ptc"][0][256:512, 256:512].compute()
+    assert set(np.unique(block)) <= {0, 1}
+
+
+def test_chunking_does_not_change_the_answer(slide, model):
+    a = segment_slide(slide, tissues=("ptc",), model=model, chunk=256, bf16=False)["ptc"][0]
+    b = segment_slide(slide, tissues=("ptc",), model=model, chunk=700, bf16=False)["ptc"][0]
+    np.testing.assert_array_equal(a[:600, :900].compute(), b[:600, :900].compute())
+
+
+def test_engine_runs_each_tile_once_and_skips_glass(slide, model):
+    eng = TileEngine(slide, model, 40, ["ptc", "pt"], bf16=False)
+    eng.probabilities(0, 512, 0, 512)
+    first = eng.tiles_run + eng.tiles_skipped
+    assert first > 0
+    eng.probabilities(100, 400, 100, 400)  # panning back inside: all cached
+    assert eng.tiles_run + eng.tiles_skipped == first
+    assert eng.tiles_skipped > 0  # the biopsy's top rows are glass
+
+
+def test_working_level_is_read_at_the_right_magnification(slide, model):
+    eng = TileEngine(slide, model, 10, ["pt"], bf16=False)
+    assert eng.level == 2 and eng.level_per_working == pytest.approx(1.0)
+    assert eng.shape == slide.levels[2].shape[:2]
+
+
+def test_background_detection():
+    glass = np.full((64, 64, 3), 240, np.uint8)
+    assert is_background(glass)
+    glass[10:30, 10:30] = (200, 120, 170)
+    assert not is_background(glass)
+
+
+def test_missing_pixel_size_is_explained(tmp_path, model):
+    from conftest import rgb_image, write_png
+
+    s = open_slide(write_png(tmp_path / "x.png", rgb_image(512, 512), mpp=None))
+    with pytest.raises(Exception, match="no pixel size"):
+        segment_slide(s, model=model)
+
+
+def test_creating_the_layers_computes_nothing(slide, model, monkeypatch):
+    runs = []
+    original = TileEngine._run
+
+    def counting(self, keys):
+        runs.append(len(keys))
+        return original(self, keys)
+
+    monkeypatch.setattr(TileEngine, "_run", counting)
+    out = segment_slide(slide, tissues=("all",), model=model, bf16=False)
+    assert len(out) == 6 and runs == []
+    out["cap"][3][:64, :64].compute()  # a 5x chunk: cap and tuft share one engine
+    assert len(runs) >= 1
