@@ -99,6 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
     tr_r.add_argument("--evaluate", type=int, default=0, metavar="N",
                       help="afterwards, Dice on N held-out simulated slides per stain")
 
+    seg = sub.add_parser("segment", help="segment renal tissues on whole-slide images")
+    seg.add_argument("slides", nargs="+", type=Path)
+    seg.add_argument("--tissue", default="all", choices=[*vocab.TISSUE_CODES, "all"])
+    seg.add_argument("--magnification", default="auto",
+                     choices=["auto", *[str(m) for m in vocab.MAGNIFICATIONS]])
+    seg.add_argument("--model", default="renal", help="checkpoint file or bundled model name")
+    seg.add_argument("--mpp", type=_positive_float, default=None,
+                     help="µm per pixel, for slides whose file does not say")
+    seg.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    seg.add_argument("--scheduler", default=None,
+                     help="address of a dask.distributed scheduler; one task per slide")
+
     info = sub.add_parser("info", help="describe slides or volumes (levels, pixel size)")
     info.add_argument("paths", nargs="+", type=Path)
     info.add_argument("--mpp", type=_positive_float, default=None,
@@ -117,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _info(args)
         if args.command == "train":
             return _train_renal(args)
+        if args.command == "segment":
+            return _segment(args)
     except OmnisegInputError as e:
         print(f"omniseg: error: {e}", file=sys.stderr)
         return 2
@@ -190,6 +204,25 @@ def _train_renal(args: argparse.Namespace) -> int:
         scores = evaluate_simulated(load_model(args.out), seeds=list(range(1, 1 + args.evaluate)))
         print(dice_table(scores))
     return 0
+
+
+def _segment(args: argparse.Namespace) -> int:
+    from .predict.batch import segment_slides
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    tissues = list(vocab.TISSUE_CODES) if args.tissue == "all" else [args.tissue]
+    mag = None if args.magnification == "auto" else float(args.magnification)
+    bar = _Bar("segment")
+    try:
+        summary = segment_slides(args.slides, tissues, mag, args.model, args.out, mpp=args.mpp,
+                                 scheduler=args.scheduler, progress=bar)
+    finally:
+        bar.close()
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+    for path, err in summary["failed"].items():
+        print(f"omniseg: error: {err}", file=sys.stderr)
+    return 2 if summary["failed"] else 0
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -1,0 +1,111 @@
+"""Segment many slides to files, on this machine or on a dask.distributed cluster."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..errors import OmnisegInputError
+
+ProgressFn = Callable[[int, int, str], None]
+
+
+def segment_slide_to_files(path: str | os.PathLike, tissues: Sequence[str],
+                           magnification: float | None, model, out_dir: str | os.PathLike,
+                           mpp: float | None = None, progress: ProgressFn | None = None) -> dict:
+    """Segment one slide and write one pyramidal OME-TIFF mask per tissue.
+
+    Returns
+    -------
+    dict
+        Per tissue: mask file, working magnification and area in mm².
+    """
+    from .. import vocab
+    from ..io.export import write_mask_pyramid
+    from ..io.slides import open_slide
+    from .slide import segment_slide
+
+    path = Path(path)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    slide = open_slide(path, mpp=mpp)
+    mpp0 = slide.require_mpp()
+    masks = segment_slide(slide, tissues, magnification, model)
+    stem = path.name
+    for suffix in (".ome.tiff", ".ome.tif"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    else:
+        stem = path.stem
+    result = {}
+    for code, levels in masks.items():
+        out = Path(out_dir) / f"{stem}_{code}.ome.tif"
+        pixels = write_mask_pyramid(out, levels, mpp0, name=f"{code} mask of {path.name}",
+                                    progress=progress)
+        result[code] = {
+            "mask": str(out),
+            "magnification": magnification or vocab.tissue(code).optimal_magnification,
+            "area_mm2": pixels * mpp0 * mpp0 / 1e6,
+        }
+    slide.close()
+    return result
+
+
+def _run_one(path, tissues, magnification, model_ref, out_dir, mpp):
+    """Cluster task: load the model where the task runs, then segment one slide."""
+    from ..models import load_model
+
+    model = load_model(model_ref)
+    return segment_slide_to_files(path, tissues, magnification, model, out_dir, mpp)
+
+
+def segment_slides(paths: Sequence[str | os.PathLike], tissues: Sequence[str],
+                   magnification: float | None, model_ref: str | os.PathLike,
+                   out_dir: str | os.PathLike, mpp: float | None = None,
+                   scheduler: str | None = None, progress: ProgressFn | None = None) -> dict:
+    """Segment every slide; a slide that fails is reported and the others go on.
+
+    Parameters
+    ----------
+    scheduler : str, optional
+        Address of a dask.distributed scheduler (or a ``Client``); one task per slide. None runs
+        here, one slide after another.
+
+    Returns
+    -------
+    dict
+        ``{"slides": {path: per-tissue results}, "failed": {path: reason}}``.
+    """
+    slides: dict[str, dict] = {}
+    failed: dict[str, str] = {}
+    if scheduler is None:
+        from ..models import load_model
+
+        model = load_model(model_ref)
+        for i, p in enumerate(paths):
+            try:
+                slides[str(p)] = segment_slide_to_files(p, tissues, magnification, model, out_dir,
+                                                        mpp)
+            except OmnisegInputError as e:
+                failed[str(p)] = str(e)
+            if progress is not None:
+                progress(i + 1, len(paths), f"{Path(p).name} done")
+        return {"slides": slides, "failed": failed}
+
+    from distributed import Client, as_completed
+
+    client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
+    futures = {client.submit(_run_one, str(p), list(tissues), magnification, str(model_ref),
+                             str(out_dir), mpp, pure=False): str(p) for p in paths}
+    for i, fut in enumerate(as_completed(futures)):
+        p = futures[fut]
+        try:
+            slides[p] = fut.result()
+        except Exception as e:  # reported per slide; the others go on
+            failed[p] = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if progress is not None:
+            progress(i + 1, len(paths), f"{Path(p).name} done")
+    if not isinstance(scheduler, Client):
+        client.close()
+    return {"slides": slides, "failed": failed}

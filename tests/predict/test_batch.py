@@ -1,0 +1,53 @@
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_omniseg import open_slide
+from napari_omniseg.cli import main
+from napari_omniseg.models import save_checkpoint
+from napari_omniseg.nets.omniseg import OmniSegPlus
+from napari_omniseg.predict.batch import segment_slides
+from napari_omniseg.simulate.renal import write_renal_slide
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("batch")
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(OmniSegPlus(width=0.25), d / "tiny.pt", "omniseg_plus", width=0.25)
+    slide, _ = write_renal_slide(d / "a.ome.tif", 1024, 1024, seed=2)
+    bad = d / "broken.svs"
+    bad.write_text("not a slide")
+    return d, ckpt, slide, bad
+
+
+def test_cli_segment_writes_aligned_masks_and_summary(inputs, capsys):
+    d, ckpt, slide, bad = inputs
+    out = d / "out"
+    code = main(["segment", str(slide), str(bad), "--tissue", "ptc", "--model", str(ckpt),
+                 "-o", str(out)])
+    assert code == 2  # one slide failed; the other was still done
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["failed"]) == [str(bad)] and "not a TIFF" in summary["failed"][str(bad)]
+    res = summary["slides"][str(slide)]["ptc"]
+    with tifffile.TiffFile(res["mask"]) as tif:
+        levels = [lv.asarray() for lv in tif.series[0].levels]
+    s = open_slide(slide)
+    assert [lv.shape for lv in levels] == [lv.shape[:2] for lv in s.levels]
+    assert res["area_mm2"] == pytest.approx(levels[0].sum() * 0.25 ** 2 / 1e6)
+
+
+def test_local_cluster_runs_slides_as_tasks(inputs):
+    from distributed import Client, LocalCluster
+
+    d, ckpt, slide, bad = inputs
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        summary = segment_slides([slide, bad], ["cap"], None, ckpt, d / "cluster",
+                                 scheduler=client)
+    assert str(slide) in summary["slides"] and str(bad) in summary["failed"]
+    mask = summary["slides"][str(slide)]["cap"]["mask"]
+    assert tifffile.imread(mask).shape == (1024, 1024)
