@@ -81,3 +81,20 @@ def test_creating_the_layers_computes_nothing(slide, model, monkeypatch):
     assert len(out) == 6 and runs == []
     out["cap"][3][:64, :64].compute()  # a 5x chunk: cap and tuft share one engine
     assert len(runs) >= 1
+
+
+def test_fill_region_matches_the_lazy_pyramid(slide, model):
+    from napari_omniseg.predict.slide import fill_region, make_engines
+
+    engines = make_engines(slide, ("ptc", "cap"), None, model, bf16=False)
+    outputs = {c: [np.zeros(lv.shape[:2], np.uint8) for lv in slide.levels] for c in engines}
+    box = (256, 768, 512, 1280)
+    steps = list(fill_region(engines, outputs, box, chunk=256))
+    assert steps[-1][0] == steps[-1][1] and len(steps) > 2
+    lazy = segment_slide(slide, ("ptc", "cap"), None, model, bf16=False)
+    for code in ("ptc", "cap"):
+        for level, ds in enumerate(slide.downsamples):
+            y0, y1, x0, x1 = (int(v / ds) for v in box)
+            np.testing.assert_array_equal(outputs[code][level][y0:y1, x0:x1],
+                                          lazy[code][level][y0:y1, x0:x1].compute())
+        assert outputs[code][0][:200].sum() == 0  # outside the box: untouched

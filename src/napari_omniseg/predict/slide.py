@@ -214,6 +214,43 @@ class TileEngine:
         return (prob > 0.5).astype(np.uint8)
 
 
+def make_engines(
+    slide: Slide,
+    tissues: Sequence[str] = ("ptc",),
+    magnification: float | None = None,
+    model: Any = None,
+    tile: int = 256,
+    overlap: int = 64,
+    bf16: bool | None = None,
+) -> dict[str, tuple[TileEngine, int]]:
+    """For each tissue, the engine of its working magnification and its index in that engine.
+
+    Tissues that share a magnification share an engine (one backbone pass per tile).
+    ``tissues`` may be ``("all",)``; ``model`` a module, a checkpoint path or a bundled name.
+    """
+    from ..models import load_model
+
+    if slide.magnification is None:
+        slide.require_mpp()
+    codes = list(vocab.TISSUE_CODES) if list(tissues) == ["all"] else [
+        vocab.tissue(t).code for t in tissues]
+    if model is None or isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+        model = load_model(model or "renal")
+    if bf16 is None:
+        bf16 = next(model.parameters()).device.type == "cpu"
+    groups: dict[float, list[str]] = {}
+    for code in codes:
+        mag = float(magnification) if magnification else vocab.tissue(code).optimal_magnification
+        vocab.scale_id(mag)
+        groups.setdefault(mag, []).append(code)
+    out: dict[str, tuple[TileEngine, int]] = {}
+    for mag, group in groups.items():
+        engine = TileEngine(slide, model, mag, group, tile=tile, overlap=overlap, bf16=bf16)
+        for i, code in enumerate(group):
+            out[code] = (engine, i)
+    return {c: out[c] for c in codes}
+
+
 def segment_slide(
     slide: Slide,
     tissues: Sequence[str] = ("ptc",),
@@ -249,28 +286,66 @@ def segment_slide(
         For each tissue, one ``(Y, X)`` uint8 0/1 array per slide level. Nothing is computed
         until a chunk is.
     """
-    from ..models import load_model
+    engines = make_engines(slide, tissues, magnification, model, tile, overlap, bf16)
+    return {code: [_level_array(engine, k, lv.shape[:2], chunk, i)
+                   for k, lv in enumerate(slide.levels)]
+            for code, (engine, i) in engines.items()}
 
-    if slide.magnification is None:
-        slide.require_mpp()
-    codes = list(vocab.TISSUE_CODES) if list(tissues) == ["all"] else [
-        vocab.tissue(t).code for t in tissues]
-    if model is None or isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
-        model = load_model(model or "renal")
-    if bf16 is None:
-        bf16 = next(model.parameters()).device.type == "cpu"
-    groups: dict[float, list[str]] = {}
-    for code in codes:
-        mag = float(magnification) if magnification else vocab.tissue(code).optimal_magnification
-        vocab.scale_id(mag)
-        groups.setdefault(mag, []).append(code)
-    out: dict[str, list[da.Array]] = {}
-    for mag, group in groups.items():
-        engine = TileEngine(slide, model, mag, group, tile=tile, overlap=overlap, bf16=bf16)
-        for i, code in enumerate(group):
-            out[code] = [_level_array(engine, k, lv.shape[:2], chunk, i)
-                         for k, lv in enumerate(slide.levels)]
-    return {c: out[c] for c in codes}
+
+def fill_region(
+    engines: dict[str, tuple[TileEngine, int]],
+    outputs: dict[str, list],
+    box: tuple[int, int, int, int],
+    chunk: int = 1024,
+):
+    """Compute the masks of a level-0 box into writable per-level arrays, chunk by chunk.
+
+    A generator: it yields ``(done, total)`` after each chunk, so a caller can report progress
+    and stop between chunks (a napari ``thread_worker`` does both). Chunks nearest the box's
+    centre come first.
+
+    Parameters
+    ----------
+    engines : dict
+        From :func:`make_engines`.
+    outputs : dict
+        For each tissue, one array per slide level supporting ``arr[y0:y1, x0:x1] = block``
+        (numpy, zarr).
+    box : (y0, y1, x0, x1)
+        Region in level-0 pixels.
+    chunk : int
+        Chunk size on the working grid.
+    """
+    y0, y1, x0, x1 = box
+    by_engine: dict[int, tuple[TileEngine, list[tuple[str, int]]]] = {}
+    for code, (engine, i) in engines.items():
+        by_engine.setdefault(id(engine), (engine, []))[1].append((code, i))
+    jobs = []
+    for engine, members in by_engine.values():
+        s = engine.scale0
+        wy0, wy1 = int(np.floor(y0 * s)), min(engine.shape[0], int(np.ceil(y1 * s)))
+        wx0, wx1 = int(np.floor(x0 * s)), min(engine.shape[1], int(np.ceil(x1 * s)))
+        cy, cx = (wy0 + wy1) / 2, (wx0 + wx1) / 2
+        for a in range(wy0 - wy0 % chunk, wy1, chunk):
+            for b in range(wx0 - wx0 % chunk, wx1, chunk):
+                dist = (a + chunk / 2 - cy) ** 2 + (b + chunk / 2 - cx) ** 2
+                jobs.append((dist, engine, members, max(a, wy0), min(a + chunk, wy1),
+                             max(b, wx0), min(b + chunk, wx1)))
+    jobs.sort(key=lambda j: j[0])
+    for n, (_, engine, members, a0, a1, b0, b1) in enumerate(jobs):
+        engine.probabilities(a0, a1, b0, b1)  # runs the network on the chunk's tiles
+        for level, ds in enumerate(engine.slide.downsamples):
+            r = engine.scale0 * ds  # working pixels per level pixel
+            ly0, ly1 = int(np.floor(a0 / r)), int(np.ceil(a1 / r))
+            lx0, lx1 = int(np.floor(b0 / r)), int(np.ceil(b1 / r))
+            h, w = engine.slide.levels[level].shape[:2]
+            ly1, lx1 = min(ly1, h), min(lx1, w)
+            if ly1 <= ly0 or lx1 <= lx0:
+                continue
+            block = engine.level_block(level, ly0, ly1, lx0, lx1)
+            for code, i in members:
+                outputs[code][level][ly0:ly1, lx0:lx1] = block[i]
+        yield n + 1, len(jobs)
 
 
 def _level_array(engine: TileEngine, level: int, shape: tuple[int, int], chunk: int,

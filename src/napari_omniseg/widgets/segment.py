@@ -1,0 +1,246 @@
+"""The Segment dock widget: "segment <tissue> at <magnification>" on a slide layer.
+
+The network runs in a napari ``thread_worker`` (the viewer never waits for it); results are
+written chunk by chunk into zarr arrays behind a multiscale Labels layer, which is refreshed as
+chunks arrive. Stop ends the work after the current chunk and keeps what was computed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import napari
+import numpy as np
+from magicgui.widgets import (ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar,
+                              PushButton)
+
+from .. import vocab
+from ..errors import OmnisegInputError
+
+WHERE = ("current view", "whole slide", "inside shapes")
+MODEL_CHOICES = ("bundled", "file")
+
+
+def slide_from_layer(layer: Any, mpp: float | None = None):
+    """A :class:`Slide` over an image layer's data (multiscale or plain RGB).
+
+    The pixel size comes from the layer's metadata (set by this plugin's reader), else from
+    ``mpp``; without either the user is told how to give it.
+    """
+    import dask.array as da
+
+    from ..io.slides import Slide
+
+    meta = layer.metadata or {}
+    if isinstance(meta.get("omniseg_slide"), Slide):
+        base = meta["omniseg_slide"]
+        if base.mpp is not None or mpp is None:
+            return base
+    if not layer.rgb:
+        raise OmnisegInputError(f"{layer.name} is not an RGB image; choose a slide layer")
+    levels = list(layer.data) if layer.multiscale else [layer.data]
+    levels = [da.asarray(lv)[..., :3] for lv in levels]
+    h0 = levels[0].shape[0]
+    mpp = meta.get("mpp") or mpp
+    if mpp is None:
+        raise OmnisegInputError(
+            f"{layer.name} has no pixel size; enter its µm/px (0.25 for a 40x scan) and "
+            "segment again"
+        )
+    return Slide(levels=levels, mpp=float(mpp), magnification=vocab.magnification_of_mpp(mpp),
+                 downsamples=[h0 / lv.shape[0] for lv in levels], path=None,
+                 source="napari layer")
+
+
+def layer_name(code: str, magnification: float) -> str:
+    """Name of the Labels layer of a tissue, e.g. ``"PTC @ 40x"``."""
+    return f"{vocab.tissue(code).label} @ {int(magnification)}x"
+
+
+class SegmentWidget(Container):
+    """Choose image, tissue, magnification, model and where; Segment; Stop."""
+
+    def __init__(self, viewer: "napari.viewer.Viewer") -> None:
+        super().__init__(labels=True)
+        self.viewer = viewer
+        self.image = ComboBox(label="image", choices=self._image_layers)
+        self.tissue = ComboBox(label="tissue", value="all", choices=[
+            ("all (each at its best magnification)", "all"),
+            *[(f"{t.label} - {t.name}", t.code) for t in vocab.TISSUES]])
+        self.magnification = ComboBox(label="magnification", value="auto", choices=[
+            ("auto (optimal per tissue)", "auto"), *[(f"{m}x", str(m)) for m in
+                                                     vocab.MAGNIFICATIONS]])
+        self.model_source = ComboBox(label="model", value="bundled", choices=[
+            ("bundled renal model", "bundled"), ("checkpoint file (ours or the authors')", "file")])
+        self.model_file = FileEdit(label="checkpoint", filter="*.pt *.pth *.tar", visible=False)
+        self.where = ComboBox(label="where", value="current view", choices=list(WHERE))
+        self.shapes = ComboBox(label="shapes", choices=self._shapes_layers, visible=False)
+        self.mpp = FloatSpinBox(label="µm/px", value=0.0, min=0.0, max=50.0, step=0.01,
+                                tooltip="only for images without a pixel size (0 = from file)")
+        self.run_button = PushButton(text="Segment")
+        self.stop_button = PushButton(text="Stop", enabled=False)
+        self.progress = ProgressBar(label="progress", value=0, max=1, visible=False)
+        self.status = Label(value="")
+        self.extend([self.image, self.tissue, self.magnification, self.model_source,
+                     self.model_file, self.where, self.shapes, self.mpp, self.run_button,
+                     self.stop_button, self.progress, self.status])
+        self.model_source.changed.connect(
+            lambda v: setattr(self.model_file, "visible", v == "file"))
+        self.where.changed.connect(lambda v: setattr(self.shapes, "visible", v == WHERE[2]))
+        self.run_button.changed.connect(self.start)
+        self.stop_button.changed.connect(self.stop)
+        viewer.layers.events.inserted.connect(self._refresh_choices)
+        viewer.layers.events.removed.connect(self._refresh_choices)
+        self.worker = None
+        self._model_cache: dict[str, Any] = {}
+
+    # -- choices -------------------------------------------------------------------------------
+
+    def _image_layers(self, _=None) -> list:
+        from napari.layers import Image
+
+        return [(lyr.name, lyr) for lyr in self.viewer.layers
+                if isinstance(lyr, Image) and lyr.rgb]
+
+    def _shapes_layers(self, _=None) -> list:
+        from napari.layers import Shapes
+
+        return [(lyr.name, lyr) for lyr in self.viewer.layers if isinstance(lyr, Shapes)]
+
+    def _refresh_choices(self, event=None) -> None:
+        self.image.reset_choices()
+        self.shapes.reset_choices()
+
+    # -- running -------------------------------------------------------------------------------
+
+    def _model(self):
+        from ..models import load_model
+
+        ref = "renal" if self.model_source.value == "bundled" else str(self.model_file.value)
+        if self.model_source.value == "file" and (not ref or not Path(ref).is_file()):
+            raise OmnisegInputError("choose a checkpoint file, or use the bundled model")
+        if ref not in self._model_cache:
+            self._model_cache = {ref: load_model(ref)}
+        return self._model_cache[ref]
+
+    def _box(self, slide, layer) -> tuple[int, int, int, int]:
+        """The level-0 pixel box to segment."""
+        h, w = slide.shape
+        if self.where.value == "whole slide":
+            return 0, h, 0, w
+        if self.where.value == "inside shapes":
+            shapes = self.shapes.value
+            if shapes is None or len(shapes.data) == 0:
+                raise OmnisegInputError("draw a shape (a rectangle around the region) first")
+            pts = np.concatenate([np.asarray(d)[:, -2:] for d in shapes.data])
+            world = np.asarray([shapes.data_to_world(p) for p in pts])[:, -2:]
+        else:
+            world = self._visible_world_corners()
+        data = np.asarray([layer.world_to_data(p) for p in world])[:, -2:]
+        y0, x0 = np.floor(data.min(0)).astype(int)
+        y1, x1 = np.ceil(data.max(0)).astype(int)
+        y0, x0, y1, x1 = max(0, y0), max(0, x0), min(h, y1), min(w, x1)
+        if y1 <= y0 or x1 <= x0:
+            raise OmnisegInputError("the chosen region does not overlap the image")
+        return y0, y1, x0, x1
+
+    def _visible_world_corners(self) -> np.ndarray:
+        v = self.viewer
+        # napari >= 0.9 keeps the camera and canvas on the scene/canvas models
+        cam = v.scene.camera if hasattr(v, "scene") else v.camera
+        size = v.canvas.size if hasattr(v, "canvas") else v._canvas_size
+        canvas = np.asarray(size, float)  # (height, width) in screen pixels
+        half = canvas / cam.zoom / 2
+        cy, cx = cam.center[-2:]
+        return np.array([[cy - half[0], cx - half[1]], [cy + half[0], cx + half[1]]])
+
+    def start(self) -> None:
+        """Read the choices, add or reset the Labels layers, and start the worker."""
+        from napari.qt.threading import thread_worker
+
+        from ..predict.slide import fill_region, make_engines
+
+        if self.worker is not None:
+            return
+        try:
+            layer = self.image.value
+            if layer is None:
+                raise OmnisegInputError("open a slide first (File > Open, or a sample)")
+            slide = slide_from_layer(layer, self.mpp.value or None)
+            mag = None if self.magnification.value == "auto" else float(self.magnification.value)
+            engines = make_engines(slide, (self.tissue.value,), mag, self._model())
+            box = self._box(slide, layer)
+        except OmnisegInputError as e:
+            self.status.value = str(e)
+            from napari.utils.notifications import show_error
+
+            show_error(str(e))
+            return
+        outputs = {code: self._labels_layer(layer, slide, code, eng.mag)
+                   for code, (eng, _) in engines.items()}
+        arrays = {code: levels for code, (levels, _) in outputs.items()}
+        layers = [lyr for _, lyr in outputs.values()]
+
+        @thread_worker(start_thread=False)
+        def work():
+            yield from fill_region(engines, arrays, box)
+
+        self.worker = work()
+        self.worker.yielded.connect(lambda p: self._on_progress(p, layers))
+        self.worker.finished.connect(lambda: self._on_finished(layers))
+        self.worker.errored.connect(self._on_error)
+        self.progress.visible = True
+        self.progress.value, self.progress.max = 0, 1
+        self.run_button.enabled, self.stop_button.enabled = False, True
+        self.status.value = "segmenting..."
+        self.worker.start()
+
+    def stop(self) -> None:
+        """Stop after the chunk in progress; what was computed stays."""
+        if self.worker is not None:
+            self.worker.quit()
+            self.status.value = "stopping..."
+
+    def _labels_layer(self, image_layer, slide, code: str, mag: float):
+        import zarr
+        from napari.utils.colormaps import DirectLabelColormap
+
+        levels = [zarr.create_array(store=zarr.storage.MemoryStore(), shape=lv.shape[:2],
+                                    chunks=(512, 512), dtype=np.uint8, fill_value=0)
+                  for lv in slide.levels]
+        name = layer_name(code, mag)
+        colour = DirectLabelColormap(color_dict={1: vocab.tissue(code).color,
+                                                 None: (0, 0, 0, 0)})
+        data = levels if len(levels) > 1 else levels[0]
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)  # running again replaces the layer
+        layer = self.viewer.add_labels(
+            data, name=name, multiscale=len(levels) > 1, scale=image_layer.scale,
+            translate=image_layer.translate, units=image_layer.units, opacity=0.6,
+            colormap=colour, metadata={"tissue": code, "magnification": mag,
+                                       "source_layer": image_layer.name},
+        )
+        return levels, layer
+
+    def _on_progress(self, p, layers) -> None:
+        done, total = p
+        self.progress.max = total
+        self.progress.value = done
+        for lyr in layers:
+            lyr.refresh()
+
+    def _on_finished(self, layers) -> None:
+        stopped = self.progress.value < self.progress.max
+        self.status.value = "stopped; the computed part is kept" if stopped else "done"
+        for lyr in layers:
+            lyr.refresh()
+        self.worker = None
+        self.run_button.enabled, self.stop_button.enabled = True, False
+
+    def _on_error(self, exc: Exception) -> None:
+        msg = str(exc) if isinstance(exc, OmnisegInputError) else f"segmentation failed: {exc}"
+        self.status.value = msg
+        from napari.utils.notifications import show_error
+
+        show_error(msg)
