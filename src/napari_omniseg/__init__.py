@@ -20,6 +20,7 @@ _API = {
     "simulate_fetal": ("napari_omniseg.simulate.fetal", "simulate_fetal"),
     "OmnisegInputError": ("napari_omniseg.errors", "OmnisegInputError"),
     "load_model": ("napari_omniseg.models", "load_model"),
+    "segment_slide": ("napari_omniseg.predict.slide", "segment_slide"),
 }
 
 __all__ = sorted(_API)
@@ -29,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .io.slides import Slide, open_slide
     from .io.volumes import Volume, open_volume
     from .models import load_model
+    from .predict.slide import segment_slide
     from .simulate.fetal import simulate_fetal
     from .simulate.renal import simulate_renal, write_renal_slide
 

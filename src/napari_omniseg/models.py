@@ -45,7 +45,7 @@ def renal_vocabulary() -> dict[str, Any]:
 
 
 def save_checkpoint(model: Any, path: str | os.PathLike, architecture: str,
-                    **metadata: Any) -> Path:
+                    half: bool = False, **metadata: Any) -> Path:
     """Write a model's weights and metadata to one file (via a temporary name, then renamed).
 
     Parameters
@@ -56,6 +56,9 @@ def save_checkpoint(model: Any, path: str | os.PathLike, architecture: str,
         Output file.
     architecture : str
         Name :func:`load_model` rebuilds the module from (``"omniseg_plus"``).
+    half : bool
+        Store floating-point weights as float16 (half the file; they are loaded back into
+        float32 parameters).
     **metadata
         JSON-serialisable facts: what it was trained on, recipe, base model...
     """
@@ -71,6 +74,9 @@ def save_checkpoint(model: Any, path: str | os.PathLike, architecture: str,
         **metadata,
     }
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        meta["stored_as"] = "float16"
     tmp = path.with_name(path.name + ".partial")
     torch.save({"state_dict": state, "metadata": json.dumps(meta)}, tmp)
     tmp.replace(path)

@@ -167,3 +167,16 @@ def test_checkpoints_with_code_or_wrong_weights_are_refused(tmp_path):
         load_model(wrong)
     with pytest.raises(OmnisegInputError, match="bundled"):
         load_model(tmp_path / "missing.pt")
+
+
+def test_half_precision_checkpoint_loads_into_float32(tmp_path):
+    model = OmniSegPlus(width=0.25).eval()
+    path = save_checkpoint(model, tmp_path / "h.pt", "omniseg_plus", half=True, width=0.25)
+    loaded = load_model(path, device="cpu")
+    assert next(loaded.parameters()).dtype == torch.float32
+    assert read_metadata(path)["stored_as"] == "float16"
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        a = model(x, torch.tensor([2]), torch.tensor([0]))
+        b = loaded(x, torch.tensor([2]), torch.tensor([0]))
+    assert (a - b).abs().max() < 0.05 * a.abs().max()
