@@ -47,6 +47,12 @@ def test_segment_whole_slide_matches_segment_slide(make_napari_viewer, qtbot, fi
     ref = segment_slide(image.metadata["omniseg_slide"], ("ptc",), 40, w._model(), bf16=True)
     for k in (0, 2):
         np.testing.assert_array_equal(np.asarray(layer.data[k]), ref["ptc"][k].compute())
+    # what napari shows at the coarsest level is the computed result, not the empty start
+    viewer.reset_view()
+    coarse = np.asarray(layer.data[-1])
+    shown = np.asarray(layer._slice.image.raw)  # napari's displayed slice
+    if layer.data_level == len(layer.data) - 1:
+        assert shown.sum() == coarse.sum()
     # running again replaces the layer instead of adding another
     w.run_button.clicked()
     qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)

@@ -223,18 +223,27 @@ class SegmentWidget(Container):
         )
         return levels, layer
 
+    @staticmethod
+    def _show_new_data(layer) -> None:
+        # napari >= 0.9 keeps the coarsest level of a multiscale layer materialised until its
+        # data is replaced; the arrays are filled in place, so that copy must be dropped
+        reset = getattr(layer, "_reset_thumbnail_level_data", None)
+        if reset is not None:
+            reset()
+        layer.refresh()
+
     def _on_progress(self, p, layers) -> None:
         done, total = p
         self.progress.max = total
         self.progress.value = done
         for lyr in layers:
-            lyr.refresh()
+            self._show_new_data(lyr)
 
     def _on_finished(self, layers) -> None:
         stopped = self.progress.value < self.progress.max
         self.status.value = "stopped; the computed part is kept" if stopped else "done"
         for lyr in layers:
-            lyr.refresh()
+            self._show_new_data(lyr)
         self.worker = None
         self.run_button.enabled, self.stop_button.enabled = True, False
 
