@@ -201,7 +201,10 @@ def _train_renal(args: argparse.Namespace) -> int:
     if args.evaluate:
         from .models import load_model
 
-        scores = evaluate_simulated(load_model(args.out), seeds=list(range(1, 1 + args.evaluate)))
+        from .train.renal import evaluation_seeds
+
+        scores = evaluate_simulated(load_model(args.out), seeds=evaluation_seeds(args.evaluate),
+                                    bf16=True)
         print(dice_table(scores))
     return 0
 

@@ -54,6 +54,7 @@ def train_renal(
     lr: float = 2e-3,
     slide_size: int = 4096,
     bank_path: str | os.PathLike | None = None,
+    biopsy_fraction: float = 0.3,
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> dict:
@@ -80,7 +81,7 @@ def train_renal(
         bank = PatchBank.load(bank_path)
     else:
         bank = build_patch_bank(seeds, size=slide_size, progress=progress,
-                                should_stop=should_stop)
+                                should_stop=should_stop, biopsy_fraction=biopsy_fraction)
         if bank_path is not None:
             bank.save(bank_path)
     t_data = time.perf_counter() - t0
@@ -89,7 +90,8 @@ def train_renal(
     model = OmniSegPlus(width=width).to(device)
     recipe = {
         "trained_on": f"{slides} simulated slides ({slide_size} px at 40x, seeds "
-                      f"{seeds[0]}-{seeds[-1]}, stains drawn from {list(vocab.STAINS)})",
+                      f"{seeds[0]}-{seeds[-1]}, stains drawn from {list(vocab.STAINS)}, "
+                      f"{biopsy_fraction:.0%} of them needle biopsies with glass)",
         "patches": int(len(bank)),
         "width": width,
         "batch": batch,
@@ -97,8 +99,9 @@ def train_renal(
         "loss": "Dice + BCE on two one-hot channels, weight 1.2 on a 2 px ring outside objects",
         "augmentation": "flips, rotation, +-10% zoom; optical-density stain mix/scale, "
                         "brightness, blur, noise",
-        "sampling": "tissue uniform; optimal magnification p=0.7 else a neighbouring one; "
-                    "patch containing the tissue p=0.8",
+        "sampling": "tissue weights dt .15, pt .1, cap .15, tuft .1, ves .2, ptc .3; optimal "
+                    "magnification p=0.7 else a neighbouring one; patch containing the tissue "
+                    "p=0.8",
         "device": str(device),
     }
 
@@ -117,6 +120,29 @@ def train_renal(
                   final_loss=float(np.mean(result.losses[-50:])) if result.losses else None)
     save_checkpoint(model, out, "omniseg_plus", **recipe)
     return recipe
+
+
+def evaluation_seeds(n: int, size: int = 4096, start: int = 1) -> list[int]:
+    """The first ``n`` held-out seeds whose slide holds a whole artery and a whole glomerulus.
+
+    Chosen from the layout alone (nothing is rendered), so that every tissue has ground truth;
+    the seeds lie below the training range.
+    """
+    from ..simulate.renal_layout import RenalLayout
+
+    side_um = size * 0.25
+    seeds, seed = [], start
+    while len(seeds) < n and seed < TRAIN_SEED0:
+        lay = RenalLayout(seed)
+        inside = lambda y, x, r: r < y < side_um - r and r < x < side_um - r  # noqa: E731
+        arts = [a for a in lay.arteries(0, 0, side_um, side_um)
+                if inside(a.cy, a.cx, a.r_out * a.ecc)]
+        gloms = [g for g in lay.glomeruli(0, 0, side_um, side_um)
+                 if inside(g.cy, g.cx, g.r_cap)]
+        if arts and gloms:
+            seeds.append(seed)
+        seed += 1
+    return seeds
 
 
 def evaluate_simulated(model, seeds: list[int], stains: tuple[str, ...] = tuple(vocab.STAINS),

@@ -85,6 +85,7 @@ def build_patch_bank(
     crops: dict[int, int] | None = None,
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
+    biopsy_fraction: float = 0.0,
 ) -> PatchBank:
     """Simulate one slide per seed (stain drawn from ``stains``) and crop patches from it.
 
@@ -102,6 +103,9 @@ def build_patch_bank(
         Crops per slide per magnification (default :data:`CROPS_PER_SLIDE`).
     progress, should_stop : callable, optional
         ``progress(done, total, message)`` after each slide; ``should_stop()`` before each.
+    biopsy_fraction : float
+        Share of slides drawn as needle biopsies with glass around them, so the model learns
+        that glass and tissue edges hold no structure.
     """
     crops = crops or CROPS_PER_SLIDE
     images, masks, mags, stain_of, slide_of = [], [], [], [], []
@@ -110,7 +114,8 @@ def build_patch_bank(
             raise InterruptedError("stopped")
         rng = np.random.default_rng([seed, 0xBA7C])
         stain = stains[int(rng.integers(len(stains)))]
-        s = simulate_renal(size, size, stain=stain, seed=seed)
+        shape = "biopsy" if rng.random() < biopsy_fraction else "full"
+        s = simulate_renal(size, size, stain=stain, seed=seed, shape=shape)
         for level, mag in enumerate(LEVEL_MAGNIFICATIONS):
             img = s.image[level]
             packed = pack_masks({c: s.masks[c][level] for c in s.masks})
@@ -138,10 +143,14 @@ def neighbouring_magnifications(optimal: int) -> tuple[int, ...]:
                  if 0 <= j < len(vocab.MAGNIFICATIONS))
 
 
+#: How often each tissue is drawn: small or rare structures (capillaries, arteries) more often.
+TISSUE_WEIGHTS = {"dt": 0.15, "pt": 0.1, "cap": 0.15, "tuft": 0.1, "ves": 0.2, "ptc": 0.3}
+
+
 class ConditionSampler:
     """Draws (patch index, tissue, magnification) training samples from a bank.
 
-    Tissues are drawn uniformly; the magnification is the tissue's optimal one with probability
+    Tissues are drawn with :data:`TISSUE_WEIGHTS`; the magnification is the tissue's optimal one with probability
     ``p_optimal``, else a neighbouring one; the patch contains the tissue with probability
     ``p_present`` (rare tissues would otherwise be seen mostly as empty patches).
     """
@@ -154,10 +163,12 @@ class ConditionSampler:
         self.rng = np.random.default_rng(seed)
         self._by_mag = {m: np.flatnonzero(bank.magnifications == m) for m in vocab.MAGNIFICATIONS}
         self._present = {t.task_id: bank.has(t.task_id) for t in vocab.TISSUES}
+        w = np.array([TISSUE_WEIGHTS[t.code] for t in vocab.TISSUES])
+        self._weights = w / w.sum()
 
     def draw(self) -> tuple[int, int, int]:
         """One (patch index, task id, magnification)."""
-        t = vocab.TISSUES[int(self.rng.integers(len(vocab.TISSUES)))]
+        t = vocab.TISSUES[int(self.rng.choice(len(vocab.TISSUES), p=self._weights))]
         usable = [m for m in neighbouring_magnifications(t.optimal_magnification)
                   if len(self._by_mag[m])] or [m for m in vocab.MAGNIFICATIONS
                                                 if len(self._by_mag[m])]
