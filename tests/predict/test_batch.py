@@ -3,12 +3,10 @@ import json
 import numpy as np
 import pytest
 import tifffile
-import torch
 
+from conftest import tiny_renal_checkpoint
 from napari_omniseg import open_slide
 from napari_omniseg.cli import main
-from napari_omniseg.models import save_checkpoint
-from napari_omniseg.nets.omniseg import OmniSegPlus
 from napari_omniseg.predict.batch import segment_slides
 from napari_omniseg.simulate.renal import write_renal_slide
 
@@ -16,8 +14,7 @@ from napari_omniseg.simulate.renal import write_renal_slide
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     d = tmp_path_factory.mktemp("batch")
-    torch.manual_seed(0)
-    ckpt = save_checkpoint(OmniSegPlus(width=0.25), d / "tiny.pt", "omniseg_plus", width=0.25)
+    ckpt = tiny_renal_checkpoint(d / "tiny.pt")
     slide, _ = write_renal_slide(d / "a.ome.tif", 1024, 1024, seed=2)
     bad = d / "broken.svs"
     bad.write_text("not a slide")

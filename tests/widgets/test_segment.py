@@ -2,10 +2,8 @@
 
 import numpy as np
 import pytest
-import torch
 
-from napari_omniseg.models import save_checkpoint
-from napari_omniseg.nets.omniseg import OmniSegPlus
+from conftest import tiny_renal_checkpoint
 from napari_omniseg.predict.slide import segment_slide
 from napari_omniseg.simulate.renal import write_renal_slide
 from napari_omniseg.widgets.segment import SegmentWidget, layer_name
@@ -16,8 +14,7 @@ pytestmark = pytest.mark.gui
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("w")
-    torch.manual_seed(0)
-    ckpt = save_checkpoint(OmniSegPlus(width=0.25), d / "tiny.pt", "omniseg_plus", width=0.25)
+    ckpt = tiny_renal_checkpoint(d / "tiny.pt")
     img, _ = write_renal_slide(d / "s.ome.tif", 1024, 1536, seed=4)
     return ckpt, img
 
