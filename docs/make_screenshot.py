@@ -1,31 +1,63 @@
-"""Regenerate docs/images/*.png: napari with the plugin's sample data, as a user sees it.
+"""Regenerate docs/images/*.png: napari with the plugin, as a user sees it.
 
-Run under a display (or ``xvfb-run``): ``python docs/make_screenshot.py``.
+Run under a display (or ``xvfb-run -a python docs/make_screenshot.py``). Uses the bundled renal
+model and the sample data.
 """
 
+import time
 from pathlib import Path
 
 import napari
+from qtpy.QtWidgets import QApplication
+
+from napari_omniseg.widgets.segment import SegmentWidget
 
 OUT = Path(__file__).parent / "images"
+
+
+def _settle(seconds: float = 1.0) -> None:
+    app = QApplication.instance()
+    end = time.time() + seconds
+    while time.time() < end:
+        app.processEvents()
+        time.sleep(0.02)
 
 
 def main() -> None:
     OUT.mkdir(exist_ok=True)
     viewer = napari.Viewer(show=True)
-    viewer.window.resize(1400, 820)
+    viewer.window.resize(1500, 900)
+
+    # sample data with its ground truth
     viewer.open_sample("napari-omniseg", "renal_pas")
     viewer.layers[-1].visible = True
     viewer.layers[-1].opacity = 0.45
     viewer.reset_view()
+    _settle()
     viewer.screenshot(str(OUT / "renal_sample.png"), canvas_only=False)
-    viewer.camera.zoom *= 6
-    viewer.screenshot(str(OUT / "renal_sample_zoom.png"), canvas_only=True)
+    viewer.layers[-1].visible = False
+
+    # the Segment widget on the whole biopsy with the bundled model
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segment (kidney)")
+    widget.tissue.value = "all"
+    widget.where.value = "whole slide"
+    widget.run_button.clicked()
+    while widget.worker is not None:
+        _settle(0.1)
+    viewer.reset_view()
+    _settle()
+    viewer.screenshot(str(OUT / "segment_widget.png"), canvas_only=False)
+    viewer.camera.zoom *= 5
+    _settle()
+    viewer.screenshot(str(OUT / "segment_zoom.png"), canvas_only=True)
+
     viewer.layers.clear()
     viewer.open_sample("napari-omniseg", "fetal_mri")
     viewer.layers[-1].visible = True
     viewer.layers[-1].opacity = 0.4
     viewer.reset_view()
+    _settle()
     viewer.screenshot(str(OUT / "fetal_sample.png"), canvas_only=False)
     viewer.close()
 
