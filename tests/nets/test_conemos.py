@@ -67,3 +67,14 @@ def test_the_region_changes_the_answer_and_batches_match():
     with torch.no_grad():
         silent = m.forward_regions(vol, [0, 4])
     assert torch.allclose(silent[0], silent[1])
+
+
+def test_unconditioned_baseline_has_one_channel_per_region():
+    m = CoNeMOS(conditioned=False).eval()
+    assert m.mlp is None and all(c.film is None for c in m.modules() if hasattr(c, "film"))
+    vol = torch.rand(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        out = m(vol)
+        picked = m.forward_regions(vol, [4, 1])
+    assert out.shape == (1, 5, 16, 16, 16)
+    assert torch.equal(picked[0, 0], out[0, 4]) and torch.equal(picked[1, 0], out[0, 1])

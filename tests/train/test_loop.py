@@ -13,7 +13,8 @@ def _bright_blobs(batch, gen):
         r, c = torch.randint(0, 20, (2,), generator=gen).tolist()
         x[i, :, r:r + 10, c:c + 10] += 0.6
         y[i, r:r + 10, c:c + 10] = 1
-    return x, y, torch.zeros(batch, dtype=torch.long), torch.zeros(batch, dtype=torch.long)
+    zeros = torch.zeros(batch, dtype=torch.long)
+    return {"images": x, "targets": y, "conditions": (zeros, zeros)}
 
 
 def test_loop_learns_and_reports_and_checkpoints():

@@ -21,18 +21,24 @@ EMBED = 64
 
 
 class FiLMConv(nn.Module):
-    """3x3x3 (or 1x1x1) conv without bias, optional ReLU, then FiLM from the condition."""
+    """3x3x3 (or 1x1x1) conv, optional ReLU, then FiLM from the condition.
 
-    def __init__(self, cin: int, cout: int, kernel: int = 3, relu: bool = True) -> None:
+    With ``film=False`` it is a plain conv with bias (the unconditioned baseline).
+    """
+
+    def __init__(self, cin: int, cout: int, kernel: int = 3, relu: bool = True,
+                 film: bool = True) -> None:
         super().__init__()
-        self.conv = nn.Conv3d(cin, cout, kernel, padding=kernel // 2, bias=False)
-        self.film = nn.Linear(EMBED, 2 * cout)
+        self.conv = nn.Conv3d(cin, cout, kernel, padding=kernel // 2, bias=not film)
+        self.film = nn.Linear(EMBED, 2 * cout) if film else None
         self.relu = relu
 
-    def forward(self, x: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, embedding: torch.Tensor | None) -> torch.Tensor:
         x = self.conv(x)
         if self.relu:
             x = F.relu(x)
+        if self.film is None:
+            return x
         gamma, beta = self.film(embedding).chunk(2, dim=1)
         return (1 + gamma[:, :, None, None, None]) * x + beta[:, :, None, None, None]
 
@@ -45,36 +51,45 @@ class CoNeMOS(nn.Module):
     sigmoid exceeds 0.5.
     """
 
-    def __init__(self, n_regions: int = N_REGIONS, features: tuple[int, ...] = FEATURES) -> None:
+    def __init__(self, n_regions: int = N_REGIONS, features: tuple[int, ...] = FEATURES,
+                 conditioned: bool = True) -> None:
         super().__init__()
         self.n_regions = n_regions
-        layers: list[nn.Module] = []
-        cin = n_regions
-        for _ in range(4):
-            layers += [nn.Linear(cin, EMBED), nn.LeakyReLU(0.2)]
-            cin = EMBED
-        self.mlp = nn.Sequential(*layers)
+        self.conditioned = conditioned
+        film = conditioned
+        self.mlp = None
+        if conditioned:
+            layers: list[nn.Module] = []
+            cin = n_regions
+            for _ in range(4):
+                layers += [nn.Linear(cin, EMBED), nn.LeakyReLU(0.2)]
+                cin = EMBED
+            self.mlp = nn.Sequential(*layers)
         self.enc = nn.ModuleList()
         cin = 1
         for c in features:
-            self.enc.append(nn.ModuleList([FiLMConv(cin, c), FiLMConv(c, c)]))
+            self.enc.append(nn.ModuleList([FiLMConv(cin, c, film=film),
+                                           FiLMConv(c, c, film=film)]))
             cin = c
         self.dec = nn.ModuleList()
         for c_skip in reversed(features[:-1]):
-            self.dec.append(nn.ModuleList([FiLMConv(cin + c_skip, c_skip),
-                                           FiLMConv(c_skip, c_skip)]))
+            self.dec.append(nn.ModuleList([FiLMConv(cin + c_skip, c_skip, film=film),
+                                           FiLMConv(c_skip, c_skip, film=film)]))
             cin = c_skip
-        self.head = FiLMConv(cin, 1, kernel=1, relu=False)
+        # the baseline answers every region at once, one output channel each
+        self.head = FiLMConv(cin, 1 if conditioned else n_regions, kernel=1, relu=False,
+                             film=film)
 
     def embed(self, region_id: torch.Tensor) -> torch.Tensor:
         """The shared condition embedding, ``(N, 64)``."""
         onehot = F.one_hot(region_id.long(), self.n_regions).float()
         return self.mlp(onehot)
 
-    def forward(self, volume: torch.Tensor, region_id: torch.Tensor) -> torch.Tensor:
+    def forward(self, volume: torch.Tensor, region_id: torch.Tensor | None = None
+                ) -> torch.Tensor:
         if any(s % 8 for s in volume.shape[-3:]):
             raise ValueError(f"volume sides must be multiples of 8, got {tuple(volume.shape[-3:])}")
-        e = self.embed(region_id.to(volume.device))
+        e = self.embed(region_id.to(volume.device)) if self.conditioned else None
         skips = []
         x = volume
         for i, (first, second) in enumerate(self.enc):
@@ -96,6 +111,8 @@ class CoNeMOS(nn.Module):
         torch.Tensor
             ``(len(region_ids), 1, D, H, W)``.
         """
+        if not self.conditioned:
+            return self(volume)[0, region_ids][:, None]
         n = len(region_ids)
         ids = torch.tensor(region_ids, device=volume.device)
         return self(volume.expand(n, *volume.shape[1:]), ids)

@@ -52,9 +52,11 @@ def train_loop(
     Parameters
     ----------
     model : torch.nn.Module
-        Called as ``model(images, tissue_ids, scale_ids)``.
+        Called as ``model(images, *conditions)``.
     next_batch : callable
-        Returns ``(images, targets, tissue_ids, scale_ids)`` or with a fifth ``valid`` mask.
+        Returns a dict with ``images``, ``targets``, ``conditions`` (a tuple passed to the model
+        after the images: ``(tissue_ids, scale_ids)`` for Omni-Seg+, ``(region_ids,)`` for
+        CoNeMOS) and optionally ``valid`` (pixels whose label is known).
     loss_fn : callable
         ``loss_fn(logits, targets, valid)``.
     minutes, max_steps : float, int
@@ -90,10 +92,11 @@ def train_loop(
         for group in opt.param_groups:
             group["lr"] = lr * warm * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
         batch = next_batch()
-        images, targets, tids, sids = (b.to(dev) for b in batch[:4])
-        valid = batch[4].to(dev) if len(batch) > 4 else None
+        images, targets = batch["images"].to(dev), batch["targets"].to(dev)
+        conditions = [c.to(dev) for c in batch["conditions"]]
+        valid = batch["valid"].to(dev) if batch.get("valid") is not None else None
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(images, tids, sids)
+            logits = model(images, *conditions)
         loss = loss_fn(logits.float(), targets, valid)
         opt.zero_grad(set_to_none=True)
         loss.backward()

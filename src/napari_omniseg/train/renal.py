@@ -40,7 +40,7 @@ def make_batches(bank: PatchBank, batch: int, seed: int = 0, augment: bool = Tru
             images = colour(images, gen)
         tids = torch.tensor([t for _, t, _ in draws])
         sids = torch.tensor([vocab.scale_id(m) for _, _, m in draws])
-        return images, masks, tids, sids
+        return {"images": images, "targets": masks, "conditions": (tids, sids)}
 
     return next_batch
 

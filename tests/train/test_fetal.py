@@ -1,0 +1,55 @@
+import numpy as np
+import torch
+
+from napari_omniseg.nets.conemos import CoNeMOS
+from napari_omniseg.train.augment3d import intensity3d, spatial3d
+from napari_omniseg.train.fetal import (build_fetal_set, make_fetal_batches, normalize_intensity,
+                                        soft_dice_loss)
+from napari_omniseg.train.loop import train_loop
+
+
+def test_region_draws_are_inverse_to_label_counts():
+    data = build_fetal_set([1, 2, 3, 4, 5, 6], size=32)
+    data.labelled[:] = False
+    data.labelled[:, 4] = True  # placenta everywhere
+    data.labelled[0, 0] = True  # uterus once
+    p = data.region_probabilities()
+    assert p[1] == p[2] == p[3] == 0
+    assert np.isclose(p[0] / p[4], 6.0)
+
+
+def test_soft_dice_ignores_unknown_channels():
+    t = torch.zeros(1, 2, 8, 8, 8)
+    t[:, 0, 2:6, 2:6, 2:6] = 1
+    good = torch.where(t > 0, 10.0, -10.0)
+    valid = torch.zeros_like(t)
+    valid[:, 0] = 1
+    assert soft_dice_loss(good, t, valid) < 0.01
+    bad_unknown = good.clone()
+    bad_unknown[:, 1] = 10.0  # wrong in the unlabelled channel only
+    assert torch.isclose(soft_dice_loss(bad_unknown, t, valid), soft_dice_loss(good, t, valid))
+
+
+def test_spatial3d_moves_volume_and_mask_together():
+    g = torch.Generator().manual_seed(0)
+    m = torch.zeros(2, 1, 32, 32, 32)
+    m[:, :, 8:20, 10:24, 6:26] = 1
+    v, k = spatial3d(m.clone(), m, g)
+    assert ((v > 0.5) == (k > 0.5)).float().mean() > 0.97
+    assert not torch.equal(k, m)
+    assert intensity3d(v, g).max() <= 1
+
+
+def test_batches_and_a_few_training_steps():
+    data = build_fetal_set([1, 2, 3], size=32)
+    assert 0 <= data.volumes.min() and data.volumes.max() <= 1
+    nb = make_fetal_batches(data, batch=2, crop=24, seed=0)
+    b = nb()
+    assert b["images"].shape == (2, 1, 24, 24, 24) and b["targets"].shape == (2, 1, 24, 24, 24)
+    for r, t in zip(b["conditions"][0].tolist(), b["targets"]):
+        assert data.labelled[:, r].any()
+    res = train_loop(CoNeMOS(), nb, soft_dice_loss, max_steps=3, bf16=False)
+    assert res.steps == 3 and all(np.isfinite(res.losses))
+    base = make_fetal_batches(data, batch=2, crop=24, seed=0, baseline=True)()
+    assert base["targets"].shape == (2, 5, 24, 24, 24) and base["valid"].shape == (2, 5, 24, 24, 24)
+    assert normalize_intensity(np.arange(1000.0)).max() == 1
