@@ -68,7 +68,8 @@ def save_checkpoint(model: Any, path: str | os.PathLike, architecture: str,
     meta = {
         "format": FORMAT,
         "architecture": architecture,
-        "vocabulary": renal_vocabulary() if architecture == "omniseg_plus" else {},
+        "vocabulary": renal_vocabulary() if architecture == "omniseg_plus" else {
+            "regions": {r.code: r.region_id for r in vocab.FETAL_REGIONS}},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "napari_omniseg_version": __version__,
         **metadata,
@@ -105,6 +106,7 @@ def load_model(path_or_name: str | os.PathLike, device: str | None = None) -> An
     torch.nn.Module
         In eval mode; its ``omniseg_metadata`` attribute holds the checkpoint's metadata.
     """
+    from .nets.conemos import CoNeMOS
     from .nets.omniseg import OmniSegPlus, clean_author_state_dict
 
     path = _resolve(path_or_name)
@@ -114,6 +116,8 @@ def load_model(path_or_name: str | os.PathLike, device: str | None = None) -> An
         arch = meta.get("architecture")
         if arch == "omniseg_plus":
             model = OmniSegPlus(width=float(meta.get("width", 1.0)))
+        elif arch == "conemos":
+            model = CoNeMOS(conditioned=bool(meta.get("conditioned", True)))
         else:
             raise OmnisegInputError(
                 f"{path.name} holds a {arch!r} model, which this version cannot build; "

@@ -1,0 +1,47 @@
+import dask.array as da
+import numpy as np
+import torch
+
+from napari_omniseg.io.volumes import Volume
+from napari_omniseg.models import load_model, save_checkpoint
+from napari_omniseg.nets.conemos import CoNeMOS
+from napari_omniseg.predict.volume import predict_regions, segment_volume
+
+
+class PointwiseRegions(torch.nn.Module):
+    """Answers from each voxel alone, so tiling must not change anything."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(4.0))
+
+    def forward_regions(self, v, ids):
+        return torch.cat([(v - 0.5) * self.w * (i + 1) for i in ids], 0)
+
+
+def test_tiled_equals_whole_for_a_pointwise_model():
+    rng = np.random.default_rng(0)
+    vol = rng.random((40, 50, 36)).astype(np.float32)
+    whole = predict_regions(PointwiseRegions(), vol, [0, 3], window=64)
+    tiled = predict_regions(PointwiseRegions(), vol, [0, 3], window=32, overlap=8)
+    assert whole.shape == (2, 40, 50, 36)
+    np.testing.assert_allclose(tiled, whole, atol=1e-5)
+
+
+def test_segment_volume_is_lazy_and_shaped_like_the_volume(tmp_path):
+    torch.manual_seed(0)
+    path = save_checkpoint(CoNeMOS(), tmp_path / "c.pt", "conemos")
+    model = load_model(path, device="cpu")
+    assert read_arch(path) == "conemos"
+    vol = Volume(da.from_array(np.random.default_rng(1).random((20, 33, 28))), (3.0, 3.0, 3.0))
+    masks = segment_volume(vol, ("all",), model, bf16=False)
+    assert list(masks) == ["uterus", "body", "brain", "eyes", "placenta"]
+    brain = masks["brain"].compute()
+    assert brain.shape == (20, 33, 28) and brain.dtype == np.uint8
+    assert set(np.unique(brain)) <= {0, 1}
+
+
+def read_arch(path):
+    from napari_omniseg.models import read_metadata
+
+    return read_metadata(path)["architecture"]
