@@ -111,6 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--scheduler", default=None,
                      help="address of a dask.distributed scheduler; one task per slide")
 
+    tr_f = trsub.add_parser("fetal", help="train CoNeMOS (or the baseline) on fetal phantoms")
+    tr_f.add_argument("-o", "--out", type=Path, required=True, help="checkpoint to write (.pt)")
+    tr_f.add_argument("--minutes", type=_positive_float, default=100.0)
+    tr_f.add_argument("--volumes", type=_positive_int, default=60)
+    tr_f.add_argument("--batch", type=_positive_int, default=2)
+    tr_f.add_argument("--crop", type=_positive_int, default=96)
+    tr_f.add_argument("--baseline", action="store_true",
+                      help="the unconditioned U-Net with one output per region instead")
+    tr_f.add_argument("--evaluate", type=int, default=0, metavar="N",
+                      help="afterwards, Dice per region on N held-out phantoms")
+
     info = sub.add_parser("info", help="describe slides or volumes (levels, pixel size)")
     info.add_argument("paths", nargs="+", type=Path)
     info.add_argument("--mpp", type=_positive_float, default=None,
@@ -128,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "info":
             return _info(args)
         if args.command == "train":
-            return _train_renal(args)
+            return _train_renal(args) if args.what == "renal" else _train_fetal(args)
         if args.command == "segment":
             return _segment(args)
     except OmnisegInputError as e:
@@ -226,6 +237,25 @@ def _segment(args: argparse.Namespace) -> int:
     for path, err in summary["failed"].items():
         print(f"omniseg: error: {err}", file=sys.stderr)
     return 2 if summary["failed"] else 0
+
+
+def _train_fetal(args: argparse.Namespace) -> int:
+    from .train.fetal import evaluate_fetal, train_fetal
+
+    bar = _Bar("train fetal")
+    try:
+        recipe = train_fetal(args.out, minutes=args.minutes, volumes=args.volumes,
+                             batch=args.batch, crop=args.crop, baseline=args.baseline,
+                             progress=bar)
+    finally:
+        bar.close()
+    print(json.dumps(recipe, indent=2))
+    if args.evaluate:
+        from .models import load_model
+
+        print(json.dumps(evaluate_fetal(load_model(args.out), list(range(1, 1 + args.evaluate))),
+                         indent=2))
+    return 0
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -53,3 +53,17 @@ def test_batches_and_a_few_training_steps():
     base = make_fetal_batches(data, batch=2, crop=24, seed=0, baseline=True)()
     assert base["targets"].shape == (2, 5, 24, 24, 24) and base["valid"].shape == (2, 5, 24, 24, 24)
     assert normalize_intensity(np.arange(1000.0)).max() == 1
+
+
+def test_train_and_evaluate_fetal_end_to_end(tmp_path, monkeypatch):
+    import napari_omniseg.train.fetal as fetal
+    from napari_omniseg.models import load_model, read_metadata
+
+    real_build = fetal.build_fetal_set
+    monkeypatch.setattr(fetal, "build_fetal_set",
+                        lambda seeds, progress=None: real_build(seeds[:2], size=32))
+    recipe = fetal.train_fetal(tmp_path / "f.pt", minutes=0.05, volumes=2, batch=1, crop=24)
+    assert recipe["steps"] >= 1 and read_metadata(tmp_path / "f.pt")["architecture"] == "conemos"
+    scores = fetal.evaluate_fetal(load_model(tmp_path / "f.pt"), [1], size=32, bf16=False)
+    assert set(scores) == {"uterus", "body", "brain", "eyes", "placenta"}
+    assert all(0 <= v <= 1 for v in scores.values())
