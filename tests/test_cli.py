@@ -56,3 +56,28 @@ def test_bad_arguments_are_refused(tmp_path):
         main(["simulate", "renal", "-o", str(tmp_path), "--stain", "giemsa"])
     with pytest.raises(SystemExit):
         main(["simulate", "renal", "-o", str(tmp_path), "--height", "-5"])
+
+
+def test_segment_volume_round_trip(tmp_path, capsys):
+    import nibabel as nib
+    import torch
+
+    from napari_omniseg.io.export import save_nifti
+    from napari_omniseg.models import save_checkpoint
+    from napari_omniseg.nets.conemos import CoNeMOS
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(CoNeMOS(), tmp_path / "c.pt", "conemos")
+    affine = np.array([[2.0, 0, 0, -10], [0, 2.5, 0, 5], [0, 0, 3.0, 1], [0, 0, 0, 1]])
+    vol = save_nifti(np.random.default_rng(0).random((24, 20, 16)), affine, tmp_path / "v.nii.gz")
+    flat = save_nifti(np.zeros((1, 20, 16)), affine, tmp_path / "flat.nii.gz")
+    code = main(["segment-volume", str(vol), str(flat), "--region", "eyes", "--model", str(ckpt),
+                 "-o", str(tmp_path / "out")])
+    assert code == 2
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert "2D image" in summary["failed"][str(flat)]
+    res = summary["volumes"][str(vol)]["eyes"]
+    img = nib.load(res["mask"])
+    np.testing.assert_allclose(img.affine, affine)
+    assert img.shape == (16, 20, 24)
+    assert res["volume_ml"] == pytest.approx(img.get_fdata().sum() * 2 * 2.5 * 3 / 1000)

@@ -116,7 +116,8 @@ def test_manifest_is_valid_and_lists_reader_and_samples():
     assert manifest.contributions.readers
     keys = {s.key for s in manifest.contributions.sample_data}
     assert keys == {"renal_he", "renal_pas", "renal_sil", "renal_tri", "fetal_mri"}
-    assert [w.display_name for w in manifest.contributions.widgets] == ["Segment (kidney)"]
+    assert [w.display_name for w in manifest.contributions.widgets] == [
+        "Segment (kidney)", "Segment (fetal MRI)"]
 
 
 @pytest.mark.parametrize("key", ["renal_he", "renal_tri", "fetal_mri"])

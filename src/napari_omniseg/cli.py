@@ -122,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr_f.add_argument("--evaluate", type=int, default=0, metavar="N",
                       help="afterwards, Dice per region on N held-out phantoms")
 
+    sv = sub.add_parser("segment-volume", help="segment fetal MRI regions in 3D volumes")
+    sv.add_argument("volumes", nargs="+", type=Path)
+    sv.add_argument("--region", default="all", choices=[*vocab.FETAL_REGION_CODES, "all"])
+    sv.add_argument("--model", default="fetal", help="checkpoint file or bundled model name")
+    sv.add_argument("--flips", action="store_true", help="average mirrored predictions")
+    sv.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+
     info = sub.add_parser("info", help="describe slides or volumes (levels, pixel size)")
     info.add_argument("paths", nargs="+", type=Path)
     info.add_argument("--mpp", type=_positive_float, default=None,
@@ -142,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _train_renal(args) if args.what == "renal" else _train_fetal(args)
         if args.command == "segment":
             return _segment(args)
+        if args.command == "segment-volume":
+            return _segment_volume(args)
     except OmnisegInputError as e:
         print(f"omniseg: error: {e}", file=sys.stderr)
         return 2
@@ -256,6 +265,37 @@ def _train_fetal(args: argparse.Namespace) -> int:
         print(json.dumps(evaluate_fetal(load_model(args.out), list(range(1, 1 + args.evaluate))),
                          indent=2))
     return 0
+
+
+def _segment_volume(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .io.export import save_nifti
+    from .io.volumes import open_volume
+    from .models import load_model
+    from .predict.volume import segment_volume
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    model = load_model(args.model)
+    summary: dict = {"volumes": {}, "failed": {}}
+    for path in args.volumes:
+        try:
+            vol = open_volume(path)
+            masks = segment_volume(vol, (args.region,), model, flips=args.flips)
+            stem = path.name[:-7] if path.name.endswith(".nii.gz") else path.stem
+            voxel_ml = float(np.prod(vol.spacing)) / 1000.0
+            result = {}
+            for code, m in masks.items():
+                arr = np.asarray(m.compute(scheduler="synchronous"))
+                out = save_nifti(arr, vol.affine, args.out / f"{stem}_{code}.nii.gz", np.uint8)
+                result[code] = {"mask": str(out), "volume_ml": float(arr.sum()) * voxel_ml}
+            summary["volumes"][str(path)] = result
+        except OmnisegInputError as e:
+            summary["failed"][str(path)] = str(e)
+            print(f"omniseg: error: {e}", file=sys.stderr)
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+    return 2 if summary["failed"] else 0
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -1,0 +1,148 @@
+"""The Fetal MRI dock widget: "segment <region>" on a 3D volume layer with CoNeMOS.
+
+The network runs in a napari ``thread_worker``; each region becomes its own 3D Labels layer
+(regions nest or overlap, so they cannot share one), named and coloured from the vocabulary and
+scaled like the volume. Stop cancels before the result is shown; nothing is half-written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import napari
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, ProgressBar, PushButton
+
+from .. import vocab
+from ..errors import OmnisegInputError
+
+
+def volume_from_layer(layer: Any):
+    """A :class:`Volume` over a 3D image layer (its scale is taken as mm per voxel)."""
+    import dask.array as da
+
+    from ..io.volumes import Volume
+
+    meta = layer.metadata or {}
+    if isinstance(meta.get("omniseg_volume"), Volume):
+        return meta["omniseg_volume"]
+    if layer.rgb or layer.ndim != 3:
+        raise OmnisegInputError(f"{layer.name} is not a 3D grey volume; choose an MRI layer")
+    return Volume(data=da.asarray(layer.data), spacing=tuple(float(s) for s in layer.scale))
+
+
+class FetalWidget(Container):
+    """Choose volume, region and model; Segment; Stop."""
+
+    def __init__(self, viewer: "napari.viewer.Viewer") -> None:
+        super().__init__(labels=True)
+        self.viewer = viewer
+        self.volume = ComboBox(label="volume", choices=self._volume_layers)
+        self.region = ComboBox(label="region", value="all", choices=[
+            ("all regions", "all"), *[(r.name, r.code) for r in vocab.FETAL_REGIONS]])
+        self.model_source = ComboBox(label="model", value="bundled", choices=[
+            ("bundled fetal model", "bundled"), ("checkpoint file", "file")])
+        self.model_file = FileEdit(label="checkpoint", filter="*.pt", visible=False)
+        self.flips = CheckBox(label="flip averaging", value=False,
+                              tooltip="average the three mirrored predictions (4x slower)")
+        self.run_button = PushButton(text="Segment")
+        self.stop_button = PushButton(text="Stop", enabled=False)
+        self.progress = ProgressBar(label="progress", value=0, max=0, visible=False)
+        self.status = Label(value="")
+        self.extend([self.volume, self.region, self.model_source, self.model_file, self.flips,
+                     self.run_button, self.stop_button, self.progress, self.status])
+        self.model_source.changed.connect(
+            lambda v: setattr(self.model_file, "visible", v == "file"))
+        self.run_button.changed.connect(self.start)
+        self.stop_button.changed.connect(self.stop)
+        viewer.layers.events.inserted.connect(lambda e: self.volume.reset_choices())
+        viewer.layers.events.removed.connect(lambda e: self.volume.reset_choices())
+        self.worker = None
+        self._stopped = False
+
+    def _volume_layers(self, _=None) -> list:
+        from napari.layers import Image
+
+        return [(lyr.name, lyr) for lyr in self.viewer.layers
+                if isinstance(lyr, Image) and not lyr.rgb and lyr.ndim == 3]
+
+    def _model(self):
+        from ..models import load_model
+
+        if self.model_source.value == "bundled":
+            return load_model("fetal")
+        path = Path(str(self.model_file.value))
+        if not path.is_file():
+            raise OmnisegInputError("choose a checkpoint file, or use the bundled model")
+        return load_model(path)
+
+    def start(self) -> None:
+        from napari.qt.threading import thread_worker
+
+        from ..predict.volume import segment_volume
+
+        if self.worker is not None:
+            return
+        try:
+            layer = self.volume.value
+            if layer is None:
+                raise OmnisegInputError("open a 3D MRI volume first (File > Open, or a sample)")
+            vol = volume_from_layer(layer)
+            masks = segment_volume(vol, (self.region.value,), self._model(),
+                                   flips=self.flips.value)
+        except OmnisegInputError as e:
+            self._report(str(e))
+            return
+
+        @thread_worker(start_thread=False)
+        def work():
+            yield "computing"
+            return {code: np.asarray(m.compute(scheduler="synchronous"))
+                    for code, m in masks.items()}
+
+        self._stopped = False
+        self.worker = work()
+        self.worker.returned.connect(lambda result: self._show(result, layer))
+        self.worker.finished.connect(self._finished)
+        self.worker.errored.connect(lambda e: self._report(
+            str(e) if isinstance(e, OmnisegInputError) else f"segmentation failed: {e}"))
+        self.progress.visible = True  # busy indicator: one pass computes every region
+        self.run_button.enabled, self.stop_button.enabled = False, True
+        self.status.value = "segmenting..."
+        self.worker.start()
+
+    def stop(self) -> None:
+        """Discard the running job; its result will not be added."""
+        if self.worker is not None:
+            self._stopped = True
+            self.worker.quit()
+            self.status.value = "stopping..."
+
+    def _show(self, result: dict, layer) -> None:
+        from napari.utils.colormaps import DirectLabelColormap
+
+        if self._stopped:
+            return
+        for code, mask in result.items():
+            region = vocab.fetal_region(code)
+            name = f"{region.name}"
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+            self.viewer.add_labels(
+                mask, name=name, scale=layer.scale, translate=layer.translate,
+                opacity=0.5, colormap=DirectLabelColormap(
+                    color_dict={1: region.color, None: (0, 0, 0, 0)}),
+                metadata={"region": code, "source_layer": layer.name})
+
+    def _finished(self) -> None:
+        self.status.value = "stopped; nothing was added" if self._stopped else "done"
+        self.progress.visible = False
+        self.worker = None
+        self.run_button.enabled, self.stop_button.enabled = True, False
+
+    def _report(self, msg: str) -> None:
+        from napari.utils.notifications import show_error
+
+        self.status.value = msg
+        show_error(msg)

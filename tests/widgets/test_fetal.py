@@ -1,0 +1,58 @@
+"""The fetal MRI dock widget in a real (headless) napari viewer."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_omniseg.models import save_checkpoint
+from napari_omniseg.nets.conemos import CoNeMOS
+from napari_omniseg.widgets.fetal import FetalWidget
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    return save_checkpoint(CoNeMOS(), tmp_path_factory.mktemp("f") / "c.pt", "conemos")
+
+
+def _widget(viewer, ckpt, region):
+    w = FetalWidget(viewer)
+    w.region.value = region
+    w.model_source.value = "file"
+    w.model_file.value = ckpt
+    return w
+
+
+def test_region_becomes_a_3d_labels_layer_with_the_volume_scale(make_napari_viewer, qtbot, ckpt):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-omniseg", "fetal_mri")
+    w = _widget(viewer, ckpt, "brain")
+    w.run_button.clicked()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=180_000)
+    assert w.status.value == "done"
+    layer = viewer.layers["fetal brain"]
+    assert layer.ndim == 3 and layer.data.shape == (128, 128, 128)
+    np.testing.assert_allclose(layer.scale, (3.0, 3.0, 3.0))
+
+
+def test_stop_adds_nothing(make_napari_viewer, qtbot, ckpt):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-omniseg", "fetal_mri")
+    before = len(viewer.layers)
+    w = _widget(viewer, ckpt, "all")
+    w.run_button.clicked()
+    w.stop_button.clicked()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=180_000)
+    assert w.status.value.startswith("stopped") and len(viewer.layers) == before
+    assert w.run_button.enabled
+
+
+def test_rgb_layer_is_refused(make_napari_viewer, ckpt):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((8, 8, 3), np.uint8), rgb=True)
+    w = _widget(viewer, ckpt, "brain")
+    assert w.volume.choices == ()
+    w.start()
+    assert "open a 3D MRI volume" in w.status.value
