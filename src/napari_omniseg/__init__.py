@@ -21,6 +21,7 @@ _API = {
     "OmnisegInputError": ("napari_omniseg.errors", "OmnisegInputError"),
     "load_model": ("napari_omniseg.models", "load_model"),
     "segment_slide": ("napari_omniseg.predict.slide", "segment_slide"),
+    "segment_volume": ("napari_omniseg.predict.volume", "segment_volume"),
 }
 
 __all__ = sorted(_API)
@@ -31,6 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .io.volumes import Volume, open_volume
     from .models import load_model
     from .predict.slide import segment_slide
+    from .predict.volume import segment_volume
     from .simulate.fetal import simulate_fetal
     from .simulate.renal import simulate_renal, write_renal_slide
 
