@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="cache of simulated training patches (.npz), reused if present")
     tr_r.add_argument("--evaluate", type=int, default=0, metavar="N",
                       help="afterwards, Dice on N held-out simulated slides per stain")
+    tr_r.add_argument("--half", action="store_true",
+                      help="store the final weights in float16 (half the file)")
 
     seg = sub.add_parser("segment", help="segment renal tissues on whole-slide images")
     seg.add_argument("slides", nargs="+", type=Path)
@@ -214,7 +216,7 @@ def _train_renal(args: argparse.Namespace) -> int:
     try:
         recipe = train_renal(args.out, minutes=args.minutes, slides=args.slides,
                              width=args.width, batch=args.batch, lr=args.lr,
-                             bank_path=args.bank, progress=bar)
+                             bank_path=args.bank, half=args.half, progress=bar)
     finally:
         bar.close()
     print(json.dumps(recipe, indent=2))

@@ -84,6 +84,16 @@ def save_checkpoint(model: Any, path: str | os.PathLike, architecture: str,
     return path
 
 
+def save_half_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Re-save a product checkpoint with float16 weights and the same metadata (for bundling)."""
+    meta = read_metadata(src)
+    model = load_model(src, device="cpu")
+    keep = {k: v for k, v in meta.items()
+            if k not in ("format", "architecture", "vocabulary", "created",
+                         "napari_omniseg_version", "stored_as")}
+    return save_checkpoint(model, dst, meta["architecture"], half=True, **keep)
+
+
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The metadata block of a product checkpoint ({} for an authors' checkpoint)."""
     blob = _load_blob(Path(path))

@@ -180,3 +180,14 @@ def test_half_precision_checkpoint_loads_into_float32(tmp_path):
         a = model(x, torch.tensor([2]), torch.tensor([0]))
         b = loaded(x, torch.tensor([2]), torch.tensor([0]))
     assert (a - b).abs().max() < 0.05 * a.abs().max()
+
+
+def test_half_copy_keeps_metadata(tmp_path):
+    from napari_omniseg.models import save_half_copy
+
+    src = save_checkpoint(OmniSegPlus(width=0.25), tmp_path / "f.pt", "omniseg_plus", width=0.25,
+                          trained_on="x", steps=7)
+    dst = save_half_copy(src, tmp_path / "h.pt")
+    meta = read_metadata(dst)
+    assert meta["steps"] == 7 and meta["trained_on"] == "x" and meta["stored_as"] == "float16"
+    assert dst.stat().st_size < 0.6 * src.stat().st_size

@@ -55,13 +55,15 @@ def train_renal(
     slide_size: int = 4096,
     bank_path: str | os.PathLike | None = None,
     biopsy_fraction: float = 0.3,
+    half: bool = False,
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> dict:
     """Train the renal Omni-Seg+ model on simulated slides and write its checkpoint.
 
     The checkpoint is written every few minutes and at the end, always through a temporary
-    file, so a stop leaves a usable model.
+    file, so a stop leaves a usable model. ``half=True`` stores the final weights in float16
+    (the bundled checkpoint).
 
     Returns
     -------
@@ -118,7 +120,7 @@ def train_renal(
     recipe.update(steps=result.steps, data_seconds=round(t_data, 1),
                   training_seconds=round(result.seconds, 1), stopped=result.stopped,
                   final_loss=float(np.mean(result.losses[-50:])) if result.losses else None)
-    save_checkpoint(model, out, "omniseg_plus", **recipe)
+    save_checkpoint(model, out, "omniseg_plus", half=half, **recipe)
     return recipe
 
 
