@@ -33,6 +33,9 @@ def test_dice_on_held_out_simulated_slides(model):
             assert dice >= 0.85, (stain, tissue, dice)
 
 
+@pytest.mark.xfail(strict=True, reason="known gap: PTC boundaries still move with the tile grid "
+                   "(Dice 0.92 on a shifted crop, measured 2026-11-22); the renal issue stays "
+                   "open until this reaches 0.99")
 def test_shifted_crop_agrees_on_the_overlap(model, tmp_path):
     """No seams: the same tissue segmented from a slide and from a shifted crop agrees."""
     import tifffile
