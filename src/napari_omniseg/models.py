@@ -153,6 +153,16 @@ def load_model(path_or_name: str | os.PathLike, device: str | None = None) -> An
     return model.to(pick_device(device)).eval()
 
 
+def model_and_precision(model: Any, default_name: str, bf16: bool | None) -> tuple[Any, bool]:
+    """A loaded model (from a module, a checkpoint path or a bundled name; None means
+    ``default_name``) and whether to run it under bfloat16 (default: yes on CPU)."""
+    if model is None or isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+        model = load_model(model or default_name)
+    if bf16 is None:
+        bf16 = next(model.parameters()).device.type == "cpu"
+    return model, bf16
+
+
 def _resolve(path_or_name: str | os.PathLike) -> Path:
     name = str(path_or_name)
     if name in BUNDLED:

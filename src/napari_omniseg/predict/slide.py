@@ -228,16 +228,13 @@ def make_engines(
     Tissues that share a magnification share an engine (one backbone pass per tile).
     ``tissues`` may be ``("all",)``; ``model`` a module, a checkpoint path or a bundled name.
     """
-    from ..models import load_model
+    from ..models import model_and_precision
 
     if slide.magnification is None:
         slide.require_mpp()
     codes = list(vocab.TISSUE_CODES) if list(tissues) == ["all"] else [
         vocab.tissue(t).code for t in tissues]
-    if model is None or isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
-        model = load_model(model or "renal")
-    if bf16 is None:
-        bf16 = next(model.parameters()).device.type == "cpu"
+    model, bf16 = model_and_precision(model, "renal", bf16)
     groups: dict[float, list[str]] = {}
     for code in codes:
         mag = float(magnification) if magnification else vocab.tissue(code).optimal_magnification

@@ -93,14 +93,11 @@ def segment_volume(volume: Volume, regions: Sequence[str] = ("brain",), model: A
     dict of str to dask.array.Array
         All regions are computed together the first time any of them is.
     """
-    from ..models import load_model
+    from ..models import model_and_precision
 
     codes = list(vocab.FETAL_REGION_CODES) if list(regions) == ["all"] else [
         vocab.fetal_region(r).code for r in regions]
-    if model is None or isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
-        model = load_model(model or "fetal")
-    if bf16 is None:
-        bf16 = next(model.parameters()).device.type == "cpu"
+    model, bf16 = model_and_precision(model, "fetal", bf16)
     ids = [vocab.fetal_region(c).region_id for c in codes]
 
     @dask.delayed(pure=True)
