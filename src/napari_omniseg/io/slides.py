@@ -49,6 +49,8 @@ class Slide:
         File the slide was read from.
     source : str
         Which layout the pyramid came from, for messages (``"OME-TIFF SubIFD pyramid"``).
+    stored_levels : int or None
+        How many of the levels the file holds (the rest are computed from them); None: all.
     """
 
     levels: list[da.Array]
@@ -57,6 +59,7 @@ class Slide:
     downsamples: list[float]
     path: Path | None = None
     source: str = ""
+    stored_levels: int | None = None
     _handles: list[Any] = field(default_factory=list, repr=False)
 
     @property
@@ -172,6 +175,7 @@ def _assemble(
     handles: list[Any] | None = None,
 ) -> Slide:
     """A Slide from the file's levels; a single level gets a pyramid built by downsampling."""
+    stored = len(levels)
     if len(levels) == 1:
         while min(levels[-1].shape[:2]) // 2 >= _MIN_LEVEL_SIZE:
             levels.append(_downsample2(levels[-1]))
@@ -184,6 +188,7 @@ def _assemble(
         downsamples=_downsamples(levels),
         path=path,
         source=source,
+        stored_levels=stored,
         _handles=handles or [],
     )
 

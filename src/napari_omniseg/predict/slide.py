@@ -21,6 +21,7 @@ from .. import vocab
 from ..errors import OmnisegInputError
 from ..io.slides import Slide
 from .tiling import blend_window
+from .tissue_mask import TissueMask, tissue_mask, tissue_pixels
 
 #: Fraction of a tile that must look like tissue (not glass) for the network to run on it.
 MIN_TISSUE_FRACTION = 0.01
@@ -28,10 +29,7 @@ MIN_TISSUE_FRACTION = 0.01
 
 def is_background(rgb: np.ndarray, min_fraction: float = MIN_TISSUE_FRACTION) -> bool:
     """True when (almost) every pixel is bright, unsaturated glass."""
-    x = rgb.astype(np.int16)
-    saturation = x.max(-1) - x.min(-1)
-    tissue = (saturation > 18) | (x.mean(-1) < 200)
-    return tissue.mean() < min_fraction
+    return tissue_pixels(rgb).mean() < min_fraction
 
 
 class TileEngine:
@@ -53,11 +51,14 @@ class TileEngine:
         bfloat16 autocast.
     cache_tiles : int
         How many tiles to keep.
+    tissue : TissueMask, optional
+        Where the tissue is; tiles without tissue are skipped and predictions off it are zero.
     """
 
     def __init__(self, slide: Slide, model: Any, magnification: float, tissues: Sequence[str],
                  tile: int = 256, overlap: int = 64, bf16: bool = False,
-                 cache_tiles: int = 4096, batch: int = 8) -> None:
+                 cache_tiles: int = 4096, batch: int = 8,
+                 tissue: TissueMask | None = None) -> None:
         if slide.magnification is None:
             slide.require_mpp()
         self.slide = slide
@@ -68,6 +69,7 @@ class TileEngine:
         self.tile, self.overlap, self.stride = tile, overlap, tile - overlap
         self.bf16 = bf16
         self.batch = batch
+        self.tissue = tissue
         mag0 = float(slide.magnification)
         self.scale0 = self.mag / mag0  # working pixels per level-0 pixel
         h0, w0 = slide.shape
@@ -118,15 +120,17 @@ class TileEngine:
         """Compute and cache the probabilities of the given tiles."""
         import torch
 
-        todo, images = [], []
+        todo, images, masks = [], [], []
         for ty, tx in keys:
-            rgb = self._read(ty, tx)
-            if is_background(rgb):
+            on_tissue = self._tissue_of(ty, tx)
+            rgb = None if on_tissue is not None and not on_tissue.any() else self._read(ty, tx)
+            if rgb is None or is_background(rgb):
                 self._store((ty, tx), None)
                 self.tiles_skipped += 1
             else:
                 todo.append((ty, tx))
                 images.append(rgb)
+                masks.append(on_tissue)
         dev = next(self.model.parameters()).device
         for i in range(0, len(todo), self.batch):
             x = torch.from_numpy(np.stack(images[i:i + self.batch])).to(dev)
@@ -135,9 +139,16 @@ class TileEngine:
                     dev.type, dtype=torch.bfloat16, enabled=self.bf16):
                 logits = self.model.forward_conditions(x, self.conds)
             prob = torch.softmax(logits.float(), dim=2)[:, :, 1].cpu().numpy().astype(np.float16)
-            for key, p in zip(todo[i:i + self.batch], prob):
-                self._store(key, p)
+            for key, p, m in zip(todo[i:i + self.batch], prob, masks[i:i + self.batch]):
+                self._store(key, p if m is None else p * m)
             self.tiles_run += len(prob)
+
+    def _tissue_of(self, ty: int, tx: int) -> np.ndarray | None:
+        """The tissue mask on a tile's working pixels, or None when the slide has none."""
+        if self.tissue is None:
+            return None
+        step = 1.0 / self.scale0
+        return self.tissue.crop(self._origin(ty) * step, self._origin(tx) * step, step, self.tile)
 
     def _store(self, key, value) -> None:
         with self._lock:
@@ -222,11 +233,14 @@ def make_engines(
     tile: int = 256,
     overlap: int = 64,
     bf16: bool | None = None,
+    mask_glass: bool = True,
 ) -> dict[str, tuple[TileEngine, int]]:
     """For each tissue, the engine of its working magnification and its index in that engine.
 
     Tissues that share a magnification share an engine (one backbone pass per tile).
     ``tissues`` may be ``("all",)``; ``model`` a module, a checkpoint path or a bundled name.
+    ``mask_glass`` keeps predictions inside the tissue found on the slide's thumbnail
+    (see :mod:`~napari_omniseg.predict.tissue_mask`).
     """
     from ..models import model_and_precision
 
@@ -240,9 +254,11 @@ def make_engines(
         mag = float(magnification) if magnification else vocab.tissue(code).optimal_magnification
         vocab.scale_id(mag)
         groups.setdefault(mag, []).append(code)
+    on_tissue = tissue_mask(slide) if mask_glass else None
     out: dict[str, tuple[TileEngine, int]] = {}
     for mag, group in groups.items():
-        engine = TileEngine(slide, model, mag, group, tile=tile, overlap=overlap, bf16=bf16)
+        engine = TileEngine(slide, model, mag, group, tile=tile, overlap=overlap, bf16=bf16,
+                            tissue=on_tissue)
         for i, code in enumerate(group):
             out[code] = (engine, i)
     return {c: out[c] for c in codes}
@@ -257,6 +273,7 @@ def segment_slide(
     tile: int = 256,
     overlap: int = 64,
     bf16: bool | None = None,
+    mask_glass: bool = True,
 ) -> dict[str, list[da.Array]]:
     """Lazy per-tissue mask pyramids aligned with the slide's levels.
 
@@ -276,6 +293,8 @@ def segment_slide(
         Network window and overlap.
     bf16 : bool, optional
         bfloat16 autocast; default on for CPU.
+    mask_glass : bool
+        Keep predictions off the glass around the tissue (found on the slide's thumbnail).
 
     Returns
     -------
@@ -283,7 +302,7 @@ def segment_slide(
         For each tissue, one ``(Y, X)`` uint8 0/1 array per slide level. Nothing is computed
         until a chunk is.
     """
-    engines = make_engines(slide, tissues, magnification, model, tile, overlap, bf16)
+    engines = make_engines(slide, tissues, magnification, model, tile, overlap, bf16, mask_glass)
     return {code: [_level_array(engine, k, lv.shape[:2], chunk, i)
                    for k, lv in enumerate(slide.levels)]
             for code, (engine, i) in engines.items()}

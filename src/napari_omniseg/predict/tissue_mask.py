@@ -1,0 +1,90 @@
+"""Where the tissue is on a slide: a coarse mask that keeps predictions off the glass.
+
+A network that sees a tile that is mostly glass next to a biopsy edge can call blobs of glass
+"artery" or "capsule". Glass is easy to recognise from a thumbnail: bright and unsaturated, and
+connected to the outside. Lumens, Bowman's space and vessel lumens are bright too, but they are
+enclosed by tissue, so filling the holes of the tissue mask keeps them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..io.slides import Slide
+
+#: Largest stored level side worth reading for the mask; slides without one this small skip it.
+MAX_THUMBNAIL_SIDE = 4096
+#: The mask itself is computed on at most this many pixels per side.
+MASK_SIDE = 2048
+#: Tissue is grown by this much, so objects cut by the biopsy edge keep their outline.
+MARGIN_UM = 30.0
+#: Specks smaller than this are dust, not tissue.
+MIN_TISSUE_AREA_UM2 = 40_000.0
+
+
+def tissue_pixels(rgb: np.ndarray) -> np.ndarray:
+    """Pixels that are not bright, unsaturated glass."""
+    x = rgb.astype(np.int16)
+    saturation = x.max(-1) - x.min(-1)
+    return (saturation > 18) | (x.mean(-1) < 200)
+
+
+@dataclass
+class TissueMask:
+    """A boolean tissue mask on a coarse level of a slide.
+
+    Attributes
+    ----------
+    mask : numpy.ndarray
+        ``(Y, X)`` bool, True on tissue (holes filled, grown by :data:`MARGIN_UM`).
+    downsample : float
+        Level-0 pixels per mask pixel.
+    """
+
+    mask: np.ndarray
+    downsample: float
+
+    def crop(self, y0: float, x0: float, step: float, size: int) -> np.ndarray:
+        """The mask sampled on a ``size`` x ``size`` grid starting at level-0 ``(y0, x0)``.
+
+        ``step`` is the level-0 distance between grid points; points off the slide are glass.
+        """
+        idx = (np.arange(size) + 0.5) * step
+        rows = np.floor((y0 + idx) / self.downsample).astype(int)
+        cols = np.floor((x0 + idx) / self.downsample).astype(int)
+        h, w = self.mask.shape
+        vr, vc = (rows >= 0) & (rows < h), (cols >= 0) & (cols < w)
+        out = np.zeros((size, size), bool)
+        out[np.ix_(vr, vc)] = self.mask[np.ix_(rows[vr], cols[vc])]
+        return out
+
+
+def tissue_mask(slide: Slide, max_side: int = MAX_THUMBNAIL_SIDE) -> TissueMask | None:
+    """Compute the tissue mask from the coarsest stored level, or None when that is too big.
+
+    The level must be at most ``max_side`` pixels on each side so that reading it stays cheap
+    (a fraction of a second for a pyramidal slide). Levels computed from level 0 are not used:
+    reading them would read the whole slide.
+    """
+    from scipy import ndimage
+    from skimage.morphology import disk
+
+    k = (slide.stored_levels or len(slide.levels)) - 1
+    level = slide.levels[k]
+    if max(level.shape[:2]) > max_side:
+        return None
+    step = -(-max(level.shape[:2]) // MASK_SIDE)
+    thumb = np.asarray(level[::step, ::step].compute(scheduler="synchronous"))
+    ds = float(slide.downsamples[k]) * step
+    mpp = (slide.mpp or 0.25) * ds
+    tissue = ndimage.binary_closing(tissue_pixels(thumb), structure=disk(1), border_value=0)
+    tissue = ndimage.binary_fill_holes(tissue)
+    labels, _ = ndimage.label(tissue)
+    big = np.bincount(labels.ravel()) >= MIN_TISSUE_AREA_UM2 / mpp ** 2
+    big[0] = False
+    tissue = big[labels]
+    grow = max(1, int(round(MARGIN_UM / mpp)))
+    tissue = ndimage.binary_dilation(tissue, structure=disk(grow))
+    return TissueMask(tissue, ds)

@@ -1,0 +1,65 @@
+import numpy as np
+import torch
+
+from napari_omniseg import open_slide
+from napari_omniseg.predict.slide import segment_slide
+from napari_omniseg.predict.tissue_mask import tissue_mask
+from napari_omniseg.simulate.renal import read_renal_masks, write_renal_slide
+
+from conftest import write_ome_subifd
+
+
+class AlwaysForeground(torch.nn.Module):
+    """Says "yes" everywhere, glass included: only the tissue mask can stop it."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward_conditions(self, x, conditions):
+        n, _, h, w = x.shape
+        logits = torch.zeros(n, len(conditions), 2, h, w)
+        logits[:, :, 1] = 5.0
+        return logits + self.dummy
+
+
+def glass_with_tissue(h=2048, w=2048):
+    img = np.full((h, w, 3), 242, np.uint8)
+    img[512:1536, 256:1280] = (190, 110, 170)      # a block of tissue
+    img[800:1000, 600:800] = (250, 250, 250)       # a lumen inside it: bright, enclosed
+    return img
+
+
+def test_mask_keeps_enclosed_lumens_and_drops_glass(tmp_path):
+    slide = open_slide(write_ome_subifd(tmp_path / "g.ome.tif", glass_with_tissue(), levels=4))
+    tm = tissue_mask(slide)
+    assert tm.downsample == 8
+    assert tm.mask[900 // 8, 700 // 8]                       # the lumen is tissue
+    assert tm.mask[1000 // 8, 260 // 8] and tm.mask[1000 // 8, 240 // 8]  # edge grown a little
+    assert not tm.mask[100 // 8, 100 // 8] and not tm.mask[1000 // 8, 1800 // 8]
+
+
+def test_no_mask_when_the_coarsest_level_is_too_big(tmp_path):
+    slide = open_slide(write_ome_subifd(tmp_path / "g.ome.tif", glass_with_tissue(), levels=1))
+    assert tissue_mask(slide, max_side=1024) is None
+
+
+def test_predictions_stay_off_the_glass(tmp_path):
+    slide = open_slide(write_ome_subifd(tmp_path / "g.ome.tif", glass_with_tissue(), levels=4))
+    kw = dict(tissues=("ptc",), model=AlwaysForeground(), bf16=False)
+    masked = segment_slide(slide, **kw)["ptc"][0].compute()
+    unmasked = segment_slide(slide, mask_glass=False, **kw)["ptc"][0].compute()
+    # 140 px (35 um) above the tissue, inside a tile that straddles its edge
+    assert unmasked[372, 700] == 1
+    assert masked[372, 700] == 0 and masked[100, 1800] == 0
+    assert masked[512:1536, 256:1280].all()  # all the tissue, lumen included
+
+
+def test_simulated_biopsy_glass_is_masked(tmp_path):
+    img, masks = write_renal_slide(tmp_path / "b.ome.tif", 2048, 2048, stain="pas", seed=2,
+                                   shape="biopsy", masks_path=tmp_path / "m.ome.tif")
+    tm = tissue_mask(open_slide(img))
+    labelled = np.any(list(read_renal_masks(masks, level=3).values()), axis=0)
+    assert tm.mask.shape == labelled.shape
+    assert tm.mask[labelled > 0].all()  # every structure is inside
+    assert tm.mask.mean() < 0.9         # and the glass around the biopsy is out
