@@ -79,6 +79,12 @@ class CoNeMOS(nn.Module):
         # the baseline answers every region at once, one output channel each
         self.head = FiLMConv(cin, 1 if conditioned else n_regions, kernel=1, relu=False,
                              film=film)
+        # Glorot-uniform conv weights, the Keras default of the reference implementation. Without
+        # normalisation, PyTorch's default (variance 1/(3 fan_in)) shrinks the signal about six
+        # times per layer, and the deep levels barely learn.
+        for m in self.modules():
+            if isinstance(m, nn.Conv3d):
+                nn.init.xavier_uniform_(m.weight)
 
     def embed(self, region_id: torch.Tensor) -> torch.Tensor:
         """The shared condition embedding, ``(N, 64)``."""

@@ -18,7 +18,6 @@ import dask.array as da
 import numpy as np
 
 from .. import vocab
-from ..errors import OmnisegInputError
 from ..io.slides import Slide
 from .tiling import blend_window
 from .tissue_mask import TissueMask, tissue_mask, tissue_pixels

@@ -46,6 +46,7 @@ def train_loop(
     should_stop: Callable[[], bool] | None = None,
     on_checkpoint: Callable[[int], None] | None = None,
     checkpoint_every: float = 300.0,
+    consistency_weight: float = 1.0,
 ) -> TrainResult:
     """Train ``model`` with AdamW and a cosine schedule over a time or step budget.
 
@@ -56,7 +57,8 @@ def train_loop(
     next_batch : callable
         Returns a dict with ``images``, ``targets``, ``conditions`` (a tuple passed to the model
         after the images: ``(tissue_ids, scale_ids)`` for Omni-Seg+, ``(region_ids,)`` for
-        CoNeMOS) and optionally ``valid`` (pixels whose label is known).
+        CoNeMOS) and optionally ``valid`` (pixels whose label is known) and ``images2`` (a second
+        augmentation of the same images, for a consistency loss).
     loss_fn : callable
         ``loss_fn(logits, targets, valid)``.
     minutes, max_steps : float, int
@@ -69,8 +71,12 @@ def train_loop(
         Polled every step; the model keeps its last weights and ``stopped`` is set.
     on_checkpoint : callable, optional
         Called with the step number every ``checkpoint_every`` seconds and at the end.
+    consistency_weight : float
+        Weight of the mean squared difference between the foreground probabilities of
+        ``images`` and ``images2`` when batches carry both.
     """
     import torch
+    import torch.nn.functional as F
 
     if minutes is None and max_steps is None:
         raise ValueError("give a time budget (minutes) or a step budget (max_steps)")
@@ -98,6 +104,12 @@ def train_loop(
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(images, *conditions)
         loss = loss_fn(logits.float(), targets, valid)
+        if batch.get("images2") is not None:
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                logits2 = model(batch["images2"].to(dev), *conditions)
+            p1 = torch.softmax(logits.float(), dim=1)[:, 1]
+            p2 = torch.softmax(logits2.float(), dim=1)[:, 1]
+            loss = loss + consistency_weight * F.mse_loss(p1, p2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

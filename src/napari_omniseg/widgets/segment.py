@@ -17,6 +17,7 @@ from magicgui.widgets import (ComboBox, Container, FileEdit, FloatSpinBox, Label
 
 from .. import vocab
 from ..errors import OmnisegInputError
+from .model_in_use import MODEL_IN_USE
 
 WHERE = ("current view", "whole slide", "inside shapes")
 MODEL_CHOICES = ("bundled", "file")
@@ -72,7 +73,8 @@ class SegmentWidget(Container):
             ("auto (optimal per tissue)", "auto"), *[(f"{m}x", str(m)) for m in
                                                      vocab.MAGNIFICATIONS]])
         self.model_source = ComboBox(label="model", value="bundled", choices=[
-            ("bundled renal model", "bundled"), ("checkpoint file (ours or the authors')", "file")])
+            ("bundled renal model", "bundled"), ("checkpoint file (ours or the authors')", "file"),
+            ("fine-tuned model in use", "in use")])
         self.model_file = FileEdit(label="checkpoint", filter="*.pt *.pth *.tar", visible=False)
         self.where = ComboBox(label="where", value="current view", choices=list(WHERE))
         self.shapes = ComboBox(label="shapes", choices=self._shapes_layers, visible=False)
@@ -94,6 +96,11 @@ class SegmentWidget(Container):
         viewer.layers.events.removed.connect(self._refresh_choices)
         self.worker = None
         self._model_cache: dict[str, Any] = {}
+        MODEL_IN_USE.changed.connect(self._use_fine_tuned)
+
+    def _use_fine_tuned(self, name: str) -> None:
+        self.model_source.value = "in use"
+        self.status.value = f"model in use: {name}"
 
     # -- choices -------------------------------------------------------------------------------
 
@@ -117,6 +124,11 @@ class SegmentWidget(Container):
     def _model(self):
         from ..models import load_model
 
+        if self.model_source.value == "in use":
+            if MODEL_IN_USE.model is None:
+                raise OmnisegInputError("no fine-tuned model yet: train one in the Fine-tune "
+                                        "widget and click 'Use this model'")
+            return MODEL_IN_USE.model
         ref = "renal" if self.model_source.value == "bundled" else str(self.model_file.value)
         if self.model_source.value == "file" and (not ref or not Path(ref).is_file()):
             raise OmnisegInputError("choose a checkpoint file, or use the bundled model")

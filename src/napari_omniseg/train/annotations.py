@@ -1,0 +1,179 @@
+"""Partial annotations: where one tissue is, and where that is known at all.
+
+The rule of Omni-Seg and CoNeMOS: a sample teaches the network only about the tissue it is
+annotated for, and only where the annotation is known. Painted pixels are known to be the tissue;
+unpainted pixels are *unknown*, except inside regions the annotator marks as fully annotated,
+where unpainted means background.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import vocab
+from ..errors import OmnisegInputError
+
+#: Context kept around the known pixels when an annotation is cut out of a large layer.
+MARGIN = 64
+
+
+@dataclass
+class Annotation:
+    """One image patch annotated for one tissue.
+
+    Attributes
+    ----------
+    image : numpy.ndarray
+        ``(H, W, 3)`` uint8 RGB.
+    mask : numpy.ndarray
+        ``(H, W)`` bool: the tissue is here.
+    known : numpy.ndarray
+        ``(H, W)`` bool: the label of this pixel is known (painted, or inside a fully
+        annotated region). Only known pixels contribute to the loss.
+    tissue : str
+        Tissue code.
+    magnification : float
+        Objective power of the image.
+    name, stain : str
+        For summaries.
+    """
+
+    image: np.ndarray
+    mask: np.ndarray
+    known: np.ndarray
+    tissue: str
+    magnification: float
+    name: str = ""
+    stain: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.image.ndim != 3 or self.image.shape[2] != 3:
+            raise OmnisegInputError(f"{self.name or 'the image'} must be RGB (H, W, 3), got "
+                                    f"shape {self.image.shape}")
+        if self.mask.shape != self.image.shape[:2] or self.known.shape != self.mask.shape:
+            raise OmnisegInputError(
+                f"the labels of {self.name or 'the image'} ({self.mask.shape}) do not match "
+                f"the image ({self.image.shape[:2]})")
+        self.tissue = vocab.tissue(self.tissue).code
+        vocab.scale_id(self.magnification)
+
+
+def annotation_from_layers(
+    image: np.ndarray,
+    labels: np.ndarray,
+    tissue: str,
+    magnification: float,
+    annotated: bool | np.ndarray = False,
+    name: str = "",
+) -> Annotation:
+    """An annotation from an RGB image and a labels array of the same size.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``(H, W, 3)`` uint8.
+    labels : numpy.ndarray
+        ``(H, W)``; every non-zero pixel is the tissue.
+    tissue : str
+        What the labels show.
+    magnification : float
+        The image's objective power (nearest of 5, 10, 20, 40 is used).
+    annotated : bool or numpy.ndarray
+        ``True``: the whole image is fully annotated (unpainted = background); ``False``: only
+        painted pixels are known; a boolean ``(H, W)`` array: fully annotated inside it.
+    name : str
+        Shown in summaries.
+
+    Returns
+    -------
+    Annotation
+        Cut to the known pixels plus :data:`MARGIN` of context; the inputs are not modified.
+    """
+    image = np.asarray(image)
+    labels = np.asarray(labels)
+    if image.shape[:2] != labels.shape[:2]:
+        raise OmnisegInputError(f"labels {labels.shape} and image {image.shape[:2]} differ in "
+                                "size; pick a labels layer drawn on this image")
+    mask = labels != 0
+    if isinstance(annotated, np.ndarray):
+        known = mask | annotated.astype(bool)
+    else:
+        known = np.ones_like(mask) if annotated else mask.copy()
+    if not known.any():
+        raise OmnisegInputError(f"{name or 'this labels layer'} has nothing painted and no fully "
+                                "annotated region: nothing to learn from")
+    rows, cols = np.flatnonzero(known.any(1)), np.flatnonzero(known.any(0))
+    y0, y1 = max(0, rows[0] - MARGIN), min(mask.shape[0], rows[-1] + 1 + MARGIN)
+    x0, x1 = max(0, cols[0] - MARGIN), min(mask.shape[1], cols[-1] + 1 + MARGIN)
+    return Annotation(np.array(image[y0:y1, x0:x1, :3]), mask[y0:y1, x0:x1].copy(),
+                      known[y0:y1, x0:x1].copy(), tissue, nearest_magnification(magnification),
+                      name=name)
+
+
+def nearest_magnification(magnification: float) -> int:
+    """The known objective power nearest (in log scale) to ``magnification``."""
+    m = float(magnification)
+    if not m > 0:
+        raise OmnisegInputError(f"magnification must be positive, got {magnification}")
+    return min(vocab.MAGNIFICATIONS, key=lambda k: abs(np.log(k / m)))
+
+
+def read_manifest(path: str | os.PathLike, split_column: str | None = "split"
+                  ) -> dict[str, list[Annotation]]:
+    """Annotations listed in a CSV (columns image, mask, tissue, stain, magnification).
+
+    Each mask annotates its whole image for its tissue (unpainted = background). Paths are
+    relative to the CSV. Returns the rows grouped by ``split_column`` (all under ``"train"``
+    when the column is absent or None).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    def imread(p: Path) -> np.ndarray:
+        with Image.open(p) as im:
+            return np.asarray(im.convert("RGB") if im.mode not in ("L", "1", "I", "RGB")
+                              else im)
+
+    path = Path(path)
+    if not path.is_file():
+        raise OmnisegInputError(f"{path} does not exist")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    need = {"image", "mask", "tissue", "magnification"}
+    if not rows or not need <= set(rows[0]):
+        raise OmnisegInputError(f"{path.name} needs the columns {', '.join(sorted(need))}")
+    out: dict[str, list[Annotation]] = {}
+    for i, row in enumerate(rows, start=2):
+        img_path, mask_path = path.parent / row["image"], path.parent / row["mask"]
+        try:
+            image = imread(img_path)
+            mask = imread(mask_path)
+        except (OSError, ValueError, UnidentifiedImageError) as e:
+            raise OmnisegInputError(f"{path.name} line {i}: cannot read {e}") from None
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, axis=2)
+        if mask.ndim == 3:
+            mask = mask[..., 0]
+        split = row.get(split_column, "train") if split_column else "train"
+        ann = annotation_from_layers(image[..., :3], mask, row["tissue"],
+                                     float(row["magnification"]), annotated=True,
+                                     name=row["image"])
+        ann.stain = row.get("stain", "")
+        out.setdefault(split or "train", []).append(ann)
+    return out
+
+
+def summarize(annotations: list[Annotation]) -> dict:
+    """Counts per tissue and known pixels, for checkpoint metadata."""
+    per: dict[str, dict] = {}
+    for a in annotations:
+        d = per.setdefault(a.tissue, {"patches": 0, "known_pixels": 0, "tissue_pixels": 0})
+        d["patches"] += 1
+        d["known_pixels"] += int(a.known.sum())
+        d["tissue_pixels"] += int((a.mask & a.known).sum())
+    return per

@@ -1,0 +1,302 @@
+"""Fine-tune the renal model on a user's partial annotations, and score it on annotated patches.
+
+The model in use is never touched: training runs on a copy, keeps the weights with the best
+validation Dice seen so far (the "last good" model), and hands them back at the end.
+
+Semi-supervision (Omni-Seg+): for the tissues a patch is *not* annotated for, the starting
+model's confident answers at those tissues' optimal magnifications, at the annotated patch's
+location, are used as extra (pseudo-labelled) samples; and the network is asked to give the
+same answer for two colour augmentations of the same patch.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .. import vocab
+from .annotations import Annotation
+from .loop import ProgressFn
+from .metrics import dice, hausdorff95
+
+#: Pseudo-labels count only where the starting model is this sure (p below 1-x or above x).
+PSEUDO_CONFIDENCE = 0.8
+#: Smallest side of a pseudo-labelled view (the annotated patch seen at a lower power).
+MIN_PSEUDO_SIDE = 64
+
+
+def _pad_to(x: np.ndarray, size: int, mode: str) -> np.ndarray:
+    ph, pw = max(0, size - x.shape[0]), max(0, size - x.shape[1])
+    if not (ph or pw):
+        return x
+    pad = ((0, ph), (0, pw)) + ((0, 0),) * (x.ndim - 2)
+    if mode == "reflect" and min(x.shape[:2]) <= max(ph, pw):
+        mode = "edge"
+    return np.pad(x, pad, mode=mode)
+
+
+def make_finetune_batches(annotations: list[Annotation], batch: int = 8, crop: int = 256,
+                          seed: int = 0, augment: bool = True,
+                          pseudo: list[Annotation] | None = None, pseudo_fraction: float = 0.3,
+                          consistency: bool = False):
+    """``next_batch()`` for :func:`~napari_omniseg.train.loop.train_loop`.
+
+    Tissues are drawn evenly, then an annotation of that tissue, then a crop around one of its
+    known pixels. ``valid`` marks known pixels (padding and pixels rotated in from outside are
+    unknown). A ``pseudo_fraction`` of each batch comes from ``pseudo`` when given.
+    """
+    import torch
+
+    from .augment import colour, spatial
+
+    if not annotations:
+        raise ValueError("no annotations to train on")
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    pools: dict[str, list[Annotation]] = {}
+    for a in annotations:
+        pools.setdefault(a.tissue, []).append(a)
+    tissues = sorted(pools)
+
+    def cut(a: Annotation):
+        ky, kx = np.nonzero(a.known)
+        j = int(rng.integers(len(ky)))
+        h, w = a.mask.shape
+        y0 = int(np.clip(ky[j] - crop // 2, 0, max(0, h - crop)))
+        x0 = int(np.clip(kx[j] - crop // 2, 0, max(0, w - crop)))
+        sl = (slice(y0, y0 + crop), slice(x0, x0 + crop))
+        img = _pad_to(a.image[sl], crop, "reflect")
+        code = _pad_to((a.mask[sl] & a.known[sl]).astype(np.uint8) + 2 * a.known[sl], crop,
+                       "constant")
+        return img, code
+
+    def next_batch():
+        images, codes, tids, sids = [], [], [], []
+        for _ in range(batch):
+            if pseudo and rng.random() < pseudo_fraction:
+                a = pseudo[int(rng.integers(len(pseudo)))]
+            else:
+                pool = pools[tissues[int(rng.integers(len(tissues)))]]
+                a = pool[int(rng.integers(len(pool)))]
+            img, code = cut(a)
+            images.append(img)
+            codes.append(code)
+            tids.append(vocab.tissue(a.tissue).task_id)
+            sids.append(vocab.scale_id(a.magnification))
+        x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255)
+        # mask and known travel together through the spatial transform: code = mask + 2 known
+        c = torch.from_numpy(np.stack(codes)).float()
+        x2 = None
+        if augment:
+            x, c = spatial(x, c, gen)
+            if consistency:
+                x2 = colour(x, gen)
+            x = colour(x, gen)
+        c = c.round().long()
+        out = {"images": x, "targets": (c % 2).float(), "valid": (c >= 2).float(),
+               "conditions": (torch.tensor(tids), torch.tensor(sids))}
+        if x2 is not None:
+            out["images2"] = x2
+        return out
+
+    return next_batch
+
+
+def pseudo_labels(model, annotations: list[Annotation], bf16: bool | None = None
+                  ) -> list[Annotation]:
+    """Samples for the tissues each patch is not annotated for, labelled by ``model``.
+
+    For every other tissue whose optimal magnification is at most the patch's, the patch is seen
+    at that magnification (downsampled, at least :data:`MIN_PSEUDO_SIDE` pixels) and the model's
+    answer there becomes the label; only confident pixels are known.
+    """
+    from skimage.transform import resize
+
+    from ..models import model_and_precision
+    from ..predict.tiling import predict_array
+
+    model, bf16 = model_and_precision(model, "renal", bf16)
+    out = []
+    for a in annotations:
+        for t in vocab.TISSUES:
+            if t.code == a.tissue or t.optimal_magnification > a.magnification:
+                continue
+            f = t.optimal_magnification / a.magnification
+            h, w = (int(round(s * f)) for s in a.mask.shape)
+            if min(h, w) < MIN_PSEUDO_SIDE:
+                continue
+            view = a.image if f == 1 else (resize(a.image, (h, w), order=1, anti_aliasing=True,
+                                                  preserve_range=True) + 0.5).astype(np.uint8)
+            cond = (t.task_id, vocab.scale_id(t.optimal_magnification))
+            p = predict_array(model, view, [cond], tile=256, overlap=64, bf16=bf16)[0]
+            known = (p > PSEUDO_CONFIDENCE) | (p < 1 - PSEUDO_CONFIDENCE)
+            if known.any():
+                out.append(Annotation(view, p > 0.5, known, t.code, t.optimal_magnification,
+                                      name=f"{a.name} ({t.code} pseudo-label)", stain=a.stain))
+    return out
+
+
+def evaluate_annotations(model, annotations: list[Annotation], bf16: bool | None = None
+                         ) -> dict:
+    """Per-tissue Dice and 95% Hausdorff distance (µm) on fully annotated patches.
+
+    Each patch is segmented for its tissue at its magnification; scores are means over patches
+    (Hausdorff over the patches where both masks are non-empty).
+
+    Returns
+    -------
+    dict
+        ``{"tissues": {code: {"dice", "hd95_um", "patches"}}, "mean_dice": float}``.
+    """
+    from ..models import model_and_precision
+    from ..predict.tiling import predict_array
+
+    model, bf16 = model_and_precision(model, "renal", bf16)
+    scores: dict[str, dict[str, list[float]]] = {}
+    for a in annotations:
+        cond = (vocab.tissue(a.tissue).task_id, vocab.scale_id(a.magnification))
+        pred = predict_array(model, a.image, [cond], tile=256, overlap=64, bf16=bf16)[0] > 0.5
+        pred, truth = pred & a.known, a.mask & a.known
+        s = scores.setdefault(a.tissue, {"dice": [], "hd95_um": []})
+        s["dice"].append(dice(pred, truth))
+        s["hd95_um"].append(hausdorff95(pred, truth, vocab.mpp_of_magnification(a.magnification)))
+    table = {}
+    for code in [t for t in vocab.TISSUE_CODES if t in scores]:
+        d, h = scores[code]["dice"], [x for x in scores[code]["hd95_um"] if np.isfinite(x)]
+        table[code] = {"dice": round(float(np.mean(d)), 4),
+                       "hd95_um": round(float(np.mean(h)), 2) if h else None,
+                       "patches": len(d)}
+    mean = float(np.mean([v["dice"] for v in table.values()])) if table else float("nan")
+    return {"tissues": table, "mean_dice": round(mean, 4)}
+
+
+@dataclass
+class FinetuneResult:
+    """What a fine-tuning run produced.
+
+    Attributes
+    ----------
+    model : torch.nn.Module
+        The fine-tuned copy (best validation Dice when a validation set was given).
+    history : list of dict
+        ``{"step", "seconds", "loss", "val_dice"}`` at every validation.
+    steps, seconds : int, float
+        Work done.
+    stopped : bool
+        Ended by ``should_stop``.
+    best_val_dice : float or None
+        Mean validation Dice of the returned weights.
+    """
+
+    model: object
+    history: list[dict] = field(default_factory=list)
+    steps: int = 0
+    seconds: float = 0.0
+    stopped: bool = False
+    best_val_dice: float | None = None
+
+
+def finetune(
+    model,
+    train: list[Annotation],
+    val: list[Annotation] | None = None,
+    *,
+    minutes: float | None = 10.0,
+    max_steps: int | None = None,
+    lr: float = 2e-4,
+    batch: int = 8,
+    semi_supervised: bool = True,
+    consistency_weight: float = 1.0,
+    validate_every: float = 60.0,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_validate: Callable[[dict], None] | None = None,
+) -> FinetuneResult:
+    """Fine-tune a copy of ``model`` on partial annotations.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The starting model (left unchanged).
+    train, val : list of Annotation
+        Training annotations; validation patches (fully annotated) scored every
+        ``validate_every`` seconds and at the end.
+    minutes, max_steps : float, int
+        Budget (as :func:`~napari_omniseg.train.loop.train_loop`).
+    semi_supervised : bool
+        Add pseudo-labelled samples of the other tissues and the two-view consistency loss.
+    on_validate : callable, optional
+        Called with each history entry (for a live plot).
+
+    Returns
+    -------
+    FinetuneResult
+    """
+    from .losses import dice_bce_loss
+    from .loop import train_loop
+
+    start = time.perf_counter()
+    pseudo = pseudo_labels(model, train) if semi_supervised else None
+    student = copy.deepcopy(model)
+    student.train()
+    result = FinetuneResult(model=student)
+    best: dict = {"dice": -1.0, "state": None}
+    losses: list[float] = []  # filled as training goes (train_loop reports only at the end)
+
+    def validate(step: int) -> None:
+        entry = {"step": step, "seconds": round(time.perf_counter() - start, 1),
+                 "loss": float(np.mean(losses[-50:])) if losses else None,
+                 "val_dice": None}
+        if val:
+            was_training = student.training
+            entry["val_dice"] = evaluate_annotations(student.eval(), val)["mean_dice"]
+            student.train(was_training)
+            if entry["val_dice"] > best["dice"]:
+                best.update(dice=entry["val_dice"], state=copy.deepcopy(student.state_dict()))
+        result.history.append(entry)
+        if on_validate is not None:
+            on_validate(entry)
+
+    def loss_fn(logits, targets, valid):
+        loss = dice_bce_loss(logits, targets, valid)
+        losses.append(float(loss.detach()))
+        return loss
+
+    if val:
+        validate(0)
+    batches = make_finetune_batches(train, batch=batch, seed=seed, pseudo=pseudo,
+                                    consistency=semi_supervised)
+    run = train_loop(student, batches, loss_fn, minutes=minutes, max_steps=max_steps, lr=lr,
+                     bf16=next(student.parameters()).device.type == "cpu", progress=progress,
+                     should_stop=should_stop, on_checkpoint=validate,
+                     checkpoint_every=validate_every,
+                     consistency_weight=consistency_weight if semi_supervised else 0.0)
+    if best["state"] is not None:
+        student.load_state_dict(best["state"])
+        result.best_val_dice = best["dice"]
+    result.steps, result.seconds, result.stopped = run.steps, run.seconds, run.stopped
+    student.eval()
+    return result
+
+
+def save_finetuned(result: FinetuneResult, path, base: str, train: list[Annotation],
+                   semi_supervised: bool, val: list[Annotation] | None = None):
+    """Write the fine-tuned model with what it was trained on and what it started from."""
+    from ..models import save_checkpoint
+    from .annotations import summarize
+
+    base_meta = getattr(result.model, "omniseg_metadata", {}) or {}
+    return save_checkpoint(
+        result.model, path, "omniseg_plus", width=float(getattr(result.model, "width", 1.0)),
+        base_model=base, base_trained_on=base_meta.get("trained_on", ""),
+        trained_on=f"fine-tuned on {len(train)} annotated patches",
+        tissues_trained=sorted({a.tissue for a in train}),
+        data=summarize(train), validation_patches=len(val or []),
+        semi_supervised=semi_supervised, steps=result.steps,
+        training_seconds=round(result.seconds, 1), stopped=result.stopped,
+        best_val_dice=result.best_val_dice, history=result.history)

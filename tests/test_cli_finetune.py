@@ -1,0 +1,57 @@
+"""`omniseg finetune` and `omniseg evaluate` on a manifest like ki-dev's."""
+
+import json
+
+import numpy as np
+import skimage.io
+from conftest import tiny_renal_checkpoint
+
+from napari_omniseg.cli import main
+from napari_omniseg.models import read_metadata
+
+
+def write_manifest(folder, n_train=3, n_val=2):
+    rows = ["image,mask,tissue,stain,magnification,split"]
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:256, :256]
+    for i in range(n_train + n_val):
+        img = np.zeros((256, 256, 4), np.uint8) + np.array([235, 190, 215, 255], np.uint8)
+        mask = np.zeros((256, 256), bool)
+        for _ in range(5):
+            cy, cx = rng.integers(30, 226, 2)
+            mask |= (yy - cy) ** 2 + (xx - cx) ** 2 < 15 ** 2
+        img[mask, :3] = (90, 40, 120)
+        skimage.io.imsave(folder / f"p{i}.png", img, check_contrast=False)  # RGBA, as ki-dev
+        skimage.io.imsave(folder / f"p{i}_mask.png", (mask * 255).astype(np.uint8),
+                          check_contrast=False)
+        split = "train" if i < n_train else "val"
+        rows.append(f"p{i}.png,p{i}_mask.png,ptc,pas,40,{split}")
+    (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return folder / "manifest.csv"
+
+
+def test_finetune_then_evaluate(tmp_path, capsys):
+    manifest = write_manifest(tmp_path)
+    base = tiny_renal_checkpoint(tmp_path / "base.pt")
+    out = tmp_path / "ft.pt"
+    assert main(["finetune", "--manifest", str(manifest), "--base", str(base), "--minutes",
+                 "0.3", "--no-semi", "--lr", "3e-3", "-o", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] > 0 and summary["val"]["tissues"]["ptc"]["patches"] == 2
+    meta = read_metadata(out)
+    assert meta["base_model"] == str(base) and meta["tissues_trained"] == ["ptc"]
+    assert main(["evaluate", "--manifest", str(manifest), "--model", str(out),
+                 "--split", "val"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert set(scores["tissues"]["ptc"]) == {"dice", "hd95_um", "patches"}
+    assert scores["tissues"]["ptc"]["dice"] == summary["val"]["tissues"]["ptc"]["dice"]
+
+
+def test_bad_manifest_is_explained(tmp_path, capsys):
+    (tmp_path / "m.csv").write_text("image,tissue\nx.png,ptc\n")
+    assert main(["evaluate", "--manifest", str(tmp_path / "m.csv")]) == 2
+    assert "needs the columns" in capsys.readouterr().err
+    manifest = write_manifest(tmp_path, 1, 0)
+    (tmp_path / "p0_mask.png").write_text("not a png")
+    assert main(["evaluate", "--manifest", str(manifest)]) == 2
+    assert "line 2" in capsys.readouterr().err

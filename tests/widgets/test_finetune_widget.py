@@ -1,0 +1,93 @@
+"""The Fine-tune dock widget: paint, retrain, the model changes, the layers do not."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_renal_checkpoint
+from napari_omniseg.models import load_model, read_metadata
+from napari_omniseg.widgets.finetune import WHOLE_LAYER, FinetuneWidget
+from napari_omniseg.widgets.model_in_use import MODEL_IN_USE
+from napari_omniseg.widgets.segment import SegmentWidget
+
+pytestmark = pytest.mark.gui
+
+
+def discs(n=384, seed=0):
+    rng = np.random.default_rng(seed)
+    img = np.zeros((n, n, 3), np.uint8) + np.array([235, 190, 215], np.uint8)
+    mask = np.zeros((n, n), np.uint8)
+    yy, xx = np.mgrid[:n, :n]
+    for _ in range(8):
+        cy, cx = rng.integers(30, n - 30, 2)
+        mask[(yy - cy) ** 2 + (xx - cx) ** 2 < 18 ** 2] = 1
+    img[mask > 0] = (90, 40, 120)
+    return img, mask
+
+
+def _setup(viewer, tmp_path, minutes=0.25):
+    img, mask = discs()
+    image = viewer.add_image(img, rgb=True, name="patch", metadata={"mpp": 0.25})
+    strokes = np.zeros_like(mask)
+    strokes[:, :200] = mask[:, :200]  # the user painted the discs of the left part
+    labels = viewer.add_labels(strokes, name="my PTC")
+    w = FinetuneWidget(viewer)
+    row = w.rows[0]
+    row.image.value, row.labels.value, row.tissue.value = image, labels, "ptc"
+    row.complete.value = WHOLE_LAYER
+    w.start_from.value = "file"
+    w.model_file.value = tiny_renal_checkpoint(tmp_path / "base.pt")
+    w.minutes.value = minutes
+    w.semi.value = False
+    w.save_to.value = tmp_path / "ft.pt"
+    viewer.window.add_dock_widget(w)
+    return w, image, labels
+
+
+def test_retrain_changes_the_model_not_the_layers(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    w, image, labels = _setup(viewer, tmp_path)
+    before = labels.data.copy()
+    base = load_model(tmp_path / "base.pt", device="cpu")
+    w.train_button.clicked()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=180_000)
+    assert w.use_button.enabled, w.status.value
+    np.testing.assert_array_equal(labels.data, before)  # byte for byte
+    assert labels.data.dtype == before.dtype
+    x = torch.from_numpy(image.data[:256, :256]).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        old = base(x, torch.tensor([5]), torch.tensor([3]))
+        new = w.trained[0].cpu()(x, torch.tensor([5]), torch.tensor([3]))
+    assert not torch.allclose(old, new)
+    assert len(w.plot.history) >= 1  # the live plot got points
+    meta = read_metadata(tmp_path / "ft.pt")
+    assert meta["tissues_trained"] == ["ptc"] and meta["base_model"].endswith("base.pt")
+    seg = SegmentWidget(viewer)
+    w.use_button.clicked()
+    assert MODEL_IN_USE.model is w.trained[0] and seg.model_source.value == "in use"
+
+
+def test_stop_keeps_the_model_in_use_and_a_checkpoint(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    w, _, _ = _setup(viewer, tmp_path, minutes=10)
+    in_use = MODEL_IN_USE.model
+    w.train_button.clicked()
+    qtbot.waitUntil(lambda: w.progress.value > 0 or w.worker is None, timeout=120_000)
+    w.stop_button.clicked()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    assert w.status.value.startswith("stopped"), w.status.value
+    assert MODEL_IN_USE.model is in_use  # nothing changes until "Use this model"
+    assert load_model(tmp_path / "ft.pt", device="cpu") is not None
+
+
+def test_bad_rows_are_explained(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    w, image, labels = _setup(viewer, tmp_path)
+    w.rows[0].complete.value = "painted pixels only"
+    labels.data = np.zeros_like(labels.data)
+    w.train_button.clicked()
+    assert "nothing painted" in w.status.value and w.worker is None
+    viewer.add_labels(np.ones((10, 10), np.uint8), name="small")
+    w.rows[0].labels.value = viewer.layers["small"]
+    w.train_button.clicked()
+    assert "is not drawn on" in w.status.value
