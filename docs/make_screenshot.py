@@ -10,6 +10,8 @@ from pathlib import Path
 import napari
 from qtpy.QtWidgets import QApplication
 
+from napari_omniseg.widgets.fetal import FetalWidget
+from napari_omniseg.widgets.finetune import WHOLE_LAYER, FinetuneWidget
 from napari_omniseg.widgets.segment import SegmentWidget
 
 OUT = Path(__file__).parent / "images"
@@ -52,10 +54,39 @@ def main() -> None:
     _settle()
     viewer.screenshot(str(OUT / "segment_zoom.png"), canvas_only=True)
 
+    # Fine-tune: a 40x crop, PTC painted from the simulator's truth on its left half
+    import numpy as np
+
+    from napari_omniseg.simulate.renal import simulate_renal
+
+    sim = simulate_renal(1024, 1024, stain="pas", seed=11, levels=1)
+    viewer.window.remove_dock_widget("all")
+    viewer.layers.clear()
+    image = viewer.add_image(sim.image[0], rgb=True, name="PAS crop (40x)",
+                             metadata={"mpp": 0.25})
+    painted = np.zeros(sim.masks["ptc"][0].shape, np.uint8)
+    painted[:, :600] = sim.masks["ptc"][0][:, :600] > 0
+    viewer.add_labels(painted, name="PTC (painted)", opacity=0.7)
+    ft = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(ft, name="Fine-tune (kidney)")
+    row = ft.rows[0]
+    row.image.value, row.tissue.value, row.complete.value = image, "ptc", WHOLE_LAYER
+    ft.minutes.value = 1.0
+    ft.save_to.value = str(Path.home() / "omniseg_finetuned_screenshot.pt")
+    ft.train_button.clicked()
+    while ft.worker is not None:
+        _settle(0.1)
+    viewer.reset_view()
+    _settle()
+    viewer.screenshot(str(OUT / "finetune_widget.png"), canvas_only=False)
+
+    viewer.window.remove_dock_widget("all")
     viewer.layers.clear()
     viewer.open_sample("napari-omniseg", "fetal_mri")
     viewer.layers[-1].visible = True
     viewer.layers[-1].opacity = 0.4
+    fetal = FetalWidget(viewer)
+    viewer.window.add_dock_widget(fetal, name="Segment (fetal MRI)")
     viewer.reset_view()
     _settle()
     viewer.screenshot(str(OUT / "fetal_sample.png"), canvas_only=False)

@@ -20,6 +20,7 @@ import numpy as np
 from .. import vocab
 from ..io.slides import Slide
 from .tiling import blend_window
+from .tile_cache import TileCache
 from .tissue_mask import TissueMask, tissue_mask, tissue_pixels
 
 #: Fraction of a tile that must look like tissue (not glass) for the network to run on it.
@@ -48,15 +49,16 @@ class TileEngine:
         Network window and overlap between neighbouring windows (working pixels).
     bf16 : bool
         bfloat16 autocast.
-    cache_tiles : int
-        How many tiles to keep.
+    cache_mb : float
+        Memory for computed tiles (float16 probabilities of every tissue); the least recently
+        used tiles are dropped beyond it.
     tissue : TissueMask, optional
         Where the tissue is; tiles without tissue are skipped and predictions off it are zero.
     """
 
     def __init__(self, slide: Slide, model: Any, magnification: float, tissues: Sequence[str],
                  tile: int = 256, overlap: int = 64, bf16: bool = False,
-                 cache_tiles: int = 4096, batch: int = 8,
+                 cache_mb: float = 512.0, batch: int = 8,
                  tissue: TissueMask | None = None) -> None:
         if slide.magnification is None:
             slide.require_mpp()
@@ -78,9 +80,8 @@ class TileEngine:
         self.level = max(usable) if usable else 0
         self.level_per_working = (mag0 / slide.downsamples[self.level]) / self.mag
         self.window = blend_window(tile, overlap)
-        self._cache: OrderedDict = OrderedDict()
         self._blocks: OrderedDict = OrderedDict()
-        self._cache_size = cache_tiles
+        self._cache = TileCache((len(self.tissues), tile, tile), cache_mb * 2 ** 20)
         self._lock = threading.Lock()
         self._model_lock = threading.Lock()
         self.tiles_run = 0
@@ -150,18 +151,7 @@ class TileEngine:
         return self.tissue.crop(self._origin(ty) * step, self._origin(tx) * step, step, self.tile)
 
     def _store(self, key, value) -> None:
-        with self._lock:
-            self._cache[key] = value
-            self._cache.move_to_end(key)
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-
-    def _get(self, key):
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return True, self._cache[key]
-        return False, None
+        self._cache.put(key, value)
 
     # -- regions -------------------------------------------------------------------------------
 
@@ -172,7 +162,7 @@ class TileEngine:
         tys = range((y0 + o - T) // s + 1, (y1 - 1 + o) // s + 1)
         txs = range((x0 + o - T) // s + 1, (x1 - 1 + o) // s + 1)
         keys = [(ty, tx) for ty in tys for tx in txs]
-        missing = [k for k in keys if not self._get(k)[0]]
+        missing = [k for k in keys if k not in self._cache]
         if missing:
             self._run(missing)
         acc = np.zeros((len(self.conds), y1 - y0, x1 - x0), np.float32)
@@ -183,14 +173,18 @@ class TileEngine:
             b0, b1 = max(x0, ox), min(x1, ox + T)
             if a1 <= a0 or b1 <= b0:
                 continue
-            found, p = self._get((ty, tx))
-            if not found:  # evicted by another thread meanwhile
-                self._run([(ty, tx)])
-                p = self._get((ty, tx))[1]
             w = self.window[a0 - oy:a1 - oy, b0 - ox:b1 - ox]
-            if p is not None:
-                acc[:, a0 - y0:a1 - y0, b0 - x0:b1 - x0] += p[:, a0 - oy:a1 - oy,
-                                                             b0 - ox:b1 - ox] * w
+
+            dst = acc[:, a0 - y0:a1 - y0, b0 - x0:b1 - x0]  # a view: += writes into acc
+            src = (slice(None), slice(a0 - oy, a1 - oy), slice(b0 - ox, b1 - ox))
+
+            def add(p, dst=dst, src=src, w=w):  # runs at once, under the cache's lock
+                if p is not None:
+                    dst += p[src] * w
+
+            if not self._cache.use((ty, tx), add):  # evicted by another thread meanwhile
+                self._run([(ty, tx)])
+                self._cache.use((ty, tx), add)
             wsum[a0 - y0:a1 - y0, b0 - x0:b1 - x0] += w
         return acc / np.maximum(wsum, 1e-12)
 
