@@ -10,6 +10,8 @@ Counts, at the 5x level, each tissue's mask pixels that fall outside the slide's
 
 from pathlib import Path
 
+import numpy as np
+
 from napari_omniseg import load_model, open_slide, segment_slide
 from napari_omniseg.predict.tissue_mask import tissue_mask
 
@@ -19,14 +21,18 @@ SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "renal_pas.ome.ti
 def main() -> None:
     model = load_model("renal")
     slide = open_slide(SAMPLE)
-    on_tissue = tissue_mask(slide).mask
+    tm = tissue_mask(slide)
     print("| tissue | pixels on glass, unmasked | masked |\n|---|---:|---:|")
     out = {mg: segment_slide(slide, ("all",), None, model, mask_glass=mg) for mg in (False, True)}
     for code in out[True]:
         counts = []
         for mg in (False, True):
             m = out[mg][code][3].compute().astype(bool)
-            counts.append(int((m & ~on_tissue[:m.shape[0], :m.shape[1]]).sum()))
+            ds = slide.downsamples[3] / tm.downsample  # mask pixels per 5x pixel
+            rows = np.minimum((np.arange(m.shape[0]) * ds).astype(int), tm.mask.shape[0] - 1)
+            cols = np.minimum((np.arange(m.shape[1]) * ds).astype(int), tm.mask.shape[1] - 1)
+            on_tissue = tm.mask[np.ix_(rows, cols)]
+            counts.append(int((m & ~on_tissue).sum()))
         print(f"| {code} | {counts[0]} | {counts[1]} |")
 
 
