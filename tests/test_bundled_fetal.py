@@ -1,0 +1,37 @@
+"""The bundled fetal model: how it was made, and its Dice on held-out phantoms."""
+
+import pytest
+
+from napari_omniseg.models import BUNDLED, _resolve, load_model, read_metadata
+from napari_omniseg.train.fetal import TRAIN_SEED0, evaluate_fetal
+
+SEEDS = [1, 2, 3, 4, 5, 6]  # held out: training uses seeds from TRAIN_SEED0 on
+
+
+@pytest.fixture(scope="module")
+def scores():
+    assert all(s < TRAIN_SEED0 for s in SEEDS)
+    return evaluate_fetal(load_model("fetal", device="cpu"), SEEDS)
+
+
+def test_bundled_fetal_checkpoint_says_how_it_was_made():
+    path = _resolve("fetal")
+    meta = read_metadata(path)
+    assert meta["architecture"] == "conemos" and meta["conditioned"] is True
+    assert "phantom" in meta["trained_on"]
+    assert meta["data_seconds"] + meta["training_seconds"] < 2 * 3600
+    assert path.stat().st_size < 10e6 and "fetal" in BUNDLED
+
+
+@pytest.mark.slow
+def test_large_regions_on_held_out_phantoms(scores):
+    for region in ("uterus", "body", "brain"):
+        assert scores[region] >= 0.85, (region, scores[region])
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="known gap (2026-11-22): the bundled model finds no eyes "
+                   "(Dice 0.0) and placenta at 0.66; the fetal issue stays open until eyes >= 0.75 "
+                   "and placenta >= 0.85")
+def test_small_and_thin_regions_on_held_out_phantoms(scores):
+    assert scores["eyes"] >= 0.75 and scores["placenta"] >= 0.85, scores
