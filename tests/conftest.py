@@ -125,3 +125,22 @@ def tiny_renal_checkpoint(path: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     return save_checkpoint(OmniSegPlus(width=0.25), path, "omniseg_plus", width=0.25)
+
+
+def constant_logits_model(fn):
+    """A fake Omni-Seg+ whose two-class logits come from ``fn(n, k, h, w)``.
+
+    Tests use it where only the pipeline around the network matters (masking, pseudo-labels).
+    """
+    import torch
+
+    class _Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dummy = torch.nn.Parameter(torch.zeros(1))  # gives the device
+
+        def forward_conditions(self, x, conditions):
+            n, _, h, w = x.shape
+            return fn(n, len(conditions), h, w) + self.dummy
+
+    return _Model()

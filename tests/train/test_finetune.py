@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import constant_logits_model
 
 from napari_omniseg.errors import OmnisegInputError
 from napari_omniseg.models import load_model, read_metadata
@@ -106,19 +107,15 @@ def test_finetune_learns_and_leaves_the_model_in_use_alone(tmp_path):
     assert again["mean_dice"] == pytest.approx(res.best_val_dice, abs=0.02)
 
 
-class Confident(torch.nn.Module):
+def Confident():
     """Sure of itself everywhere: 'yes' left of the middle, 'no' right of it."""
-
-    def __init__(self):
-        super().__init__()
-        self.dummy = torch.nn.Parameter(torch.zeros(1))
-
-    def forward_conditions(self, x, conditions):
-        n, _, h, w = x.shape
-        logits = torch.zeros(n, len(conditions), 2, h, w)
+    def fn(n, k, h, w):
+        logits = torch.zeros(n, k, 2, h, w)
         logits[..., 1, :, : w // 2] = 5.0
         logits[..., 0, :, w // 2:] = 5.0
-        return logits + self.dummy
+        return logits
+
+    return constant_logits_model(fn)
 
 
 def test_pseudo_labels_cover_other_tissues_at_their_magnification():
