@@ -91,3 +91,49 @@ def test_bad_rows_are_explained(make_napari_viewer, tmp_path):
     w.rows[0].labels.value = viewer.layers["small"]
     w.train_button.clicked()
     assert "is not drawn on" in w.status.value
+
+
+def test_fetal_volumes_retrain_the_fetal_model(make_napari_viewer, qtbot, tmp_path):
+    from napari_omniseg.models import save_checkpoint
+    from napari_omniseg.nets.conemos import CoNeMOS
+    from napari_omniseg.simulate.fetal import simulate_fetal
+    from napari_omniseg.widgets.fetal import FetalWidget
+    from napari_omniseg.widgets.model_in_use import FETAL_MODEL_IN_USE
+
+    viewer = make_napari_viewer()
+    f = simulate_fetal(5, size=32)
+    volume = viewer.add_image(f.volume, name="mri", scale=f.spacing)
+    viewer.add_image(discs()[0], rgb=True, name="slide patch")  # not offered for volumes
+    strokes = f.masks["brain"].copy()
+    xs = np.nonzero(strokes)[2]
+    strokes[:, :, int(np.median(xs)):] = 0  # the user painted part of the brain
+    assert strokes.any()
+    labels = viewer.add_labels(strokes, name="my brain", metadata={"region": "brain"})
+    before = labels.data.copy()
+    torch.manual_seed(0)
+    save_checkpoint(CoNeMOS(), tmp_path / "base.pt", "conemos")
+    w = FinetuneWidget(viewer)
+    w.kind.value = "fetal"
+    row = w.rows[0]
+    assert [lyr.name for lyr in row.image.choices] == ["mri"]
+    assert not w.magnification.visible and not w.semi.visible
+    row.image.value, row.labels.value = volume, labels
+    assert row.tissue.value == "brain"  # guessed from the layer's metadata
+    w.start_from.value = "file"
+    w.model_file.value = tmp_path / "base.pt"
+    w.minutes.value = 0.15
+    w.save_to.value = tmp_path / "ft.pt"
+    fetal_widget = FetalWidget(viewer)
+    w.train_button.clicked()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=180_000)
+    assert w.use_button.enabled, w.status.value
+    np.testing.assert_array_equal(labels.data, before)
+    base = load_model(tmp_path / "base.pt", device="cpu")
+    x = torch.from_numpy(f.volume)[None, None]
+    with torch.no_grad():
+        assert not torch.allclose(base.forward_regions(x, [2]),
+                                  w.trained[0].cpu().forward_regions(x, [2]))
+    assert read_metadata(tmp_path / "ft.pt")["regions_trained"] == ["brain"]
+    w.use_button.clicked()
+    assert FETAL_MODEL_IN_USE.model is w.trained[0]
+    assert fetal_widget.model_source.value == "in use"

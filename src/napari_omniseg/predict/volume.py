@@ -36,13 +36,19 @@ def _starts(n: int, window: int, stride: int) -> list[int]:
 
 
 def predict_regions(model: Any, volume: np.ndarray, region_ids: Sequence[int], window: int = 128,
-                    overlap: int = 32, flips: bool = False, bf16: bool = False) -> np.ndarray:
-    """Foreground probabilities ``(len(region_ids), Z, Y, X)`` of a normalised volume."""
+                    overlap: int = 32, flips: bool = False, bf16: bool = False,
+                    normalize: bool = True) -> np.ndarray:
+    """Foreground probabilities ``(len(region_ids), Z, Y, X)`` of a volume.
+
+    ``normalize=False`` when the intensities were already rescaled (a crop of a larger volume
+    keeps the whole volume's rescaling).
+    """
     import torch
 
     from ..train.fetal import normalize_intensity
 
-    vol = normalize_intensity(np.asarray(volume, np.float32))
+    vol = np.asarray(volume, np.float32)
+    vol = normalize_intensity(vol) if normalize else vol
     shape = vol.shape
     padded = [max(window if n > window else 0, -(-n // 16) * 16) for n in shape]
     vol = np.pad(vol, [(0, p - n) for p, n in zip(padded, shape)])

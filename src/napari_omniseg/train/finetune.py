@@ -227,7 +227,8 @@ def finetune(
         Training annotations; validation patches (fully annotated) scored every
         ``validate_every`` seconds and at the end.
     minutes, max_steps : float, int
-        Budget (as :func:`~napari_omniseg.train.loop.train_loop`).
+        Budget (as :func:`~napari_omniseg.train.loop.train_loop`); the minutes include
+        computing pseudo-labels and validating.
     semi_supervised : bool
         Add pseudo-labelled samples of the other tissues and the two-view consistency loss.
     on_validate : callable, optional
@@ -238,23 +239,45 @@ def finetune(
     FinetuneResult
     """
     from .losses import dice_bce_loss
-    from .loop import train_loop
 
     start = time.perf_counter()
     pseudo = pseudo_labels(model, train) if semi_supervised else None
+    batches = make_finetune_batches(train, batch=batch, seed=seed, pseudo=pseudo,
+                                    consistency=semi_supervised)
+    return train_keeping_best(
+        model, batches, dice_bce_loss, lambda m: evaluate_annotations(m, val)["mean_dice"],
+        bool(val), start=start, minutes=minutes, max_steps=max_steps, lr=lr,
+        validate_every=validate_every, progress=progress, should_stop=should_stop,
+        on_validate=on_validate,
+        consistency_weight=consistency_weight if semi_supervised else 0.0)
+
+
+def train_keeping_best(model, batches, loss_fn, score, validate: bool, *, start: float,
+                       minutes: float | None, max_steps: int | None, lr: float,
+                       validate_every: float, progress: ProgressFn | None = None,
+                       should_stop: Callable[[], bool] | None = None,
+                       on_validate: Callable[[dict], None] | None = None,
+                       consistency_weight: float = 0.0) -> FinetuneResult:
+    """Train a copy of ``model``, scoring it every ``validate_every`` s and keeping the best.
+
+    ``score(model) -> float`` is the validation Dice (used when ``validate``); ``start`` is
+    when the caller began (``time.perf_counter()``): its preparation counts toward ``minutes``.
+    """
+    from .loop import train_loop
+
     student = copy.deepcopy(model)
     student.train()
     result = FinetuneResult(model=student)
     best: dict = {"dice": -1.0, "state": None}
     losses: list[float] = []  # filled as training goes (train_loop reports only at the end)
 
-    def validate(step: int) -> None:
+    def check(step: int) -> None:
         entry = {"step": step, "seconds": round(time.perf_counter() - start, 1),
                  "loss": float(np.mean(losses[-50:])) if losses else None,
                  "val_dice": None}
-        if val:
+        if validate:
             was_training = student.training
-            entry["val_dice"] = evaluate_annotations(student.eval(), val)["mean_dice"]
+            entry["val_dice"] = score(student.eval())
             student.train(was_training)
             if entry["val_dice"] > best["dice"]:
                 best.update(dice=entry["val_dice"], state=copy.deepcopy(student.state_dict()))
@@ -262,20 +285,19 @@ def finetune(
         if on_validate is not None:
             on_validate(entry)
 
-    def loss_fn(logits, targets, valid):
-        loss = dice_bce_loss(logits, targets, valid)
+    def logged_loss(logits, targets, valid):
+        loss = loss_fn(logits, targets, valid)
         losses.append(float(loss.detach()))
         return loss
 
-    if val:
-        validate(0)
-    batches = make_finetune_batches(train, batch=batch, seed=seed, pseudo=pseudo,
-                                    consistency=semi_supervised)
-    run = train_loop(student, batches, loss_fn, minutes=minutes, max_steps=max_steps, lr=lr,
+    if validate:
+        check(0)
+    if minutes is not None:  # the budget covers preparation and the first validation too
+        minutes = max(0.05, minutes - (time.perf_counter() - start) / 60)
+    run = train_loop(student, batches, logged_loss, minutes=minutes, max_steps=max_steps, lr=lr,
                      bf16=next(student.parameters()).device.type == "cpu", progress=progress,
-                     should_stop=should_stop, on_checkpoint=validate,
-                     checkpoint_every=validate_every,
-                     consistency_weight=consistency_weight if semi_supervised else 0.0)
+                     should_stop=should_stop, on_checkpoint=check,
+                     checkpoint_every=validate_every, consistency_weight=consistency_weight)
     if best["state"] is not None:
         student.load_state_dict(best["state"])
         result.best_val_dice = best["dice"]

@@ -16,6 +16,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, Pro
 
 from .. import vocab
 from ..errors import OmnisegInputError
+from .model_in_use import FETAL_MODEL_IN_USE
 
 
 def volume_from_layer(layer: Any):
@@ -42,7 +43,8 @@ class FetalWidget(Container):
         self.region = ComboBox(label="region", value="all", choices=[
             ("all regions", "all"), *[(r.name, r.code) for r in vocab.FETAL_REGIONS]])
         self.model_source = ComboBox(label="model", value="bundled", choices=[
-            ("bundled fetal model", "bundled"), ("checkpoint file", "file")])
+            ("bundled fetal model", "bundled"), ("checkpoint file", "file"),
+            ("fine-tuned model in use", "in use")])
         self.model_file = FileEdit(label="checkpoint", filter="*.pt", visible=False)
         self.flips = CheckBox(label="flip averaging", value=False,
                               tooltip="average the three mirrored predictions (4x slower)")
@@ -60,6 +62,11 @@ class FetalWidget(Container):
         viewer.layers.events.removed.connect(lambda e: self.volume.reset_choices())
         self.worker = None
         self._stopped = False
+        FETAL_MODEL_IN_USE.changed.connect(self._use_fine_tuned)
+
+    def _use_fine_tuned(self, name: str) -> None:
+        self.model_source.value = "in use"
+        self.status.value = f"model in use: {name}"
 
     def _volume_layers(self, _=None) -> list:
         from napari.layers import Image
@@ -72,6 +79,11 @@ class FetalWidget(Container):
 
         if self.model_source.value == "bundled":
             return load_model("fetal")
+        if self.model_source.value == "in use":
+            if FETAL_MODEL_IN_USE.model is None:
+                raise OmnisegInputError("no fine-tuned model yet: train one in the Fine-tune "
+                                        "widget and click 'Use this model'")
+            return FETAL_MODEL_IN_USE.model
         path = Path(str(self.model_file.value))
         if not path.is_file():
             raise OmnisegInputError("choose a checkpoint file, or use the bundled model")

@@ -1,7 +1,7 @@
-"""The Fine-tune dock widget: retrain the renal model on labels painted in napari.
+"""The Fine-tune dock widget: retrain the renal or fetal model on labels painted in napari.
 
 The user lists (image layer, labels layer, tissue) rows; each labels layer says where one tissue
-is. Unpainted pixels are unknown unless the row says its annotation is complete (the whole
+(or, for 3D fetal MRI volumes, one region) is. Unpainted pixels are unknown unless the row says its annotation is complete (the whole
 layer, or inside the shapes of a Shapes layer). Training runs in a worker thread on a copy of the
 model in use, with a live plot of loss and validation Dice; Stop keeps the best model so far.
 The model in use changes only when the user clicks "Use this model". Layers are only read.
@@ -22,12 +22,13 @@ from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSpin
 
 from .. import vocab
 from ..errors import OmnisegInputError
-from .model_in_use import MODEL_IN_USE
+from .model_in_use import FETAL_MODEL_IN_USE, MODEL_IN_USE
 from .segment import slide_from_layer
 
 PAINTED_ONLY = "painted pixels only"
 WHOLE_LAYER = "whole layer (unpainted = background)"
 USES = ("train", "validation")
+KINDS = (("kidney slides (RGB images)", "renal"), ("fetal MRI (3D volumes)", "fetal"))
 
 
 def _labels_array(layer) -> np.ndarray:
@@ -61,28 +62,37 @@ class AnnotationRow(Container):
     """One (image, labels, tissue, completeness, use) row."""
 
     def __init__(self, widget: "FinetuneWidget") -> None:
-        super().__init__(layout="horizontal", labels=False)
+        # two lines: a single line of six combo boxes made the dock half the window wide
+        super().__init__(layout="vertical", labels=False)
         self.image = ComboBox(choices=widget._image_layers, tooltip="image layer")
         self.labels = ComboBox(choices=widget._labels_layers, tooltip="labels layer: where the "
                                "tissue is (any non-zero pixel)")
-        self.tissue = ComboBox(choices=[(t.label, t.code) for t in vocab.TISSUES],
-                               tooltip="the tissue these labels show")
+        self.tissue = ComboBox(choices=widget._target_choices,
+                               tooltip="the tissue (or fetal region) these labels show")
         self.complete = ComboBox(choices=widget._completeness_choices,
                                  tooltip="where unpainted pixels mean background")
         self.use = ComboBox(choices=list(USES), value="train")
         self.remove = PushButton(text="x", tooltip="remove this row")
-        self.extend([self.image, self.labels, self.tissue, self.complete, self.use, self.remove])
+        layers = Container(layout="horizontal", labels=False,
+                           widgets=[self.image, self.labels, self.remove])
+        meaning = Container(layout="horizontal", labels=False,
+                            widgets=[self.tissue, self.complete, self.use])
+        for line in (layers, meaning):
+            line.margins = (0, 0, 0, 0)
+        self.margins = (0, 4, 0, 4)
+        self.extend([layers, meaning])
         self.labels.changed.connect(self._guess_tissue)
         self._guess_tissue()
 
     def _guess_tissue(self, _=None) -> None:
         layer = self.labels.value
-        code = (layer.metadata or {}).get("tissue") if layer is not None else None
-        if code in vocab.TISSUE_CODES:
+        meta = (layer.metadata or {}) if layer is not None else {}
+        code = meta.get("tissue") or meta.get("region")
+        if code in self.tissue.choices:  # choices are the codes
             self.tissue.value = code
 
     def reset_choices(self, *_: Any) -> None:
-        for w in (self.image, self.labels, self.complete):
+        for w in (self.image, self.labels, self.tissue, self.complete):
             w.reset_choices()
 
 
@@ -146,6 +156,7 @@ class FinetuneWidget(Container):
     def __init__(self, viewer: "napari.viewer.Viewer") -> None:
         super().__init__(labels=True)
         self.viewer = viewer
+        self.kind = ComboBox(label="data", value="renal", choices=KINDS)
         self.rows = Container(labels=False, label="annotations")
         self.add_row_button = PushButton(text="Add annotation row")
         self.magnification = ComboBox(label="magnification", value="from image", choices=[
@@ -165,11 +176,12 @@ class FinetuneWidget(Container):
         self.plot = LossPlot()
         self.use_button = PushButton(text="Use this model", enabled=False)
         self.status = Label(value="")
-        self.extend([self.rows, self.add_row_button, self.magnification, self.start_from,
+        self.extend([self.kind, self.rows, self.add_row_button, self.magnification, self.start_from,
                      self.model_file, self.minutes, self.semi, self.save_to, self.train_button,
                      self.stop_button, self.progress, self.use_button, self.status])
         self.native.layout().insertWidget(self.native.layout().count() - 2, self.plot.native)
         self.add_row_button.changed.connect(lambda: self.add_row())
+        self.kind.changed.connect(self._on_kind)
         self.start_from.changed.connect(
             lambda v: setattr(self.model_file, "visible", v == "file"))
         self.train_button.changed.connect(self.start)
@@ -179,16 +191,34 @@ class FinetuneWidget(Container):
         viewer.layers.events.removed.connect(self._refresh)
         self.worker = None
         self.trained = None
+        self._trained_holder = MODEL_IN_USE
         self._stop_requested = False
         self.add_row()
 
     # -- rows ----------------------------------------------------------------------------------
 
+    @property
+    def fetal(self) -> bool:
+        """True when the rows are 3D fetal MRI volumes rather than RGB kidney images."""
+        return self.kind.value == "fetal"
+
+    def _on_kind(self, _=None) -> None:
+        self.magnification.visible = not self.fetal
+        self.semi.visible = not self.fetal  # pseudo-labels exist for the renal model only
+        self._refresh()
+        for row in self.rows:
+            row._guess_tissue()
+
     def _image_layers(self, _=None) -> list:
         from napari.layers import Image
 
-        return [(lyr.name, lyr) for lyr in self.viewer.layers
-                if isinstance(lyr, Image) and lyr.rgb]
+        return [(lyr.name, lyr) for lyr in self.viewer.layers if isinstance(lyr, Image) and (
+            (not lyr.rgb and lyr.ndim == 3) if self.fetal else lyr.rgb)]
+
+    def _target_choices(self, _=None) -> list:
+        if self.fetal:
+            return [(r.name, r.code) for r in vocab.FETAL_REGIONS]
+        return [(t.label, t.code) for t in vocab.TISSUES]
 
     def _labels_layers(self, _=None) -> list:
         from napari.layers import Labels
@@ -198,7 +228,10 @@ class FinetuneWidget(Container):
     def _completeness_choices(self, _=None) -> list:
         from napari.layers import Shapes
 
-        return [(PAINTED_ONLY, PAINTED_ONLY), (WHOLE_LAYER, WHOLE_LAYER)] + [
+        fixed = [(PAINTED_ONLY, PAINTED_ONLY), (WHOLE_LAYER, WHOLE_LAYER)]
+        if self.fetal:  # shapes outline 2D regions
+            return fixed
+        return fixed + [
             (f"inside shapes of {lyr.name}", lyr) for lyr in self.viewer.layers
             if isinstance(lyr, Shapes)]
 
@@ -222,12 +255,21 @@ class FinetuneWidget(Container):
     def annotations(self) -> tuple[list, list]:
         """Read the rows into (train, validation) annotations; layers are only read."""
         from ..train.annotations import annotation_from_layers
+        from ..train.finetune_fetal import volume_annotation_from_layers
 
         train, val = [], []
         for row in self.rows:
             image, labels = row.image.value, row.labels.value
             if image is None or labels is None:
-                raise OmnisegInputError("each row needs an image layer and a labels layer")
+                what = "a 3D volume layer" if self.fetal else "an image layer"
+                raise OmnisegInputError(f"each row needs {what} and a labels layer")
+            if self.fetal:
+                ann = volume_annotation_from_layers(
+                    np.asarray(image.data), np.asarray(labels.data), row.tissue.value,
+                    annotated=row.complete.value == WHOLE_LAYER,
+                    name=f"{labels.name} on {image.name}")
+                (train if row.use.value == "train" else val).append(ann)
+                continue
             fixed = self.magnification.value != "from image"
             mag = float(self.magnification.value.rstrip("x")) if fixed else None
             try:
@@ -266,18 +308,23 @@ class FinetuneWidget(Container):
             raise OmnisegInputError("add at least one annotation row used for training")
         return train, val
 
+    def _holder(self):
+        return FETAL_MODEL_IN_USE if self.fetal else MODEL_IN_USE
+
     def _base_model(self):
         from ..models import load_model
 
-        if self.start_from.value == "in use" and MODEL_IN_USE.model is not None:
-            return MODEL_IN_USE.model, MODEL_IN_USE.name
+        holder = self._holder()
+        if self.start_from.value == "in use" and holder.model is not None:
+            return holder.model, holder.name
         if self.start_from.value == "file":
             path = Path(str(self.model_file.value))
             if not path.is_file():
                 raise OmnisegInputError("choose a checkpoint file, or start from the bundled "
                                         "model")
             return load_model(path), str(path)
-        return load_model("renal"), "bundled renal model"
+        name = "fetal" if self.fetal else "renal"
+        return load_model(name), f"bundled {name} model"
 
     # -- training ------------------------------------------------------------------------------
 
@@ -286,6 +333,7 @@ class FinetuneWidget(Container):
         from napari.qt.threading import thread_worker
 
         from ..train.finetune import finetune, save_finetuned
+        from ..train.finetune_fetal import finetune_fetal, save_finetuned_fetal
 
         if self.worker is not None:
             return
@@ -298,7 +346,8 @@ class FinetuneWidget(Container):
         except OmnisegInputError as e:
             self._report(str(e))
             return
-        minutes, semi = float(self.minutes.value), bool(self.semi.value)
+        minutes, semi, fetal = float(self.minutes.value), bool(self.semi.value), self.fetal
+        holder = self._holder()
 
         @thread_worker(start_thread=False)
         def work():
@@ -308,13 +357,17 @@ class FinetuneWidget(Container):
             box: dict = {}
 
             def run() -> None:
+                hooks = dict(validate_every=max(10.0, minutes * 60 / 12),
+                             progress=lambda d, t, m: events.put(("progress", d, t, m)),
+                             should_stop=lambda: self._stop_requested,
+                             on_validate=lambda e: events.put(("val", e)))
                 try:
-                    box["result"] = finetune(
-                        base, train, val or None, minutes=minutes, semi_supervised=semi,
-                        validate_every=max(10.0, minutes * 60 / 12),
-                        progress=lambda d, t, m: events.put(("progress", d, t, m)),
-                        should_stop=lambda: self._stop_requested,
-                        on_validate=lambda e: events.put(("val", e)))
+                    if fetal:
+                        box["result"] = finetune_fetal(base, train, val or None,
+                                                       minutes=minutes, **hooks)
+                    else:
+                        box["result"] = finetune(base, train, val or None, minutes=minutes,
+                                                 semi_supervised=semi, **hooks)
                 except BaseException as e:  # noqa: BLE001 (re-raised in the worker below)
                     box["error"] = e
                 finally:
@@ -325,8 +378,11 @@ class FinetuneWidget(Container):
                 yield ev
             if "error" in box:
                 raise box["error"]
-            save_finetuned(box["result"], out, base_name, train, semi, val)
-            return box["result"], out
+            if fetal:
+                save_finetuned_fetal(box["result"], out, base_name, train, val)
+            else:
+                save_finetuned(box["result"], out, base_name, train, semi, val)
+            return box["result"], out, holder
 
         self._stop_requested = False
         self.plot.clear()
@@ -356,8 +412,9 @@ class FinetuneWidget(Container):
         self.status.value = "stopping..."
 
     def _on_done(self, value) -> None:
-        result, out = value
+        result, out, holder = value
         self.trained = (result.model, f"{out.name} ({_dt.datetime.now():%H:%M})")
+        self._trained_holder = holder
         dice = ("" if result.best_val_dice is None
                 else f", validation Dice {result.best_val_dice:.3f}")
         self.status.value = (f"{'stopped' if result.stopped else 'done'}: {result.steps} steps"
@@ -367,7 +424,7 @@ class FinetuneWidget(Container):
     def use_trained(self) -> None:
         """Make the trained model the one Segment uses."""
         if self.trained is not None:
-            MODEL_IN_USE.set(*self.trained)
+            self._trained_holder.set(*self.trained)
             self.status.value = f"model in use: {self.trained[1]}"
 
     def _finished(self) -> None:

@@ -1,4 +1,4 @@
-"""The renal model the dock widgets use in this napari session, shared between them.
+"""The models the dock widgets use in this napari session, shared between them.
 
 Fine-tune replaces it only when the user accepts a trained model; Segment offers it as a model
 choice and switches to it when it changes.
@@ -26,5 +26,7 @@ class ModelInUse:
         self.changed.emit(name)
 
 
-#: The session's shared instance.
+#: The session's renal model in use (Segment, Fine-tune).
 MODEL_IN_USE = ModelInUse()
+#: The session's fetal model in use (Segment (fetal MRI), Fine-tune on volumes).
+FETAL_MODEL_IN_USE = ModelInUse()

@@ -1,0 +1,254 @@
+"""Fine-tune the fetal CoNeMOS model on regions painted (partly) in 3D volumes.
+
+The same partial-label rule as the renal fine-tuning: each annotation is one volume and one
+region; painted voxels are that region, unpainted voxels are unknown unless the whole volume is
+marked as fully annotated for the region. The loss is the soft Dice of the bundled training, on
+known voxels only. Training runs on a copy and keeps the weights with the best validation Dice.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .. import vocab
+from ..errors import OmnisegInputError
+from .finetune import FinetuneResult, train_keeping_best
+from .loop import ProgressFn
+
+#: Context kept around the known voxels when an annotation is cut out of a volume.
+MARGIN = 24
+
+
+@dataclass
+class VolumeAnnotation:
+    """One volume annotated for one region.
+
+    Attributes
+    ----------
+    volume : numpy.ndarray
+        ``(Z, Y, X)`` float32, intensities already rescaled to [0, 1] over the whole volume
+        (as :func:`~napari_omniseg.train.fetal.normalize_intensity` does at inference).
+    mask, known : numpy.ndarray
+        ``(Z, Y, X)`` bool: the region is here; the label of this voxel is known.
+    region : str
+        Region code.
+    name : str
+        For summaries.
+    """
+
+    volume: np.ndarray
+    mask: np.ndarray
+    known: np.ndarray
+    region: str
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.volume.ndim != 3:
+            raise OmnisegInputError(f"{self.name or 'the volume'} must be 3D, got shape "
+                                    f"{self.volume.shape}")
+        if self.mask.shape != self.volume.shape or self.known.shape != self.mask.shape:
+            raise OmnisegInputError(
+                f"the labels of {self.name or 'the volume'} {self.mask.shape} do not match the "
+                f"volume {self.volume.shape}")
+        self.region = vocab.fetal_region(self.region).code
+
+
+def volume_annotation_from_layers(volume: np.ndarray, labels: np.ndarray, region: str,
+                                  annotated: bool = False, name: str = "") -> VolumeAnnotation:
+    """An annotation from a 3D volume and a labels array of the same shape.
+
+    Parameters
+    ----------
+    volume : numpy.ndarray
+        ``(Z, Y, X)`` intensities (any range; rescaled here by the 0.5 / 99.5 percentiles).
+    labels : numpy.ndarray
+        ``(Z, Y, X)``; every non-zero voxel is the region.
+    region : str
+        What the labels show.
+    annotated : bool
+        ``True``: the whole volume is annotated for the region (unpainted = background).
+    name : str
+        Shown in summaries.
+
+    Returns
+    -------
+    VolumeAnnotation
+        Cut to the known voxels plus :data:`MARGIN`; the inputs are not modified.
+    """
+    from .fetal import normalize_intensity
+
+    volume, labels = np.asarray(volume), np.asarray(labels)
+    if volume.ndim != 3:
+        raise OmnisegInputError(f"{name or 'the image'} is not a 3D volume (shape "
+                                f"{volume.shape})")
+    if labels.shape != volume.shape:
+        raise OmnisegInputError(f"labels {labels.shape} and volume {volume.shape} differ in "
+                                "shape; pick a labels layer drawn on this volume")
+    mask = labels != 0
+    known = np.ones_like(mask) if annotated else mask.copy()
+    if not known.any():
+        raise OmnisegInputError(f"{name or 'this labels layer'} has nothing painted: nothing "
+                                "to learn from")
+    box = []
+    for axis in range(3):
+        idx = np.flatnonzero(known.any(axis=tuple(a for a in range(3) if a != axis)))
+        box.append(slice(max(0, idx[0] - MARGIN), min(mask.shape[axis], idx[-1] + 1 + MARGIN)))
+    sl = tuple(box)
+    # percentiles over the whole volume, so the crop looks as it does at inference
+    norm = normalize_intensity(volume.astype(np.float32))
+    return VolumeAnnotation(np.ascontiguousarray(norm[sl]), mask[sl].copy(), known[sl].copy(),
+                            region, name=name)
+
+
+def _crop_size(shape: tuple[int, ...], crop: int) -> int:
+    # the U-Net needs multiples of 16; small volumes are padded up to one crop
+    return max(16, min(crop, -(-max(shape) // 16) * 16))
+
+
+def make_volume_batches(annotations: list[VolumeAnnotation], batch: int = 2, crop: int = 64,
+                        seed: int = 0, augment: bool = True,
+                        foreground_fraction: float = 0.67):
+    """``next_batch()`` for :func:`~napari_omniseg.train.loop.train_loop`.
+
+    Regions are drawn evenly, then an annotation of that region, then a crop centred on one of
+    its known voxels (on a voxel of the region for ``foreground_fraction`` of crops). ``valid``
+    marks known voxels; padding and voxels moved in from outside by augmentation are unknown.
+    """
+    import torch
+
+    from .augment3d import intensity3d, spatial3d
+
+    if not annotations:
+        raise ValueError("no annotations to train on")
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    pools: dict[str, list[VolumeAnnotation]] = {}
+    for a in annotations:
+        pools.setdefault(a.region, []).append(a)
+    regions = sorted(pools)
+    size = _crop_size(max((a.volume.shape for a in annotations), key=max), crop)
+
+    def cut(a: VolumeAnnotation):
+        fg = a.mask & a.known
+        pick = fg if fg.any() and rng.random() < foreground_fraction else a.known
+        zyx = np.argwhere(pick)
+        c = zyx[int(rng.integers(len(zyx)))]
+        sl = tuple(slice(int(np.clip(c[k] - size // 2, 0, max(0, a.mask.shape[k] - size))),
+                         None) for k in range(3))
+        sl = tuple(slice(s.start, s.start + size) for s in sl)
+        vol, code = a.volume[sl], fg[sl].astype(np.uint8) + 2 * a.known[sl]
+        pad = [(0, size - n) for n in vol.shape]
+        return np.pad(vol, pad), np.pad(code, pad)
+
+    def next_batch():
+        vols, codes, ids = [], [], []
+        for _ in range(batch):
+            pool = pools[regions[int(rng.integers(len(regions)))]]
+            a = pool[int(rng.integers(len(pool)))]
+            v, c = cut(a)
+            vols.append(v)
+            codes.append(c)
+            ids.append(vocab.fetal_region(a.region).region_id)
+        v = torch.from_numpy(np.stack(vols))[:, None].float()
+        c = torch.from_numpy(np.stack(codes))[:, None].float()
+        if augment:
+            v, c = spatial3d(v, c, gen)  # mask and known move together: code = mask + 2 known
+            v = intensity3d(v, gen)
+        c = c.round().long()
+        return {"images": v, "targets": (c % 2).float(), "valid": (c >= 2).float(),
+                "conditions": (torch.tensor(ids),)}
+
+    return next_batch
+
+
+def evaluate_volume_annotations(model, annotations: list[VolumeAnnotation],
+                                bf16: bool | None = None) -> dict:
+    """Per-region Dice on the known voxels of annotated volumes (mean over volumes).
+
+    Returns
+    -------
+    dict
+        ``{"regions": {code: {"dice", "volumes"}}, "mean_dice": float}``.
+    """
+    from ..models import model_and_precision
+    from ..predict.volume import predict_regions
+    from .metrics import dice
+
+    model, bf16 = model_and_precision(model, "fetal", bf16)
+    scores: dict[str, list[float]] = {}
+    for a in annotations:
+        rid = vocab.fetal_region(a.region).region_id
+        prob = predict_regions(model, a.volume, [rid], bf16=bf16, normalize=False)[0]
+        scores.setdefault(a.region, []).append(dice((prob > 0.5) & a.known, a.mask & a.known))
+    table = {c: {"dice": round(float(np.mean(scores[c])), 4), "volumes": len(scores[c])}
+             for c in vocab.FETAL_REGION_CODES if c in scores}
+    mean = float(np.mean([v["dice"] for v in table.values()])) if table else float("nan")
+    return {"regions": table, "mean_dice": round(mean, 4)}
+
+
+def finetune_fetal(
+    model,
+    train: list[VolumeAnnotation],
+    val: list[VolumeAnnotation] | None = None,
+    *,
+    minutes: float | None = 10.0,
+    max_steps: int | None = None,
+    lr: float = 2e-4,
+    batch: int = 2,
+    crop: int = 64,
+    validate_every: float = 60.0,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_validate: Callable[[dict], None] | None = None,
+) -> FinetuneResult:
+    """Fine-tune a copy of a CoNeMOS model on partially annotated volumes.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A region-conditioned CoNeMOS model (left unchanged).
+    train, val : list of VolumeAnnotation
+        Training annotations; validation volumes scored every ``validate_every`` seconds.
+    minutes, max_steps : float, int
+        Budget (as :func:`~napari_omniseg.train.loop.train_loop`; minutes include
+        validation).
+
+    Returns
+    -------
+    FinetuneResult
+    """
+    from .fetal import soft_dice_loss
+
+    if not getattr(model, "conditioned", False):
+        raise OmnisegInputError("fine-tuning on fetal volumes needs a region-conditioned "
+                                "(CoNeMOS) model; this one is not")
+    start = time.perf_counter()
+    batches = make_volume_batches(train, batch=batch, crop=crop, seed=seed)
+    return train_keeping_best(
+        model, batches, soft_dice_loss,
+        lambda m: evaluate_volume_annotations(m, val)["mean_dice"], bool(val), start=start,
+        minutes=minutes, max_steps=max_steps, lr=lr, validate_every=validate_every,
+        progress=progress, should_stop=should_stop, on_validate=on_validate)
+
+
+def save_finetuned_fetal(result: FinetuneResult, path, base: str,
+                         train: list[VolumeAnnotation],
+                         val: list[VolumeAnnotation] | None = None):
+    """Write the fine-tuned fetal model with what it was trained on and what it started from."""
+    from ..models import save_checkpoint
+
+    base_meta = getattr(result.model, "omniseg_metadata", {}) or {}
+    regions = sorted({a.region for a in train})
+    return save_checkpoint(
+        result.model, path, "conemos", conditioned=True, base_model=base,
+        base_trained_on=base_meta.get("trained_on", ""),
+        trained_on=f"fine-tuned on {len(train)} annotated volume(s)", regions_trained=regions,
+        data={r: sum(a.region == r for a in train) for r in regions},
+        validation_volumes=len(val or []), steps=result.steps,
+        seconds=round(result.seconds, 1), stopped=result.stopped,
+        best_val_dice=result.best_val_dice, history=result.history)
