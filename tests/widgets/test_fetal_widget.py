@@ -37,16 +37,25 @@ def test_region_becomes_a_3d_labels_layer_with_the_volume_scale(make_napari_view
     np.testing.assert_allclose(layer.scale, (3.0, 3.0, 3.0))
 
 
-def test_stop_adds_nothing(make_napari_viewer, qtbot, ckpt):
+def test_stop_adds_nothing_and_skips_the_remaining_regions(make_napari_viewer, qtbot, ckpt,
+                                                           monkeypatch):
+    import napari_omniseg.predict.volume as volume_module
+
+    calls = []
+    real = volume_module.predict_regions
+    monkeypatch.setattr(volume_module, "predict_regions",
+                        lambda *a, **k: calls.append(a[2]) or real(*a, **k))
     viewer = make_napari_viewer()
     viewer.open_sample("napari-omniseg", "fetal_mri")
     before = len(viewer.layers)
     w = _widget(viewer, ckpt, "all")
     w.run_button.clicked()
+    qtbot.waitUntil(lambda: w.progress.value >= 1 or w.worker is None, timeout=180_000)
     w.stop_button.clicked()
     qtbot.waitUntil(lambda: w.worker is None, timeout=180_000)
     assert w.status.value.startswith("stopped") and len(viewer.layers) == before
     assert w.run_button.enabled
+    assert 1 <= len(calls) < 5  # the regions after Stop were not computed
 
 
 def test_rgb_layer_is_refused(make_napari_viewer, ckpt):

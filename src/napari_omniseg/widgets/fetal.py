@@ -2,7 +2,8 @@
 
 The network runs in a napari ``thread_worker``; each region becomes its own 3D Labels layer
 (regions nest or overlap, so they cannot share one), named and coloured from the vocabulary and
-scaled like the volume. Stop cancels before the result is shown; nothing is half-written.
+scaled like the volume. Regions run one after the other, so the bar moves and Stop takes effect
+after the region being computed; a stopped run adds nothing.
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ class FetalWidget(Container):
     def start(self) -> None:
         from napari.qt.threading import thread_worker
 
-        from ..predict.volume import segment_volume
+        from ..models import model_and_precision
+        from ..predict.volume import predict_regions
 
         if self.worker is not None:
             return
@@ -101,31 +103,46 @@ class FetalWidget(Container):
             if layer is None:
                 raise OmnisegInputError("open a 3D MRI volume first (File > Open, or a sample)")
             vol = volume_from_layer(layer)
-            masks = segment_volume(vol, (self.region.value,), self._model(),
-                                   flips=self.flips.value)
+            model, bf16 = model_and_precision(self._model(), "fetal", None)
         except OmnisegInputError as e:
             self._report(str(e))
             return
+        codes = (list(vocab.FETAL_REGION_CODES) if self.region.value == "all"
+                 else [self.region.value])
+        flips = bool(self.flips.value)
 
         @thread_worker(start_thread=False)
         def work():
-            yield "computing"
-            return {code: np.asarray(m.compute(scheduler="synchronous"))
-                    for code, m in masks.items()}
+            # one region per pass: Stop takes effect between regions, and the bar moves
+            data = np.asarray(vol.data)
+            out = {}
+            for k, code in enumerate(codes):
+                yield k, len(codes), f"segmenting {vocab.fetal_region(code).name}..."
+                prob = predict_regions(model, data, [vocab.fetal_region(code).region_id],
+                                       flips=flips, bf16=bf16)[0]
+                out[code] = (prob > 0.5).astype(np.uint8)
+            return out
 
         self._stopped = False
         self.worker = work()
+        self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(lambda result: self._show(result, layer))
         self.worker.finished.connect(self._finished)
         self.worker.errored.connect(lambda e: self._report(
             str(e) if isinstance(e, OmnisegInputError) else f"segmentation failed: {e}"))
-        self.progress.visible = True  # busy indicator: one pass computes every region
+        self.progress.visible = True
+        self.progress.value, self.progress.max = 0, len(codes)
         self.run_button.enabled, self.stop_button.enabled = False, True
         self.status.value = "segmenting..."
         self.worker.start()
 
+    def _on_progress(self, ev) -> None:
+        done, total, msg = ev
+        self.progress.max, self.progress.value = total, done
+        self.status.value = msg
+
     def stop(self) -> None:
-        """Discard the running job; its result will not be added."""
+        """Stop after the region being computed; nothing is added."""
         if self.worker is not None:
             self._stopped = True
             self.worker.quit()
