@@ -67,3 +67,16 @@ def test_train_and_evaluate_fetal_end_to_end(tmp_path, monkeypatch):
     scores = fetal.evaluate_fetal(load_model(tmp_path / "f.pt"), [1], size=32, bf16=False)
     assert set(scores) == {"uterus", "body", "brain", "eyes", "placenta"}
     assert all(0 <= v <= 1 for v in scores.values())
+
+
+def test_eye_crops_always_hold_eyes():
+    data = build_fetal_set([1, 2], size=64)
+    assert data.masks[:, 3].reshape(2, -1).any(1).all()
+    data.labelled[:] = False
+    data.labelled[:, 3] = True  # eyes only
+    nb = make_fetal_batches(data, batch=4, crop=24, seed=0, augment=False)
+    for _ in range(5):
+        assert all(t.sum() > 0 for t in nb()["targets"])
+    uniform = make_fetal_batches(data, batch=4, crop=24, seed=0, augment=False,
+                                 foreground_fraction=0.0)
+    assert any(t.sum() == 0 for _ in range(5) for t in uniform()["targets"])
