@@ -37,6 +37,28 @@ def test_chunking_does_not_change_the_answer(slide, model):
     np.testing.assert_array_equal(a[:600, :900].compute(), b[:600, :900].compute())
 
 
+def test_upsampled_levels_match_a_bilinear_resize_in_any_chunking(slide):
+    from conftest import constant_logits_model
+    from skimage.transform import resize
+
+    def waves(n, k, h, w):  # a smooth field with edges everywhere, the same in every tile
+        yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        logits = torch.zeros(n, k, 2, h, w)
+        logits[:, :, 1] = 4 * torch.sin(yy / 9.0) * torch.cos(xx / 13.0)
+        return logits
+
+    fake = constant_logits_model(waves)
+    # PT works at 10x: level 0 (40x) samples the working grid between its pixels
+    a, b = (segment_slide(slide, tissues=("pt",), model=fake, chunk=c, bf16=False,
+                          mask_glass=False)["pt"][0][:600, :900].compute() for c in (256, 700))
+    np.testing.assert_array_equal(a, b)  # no chunk-border effects
+    eng = TileEngine(slide, fake, 10, ["pt"], bf16=False)
+    prob = eng.probabilities(0, 150, 0, 225)[0].astype(np.float64)
+    ref = resize(prob, (600, 900), order=1, anti_aliasing=False) > 0.5
+    assert 0.2 < a.mean() < 0.8
+    assert (ref[8:-8, 8:-8] == a[8:-8, 8:-8]).mean() > 0.999
+
+
 def test_engine_runs_each_tile_once_and_skips_glass(slide, model):
     eng = TileEngine(slide, model, 40, ["ptc", "pt"], bf16=False)
     eng.probabilities(0, 512, 0, 512)
