@@ -68,7 +68,7 @@ def main() -> None:
     painted[:, :600] = sim.masks["ptc"][0][:, :600] > 0
     viewer.add_labels(painted, name="PTC (painted)", opacity=0.7)
     ft = FinetuneWidget(viewer)
-    viewer.window.add_dock_widget(ft, name="Fine-tune (kidney)")
+    viewer.window.add_dock_widget(ft, name="Fine-tune")
     row = ft.rows[0]
     row.image.value, row.tissue.value, row.complete.value = image, "ptc", WHOLE_LAYER
     ft.minutes.value = 1.0
@@ -90,6 +90,14 @@ def main() -> None:
     viewer.reset_view()
     _settle()
     viewer.screenshot(str(OUT / "fetal_sample.png"), canvas_only=False)
+    truth = viewer.layers[-1]  # the sample's own labels
+    fetal.region.value = "all"
+    fetal.run_button.clicked()
+    while fetal.worker is not None:
+        _settle(0.1)
+    truth.visible = False
+    _settle()
+    viewer.screenshot(str(OUT / "fetal_segment.png"), canvas_only=False)
     viewer.close()
 
 
