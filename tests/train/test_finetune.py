@@ -6,7 +6,8 @@ from conftest import constant_logits_model
 from napari_omniseg.errors import OmnisegInputError
 from napari_omniseg.models import load_model, read_metadata
 from napari_omniseg.nets.omniseg import OmniSegPlus
-from napari_omniseg.train.annotations import annotation_from_layers, nearest_magnification
+from napari_omniseg.train.annotations import (annotation_from_layers, at_optimal_magnification,
+                                              nearest_magnification)
 from napari_omniseg.train.finetune import (evaluate_annotations, finetune, make_finetune_batches,
                                            pseudo_labels, save_finetuned)
 from napari_omniseg.train.metrics import dice, hausdorff95
@@ -129,3 +130,22 @@ def test_pseudo_labels_cover_other_tissues_at_their_magnification():
                    ("tuft", 5, (128, 128))}
     q = p[0]
     assert q.known.all() and q.mask[:, :100].all() and not q.mask[:, -100:].any()
+
+
+def test_annotations_finer_than_the_optimal_magnification_are_shrunk_to_it():
+    img, mask = blobs(n=512)
+    box = np.zeros(mask.shape, bool)
+    box[:, :256] = True  # fully annotated left half; the right half is unknown
+    pt40 = annotation_from_layers(img, mask.astype(np.uint8) * box, "pt", 40, annotated=box)
+    pt10 = at_optimal_magnification(pt40)
+    assert pt10.magnification == 10 and pt10.extra["painted_at"] == 40
+    assert pt10.mask.shape == tuple(round(n / 4) for n in pt40.mask.shape)
+    assert pt10.image.shape[:2] == pt10.mask.shape
+    cols = np.flatnonzero(pt10.known.any(0))
+    assert cols.max() < 64  # unknown pixels stay unknown
+    small = mask[::4, ::4][: pt10.mask.shape[0], : pt10.mask.shape[1]]
+    assert dice(pt10.mask, small & pt10.known) > 0.85
+    ptc = annotation_from_layers(img, mask.astype(np.uint8), "ptc", 40, annotated=True)
+    assert at_optimal_magnification(ptc) is ptc  # PTC is at home at 40x
+    tiny = annotation_from_layers(img[:100, :100], mask[:100, :100], "pt", 40, annotated=True)
+    assert at_optimal_magnification(tiny) is tiny  # would be 25 px: too small to shrink

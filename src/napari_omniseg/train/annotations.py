@@ -116,6 +116,39 @@ def annotation_from_layers(
                       name=name)
 
 
+def at_optimal_magnification(a: Annotation, min_side: int = 64) -> Annotation:
+    """The annotation seen at its tissue's optimal magnification, when the image is finer.
+
+    Omni-Seg+ learns each tissue at its optimal magnification, and Segment's "auto" runs it
+    there; a PT annotation painted at 40x is therefore shrunk to 10x. Known pixels shrink
+    conservatively (a coarse pixel is known only if all it covers is known); the tissue is
+    where more than half of the covered known pixels are painted. Annotations already at or
+    below the optimal magnification, or that would become smaller than ``min_side`` pixels,
+    are returned unchanged.
+    """
+    from skimage.transform import resize
+
+    target = vocab.tissue(a.tissue).optimal_magnification
+    if a.magnification <= target:
+        return a
+    h, w = (int(round(n * target / a.magnification)) for n in a.mask.shape)
+    if min(h, w) < min_side:
+        return a
+
+    def shrink(x: np.ndarray) -> np.ndarray:
+        return resize(x.astype(np.float32), (h, w), order=1, anti_aliasing=True,
+                      preserve_range=True)
+
+    known_frac = shrink(a.known)
+    painted = shrink(a.mask & a.known)
+    known = known_frac > 0.99
+    mask = known & (painted > 0.5 * np.maximum(known_frac, 1e-6))
+    image = (resize(a.image, (h, w), order=1, anti_aliasing=True, preserve_range=True)
+             + 0.5).astype(np.uint8)
+    return Annotation(image, mask, known, a.tissue, target, name=a.name, stain=a.stain,
+                      extra=dict(a.extra, painted_at=a.magnification))
+
+
 def nearest_magnification(magnification: float) -> int:
     """The known objective power nearest (in log scale) to ``magnification``."""
     m = float(magnification)

@@ -254,7 +254,7 @@ class FinetuneWidget(Container):
 
     def annotations(self) -> tuple[list, list]:
         """Read the rows into (train, validation) annotations; layers are only read."""
-        from ..train.annotations import annotation_from_layers
+        from ..train.annotations import annotation_from_layers, at_optimal_magnification
         from ..train.finetune_fetal import volume_annotation_from_layers
 
         train, val = [], []
@@ -299,10 +299,10 @@ class FinetuneWidget(Container):
                    max(0, cols_[0] - 64), min(lab.shape[1], cols_[-1] + 65))
             sl = (slice(box[0], box[1]), slice(box[2], box[3]))
             mag = mag or slide.magnification
-            ann = annotation_from_layers(
+            ann = at_optimal_magnification(annotation_from_layers(
                 _image_array(image, box), lab[sl], row.tissue.value, mag,
                 annotated=annotated[sl] if isinstance(annotated, np.ndarray) else annotated,
-                name=f"{labels.name} on {image.name}")
+                name=f"{labels.name} on {image.name}"))
             (train if row.use.value == "train" else val).append(ann)
         if not train:
             raise OmnisegInputError("add at least one annotation row used for training")
