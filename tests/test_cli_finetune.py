@@ -35,7 +35,7 @@ def test_finetune_then_evaluate(tmp_path, capsys):
     base = tiny_renal_checkpoint(tmp_path / "base.pt")
     out = tmp_path / "ft.pt"
     assert main(["finetune", "--manifest", str(manifest), "--base", str(base), "--minutes",
-                 "0.3", "--no-semi", "--lr", "3e-3", "-o", str(out)]) == 0
+                 "0.3", "--lr", "3e-3", "-o", str(out)]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["steps"] > 0 and summary["val"]["tissues"]["ptc"]["patches"] == 2
     meta = read_metadata(out)

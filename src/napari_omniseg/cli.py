@@ -143,8 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--minutes", type=_positive_float, default=10.0)
     ft.add_argument("--split-column", default="split",
                     help="column saying train / val (rows named val are held out for validation)")
-    ft.add_argument("--no-semi", action="store_true",
-                    help="without pseudo-labels and the consistency loss")
+    ft.add_argument("--semi", action="store_true",
+                    help="add pseudo-labels and the consistency loss (off by default: they "
+                         "lowered validation Dice on real kidney patches, see the docs)")
     ft.add_argument("--lr", type=_positive_float, default=2e-4)
     ft.add_argument("-o", "--out", type=Path, required=True, help="checkpoint to write (.pt)")
 
@@ -368,11 +369,11 @@ def _finetune(args: argparse.Namespace) -> int:
     bar = _Bar("finetune")
     try:
         result = finetune(base, train, val, minutes=args.minutes, lr=args.lr,
-                          semi_supervised=not args.no_semi, progress=bar,
+                          semi_supervised=args.semi, progress=bar,
                           on_validate=_print_validation)
     finally:
         bar.close()
-    save_finetuned(result, args.out, str(args.base), train, not args.no_semi, val)
+    save_finetuned(result, args.out, str(args.base), train, args.semi, val)
     summary = {"checkpoint": str(args.out), "steps": result.steps,
                "seconds": round(result.seconds, 1), "history": result.history}
     if val:

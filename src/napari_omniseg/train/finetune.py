@@ -209,7 +209,7 @@ def finetune(
     max_steps: int | None = None,
     lr: float = 2e-4,
     batch: int = 8,
-    semi_supervised: bool = True,
+    semi_supervised: bool = False,
     consistency_weight: float = 1.0,
     validate_every: float = 60.0,
     seed: int = 0,

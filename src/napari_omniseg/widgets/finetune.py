@@ -166,7 +166,7 @@ class FinetuneWidget(Container):
             ("checkpoint file", "file")])
         self.model_file = FileEdit(label="checkpoint", filter="*.pt *.pth *.tar", visible=False)
         self.minutes = FloatSpinBox(label="minutes", value=5.0, min=0.1, max=240, step=1.0)
-        self.semi = CheckBox(label="semi-supervised", value=True,
+        self.semi = CheckBox(label="semi-supervised", value=False,
                              tooltip="pseudo-labels for the other tissues + two-view consistency")
         self.save_to = FileEdit(label="save to", mode="w", filter="*.pt",
                                 value=str(Path.home() / "omniseg_finetuned.pt"))
