@@ -57,6 +57,11 @@ def test_upsampled_levels_match_a_bilinear_resize_in_any_chunking(slide):
     ref = resize(prob, (600, 900), order=1, anti_aliasing=False) > 0.5
     assert 0.2 < a.mean() < 0.8
     assert (ref[8:-8, 8:-8] == a[8:-8, 8:-8]).mean() > 0.999
+    # one tissue resampled alone is that tissue's slice of all of them resampled together
+    both = TileEngine(slide, fake, 10, ["pt", "dt"], bf16=False)
+    np.testing.assert_array_equal(both.tissue_block(1, 0, 100, 612, 40, 552),
+                                  TileEngine(slide, fake, 10, ["pt", "dt"], bf16=False)
+                                  .level_block(0, 100, 612, 40, 552)[1])
 
 
 def test_engine_runs_each_tile_once_and_skips_glass(slide, model):

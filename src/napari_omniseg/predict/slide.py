@@ -189,35 +189,52 @@ class TileEngine:
         return acc / np.maximum(wsum, 1e-12)
 
     def level_block(self, level: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        """Binary masks ``(n_tissues, y1-y0, x1-x0)`` uint8 for a block of a slide level.
+        """Binary masks ``(n_tissues, y1-y0, x1-x0)`` uint8 for a block of a slide level."""
+        return self._cached_block((level, y0, y1, x0, x1), None)
 
-        The last few blocks are kept, because each tissue's dask array asks for the same block.
+    def tissue_block(self, index: int, level: int, y0: int, y1: int, x0: int, x1: int
+                     ) -> np.ndarray:
+        """Binary mask ``(y1-y0, x1-x0)`` uint8 of the engine's ``index``-th tissue.
+
+        Only that tissue is resampled: when the masks of tissues sharing this engine are
+        written one file after the other, each block is resampled once per tissue, not once
+        per tissue for every tissue.
         """
-        key = (level, y0, y1, x0, x1)
+        return self._cached_block((level, y0, y1, x0, x1), index)[0]
+
+    def _cached_block(self, key: tuple, index: int | None) -> np.ndarray:
+        # the last few blocks are kept: several arrays (levels, tissues) ask for the same ones
         with self._lock:
-            if key in self._blocks:
-                return self._blocks[key]
-        out = self._level_block(level, y0, y1, x0, x1)
+            if key + (None,) in self._blocks:
+                full = self._blocks[key + (None,)]
+                return full if index is None else full[index:index + 1]
+            if key + (index,) in self._blocks:
+                return self._blocks[key + (index,)]
+        out = self._level_block(*key, None if index is None else [index])
         with self._lock:
-            self._blocks[key] = out
+            self._blocks[key + (index,)] = out
             while len(self._blocks) > 16:
                 self._blocks.popitem(last=False)
         return out
 
-    def _level_block(self, level: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    def _level_block(self, level: int, y0: int, y1: int, x0: int, x1: int,
+                     indices: list[int] | None = None) -> np.ndarray:
         r = self.scale0 * self.slide.downsamples[level]  # working pixels per level pixel
         if r < 1:
-            prob = self._upsampled(r, y0, y1, x0, x1)
+            prob = self._upsampled(r, y0, y1, x0, x1, indices)
         else:
             wy0, wx0 = int(np.floor(y0 * r)), int(np.floor(x0 * r))
             wy1 = min(self.shape[0], max(wy0 + 1, int(np.ceil(y1 * r))))
             wx1 = min(self.shape[1], max(wx0 + 1, int(np.ceil(x1 * r))))
             prob = self.probabilities(wy0, wy1, wx0, wx1)
+            if indices is not None:
+                prob = prob[indices]
             if prob.shape[1:] != (y1 - y0, x1 - x0):
                 prob = _downsample(prob, (y1 - y0, x1 - x0))
         return (prob > 0.5).astype(np.uint8)
 
-    def _upsampled(self, r: float, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    def _upsampled(self, r: float, y0: int, y1: int, x0: int, x1: int,
+                   indices: list[int] | None = None) -> np.ndarray:
         """Bilinear probabilities at the centres of level pixels finer than the working grid.
 
         Each level pixel samples the working grid at its own centre, reading one working pixel
@@ -230,6 +247,8 @@ class TileEngine:
         wx0 = max(0, int(np.floor(cx[0])))
         wx1 = min(self.shape[1], int(np.floor(cx[-1])) + 2)
         prob = self.probabilities(wy0, wy1, wx0, wx1)
+        if indices is not None:
+            prob = prob[indices]
         return _lerp(_lerp(prob, cy - wy0, axis=1), cx - wx0, axis=2)
 
 
@@ -404,6 +423,6 @@ def _level_array(engine: TileEngine, level: int, shape: tuple[int, int], chunk: 
 
     def block(block_info=None) -> np.ndarray:
         (y0, y1), (x0, x1) = block_info[None]["array-location"]
-        return engine.level_block(level, y0, y1, x0, x1)[index]
+        return engine.tissue_block(index, level, y0, y1, x0, x1)
 
     return da.map_blocks(block, chunks=chunks, dtype=np.uint8, meta=np.empty((0, 0), np.uint8))
