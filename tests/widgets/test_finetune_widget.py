@@ -104,6 +104,7 @@ def test_fetal_volumes_retrain_the_fetal_model(make_napari_viewer, qtbot, tmp_pa
     f = simulate_fetal(5, size=32)
     volume = viewer.add_image(f.volume, name="mri", scale=f.spacing)
     viewer.add_image(discs()[0], rgb=True, name="slide patch")  # not offered for volumes
+    viewer.add_labels(np.zeros((64, 64), np.uint8), name="2D labels")  # neither is this
     strokes = f.masks["brain"].copy()
     xs = np.nonzero(strokes)[2]
     strokes[:, :, int(np.median(xs)):] = 0  # the user painted part of the brain
@@ -116,6 +117,8 @@ def test_fetal_volumes_retrain_the_fetal_model(make_napari_viewer, qtbot, tmp_pa
     w.kind.value = "fetal"
     row = w.rows[0]
     assert [lyr.name for lyr in row.image.choices] == ["mri"]
+    assert [lyr.name for lyr in row.labels.choices] == ["my brain"]  # 3D labels only
+    assert str(w.save_to.value).endswith("omniseg_fetal_finetuned.pt")
     assert not w.magnification.visible and not w.semi.visible
     row.image.value, row.labels.value = volume, labels
     assert row.tissue.value == "brain"  # guessed from the layer's metadata

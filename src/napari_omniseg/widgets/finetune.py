@@ -29,6 +29,8 @@ PAINTED_ONLY = "painted pixels only"
 WHOLE_LAYER = "whole layer (unpainted = background)"
 USES = ("train", "validation")
 KINDS = (("kidney slides (RGB images)", "renal"), ("fetal MRI (3D volumes)", "fetal"))
+DEFAULT_SAVE = {"renal": Path.home() / "omniseg_finetuned.pt",
+                "fetal": Path.home() / "omniseg_fetal_finetuned.pt"}
 
 
 def _labels_array(layer) -> np.ndarray:
@@ -169,7 +171,7 @@ class FinetuneWidget(Container):
         self.semi = CheckBox(label="semi-supervised", value=False,
                              tooltip="pseudo-labels for the other tissues + two-view consistency")
         self.save_to = FileEdit(label="save to", mode="w", filter="*.pt",
-                                value=str(Path.home() / "omniseg_finetuned.pt"))
+                                value=str(DEFAULT_SAVE["renal"]))
         self.train_button = PushButton(text="Train")
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.progress = ProgressBar(label="progress", value=0, max=1000, visible=False)
@@ -205,6 +207,8 @@ class FinetuneWidget(Container):
     def _on_kind(self, _=None) -> None:
         self.magnification.visible = not self.fetal
         self.semi.visible = not self.fetal  # pseudo-labels exist for the renal model only
+        if Path(str(self.save_to.value)) in DEFAULT_SAVE.values():  # not chosen by the user
+            self.save_to.value = str(DEFAULT_SAVE[self.kind.value])
         self._refresh()
         for row in self.rows:
             row._guess_tissue()
@@ -223,7 +227,8 @@ class FinetuneWidget(Container):
     def _labels_layers(self, _=None) -> list:
         from napari.layers import Labels
 
-        return [(lyr.name, lyr) for lyr in self.viewer.layers if isinstance(lyr, Labels)]
+        return [(lyr.name, lyr) for lyr in self.viewer.layers
+                if isinstance(lyr, Labels) and lyr.ndim == (3 if self.fetal else 2)]
 
     def _completeness_choices(self, _=None) -> list:
         from napari.layers import Shapes
