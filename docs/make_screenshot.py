@@ -1,9 +1,11 @@
 """Regenerate docs/images/*.png: napari with the plugin, as a user sees it.
 
-Run under a display (or ``xvfb-run -a python docs/make_screenshot.py``). Uses the bundled renal
-model and the sample data.
+Run under a display (or ``xvfb-run -a python docs/make_screenshot.py [renal] [finetune]
+[fetal]``; all three by default). Uses the bundled models and the sample data.
 """
 
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,10 +27,20 @@ def _settle(seconds: float = 1.0) -> None:
         time.sleep(0.02)
 
 
-def main() -> None:
+def main(parts: set[str]) -> None:
     OUT.mkdir(exist_ok=True)
     viewer = napari.Viewer(show=True)
     viewer.window.resize(1500, 900)
+    if "renal" in parts:
+        renal(viewer)
+    if "finetune" in parts:
+        finetune(viewer)
+    if "fetal" in parts:
+        fetal(viewer)
+    viewer.close()
+
+
+def renal(viewer) -> None:
 
     # sample data with its ground truth
     viewer.open_sample("napari-omniseg", "renal_pas")
@@ -54,7 +66,9 @@ def main() -> None:
     _settle()
     viewer.screenshot(str(OUT / "segment_zoom.png"), canvas_only=True)
 
-    # Fine-tune: a 40x crop, PTC painted from the simulator's truth on its left half
+
+def finetune(viewer) -> None:
+    """Fine-tune: a 40x crop, PTC painted from the simulator's truth on its left half."""
     import numpy as np
 
     from napari_omniseg.simulate.renal import simulate_renal
@@ -72,7 +86,7 @@ def main() -> None:
     row = ft.rows[0]
     row.image.value, row.tissue.value, row.complete.value = image, "ptc", WHOLE_LAYER
     ft.minutes.value = 1.0
-    ft.save_to.value = str(Path.home() / "omniseg_finetuned_screenshot.pt")
+    ft.save_to.value = str(Path(tempfile.gettempdir()) / "omniseg_finetuned_screenshot.pt")
     ft.train_button.clicked()
     while ft.worker is not None:
         _settle(0.1)
@@ -80,26 +94,27 @@ def main() -> None:
     _settle()
     viewer.screenshot(str(OUT / "finetune_widget.png"), canvas_only=False)
 
+
+def fetal(viewer) -> None:
     viewer.window.remove_dock_widget("all")
     viewer.layers.clear()
     viewer.open_sample("napari-omniseg", "fetal_mri")
     viewer.layers[-1].visible = True
     viewer.layers[-1].opacity = 0.4
-    fetal = FetalWidget(viewer)
-    viewer.window.add_dock_widget(fetal, name="Segment (fetal MRI)")
+    widget = FetalWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segment (fetal MRI)")
     viewer.reset_view()
     _settle()
     viewer.screenshot(str(OUT / "fetal_sample.png"), canvas_only=False)
     truth = viewer.layers[-1]  # the sample's own labels
-    fetal.region.value = "all"
-    fetal.run_button.clicked()
-    while fetal.worker is not None:
+    widget.region.value = "all"
+    widget.run_button.clicked()
+    while widget.worker is not None:
         _settle(0.1)
     truth.visible = False
     _settle()
     viewer.screenshot(str(OUT / "fetal_segment.png"), canvas_only=False)
-    viewer.close()
 
 
 if __name__ == "__main__":
-    main()
+    main(set(sys.argv[1:]) or {"renal", "finetune", "fetal"})

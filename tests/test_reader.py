@@ -42,6 +42,8 @@ def test_volume_opens_as_3d_layer_in_mm(make_napari_viewer, tmp_path):
     (layer,) = viewer.open(path, plugin=PLUGIN)
     assert layer.ndim == 3 and layer.data.shape == (12, 20, 24)
     np.testing.assert_allclose(layer.scale, (3.0, 2.0, 1.0))
+    lo, hi = layer.contrast_limits  # the 0.5 / 99.5 percentile window, not the dtype's range
+    assert 0 <= lo < 0.05 and 0.95 < hi <= 1
 
 
 def _text_tif(tmp_path, image):

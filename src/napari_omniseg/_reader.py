@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from .errors import OmnisegInputError
 from .io.slides import SLIDE_SUFFIXES, Slide
 from .io.volumes import VOLUME_SUFFIXES, Volume, is_volume_file, volume_suffix
@@ -82,6 +84,14 @@ def slide_layer_data(slide: Slide, name: str | None = None) -> LayerData:
     return (data, kwargs, "image")
 
 
+def _percentile_window(volume: Volume) -> tuple[float, float]:
+    """0.5 / 99.5 percentiles of a strided sample of the volume (as the network rescales)."""
+    step = max(1, int(round((volume.data.size / 2e6) ** (1 / 3))))
+    sample = np.asarray(volume.data[::step, ::step, ::step], np.float32)
+    lo, hi = (float(v) for v in np.percentile(sample, (0.5, 99.5)))
+    return (lo, hi if hi > lo else lo + 1.0)
+
+
 def volume_layer_data(volume: Volume, name: str | None = None) -> LayerData:
     """3D image layer data scaled in mm."""
     if not volume.spacing_known:
@@ -94,6 +104,8 @@ def volume_layer_data(volume: Volume, name: str | None = None) -> LayerData:
         "scale": volume.spacing,
         "units": ("mm", "mm", "mm"),
         "colormap": "gray",
+        # the network's own intensity window; napari cannot see a lazy volume's range
+        "contrast_limits": _percentile_window(volume),
         "metadata": {
             "omniseg_volume": volume,
             "spacing_mm": volume.spacing,

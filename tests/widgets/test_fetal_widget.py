@@ -28,6 +28,7 @@ def _widget(viewer, ckpt, region):
 def test_region_becomes_a_3d_labels_layer_with_the_volume_scale(make_napari_viewer, qtbot, ckpt):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-omniseg", "fetal_mri")
+    volume_layer = viewer.layers["synthetic fetal MRI"]
     w = _widget(viewer, ckpt, "brain")
     w.run_button.clicked()
     qtbot.waitUntil(lambda: w.worker is None, timeout=180_000)
@@ -35,6 +36,7 @@ def test_region_becomes_a_3d_labels_layer_with_the_volume_scale(make_napari_view
     layer = viewer.layers["fetal brain"]
     assert layer.ndim == 3 and layer.data.shape == (128, 128, 128)
     np.testing.assert_allclose(layer.scale, (3.0, 3.0, 3.0))
+    assert tuple(str(u) for u in layer.units) == tuple(str(u) for u in volume_layer.units)
 
 
 def test_stop_adds_nothing_and_skips_the_remaining_regions(make_napari_viewer, qtbot, ckpt,

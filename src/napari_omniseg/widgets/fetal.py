@@ -159,7 +159,7 @@ class FetalWidget(Container):
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
             self.viewer.add_labels(
-                mask, name=name, scale=layer.scale, translate=layer.translate,
+                mask, name=name, scale=layer.scale, translate=layer.translate, units=layer.units,
                 opacity=0.5, colormap=DirectLabelColormap(
                     color_dict={1: region.color, None: (0, 0, 0, 0)}),
                 metadata={"region": code, "source_layer": layer.name})

@@ -75,6 +75,7 @@ class AnnotationRow(Container):
                                  tooltip="where unpainted pixels mean background")
         self.use = ComboBox(choices=list(USES), value="train")
         self.remove = PushButton(text="x", tooltip="remove this row")
+        self.remove.native.setMaximumWidth(28)
         layers = Container(layout="horizontal", labels=False,
                            widgets=[self.image, self.labels, self.remove])
         meaning = Container(layout="horizontal", labels=False,
