@@ -69,3 +69,14 @@ def test_simulated_biopsy_glass_is_masked(tmp_path):
     assert tm.mask.shape == labelled.shape
     assert tm.mask[labelled > 0].all()  # every structure is inside
     assert tm.mask.mean() < 0.9         # and the glass around the biopsy is out
+
+
+def test_tissue_pixels_are_saturated_or_dark():
+    from napari_omniseg.predict.tissue_mask import tissue_pixels
+
+    rng = np.random.default_rng(0)
+    for spread in (256, 60):  # anything, and near-white glass with a little colour
+        rgb = (255 - rng.integers(0, spread, (128, 128, 3))).astype(np.uint8)
+        x = rgb.astype(int)
+        expected = (x.max(-1) - x.min(-1) > 18) | (x.mean(-1) < 200)
+        np.testing.assert_array_equal(tissue_pixels(rgb), expected)

@@ -138,7 +138,9 @@ class TileEngine:
             with self._model_lock, torch.no_grad(), torch.autocast(
                     dev.type, dtype=torch.bfloat16, enabled=self.bf16):
                 logits = self.model.forward_conditions(x, self.conds)
-            prob = torch.softmax(logits.float(), dim=2)[:, :, 1].cpu().numpy().astype(np.float16)
+            # torch converts to float16 in hardware; numpy's conversion of the many tiny
+            # (subnormal) probabilities took ~40 ms per batch, 5% of the whole pipeline
+            prob = torch.softmax(logits.float(), dim=2)[:, :, 1].to(torch.float16).cpu().numpy()
             for key, p, m in zip(todo[i:i + self.batch], prob, masks[i:i + self.batch]):
                 self._store(key, p if m is None else p * m)
             self.tiles_run += len(prob)
