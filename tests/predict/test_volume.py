@@ -45,3 +45,23 @@ def read_arch(path):
     from napari_omniseg.models import read_metadata
 
     return read_metadata(path)["architecture"]
+
+
+def test_each_region_runs_once_however_the_masks_are_computed():
+    calls = []
+
+    class Counting(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+        def forward_regions(self, x, region_ids):
+            calls.append(list(region_ids))
+            return torch.zeros(len(region_ids), *x.shape[1:]) + self.dummy
+
+    vol = Volume(data=da.from_array(np.random.rand(32, 32, 32).astype(np.float32)),
+                 spacing=(1.0, 1.0, 1.0))
+    masks = segment_volume(vol, ("all",), model=Counting(), bf16=False)
+    for m in masks.values():  # one compute per region, as the CLI writes them
+        m.compute()
+    assert sorted(r for c in calls for r in c) == [0, 1, 2, 3, 4]
