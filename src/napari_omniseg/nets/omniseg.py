@@ -99,9 +99,12 @@ class OmniSegPlus(nn.Module):
         if image.shape[-1] % 16 or image.shape[-2] % 16:
             raise ValueError(f"image height and width must be multiples of 16, got "
                              f"{tuple(image.shape[-2:])}")
-        # channels-last activations take oneDNN's faster convolution and group-norm kernels on
-        # CPU (a batch of eight 256 px tiles in bfloat16: 1.4 s instead of 2.0 s on one core)
-        x = self.conv1(image.contiguous(memory_format=torch.channels_last))
+        # inference: channels-last activations take oneDNN's faster kernels on CPU
+        # (benchmarks/bench_forward.py); training keeps its layout: a fine-tuning run with
+        # channels-last made about half the steps in the same time
+        if not self.training:
+            image = image.contiguous(memory_format=torch.channels_last)
+        x = self.conv1(image)
         skip0 = self.layer0(x)
         skip1 = self.layer1(skip0)
         skip2 = self.layer2(skip1)
