@@ -27,6 +27,12 @@ def _settle(seconds: float = 1.0) -> None:
         time.sleep(0.02)
 
 
+def _wait_for(widget) -> None:
+    """Let the GUI run until the widget's worker has finished."""
+    while widget.worker is not None:
+        _settle(0.1)
+
+
 def main(parts: set[str]) -> None:
     OUT.mkdir(exist_ok=True)
     viewer = napari.Viewer(show=True)
@@ -57,8 +63,7 @@ def renal(viewer) -> None:
     widget.tissue.value = "all"
     widget.where.value = "whole slide"
     widget.run_button.clicked()
-    while widget.worker is not None:
-        _settle(0.1)
+    _wait_for(widget)
     viewer.reset_view()
     _settle()
     viewer.screenshot(str(OUT / "segment_widget.png"), canvas_only=False)
@@ -88,8 +93,7 @@ def finetune(viewer) -> None:
     ft.minutes.value = 1.0
     ft.save_to.value = str(Path(tempfile.gettempdir()) / "omniseg_finetuned_screenshot.pt")
     ft.train_button.clicked()
-    while ft.worker is not None:
-        _settle(0.1)
+    _wait_for(ft)
     viewer.reset_view()
     _settle()
     viewer.screenshot(str(OUT / "finetune_widget.png"), canvas_only=False)
@@ -109,8 +113,7 @@ def fetal(viewer) -> None:
     truth = viewer.layers[-1]  # the sample's own labels
     widget.region.value = "all"
     widget.run_button.clicked()
-    while widget.worker is not None:
-        _settle(0.1)
+    _wait_for(widget)
     truth.visible = False
     _settle()
     viewer.screenshot(str(OUT / "fetal_segment.png"), canvas_only=False)
