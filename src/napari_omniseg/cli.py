@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr_f.add_argument("--volumes", type=_positive_int, default=60)
     tr_f.add_argument("--batch", type=_positive_int, default=2)
     tr_f.add_argument("--crop", type=_positive_int, default=64)
+    tr_f.add_argument("--regions-per-crop", type=_positive_int, default=1,
+                      help="CoNeMOS: also train each crop under up to N-1 other labelled "
+                           "regions of its volume")
     tr_f.add_argument("--baseline", action="store_true",
                       help="the unconditioned U-Net with one output per region instead")
     tr_f.add_argument("--evaluate", type=int, default=0, metavar="N",
@@ -285,6 +288,7 @@ def _train_fetal(args: argparse.Namespace) -> int:
     try:
         recipe = train_fetal(args.out, minutes=args.minutes, volumes=args.volumes,
                              batch=args.batch, crop=args.crop, baseline=args.baseline,
+                             regions_per_crop=args.regions_per_crop,
                              progress=bar)
     finally:
         bar.close()

@@ -80,3 +80,24 @@ def test_eye_crops_always_hold_eyes():
     uniform = make_fetal_batches(data, batch=4, crop=24, seed=0, augment=False,
                                  foreground_fraction=0.0)
     assert any(t.sum() == 0 for _ in range(5) for t in uniform()["targets"])
+
+
+def test_a_crop_also_trains_its_volumes_other_labelled_regions():
+    data = build_fetal_set([1, 2], size=32)
+    data.labelled[:] = False
+    data.labelled[0, [2, 4]] = True  # brain and placenta in volume 0
+    data.labelled[1, 2] = True  # brain only in volume 1
+    nb = make_fetal_batches(data, batch=3, crop=24, seed=0, augment=False, regions_per_crop=3)
+    pairs = 0
+    for _ in range(5):
+        b = nb()
+        regions = b["conditions"][0].tolist()
+        assert set(regions) <= {2, 4} and 3 <= len(regions) <= 6
+        # a companion is the previous crop under the other region, with that region's mask
+        for k in range(1, len(regions)):
+            if regions[k - 1] != regions[k] and torch.equal(b["images"][k], b["images"][k - 1]):
+                assert not torch.equal(b["targets"][k], b["targets"][k - 1])
+                pairs += 1
+    assert pairs >= 5  # every placenta draw (volume 0) brings its brain along
+    single = make_fetal_batches(data, batch=3, crop=24, seed=0, augment=False)
+    assert len(single()["conditions"][0]) == 3

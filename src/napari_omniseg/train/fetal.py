@@ -86,7 +86,8 @@ def soft_dice_loss(logits, target, valid=None, eps: float = 1.0):
 
 def make_fetal_batches(data: FetalSet, batch: int = 1, crop: int = 64, seed: int = 0,
                        augment: bool = True, baseline: bool = False,
-                       foreground_fraction: float | dict[str, float] | None = None):
+                       foreground_fraction: float | dict[str, float] | None = None,
+                       regions_per_crop: int = 1):
     """``next_batch()`` for :func:`~napari_omniseg.train.loop.train_loop`.
 
     CoNeMOS batches hold one (volume, region) pair per sample; baseline batches hold a volume
@@ -95,6 +96,11 @@ def make_fetal_batches(data: FetalSet, batch: int = 1, crop: int = 64, seed: int
     :data:`FOREGROUND_FRACTION`) is centred on a voxel of the drawn region: small regions (the
     eyes are about a hundred voxels of two million) would otherwise almost never be seen, and
     the network learns to answer "nothing".
+
+    With ``regions_per_crop`` > 1, each CoNeMOS crop also joins the batch under up to that many
+    minus one *other* regions its volume is labelled for (the same crop, each augmented on its
+    own), the way the baseline learns every labelled region of its crop at once. The drawn
+    region still follows the inverse-count rule; each extra sample costs one more forward.
     """
     import torch
 
@@ -129,8 +135,13 @@ def make_fetal_batches(data: FetalSet, batch: int = 1, crop: int = 64, seed: int
                 targets.append(data.masks[i][(slice(None), *sl)])
                 valid.append(data.labelled[i])
             else:
-                targets.append(data.masks[i, r][sl][None])
-                regions.append(r)
+                others = [o for o in np.flatnonzero(data.labelled[i]) if o != r]
+                extra = rng.permutation(others)[:regions_per_crop - 1].tolist()
+                for k, rr in enumerate([r, *extra]):
+                    if k:
+                        vols.append(vols[-1])
+                    targets.append(data.masks[i, rr][sl][None])
+                    regions.append(int(rr))
         v = torch.from_numpy(np.stack(vols))[:, None].float()
         t = torch.from_numpy(np.stack(targets)).float()
         if augment:
@@ -149,7 +160,7 @@ def make_fetal_batches(data: FetalSet, batch: int = 1, crop: int = 64, seed: int
 
 def train_fetal(out, minutes: float = 100.0, volumes: int = 60, batch: int = 2,
                 crop: int = 64, lr: float = 5e-4, baseline: bool = False,
-                progress: ProgressFn | None = None, should_stop=None) -> dict:
+                regions_per_crop: int = 1, progress: ProgressFn | None = None, should_stop=None) -> dict:
     """Train CoNeMOS (or the unconditioned baseline) on phantoms and write its checkpoint.
 
     Returns
@@ -180,6 +191,7 @@ def train_fetal(out, minutes: float = 100.0, volumes: int = 60, batch: int = 2,
         "loss": "soft Dice on labelled regions only",
         "sampling": "region drawn inversely to how many volumes are labelled for it",
         "foreground_fraction": FOREGROUND_FRACTION,
+        "regions_per_crop": 1 if baseline else regions_per_crop,
         "augmentation": "affine (rotation, scaling, shear, translation), elastic, flips, bias "
                         "field, gamma, contrast, noise, random crops",
         "device": str(device),
@@ -190,7 +202,8 @@ def train_fetal(out, minutes: float = 100.0, volumes: int = 60, batch: int = 2,
             recipe, steps=step, data_seconds=round(t_data, 1),
             training_seconds=round(time.perf_counter() - t0 - t_data, 1)))
 
-    result = train_loop(model, make_fetal_batches(data, batch, crop, baseline=baseline),
+    result = train_loop(model, make_fetal_batches(data, batch, crop, baseline=baseline,
+                                                   regions_per_crop=regions_per_crop),
                         soft_dice_loss, minutes=max(0.1, minutes - t_data / 60), lr=lr,
                         bf16=device.type == "cpu", progress=progress, should_stop=should_stop,
                         on_checkpoint=checkpoint)

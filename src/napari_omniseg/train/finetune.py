@@ -312,13 +312,18 @@ def save_finetuned(result: FinetuneResult, path, base: str, train: list[Annotati
     from ..models import save_checkpoint
     from .annotations import summarize
 
-    base_meta = getattr(result.model, "omniseg_metadata", {}) or {}
     return save_checkpoint(
         result.model, path, "omniseg_plus", width=float(getattr(result.model, "width", 1.0)),
-        base_model=base, base_trained_on=base_meta.get("trained_on", ""),
         trained_on=f"fine-tuned on {len(train)} annotated patches",
         tissues_trained=sorted({a.tissue for a in train}),
         data=summarize(train), validation_patches=len(val or []),
-        semi_supervised=semi_supervised, steps=result.steps,
-        training_seconds=round(result.seconds, 1), stopped=result.stopped,
-        best_val_dice=result.best_val_dice, history=result.history)
+        semi_supervised=semi_supervised, **run_metadata(result, base))
+
+
+def run_metadata(result: FinetuneResult, base: str) -> dict:
+    """What every fine-tuned checkpoint records: its base model and how the run went."""
+    base_meta = getattr(result.model, "omniseg_metadata", {}) or {}
+    return {"base_model": base, "base_trained_on": base_meta.get("trained_on", ""),
+            "steps": result.steps, "training_seconds": round(result.seconds, 1),
+            "stopped": result.stopped, "best_val_dice": result.best_val_dice,
+            "history": result.history}

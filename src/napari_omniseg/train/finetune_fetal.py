@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import vocab
 from ..errors import OmnisegInputError
-from .finetune import FinetuneResult, train_keeping_best
+from .finetune import FinetuneResult, run_metadata, train_keeping_best
 from .loop import ProgressFn
 
 #: Context kept around the known voxels when an annotation is cut out of a volume.
@@ -242,13 +242,9 @@ def save_finetuned_fetal(result: FinetuneResult, path, base: str,
     """Write the fine-tuned fetal model with what it was trained on and what it started from."""
     from ..models import save_checkpoint
 
-    base_meta = getattr(result.model, "omniseg_metadata", {}) or {}
     regions = sorted({a.region for a in train})
     return save_checkpoint(
-        result.model, path, "conemos", conditioned=True, base_model=base,
-        base_trained_on=base_meta.get("trained_on", ""),
+        result.model, path, "conemos", conditioned=True,
         trained_on=f"fine-tuned on {len(train)} annotated volume(s)", regions_trained=regions,
         data={r: sum(a.region == r for a in train) for r in regions},
-        validation_volumes=len(val or []), steps=result.steps,
-        seconds=round(result.seconds, 1), stopped=result.stopped,
-        best_val_dice=result.best_val_dice, history=result.history)
+        validation_volumes=len(val or []), **run_metadata(result, base))
