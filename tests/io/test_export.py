@@ -30,7 +30,7 @@ def test_mask_pyramid_computes_level_0_once_and_samples_the_rest(tmp_path):
         got = [lv.asarray() for lv in tif.series[0].levels]
     for k, f in enumerate((1, 2, 4)):
         np.testing.assert_array_equal(got[k], m[::f, ::f])
-    assert [p.name for p in tmp_path.iterdir()] == ["m.ome.tif"]  # scratch store removed
+    assert [p.name for p in tmp_path.iterdir()] == ["m.ome.tif"]  # nothing else left behind
 
 
 def test_stop_leaves_no_file(tmp_path):

@@ -125,3 +125,48 @@ def test_fill_region_matches_the_lazy_pyramid(slide, model):
             np.testing.assert_array_equal(outputs[code][level][y0:y1, x0:x1],
                                           lazy[code][level][y0:y1, x0:x1].compute())
         assert outputs[code][0][:200].sum() == 0  # outside the box: untouched
+
+
+@pytest.mark.parametrize("mpp", [None, 0.3])  # 0.3 um: 33x, so 20x tiles are resampled
+def test_tiles_read_together_equal_tiles_read_one_by_one(slide, model, mpp):
+    src = slide if mpp is None else open_slide(slide.path, mpp=mpp)
+    eng = TileEngine(src, model, 20, ["pt"], bf16=False)
+    assert (eng.level_per_working == 1) == (mpp is None)
+    ny = -(-eng.shape[0] // eng.stride) + 1
+    nx = -(-eng.shape[1] // eng.stride) + 1
+    dense = [(ty, tx) for ty in range(ny) for tx in range(nx)]  # edges and beyond included
+    sparse = [(0, 0), (0, 1), (0, 4), (2, 2), (3, 3)]  # a run of two, three alone
+    for keys in (dense, sparse):
+        windows = eng._windows(keys)
+        for k in keys:
+            alone = eng._read(*k)
+            assert np.array_equal(eng._read(*k, windows.get(k)), alone), k
+    assert len({id(w[0]) for w in eng._windows(dense).values()}) == 1  # one read
+    assert len({id(w[0]) for w in eng._windows(sparse).values()}) == 4
+
+
+def test_blocks_far_from_an_edge_are_filled_without_sampling_and_agree(slide):
+    from conftest import constant_logits_model
+
+    from napari_omniseg.predict.slide import _lerp
+
+    def squares(n, k, h, w):  # large flat regions on both sides of 0.5
+        logits = torch.full((n, k, 2, h, w), 0.0)
+        logits[:, :, 1] = -6.0
+        logits[:, :, 1, 40:140, 40:140] = 6.0
+        return logits
+
+    eng = TileEngine(slide, constant_logits_model(squares), 10, ["pt"], bf16=False)
+    kinds = set()
+    for y0 in range(0, 1536, 128):
+        for x0 in range(0, 2048, 128):
+            got = eng.tissue_block(0, 0, y0, y0 + 128, x0, x0 + 128)
+            cy = (np.arange(y0, y0 + 128) + 0.5) / 4 - 0.5
+            cx = (np.arange(x0, x0 + 128) + 0.5) / 4 - 0.5
+            wy0, wx0 = max(0, int(cy[0])), max(0, int(cx[0]))
+            p = eng.probabilities(wy0, min(eng.shape[0], int(cy[-1]) + 2),
+                                  wx0, min(eng.shape[1], int(cx[-1]) + 2))
+            want = _lerp(_lerp(p, cy - wy0, axis=1), cx - wx0, axis=2)[0] > 0.5
+            np.testing.assert_array_equal(got, want)
+            kinds.add(int(want.mean() * 2) if want.all() or not want.any() else 0.5)
+    assert kinds == {0, 0.5, 2}  # all-background, mixed and all-foreground blocks were met

@@ -32,6 +32,12 @@ def is_background(rgb: np.ndarray, min_fraction: float = MIN_TISSUE_FRACTION) ->
     return tissue_pixels(rgb).mean() < min_fraction
 
 
+#: Largest window of the slide read at once (RGB bytes: three times this), and longest run of
+#: tiles read as one strip: memory stays bounded whatever region is asked for.
+_MAX_WINDOW_PIXELS = 4096 * 4096
+_MAX_RUN_TILES = 32
+
+
 class TileEngine:
     """Probabilities of several tissues at one magnification, tile by tile, with a cache.
 
@@ -93,20 +99,75 @@ class TileEngine:
         # the grid starts half an overlap before the image so border pixels get full weight
         return t * self.stride - self.overlap
 
-    def _read(self, ty: int, tx: int) -> np.ndarray:
-        """The RGB of one working-grid tile, reflected past the slide's edge."""
+    def _source_box(self, ty: int, tx: int) -> tuple[int, int, int, int]:
+        """Rows and columns ``(y0, y1, x0, x1)`` of the read level under one tile (unclipped)."""
+        T, f = self.tile, self.level_per_working
+        y0, x0 = self._origin(ty), self._origin(tx)
+        return (int(np.floor(y0 * f)), int(np.ceil((y0 + T) * f)),
+                int(np.floor(x0 * f)), int(np.ceil((x0 + T) * f)))
+
+    def _windows(self, keys: list[tuple[int, int]]) -> dict:
+        """Read the level under several tiles in few calls: ``{key: (window, y0, x0)}``.
+
+        Neighbouring tiles overlap and share the file's compressed tiles, so reading each tile
+        on its own decoded every file tile about nine times. Tiles of one tile row are read as
+        runs of consecutive columns, and the whole set as one window when it is dense enough.
+        """
+        lvl = self.slide.levels[self.level]
+        H, W = lvl.shape[:2]
+
+        def clipped(boxes):
+            y0 = max(0, min(b[0] for b in boxes))
+            y1 = min(H, max(b[1] for b in boxes))
+            x0 = max(0, min(b[2] for b in boxes))
+            x1 = min(W, max(b[3] for b in boxes))
+            return y0, y1, x0, x1
+
+        def read(group: list[tuple[int, int]]) -> dict:
+            y0, y1, x0, x1 = clipped([self._source_box(*k) for k in group])
+            if y1 <= y0 or x1 <= x0:
+                return {}
+            win = np.asarray(lvl[y0:y1, x0:x1].compute(scheduler="synchronous"))
+            return {k: (win, y0, x0) for k in group}
+
+        if not keys:
+            return {}
+        f = self.level_per_working
+        y0, y1, x0, x1 = clipped([self._source_box(*k) for k in keys])
+        area = (y1 - y0) * (x1 - x0)
+        if area <= min(1.5 * len(keys) * (self.stride * f) ** 2, _MAX_WINDOW_PIXELS):
+            return read(keys)
+        out: dict = {}
+        run: list[tuple[int, int]] = []
+        for key in sorted(keys):
+            if run and (key[0] != run[-1][0] or key[1] != run[-1][1] + 1
+                        or len(run) >= _MAX_RUN_TILES):
+                out.update(read(run))
+                run = []
+            run.append(key)
+        out.update(read(run))
+        return out
+
+    def _read(self, ty: int, tx: int, window: tuple | None = None) -> np.ndarray:
+        """The RGB of one working-grid tile, reflected past the slide's edge.
+
+        ``window`` is ``(array, y0, x0)``, a part of the read level already in memory that
+        covers the tile (see :meth:`_windows`).
+        """
         from skimage.transform import resize
 
         T, f = self.tile, self.level_per_working
         lvl = self.slide.levels[self.level]
-        y0, x0 = self._origin(ty), self._origin(tx)
-        sy0, sx0 = int(np.floor(y0 * f)), int(np.floor(x0 * f))
-        sy1, sx1 = int(np.ceil((y0 + T) * f)), int(np.ceil((x0 + T) * f))
+        sy0, sy1, sx0, sx1 = self._source_box(ty, tx)
         H, W = lvl.shape[:2]
         cy0, cx0, cy1, cx1 = max(sy0, 0), max(sx0, 0), min(sy1, H), min(sx1, W)
         if cy1 <= cy0 or cx1 <= cx0:
             return np.full((T, T, 3), 255, np.uint8)
-        region = np.asarray(lvl[cy0:cy1, cx0:cx1].compute(scheduler="synchronous"))
+        if window is None:
+            region = np.asarray(lvl[cy0:cy1, cx0:cx1].compute(scheduler="synchronous"))
+        else:
+            win, wy, wx = window
+            region = win[cy0 - wy:cy1 - wy, cx0 - wx:cx1 - wx]
         pad = ((cy0 - sy0, sy1 - cy1), (cx0 - sx0, sx1 - cx1), (0, 0))
         if any(p for pp in pad for p in pp):
             mode = "reflect" if min(region.shape[:2]) > max(max(p) for p in pad[:2]) else "edge"
@@ -121,9 +182,12 @@ class TileEngine:
         import torch
 
         todo, images, masks = [], [], []
+        on = {k: self._tissue_of(*k) for k in keys}
+        windows = self._windows([k for k, m in on.items() if m is None or m.any()])
         for ty, tx in keys:
-            on_tissue = self._tissue_of(ty, tx)
-            rgb = None if on_tissue is not None and not on_tissue.any() else self._read(ty, tx)
+            on_tissue = on[(ty, tx)]
+            rgb = None if (ty, tx) not in windows and on_tissue is not None else self._read(
+                ty, tx, windows.get((ty, tx)))
             if rgb is None or is_background(rgb):
                 self._store((ty, tx), None)
                 self.tiles_skipped += 1
@@ -223,24 +287,25 @@ class TileEngine:
                      indices: list[int] | None = None) -> np.ndarray:
         r = self.scale0 * self.slide.downsamples[level]  # working pixels per level pixel
         if r < 1:
-            prob = self._upsampled(r, y0, y1, x0, x1, indices)
-        else:
-            wy0, wx0 = int(np.floor(y0 * r)), int(np.floor(x0 * r))
-            wy1 = min(self.shape[0], max(wy0 + 1, int(np.ceil(y1 * r))))
-            wx1 = min(self.shape[1], max(wx0 + 1, int(np.ceil(x1 * r))))
-            prob = self.probabilities(wy0, wy1, wx0, wx1)
-            if indices is not None:
-                prob = prob[indices]
-            if prob.shape[1:] != (y1 - y0, x1 - x0):
-                prob = _downsample(prob, (y1 - y0, x1 - x0))
+            return self._upsampled_mask(r, y0, y1, x0, x1, indices)
+        wy0, wx0 = int(np.floor(y0 * r)), int(np.floor(x0 * r))
+        wy1 = min(self.shape[0], max(wy0 + 1, int(np.ceil(y1 * r))))
+        wx1 = min(self.shape[1], max(wx0 + 1, int(np.ceil(x1 * r))))
+        prob = self.probabilities(wy0, wy1, wx0, wx1)
+        if indices is not None:
+            prob = prob[indices]
+        if prob.shape[1:] != (y1 - y0, x1 - x0):
+            prob = _downsample(prob, (y1 - y0, x1 - x0))
         return (prob > 0.5).astype(np.uint8)
 
-    def _upsampled(self, r: float, y0: int, y1: int, x0: int, x1: int,
-                   indices: list[int] | None = None) -> np.ndarray:
-        """Bilinear probabilities at the centres of level pixels finer than the working grid.
+    def _upsampled_mask(self, r: float, y0: int, y1: int, x0: int, x1: int,
+                        indices: list[int] | None = None) -> np.ndarray:
+        """Masks of level pixels finer than the working grid: bilinear probabilities > 0.5.
 
         Each level pixel samples the working grid at its own centre, reading one working pixel
-        beyond the block, so neighbouring blocks agree exactly along their common border.
+        beyond the block, so neighbouring blocks agree exactly along their common border. A
+        tissue whose working pixels are all on one side of 0.5 is constant over the block (a
+        bilinear value lies between its four neighbours), which most blocks are: no sampling.
         """
         cy = (np.arange(y0, y1) + 0.5) * r - 0.5
         cx = (np.arange(x0, x1) + 0.5) * r - 0.5
@@ -251,7 +316,14 @@ class TileEngine:
         prob = self.probabilities(wy0, wy1, wx0, wx1)
         if indices is not None:
             prob = prob[indices]
-        return _lerp(_lerp(prob, cy - wy0, axis=1), cx - wx0, axis=2)
+        out = np.zeros((len(prob), y1 - y0, x1 - x0), np.uint8)
+        for k, p in enumerate(prob):
+            above = p > 0.5
+            if above.all():
+                out[k] = 1
+            elif above.any():
+                out[k] = _lerp(_lerp(p[None], cy - wy0, axis=1), cx - wx0, axis=2)[0] > 0.5
+        return out
 
 
 def _lerp(a: np.ndarray, coords: np.ndarray, axis: int) -> np.ndarray:
