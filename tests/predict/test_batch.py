@@ -47,3 +47,26 @@ def test_local_cluster_runs_slides_as_tasks(inputs):
     assert str(slide) in summary["slides"] and str(bad) in summary["failed"]
     mask = summary["slides"][str(slide)]["cap"]["mask"]
     assert tifffile.imread(mask).shape == (1024, 1024)
+
+
+def test_files_written_side_by_side_hold_each_tissues_mask(inputs):
+    import numpy as np
+
+    from napari_omniseg.models import load_model
+    from napari_omniseg.predict.batch import segment_slide_to_files
+    from napari_omniseg.predict.slide import segment_slide
+
+    d, ckpt, slide, bad = inputs
+    model = load_model(ckpt)
+    seen = []
+    res = segment_slide_to_files(slide, ["all"], None, model, d / "all",
+                                 progress=lambda done, total, msg: seen.append((done, total)))
+    want = segment_slide(open_slide(slide), ["all"], None, model)
+    assert set(res) == set(want) and len(res) == 6
+    for code, levels in want.items():
+        with tifffile.TiffFile(res[code]["mask"]) as tif:
+            np.testing.assert_array_equal(tif.series[0].levels[0].asarray(),
+                                          levels[0].compute())
+    # one bar for all files: it never runs backwards and ends full
+    assert all(b[0] >= a[0] for a, b in zip(seen, seen[1:]))
+    assert seen[-1][0] == seen[-1][1]

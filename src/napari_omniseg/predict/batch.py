@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -38,18 +40,36 @@ def segment_slide_to_files(path: str | os.PathLike, tissues: Sequence[str],
             break
     else:
         stem = path.stem
-    result = {}
-    for code, levels in masks.items():
-        out = Path(out_dir) / f"{stem}_{code}.ome.tif"
-        pixels = write_mask_pyramid(out, levels, mpp0, name=f"{code} mask of {path.name}",
-                                    progress=progress)
-        result[code] = {
-            "mask": str(out),
-            "magnification": magnification or vocab.tissue(code).optimal_magnification,
-            "area_mm2": pixels * mpp0 * mpp0 / 1e6,
-        }
-    slide.close()
-    return result
+    outs = {code: Path(out_dir) / f"{stem}_{code}.ome.tif" for code in masks}
+    state = {code: (0, 1) for code in masks}
+    lock = threading.Lock()
+
+    def file_progress(code: str) -> ProgressFn:
+        def report(done: int, total: int, message: str) -> None:
+            with lock:
+                state[code] = (done, total)
+                if progress is not None:
+                    progress(sum(d for d, _ in state.values()),
+                             sum(t for _, t in state.values()), message)
+        return report
+
+    # Two writers: while one waits for the network (which runs one batch at a time), the other
+    # resamples, compresses and writes. The finest working magnification, the most network
+    # work, starts first.
+    order = sorted(masks, key=lambda c: -(magnification or vocab.tissue(c).optimal_magnification))
+    try:
+        with ThreadPoolExecutor(max_workers=min(2, len(order))) as pool:
+            futures = {code: pool.submit(write_mask_pyramid, outs[code], masks[code], mpp0,
+                                         name=f"{code} mask of {path.name}",
+                                         progress=file_progress(code)) for code in order}
+            pixels = {code: f.result() for code, f in futures.items()}
+    finally:
+        slide.close()
+    return {code: {
+        "mask": str(outs[code]),
+        "magnification": magnification or vocab.tissue(code).optimal_magnification,
+        "area_mm2": pixels[code] * mpp0 * mpp0 / 1e6,
+    } for code in masks}
 
 
 def _run_one(path, tissues, magnification, model_ref, out_dir, mpp):
