@@ -79,90 +79,209 @@ def write_mask_pyramid(path: str | os.PathLike, levels: list, mpp: float | None,
                        should_stop=None) -> int:
     """Write a pyramid of 0/1 masks (numpy or dask, finest first) as a tiled OME-TIFF.
 
-    Only level 0 is computed, band by band; the coarser levels (of the shapes of ``levels[1:]``)
-    are sampled from it by nearest neighbour while level 0 is written, kept as compressed tiles
-    in memory, then written after it. Memory stays flat whatever the slide's size, and a lazy
-    pyramid is evaluated once (computing every level of a segmentation on its own would run the
-    network again for each level once its tile cache is full). The file is written under a
-    temporary name and renamed at the end; a stop (``should_stop()`` returning True) removes it.
+    One file of :func:`write_mask_pyramids`; see there.
 
     Returns
     -------
     int
         Foreground pixels of level 0.
     """
-    import tifffile
+    return write_mask_pyramids([(path, levels, name)], mpp, tile=tile, progress=progress,
+                               should_stop=should_stop)[0]
 
-    path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
-    h0, w0 = levels[0].shape
-    shapes = [tuple(lv.shape) for lv in levels]
-    chunk_rows = levels[0].chunks[0][0] if hasattr(levels[0], "chunks") else tile
+
+def write_mask_pyramids(outputs: list[tuple], mpp: float | None, tile: int = 512,
+                        progress=None, should_stop=None) -> list[int]:
+    """Write several mask pyramids of one slide, band by band in step, as tiled OME-TIFFs.
+
+    Parameters
+    ----------
+    outputs : list of (path, levels, name)
+        For each file: its path, its pyramid of 0/1 masks (numpy or dask, finest first, the
+        same level-0 shape for every file) and the name stored in its metadata.
+    mpp : float or None
+        Level-0 pixel size in µm.
+    tile : int
+        File tile size.
+    progress : callable, optional
+        ``progress(done, total, message)``, over all files.
+    should_stop : callable, optional
+        Returning True stops the work; no file is left behind.
+
+    Notes
+    -----
+    Only level 0 is computed. This thread computes one band of every file before the next
+    band, so tissues that share a network pass (one tile engine) are computed once per band
+    and the engine's cache needs to hold only about one band of tiles, whatever the slide's
+    size. One writer thread per file samples the coarser levels from level 0 by nearest
+    neighbour, keeps them as compressed tiles in memory, compresses and writes; it works
+    while this thread waits for the network. Each file is written under a temporary name and
+    renamed when all are complete; on a stop or an error none is left.
+
+    Returns
+    -------
+    list of int
+        Foreground pixels of level 0, per file.
+    """
+    import threading
+
+    if not outputs:
+        return []
+    levels0 = outputs[0][1][0]
+    h0, w0 = levels0.shape
+    chunk_rows = levels0.chunks[0][0] if hasattr(levels0, "chunks") else tile
     band_rows = max(tile, (chunk_rows // tile) * tile)  # whole dask chunks, whole file tiles
-    total = -(-h0 // band_rows) + sum(-(-h // tile) for h, _ in shapes[1:])
-    done = 0
-    counted = [0]
-    coarse = [_CoarseTiles(shp, tile) for shp in shapes[1:]]
-    # level-0 row/column that each coarse pixel samples (nearest neighbour)
-    rows = [np.minimum((np.arange(h) * (h0 / h)).astype(int), h0 - 1) for h, _ in shapes[1:]]
-    cols = [np.minimum((np.arange(w) * (w0 / w)).astype(int), w0 - 1) for _, w in shapes[1:]]
+    n_bands = -(-h0 // band_rows)
+    lock = threading.Lock()
+    count = {"done": 0, "total": len(outputs) * n_bands + sum(
+        -(-lv.shape[0] // tile) for _, levels, _ in outputs for lv in levels[1:])}
 
-    def report(level_index: int, y: int, n: int) -> None:
-        nonlocal done
-        done += 1
-        if should_stop is not None and should_stop():
-            raise InterruptedError("stopped")
-        if progress is not None:
-            progress(done, total, f"{name}: level {level_index}, rows {y}-{y + n}")
+    def report(message: str) -> None:
+        with lock:
+            count["done"] += 1
+            if progress is not None:
+                progress(count["done"], count["total"], message)
 
-    def level0_tiles():
+    abort = threading.Event()
+    writers = [_PyramidWriter(Path(p), levels, mpp, tile, name, band_rows, report, abort)
+               for p, levels, name in outputs]
+    for w in writers:
+        w.start()
+    try:
         for y in range(0, h0, band_rows):
-            if should_stop is not None and should_stop():
-                raise InterruptedError("stopped")
-            band = levels[0][y:y + band_rows]
-            if hasattr(band, "compute"):
-                # local scheduler: inside a cluster task the graph (holding a model) must
-                # not be shipped back to the cluster
-                band = band.compute(scheduler="synchronous")
-            band = np.asarray(band, np.uint8)
-            counted[0] += int(band.sum())
-            for store, r, c in zip(coarse, rows, cols):
+            for w in writers:
+                if should_stop is not None and should_stop():
+                    raise InterruptedError("stopped")
+                band = w.levels[0][y:y + band_rows]
+                if hasattr(band, "compute"):
+                    # local scheduler: inside a cluster task the graph (holding a model) must
+                    # not be shipped back to the cluster
+                    band = band.compute(scheduler="synchronous")
+                w.put(np.asarray(band, np.uint8))
+        for w in writers:
+            w.put(None)
+            w.join()
+        for w in writers:
+            w.raise_error()
+        for w in writers:
+            w.tmp.replace(w.path)
+    except BaseException:
+        abort.set()
+        for w in writers:
+            w.join()
+            if w.tmp.exists():
+                w.tmp.unlink()
+        raise
+    return [w.pixels for w in writers]
+
+
+class _PyramidWriter:
+    """A thread writing one mask pyramid from level-0 bands handed to it in order."""
+
+    def __init__(self, path: Path, levels: list, mpp: float | None, tile: int, name: str,
+                 band_rows: int, report, abort) -> None:
+        import queue
+        import threading
+
+        self.path, self.levels, self.mpp, self.tile, self.name = path, levels, mpp, tile, name
+        self.tmp = path.with_name(path.name + ".partial")
+        self.band_rows, self.report, self.abort = band_rows, report, abort
+        self.shapes = [tuple(lv.shape) for lv in levels]
+        self.coarse = [_CoarseTiles(shp, tile) for shp in self.shapes[1:]]
+        h0, w0 = self.shapes[0]
+        # level-0 row/column that each coarse pixel samples (nearest neighbour)
+        self.rows = [np.minimum((np.arange(h) * (h0 / h)).astype(int), h0 - 1)
+                     for h, _ in self.shapes[1:]]
+        self.cols = [np.minimum((np.arange(w) * (w0 / w)).astype(int), w0 - 1)
+                     for _, w in self.shapes[1:]]
+        self.pixels = 0
+        self.error: BaseException | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=2)  # bands waiting: memory stays flat
+        self._thread = threading.Thread(target=self._run, name=f"write {path.name}",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def put(self, band: np.ndarray | None) -> None:
+        """Hand over the next band (None: no more); gives up if the writer has died."""
+        import queue
+
+        while self._thread.is_alive() and not self.abort.is_set():
+            try:
+                self._queue.put(band, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+        self.raise_error()
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def _bands(self):
+        import queue
+
+        y = 0
+        while True:
+            try:
+                band = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if self.abort.is_set():
+                    raise InterruptedError("stopped") from None
+                continue
+            if band is None:
+                return
+            self.pixels += int(band.sum())
+            for store, r, c in zip(self.coarse, self.rows, self.cols):
                 sel = np.flatnonzero((r >= y) & (r < y + len(band)))
                 if len(sel):
                     store.put(int(sel[0]), band[r[sel] - y][:, c])
-            report(0, y, len(band))
-            for r0 in range(0, len(band), tile):
-                for x in range(0, w0, tile):
-                    t = band[r0:r0 + tile, x:x + tile]
-                    if t.shape != (tile, tile):
-                        t = np.pad(t, ((0, tile - t.shape[0]), (0, tile - t.shape[1])))
-                    yield np.ascontiguousarray(t)
+            self.report(f"{self.name}: level 0, rows {y}-{y + len(band)}")
+            yield band
+            y += len(band)
 
-    def coarse_tiles(level_index: int):
-        store = coarse[level_index - 1]
-        for k, row in enumerate(store.tile_rows()):
-            report(level_index, k * tile, tile)
+    def _level0_tiles(self):
+        t, w0 = self.tile, self.shapes[0][1]
+        for band in self._bands():
+            for r0 in range(0, len(band), t):
+                for x in range(0, w0, t):
+                    part = band[r0:r0 + t, x:x + t]
+                    if part.shape != (t, t):
+                        part = np.pad(part, ((0, t - part.shape[0]), (0, t - part.shape[1])))
+                    yield np.ascontiguousarray(part)
+
+    def _coarse_tiles(self, level_index: int):
+        for k, row in enumerate(self.coarse[level_index - 1].tile_rows()):
+            if self.abort.is_set():
+                raise InterruptedError("stopped")
+            self.report(f"{self.name}: level {level_index}, rows {k * self.tile}-"
+                        f"{(k + 1) * self.tile}")
             yield from row
 
-    meta = {"axes": "YX", "Name": name}
-    if mpp:
-        meta.update(PhysicalSizeX=mpp, PhysicalSizeY=mpp, PhysicalSizeXUnit="µm",
-                    PhysicalSizeYUnit="µm")
-    try:
-        with tifffile.TiffWriter(tmp, bigtiff=True, ome=True) as tif:
-            for k, shp in enumerate(shapes):
-                ds = h0 / shp[0]
-                kw = dict(subifds=len(levels) - 1, metadata=meta) if k == 0 else dict(
-                    subfiletype=1, metadata=None)
-                res = {}
-                if mpp:
-                    res = dict(resolution=(1e4 / (mpp * ds),) * 2, resolutionunit="CENTIMETER")
-                tif.write(level0_tiles() if k == 0 else coarse_tiles(k), shape=shp,
-                          dtype=np.uint8, tile=(tile, tile), photometric="minisblack",
-                          compression="zlib", compressionargs={"level": 1}, **kw, **res)
-        tmp.replace(path)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
-    return counted[0]
+    def _run(self) -> None:
+        import tifffile
+
+        meta = {"axes": "YX", "Name": self.name}
+        if self.mpp:
+            meta.update(PhysicalSizeX=self.mpp, PhysicalSizeY=self.mpp,
+                        PhysicalSizeXUnit="µm", PhysicalSizeYUnit="µm")
+        h0 = self.shapes[0][0]
+        try:
+            with tifffile.TiffWriter(self.tmp, bigtiff=True, ome=True) as tif:
+                for k, shp in enumerate(self.shapes):
+                    kw = dict(subifds=len(self.shapes) - 1, metadata=meta) if k == 0 else dict(
+                        subfiletype=1, metadata=None)
+                    if self.mpp:
+                        kw.update(resolution=(1e4 / (self.mpp * h0 / shp[0]),) * 2,
+                                  resolutionunit="CENTIMETER")
+                    tif.write(self._level0_tiles() if k == 0 else self._coarse_tiles(k),
+                              shape=shp, dtype=np.uint8, tile=(self.tile, self.tile),
+                              photometric="minisblack", compression="zlib",
+                              compressionargs={"level": 1}, **kw)
+        except BaseException as e:  # handed to the computing thread
+            self.error = e
+            self.abort.set()

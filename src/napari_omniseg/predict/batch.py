@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
 
 from ..errors import OmnisegInputError
 
 ProgressFn = Callable[[int, int, str], None]
+#: Tile rows an engine keeps while masks are written: a band of 512 slide rows is at most four
+#: rows of network tiles at 40x, plus the rows shared with the next band.
+_WRITING_CACHE_ROWS = 8
 
 
 def segment_slide_to_files(path: str | os.PathLike, tissues: Sequence[str],
@@ -24,7 +25,7 @@ def segment_slide_to_files(path: str | os.PathLike, tissues: Sequence[str],
         Per tissue: mask file, working magnification and area in mm².
     """
     from .. import vocab
-    from ..io.export import write_mask_pyramid
+    from ..io.export import write_mask_pyramids
     from ..io.slides import open_slide
     from .slide import segment_slide
 
@@ -32,7 +33,9 @@ def segment_slide_to_files(path: str | os.PathLike, tissues: Sequence[str],
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     slide = open_slide(path, mpp=mpp)
     mpp0 = slide.require_mpp()
-    masks = segment_slide(slide, tissues, magnification, model)
+    # files are written band by band, all tissues in step: the engines keep only the tiles
+    # around the band being written, so memory does not grow with the slide
+    masks = segment_slide(slide, tissues, magnification, model, cache_rows=_WRITING_CACHE_ROWS)
     stem = path.name
     for suffix in (".ome.tiff", ".ome.tif"):
         if stem.lower().endswith(suffix):
@@ -41,35 +44,17 @@ def segment_slide_to_files(path: str | os.PathLike, tissues: Sequence[str],
     else:
         stem = path.stem
     outs = {code: Path(out_dir) / f"{stem}_{code}.ome.tif" for code in masks}
-    state = {code: (0, 1) for code in masks}
-    lock = threading.Lock()
-
-    def file_progress(code: str) -> ProgressFn:
-        def report(done: int, total: int, message: str) -> None:
-            with lock:
-                state[code] = (done, total)
-                if progress is not None:
-                    progress(sum(d for d, _ in state.values()),
-                             sum(t for _, t in state.values()), message)
-        return report
-
-    # Two writers: while one waits for the network (which runs one batch at a time), the other
-    # resamples, compresses and writes. The finest working magnification, the most network
-    # work, starts first.
-    order = sorted(masks, key=lambda c: -(magnification or vocab.tissue(c).optimal_magnification))
     try:
-        with ThreadPoolExecutor(max_workers=min(2, len(order))) as pool:
-            futures = {code: pool.submit(write_mask_pyramid, outs[code], masks[code], mpp0,
-                                         name=f"{code} mask of {path.name}",
-                                         progress=file_progress(code)) for code in order}
-            pixels = {code: f.result() for code, f in futures.items()}
+        pixels = write_mask_pyramids(
+            [(outs[code], levels, f"{code} mask of {path.name}") for code, levels in masks.items()],
+            mpp0, progress=progress)
     finally:
         slide.close()
     return {code: {
         "mask": str(outs[code]),
         "magnification": magnification or vocab.tissue(code).optimal_magnification,
-        "area_mm2": pixels[code] * mpp0 * mpp0 / 1e6,
-    } for code in masks}
+        "area_mm2": n * mpp0 * mpp0 / 1e6,
+    } for code, n in zip(masks, pixels)}
 
 
 def _run_one(path, tissues, magnification, model_ref, out_dir, mpp):

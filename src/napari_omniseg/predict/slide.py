@@ -58,6 +58,10 @@ class TileEngine:
     cache_mb : float
         Memory for computed tiles (float16 probabilities of every tissue); the least recently
         used tiles are dropped beyond it.
+    cache_rows : int, optional
+        Instead, keep this many rows of tiles (across the whole working width): enough for
+        work that goes band by band, such as writing masks, in memory that does not grow with
+        the slide's height.
     tissue : TissueMask, optional
         Where the tissue is; tiles without tissue are skipped and predictions off it are zero.
     """
@@ -65,7 +69,7 @@ class TileEngine:
     def __init__(self, slide: Slide, model: Any, magnification: float, tissues: Sequence[str],
                  tile: int = 256, overlap: int = 64, bf16: bool = False,
                  cache_mb: float = 512.0, batch: int = 8,
-                 tissue: TissueMask | None = None) -> None:
+                 tissue: TissueMask | None = None, cache_rows: int | None = None) -> None:
         if slide.magnification is None:
             slide.require_mpp()
         self.slide = slide
@@ -87,6 +91,9 @@ class TileEngine:
         self.level_per_working = (mag0 / slide.downsamples[self.level]) / self.mag
         self.window = blend_window(tile, overlap)
         self._blocks: OrderedDict = OrderedDict()
+        per_tile = 2 * len(self.tissues) * tile * tile
+        if cache_rows is not None:
+            cache_mb = cache_rows * (self.shape[1] // self.stride + 2) * per_tile / 2 ** 20
         self._cache = TileCache((len(self.tissues), tile, tile), cache_mb * 2 ** 20)
         self._lock = threading.Lock()
         self._model_lock = threading.Lock()
@@ -368,6 +375,7 @@ def make_engines(
     overlap: int = 64,
     bf16: bool | None = None,
     mask_glass: bool = True,
+    cache_rows: int | None = None,
 ) -> dict[str, tuple[TileEngine, int]]:
     """For each tissue, the engine of its working magnification and its index in that engine.
 
@@ -392,7 +400,7 @@ def make_engines(
     out: dict[str, tuple[TileEngine, int]] = {}
     for mag, group in groups.items():
         engine = TileEngine(slide, model, mag, group, tile=tile, overlap=overlap, bf16=bf16,
-                            tissue=on_tissue)
+                            tissue=on_tissue, cache_rows=cache_rows)
         for i, code in enumerate(group):
             out[code] = (engine, i)
     return {c: out[c] for c in codes}
@@ -408,6 +416,7 @@ def segment_slide(
     overlap: int = 64,
     bf16: bool | None = None,
     mask_glass: bool = True,
+    cache_rows: int | None = None,
 ) -> dict[str, list[da.Array]]:
     """Lazy per-tissue mask pyramids aligned with the slide's levels.
 
@@ -431,6 +440,9 @@ def segment_slide(
         bfloat16 autocast; default on for CPU.
     mask_glass : bool
         Keep predictions off the glass around the tissue (found on the slide's thumbnail).
+    cache_rows : int, optional
+        Rows of network tiles each engine keeps (see :class:`TileEngine`); default: up to
+        512 MB per working magnification, for panning back and forth in a viewer.
 
     Returns
     -------
@@ -438,7 +450,8 @@ def segment_slide(
         For each tissue, one ``(Y, X)`` uint8 0/1 array per slide level. Nothing is computed
         until a chunk is.
     """
-    engines = make_engines(slide, tissues, magnification, model, tile, overlap, bf16, mask_glass)
+    engines = make_engines(slide, tissues, magnification, model, tile, overlap, bf16, mask_glass,
+                           cache_rows)
     return {code: [_level_array(engine, k, lv.shape[:2], chunk, i)
                    for k, lv in enumerate(slide.levels)]
             for code, (engine, i) in engines.items()}
