@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--semi", action="store_true",
                     help="add pseudo-labels and the consistency loss (off by default: they "
                          "lowered validation Dice on real kidney patches, see the docs)")
-    ft.add_argument("--lr", type=_positive_float, default=2e-4)
+    ft.add_argument("--lr", type=_positive_float, default=1e-3)
     ft.add_argument("-o", "--out", type=Path, required=True, help="checkpoint to write (.pt)")
 
     ev = sub.add_parser("evaluate", help="per-tissue Dice and 95% Hausdorff (µm) on a manifest")

@@ -207,7 +207,7 @@ def finetune(
     *,
     minutes: float | None = 10.0,
     max_steps: int | None = None,
-    lr: float = 2e-4,
+    lr: float = 1e-3,
     batch: int = 8,
     semi_supervised: bool = False,
     consistency_weight: float = 1.0,
