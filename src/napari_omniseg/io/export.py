@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import zlib
 from pathlib import Path
 
@@ -58,11 +60,8 @@ class _CoarseTiles:
                 self._finish_row()
 
     def _finish_row(self) -> None:
-        for x in range(0, self.shape[1], self.tile):
-            t = np.zeros((self.tile, self.tile), np.uint8)
-            part = self.buffer[:, x:x + self.tile]
-            t[:, :part.shape[1]] = part
-            self.tiles.append(zlib.compress(t.tobytes(), 1))
+        self.tiles.extend(zlib.compress(t.tobytes(), 1)
+                          for t in _file_tiles(self.buffer, self.tile))
         self.buffer[:] = 0
         self.row += self.tile
 
@@ -72,6 +71,16 @@ class _CoarseTiles:
         for i in range(0, len(self.tiles), per_row):
             yield [np.frombuffer(zlib.decompress(b), np.uint8).reshape(self.tile, self.tile)
                    for b in self.tiles[i:i + per_row]]
+
+
+def _file_tiles(band: np.ndarray, tile: int):
+    """The ``(tile, tile)`` file tiles of a band of rows, row-major, zero-padded at the edges."""
+    for r0 in range(0, len(band), tile):
+        for x in range(0, band.shape[1], tile):
+            part = band[r0:r0 + tile, x:x + tile]
+            if part.shape != (tile, tile):
+                part = np.pad(part, ((0, tile - part.shape[0]), (0, tile - part.shape[1])))
+            yield np.ascontiguousarray(part)
 
 
 def write_mask_pyramid(path: str | os.PathLike, levels: list, mpp: float | None,
@@ -123,8 +132,6 @@ def write_mask_pyramids(outputs: list[tuple], mpp: float | None, tile: int = 512
     list of int
         Foreground pixels of level 0, per file.
     """
-    import threading
-
     if not outputs:
         return []
     levels0 = outputs[0][1][0]
@@ -180,9 +187,6 @@ class _PyramidWriter:
 
     def __init__(self, path: Path, levels: list, mpp: float | None, tile: int, name: str,
                  band_rows: int, report, abort) -> None:
-        import queue
-        import threading
-
         self.path, self.levels, self.mpp, self.tile, self.name = path, levels, mpp, tile, name
         self.tmp = path.with_name(path.name + ".partial")
         self.band_rows, self.report, self.abort = band_rows, report, abort
@@ -205,8 +209,6 @@ class _PyramidWriter:
 
     def put(self, band: np.ndarray | None) -> None:
         """Hand over the next band (None: no more); gives up if the writer has died."""
-        import queue
-
         while self._thread.is_alive() and not self.abort.is_set():
             try:
                 self._queue.put(band, timeout=0.2)
@@ -223,8 +225,6 @@ class _PyramidWriter:
             raise self.error
 
     def _bands(self):
-        import queue
-
         y = 0
         while True:
             try:
@@ -245,14 +245,8 @@ class _PyramidWriter:
             y += len(band)
 
     def _level0_tiles(self):
-        t, w0 = self.tile, self.shapes[0][1]
         for band in self._bands():
-            for r0 in range(0, len(band), t):
-                for x in range(0, w0, t):
-                    part = band[r0:r0 + t, x:x + t]
-                    if part.shape != (t, t):
-                        part = np.pad(part, ((0, t - part.shape[0]), (0, t - part.shape[1])))
-                    yield np.ascontiguousarray(part)
+            yield from _file_tiles(band, self.tile)
 
     def _coarse_tiles(self, level_index: int):
         for k, row in enumerate(self.coarse[level_index - 1].tile_rows()):

@@ -45,9 +45,9 @@ def segment_slide_to_files(path: str | os.PathLike, tissues: Sequence[str],
         stem = path.stem
     outs = {code: Path(out_dir) / f"{stem}_{code}.ome.tif" for code in masks}
     try:
-        pixels = write_mask_pyramids(
-            [(outs[code], levels, f"{code} mask of {path.name}") for code, levels in masks.items()],
-            mpp0, progress=progress)
+        jobs = [(outs[code], levels, f"{code} mask of {path.name}")
+                for code, levels in masks.items()]
+        pixels = write_mask_pyramids(jobs, mpp0, progress=progress)
     finally:
         slide.close()
     return {code: {

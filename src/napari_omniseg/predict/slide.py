@@ -91,8 +91,8 @@ class TileEngine:
         self.level_per_working = (mag0 / slide.downsamples[self.level]) / self.mag
         self.window = blend_window(tile, overlap)
         self._blocks: OrderedDict = OrderedDict()
-        per_tile = 2 * len(self.tissues) * tile * tile
         if cache_rows is not None:
+            per_tile = 2 * len(self.tissues) * tile * tile  # float16
             cache_mb = cache_rows * (self.shape[1] // self.stride + 2) * per_tile / 2 ** 20
         self._cache = TileCache((len(self.tissues), tile, tile), cache_mb * 2 ** 20)
         self._lock = threading.Lock()
@@ -123,15 +123,18 @@ class TileEngine:
         lvl = self.slide.levels[self.level]
         H, W = lvl.shape[:2]
 
-        def clipped(boxes):
-            y0 = max(0, min(b[0] for b in boxes))
-            y1 = min(H, max(b[1] for b in boxes))
-            x0 = max(0, min(b[2] for b in boxes))
-            x1 = min(W, max(b[3] for b in boxes))
+        boxes = {k: self._source_box(*k) for k in keys}
+
+        def clipped(group):
+            box = [boxes[k] for k in group]
+            y0 = max(0, min(b[0] for b in box))
+            y1 = min(H, max(b[1] for b in box))
+            x0 = max(0, min(b[2] for b in box))
+            x1 = min(W, max(b[3] for b in box))
             return y0, y1, x0, x1
 
         def read(group: list[tuple[int, int]]) -> dict:
-            y0, y1, x0, x1 = clipped([self._source_box(*k) for k in group])
+            y0, y1, x0, x1 = clipped(group)
             if y1 <= y0 or x1 <= x0:
                 return {}
             win = np.asarray(lvl[y0:y1, x0:x1].compute(scheduler="synchronous"))
@@ -140,7 +143,7 @@ class TileEngine:
         if not keys:
             return {}
         f = self.level_per_working
-        y0, y1, x0, x1 = clipped([self._source_box(*k) for k in keys])
+        y0, y1, x0, x1 = clipped(keys)
         area = (y1 - y0) * (x1 - x0)
         if area <= min(1.5 * len(keys) * (self.stride * f) ** 2, _MAX_WINDOW_PIXELS):
             return read(keys)
@@ -190,18 +193,18 @@ class TileEngine:
 
         todo, images, masks = [], [], []
         on = {k: self._tissue_of(*k) for k in keys}
-        windows = self._windows([k for k, m in on.items() if m is None or m.any()])
-        for ty, tx in keys:
-            on_tissue = on[(ty, tx)]
-            rgb = None if (ty, tx) not in windows and on_tissue is not None else self._read(
-                ty, tx, windows.get((ty, tx)))
+        to_read = [k for k, m in on.items() if m is None or m.any()]  # not all glass
+        windows = self._windows(to_read)
+        reading = set(to_read)
+        for key in keys:
+            rgb = self._read(*key, windows.get(key)) if key in reading else None
             if rgb is None or is_background(rgb):
-                self._store((ty, tx), None)
+                self._store(key, None)
                 self.tiles_skipped += 1
             else:
-                todo.append((ty, tx))
+                todo.append(key)
                 images.append(rgb)
-                masks.append(on_tissue)
+                masks.append(on[key])
         dev = next(self.model.parameters()).device
         for i in range(0, len(todo), self.batch):
             x = torch.from_numpy(np.stack(images[i:i + self.batch])).to(dev)

@@ -2,8 +2,9 @@
 
 Intensities are rescaled by the 0.5 / 99.5 percentiles, the volume is padded to a multiple of
 16, and the requested regions are evaluated one after the other (FiLM changes every layer, so
-they share no work, and one batch of all of them needs several times the memory). Volumes larger than the window are
-covered by overlapping windows blended with weights that fade at their borders.
+they share no work, and one batch of all of them needs several times the memory). Volumes
+larger than the window are covered by overlapping windows blended with weights that fade at
+their borders.
 """
 
 from __future__ import annotations
