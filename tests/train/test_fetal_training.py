@@ -4,7 +4,7 @@ import torch
 from napari_omniseg.nets.conemos import CoNeMOS
 from napari_omniseg.train.augment3d import intensity3d, spatial3d
 from napari_omniseg.train.fetal import (build_fetal_set, make_fetal_batches, normalize_intensity,
-                                        soft_dice_loss)
+                                        soft_dice_bce_loss, soft_dice_loss)
 from napari_omniseg.train.loop import train_loop
 
 
@@ -28,6 +28,31 @@ def test_soft_dice_ignores_unknown_channels():
     bad_unknown = good.clone()
     bad_unknown[:, 1] = 10.0  # wrong in the unlabelled channel only
     assert torch.isclose(soft_dice_loss(bad_unknown, t, valid), soft_dice_loss(good, t, valid))
+
+
+def test_dice_bce_adds_cross_entropy_on_known_voxels_only():
+    t = torch.zeros(1, 2, 8, 8, 8)
+    t[:, 0, 2:6, 2:6, 2:6] = 1
+    valid = torch.zeros_like(t)
+    valid[:, 0] = 1
+    sure = torch.where(t > 0, 20.0, -20.0)
+    unsure = torch.where(t > 0, 1.0, -1.0)  # thresholds right, so soft Dice alone is lenient
+    assert soft_dice_bce_loss(sure, t, valid) < 0.01
+    gap = soft_dice_bce_loss(unsure, t, valid) - soft_dice_loss(unsure, t, valid)
+    assert torch.isclose(gap, torch.nn.functional.softplus(torch.tensor(-1.0)), atol=1e-4)
+    wrong_unknown = sure.clone()
+    wrong_unknown[:, 1] = 20.0
+    assert torch.isclose(soft_dice_bce_loss(wrong_unknown, t, valid),
+                         soft_dice_bce_loss(sure, t, valid))
+
+
+def test_training_rejects_an_unknown_loss(tmp_path):
+    import pytest
+
+    from napari_omniseg.train.fetal import train_fetal
+
+    with pytest.raises(ValueError, match="loss must be one of"):
+        train_fetal(tmp_path / "f.pt", loss="focal")
 
 
 def test_spatial3d_moves_volume_and_mask_together():
