@@ -90,7 +90,6 @@ def soft_dice_bce_loss(logits, target, valid=None):
     The cross-entropy gives every voxel its own gradient, where the Dice of a region of about
     a hundred voxels (the eyes) hinges on a handful of them.
     """
-    import torch
     import torch.nn.functional as F
 
     bce = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
