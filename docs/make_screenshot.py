@@ -92,7 +92,7 @@ def finetune(viewer) -> None:
     row.image.value, row.tissue.value, row.complete.value = image, "ptc", WHOLE_LAYER
     ft.minutes.value = 1.0
     ft.save_to.value = str(Path(tempfile.gettempdir()) / "omniseg_finetuned_screenshot.pt")
-    ft.train_button.clicked()
+    ft.run_button.clicked()
     _wait_for(ft)
     viewer.reset_view()
     _settle()

@@ -67,3 +67,22 @@ def test_rgb_layer_is_refused(make_napari_viewer, ckpt):
     assert w.volume.choices == ()
     w.start()
     assert "open a 3D MRI volume" in w.status.value
+
+
+def test_a_failing_run_keeps_its_error_and_adds_nothing(make_napari_viewer, qtbot, ckpt,
+                                                        monkeypatch):
+    import napari_omniseg.predict.volume as volume_module
+
+    def broken(*a, **k):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(volume_module, "predict_regions", broken)
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-omniseg", "fetal_mri")
+    before = len(viewer.layers)
+    w = _widget(viewer, ckpt, "brain")
+    w.run_button.clicked()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
+    # the message stays (it used to be overwritten by "done" when the worker finished)
+    assert w.status.value == "segmentation failed: out of memory"
+    assert len(viewer.layers) == before and w.run_button.enabled and not w.stop_button.enabled

@@ -49,7 +49,7 @@ def test_retrain_changes_the_model_not_the_layers(make_napari_viewer, qtbot, tmp
     w, image, labels = _setup(viewer, tmp_path)
     before = labels.data.copy()
     base = load_model(tmp_path / "base.pt", device="cpu")
-    w.train_button.clicked()
+    w.run_button.clicked()
     qtbot.waitUntil(lambda: w.worker is None, timeout=180_000)
     assert w.use_button.enabled, w.status.value
     np.testing.assert_array_equal(labels.data, before)  # byte for byte
@@ -71,7 +71,7 @@ def test_stop_keeps_the_model_in_use_and_a_checkpoint(make_napari_viewer, qtbot,
     viewer = make_napari_viewer()
     w, _, _ = _setup(viewer, tmp_path, minutes=10)
     in_use = MODEL_IN_USE.model
-    w.train_button.clicked()
+    w.run_button.clicked()
     qtbot.waitUntil(lambda: w.progress.value > 0 or w.worker is None, timeout=120_000)
     w.stop_button.clicked()
     qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
@@ -85,11 +85,11 @@ def test_bad_rows_are_explained(make_napari_viewer, tmp_path):
     w, image, labels = _setup(viewer, tmp_path)
     w.rows[0].complete.value = "painted pixels only"
     labels.data = np.zeros_like(labels.data)
-    w.train_button.clicked()
+    w.run_button.clicked()
     assert "nothing painted" in w.status.value and w.worker is None
     viewer.add_labels(np.ones((10, 10), np.uint8), name="small")
     w.rows[0].labels.value = viewer.layers["small"]
-    w.train_button.clicked()
+    w.run_button.clicked()
     assert "is not drawn on" in w.status.value
 
 
@@ -127,7 +127,7 @@ def test_fetal_volumes_retrain_the_fetal_model(make_napari_viewer, qtbot, tmp_pa
     w.minutes.value = 0.15
     w.save_to.value = tmp_path / "ft.pt"
     fetal_widget = FetalWidget(viewer)
-    w.train_button.clicked()
+    w.run_button.clicked()
     qtbot.waitUntil(lambda: w.worker is None, timeout=180_000)
     assert w.use_button.enabled, w.status.value
     np.testing.assert_array_equal(labels.data, before)

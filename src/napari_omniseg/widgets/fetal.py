@@ -17,6 +17,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, Pro
 
 from .. import vocab
 from ..errors import OmnisegInputError
+from ._worker_controls import WorkerControls
 from .model_in_use import FETAL_MODEL_IN_USE
 
 
@@ -34,7 +35,7 @@ def volume_from_layer(layer: Any):
     return Volume(data=da.asarray(layer.data), spacing=tuple(float(s) for s in layer.scale))
 
 
-class FetalWidget(Container):
+class FetalWidget(WorkerControls, Container):
     """Choose volume, region and model; Segment; Stop."""
 
     def __init__(self, viewer: "napari.viewer.Viewer") -> None:
@@ -61,7 +62,6 @@ class FetalWidget(Container):
         self.stop_button.changed.connect(self.stop)
         viewer.layers.events.inserted.connect(lambda e: self.volume.reset_choices())
         viewer.layers.events.removed.connect(lambda e: self.volume.reset_choices())
-        self.worker = None
         self._stopped = False
         FETAL_MODEL_IN_USE.changed.connect(self._use_fine_tuned)
 
@@ -91,8 +91,6 @@ class FetalWidget(Container):
         return load_model(path)
 
     def start(self) -> None:
-        from napari.qt.threading import thread_worker
-
         from ..models import model_and_precision
         from ..predict.volume import predict_regions
 
@@ -111,7 +109,6 @@ class FetalWidget(Container):
                  else [self.region.value])
         flips = bool(self.flips.value)
 
-        @thread_worker(start_thread=False)
         def work():
             # one region per pass: Stop takes effect between regions, and the bar moves
             data = np.asarray(vol.data)
@@ -124,17 +121,10 @@ class FetalWidget(Container):
             return out
 
         self._stopped = False
-        self.worker = work()
-        self.worker.yielded.connect(self._on_progress)
-        self.worker.returned.connect(lambda result: self._show(result, layer))
-        self.worker.finished.connect(self._finished)
-        self.worker.errored.connect(lambda e: self._report(
-            str(e) if isinstance(e, OmnisegInputError) else f"segmentation failed: {e}"))
-        self.progress.visible = True
-        self.progress.value, self.progress.max = 0, len(codes)
-        self.run_button.enabled, self.stop_button.enabled = False, True
-        self.status.value = "segmenting..."
-        self.worker.start()
+        self._launch(work, status="segmenting...", failure="segmentation failed",
+                     progress_max=len(codes), on_yielded=self._on_progress,
+                     on_returned=lambda result: self._show(result, layer),
+                     on_finished=self._finished)
 
     def _on_progress(self, ev) -> None:
         done, total, msg = ev
@@ -165,13 +155,7 @@ class FetalWidget(Container):
                 metadata={"region": code, "source_layer": layer.name})
 
     def _finished(self) -> None:
-        self.status.value = "stopped; nothing was added" if self._stopped else "done"
-        self.progress.visible = False
-        self.worker = None
-        self.run_button.enabled, self.stop_button.enabled = True, False
-
-    def _report(self, msg: str) -> None:
-        from napari.utils.notifications import show_error
-
-        self.status.value = msg
-        show_error(msg)
+        if self._stopped:
+            self.status.value = "stopped; nothing was added"
+        elif not self.run_failed:
+            self.status.value = "done"

@@ -22,6 +22,7 @@ from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSpin
 
 from .. import vocab
 from ..errors import OmnisegInputError
+from ._worker_controls import WorkerControls
 from .model_in_use import FETAL_MODEL_IN_USE, MODEL_IN_USE
 from .segment import slide_from_layer
 
@@ -153,7 +154,7 @@ class LossPlot:
         p.end()
 
 
-class FinetuneWidget(Container):
+class FinetuneWidget(WorkerControls, Container):
     """Rows of annotations, training settings, Train / Stop, live plot, Use this model."""
 
     def __init__(self, viewer: "napari.viewer.Viewer") -> None:
@@ -173,26 +174,25 @@ class FinetuneWidget(Container):
                              tooltip="pseudo-labels for the other tissues + two-view consistency")
         self.save_to = FileEdit(label="save to", mode="w", filter="*.pt",
                                 value=str(DEFAULT_SAVE["renal"]))
-        self.train_button = PushButton(text="Train")
+        self.run_button = PushButton(text="Train")
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.progress = ProgressBar(label="progress", value=0, max=1000, visible=False)
         self.plot = LossPlot()
         self.use_button = PushButton(text="Use this model", enabled=False)
         self.status = Label(value="")
         self.extend([self.kind, self.rows, self.add_row_button, self.magnification, self.start_from,
-                     self.model_file, self.minutes, self.semi, self.save_to, self.train_button,
+                     self.model_file, self.minutes, self.semi, self.save_to, self.run_button,
                      self.stop_button, self.progress, self.use_button, self.status])
         self.native.layout().insertWidget(self.native.layout().count() - 2, self.plot.native)
         self.add_row_button.changed.connect(lambda: self.add_row())
         self.kind.changed.connect(self._on_kind)
         self.start_from.changed.connect(
             lambda v: setattr(self.model_file, "visible", v == "file"))
-        self.train_button.changed.connect(self.start)
+        self.run_button.changed.connect(self.start)
         self.stop_button.changed.connect(self.stop)
         self.use_button.changed.connect(self.use_trained)
         viewer.layers.events.inserted.connect(self._refresh)
         viewer.layers.events.removed.connect(self._refresh)
-        self.worker = None
         self.trained = None
         self._trained_holder = MODEL_IN_USE
         self._stop_requested = False
@@ -336,8 +336,6 @@ class FinetuneWidget(Container):
 
     def start(self) -> None:
         """Read the rows and settings and train in a worker thread."""
-        from napari.qt.threading import thread_worker
-
         from ..train.finetune import finetune, save_finetuned
         from ..train.finetune_fetal import finetune_fetal, save_finetuned_fetal
 
@@ -355,7 +353,6 @@ class FinetuneWidget(Container):
         minutes, semi, fetal = float(self.minutes.value), bool(self.semi.value), self.fetal
         holder = self._holder()
 
-        @thread_worker(start_thread=False)
         def work():
             # training blocks, so it runs in its own thread and this generator forwards its
             # progress and validation events (yielded values reach the GUI thread)
@@ -392,18 +389,10 @@ class FinetuneWidget(Container):
 
         self._stop_requested = False
         self.plot.clear()
-        self.worker = work()
-        self.worker.yielded.connect(self._on_event)
-        self.worker.returned.connect(self._on_done)
-        self.worker.errored.connect(lambda e: self._report(
-            str(e) if isinstance(e, OmnisegInputError) else f"training failed: {e}"))
-        self.worker.finished.connect(self._finished)
-        self.progress.visible = True
-        self.progress.value = 0
-        self.train_button.enabled, self.stop_button.enabled = False, True
         self.use_button.enabled = False
-        self.status.value = f"training on {len(train)} annotation(s)..."
-        self.worker.start()
+        self._launch(work, status=f"training on {len(train)} annotation(s)...",
+                     failure="training failed", progress_max=1000, on_yielded=self._on_event,
+                     on_returned=self._on_done)
 
     def _on_event(self, ev) -> None:
         if ev[0] == "progress":
@@ -432,14 +421,3 @@ class FinetuneWidget(Container):
         if self.trained is not None:
             self._trained_holder.set(*self.trained)
             self.status.value = f"model in use: {self.trained[1]}"
-
-    def _finished(self) -> None:
-        self.worker = None
-        self.progress.visible = False
-        self.train_button.enabled, self.stop_button.enabled = True, False
-
-    def _report(self, msg: str) -> None:
-        from napari.utils.notifications import show_error
-
-        self.status.value = msg
-        show_error(msg)

@@ -17,6 +17,7 @@ from magicgui.widgets import (ComboBox, Container, FileEdit, FloatSpinBox, Label
 
 from .. import vocab
 from ..errors import OmnisegInputError
+from ._worker_controls import WorkerControls
 from .model_in_use import MODEL_IN_USE
 
 WHERE = ("current view", "whole slide", "inside shapes")
@@ -59,7 +60,7 @@ def layer_name(code: str, magnification: float) -> str:
     return f"{vocab.tissue(code).label} @ {int(magnification)}x"
 
 
-class SegmentWidget(Container):
+class SegmentWidget(WorkerControls, Container):
     """Choose image, tissue, magnification, model and where; Segment; Stop."""
 
     def __init__(self, viewer: "napari.viewer.Viewer") -> None:
@@ -94,7 +95,6 @@ class SegmentWidget(Container):
         self.stop_button.changed.connect(self.stop)
         viewer.layers.events.inserted.connect(self._refresh_choices)
         viewer.layers.events.removed.connect(self._refresh_choices)
-        self.worker = None
         self._model_cache: dict[str, Any] = {}
         MODEL_IN_USE.changed.connect(self._use_fine_tuned)
 
@@ -169,8 +169,6 @@ class SegmentWidget(Container):
 
     def start(self) -> None:
         """Read the choices, add or reset the Labels layers, and start the worker."""
-        from napari.qt.threading import thread_worker
-
         from ..predict.slide import fill_region, make_engines
 
         if self.worker is not None:
@@ -184,29 +182,20 @@ class SegmentWidget(Container):
             engines = make_engines(slide, (self.tissue.value,), mag, self._model())
             box = self._box(slide, layer)
         except OmnisegInputError as e:
-            self.status.value = str(e)
-            from napari.utils.notifications import show_error
-
-            show_error(str(e))
+            self._report(str(e))
             return
         outputs = {code: self._labels_layer(layer, slide, code, eng.mag)
                    for code, (eng, _) in engines.items()}
         arrays = {code: levels for code, (levels, _) in outputs.items()}
         layers = [lyr for _, lyr in outputs.values()]
 
-        @thread_worker(start_thread=False)
         def work():
             yield from fill_region(engines, arrays, box)
 
-        self.worker = work()
-        self.worker.yielded.connect(lambda p: self._on_progress(p, layers))
-        self.worker.finished.connect(lambda: self._on_finished(layers))
-        self.worker.errored.connect(self._on_error)
-        self.progress.visible = True
-        self.progress.value, self.progress.max = 0, 1
-        self.run_button.enabled, self.stop_button.enabled = False, True
-        self.status.value = "segmenting..."
-        self.worker.start()
+        # the bar stays after the run: a stopped run shows how far it got
+        self._launch(work, status="segmenting...", failure="segmentation failed",
+                     progress_max=1, on_yielded=lambda p: self._on_progress(p, layers),
+                     on_finished=lambda: self._on_finished(layers), hide_progress=False)
 
     def stop(self) -> None:
         """Stop after the chunk in progress; what was computed stays."""
@@ -252,16 +241,8 @@ class SegmentWidget(Container):
             self._show_new_data(lyr)
 
     def _on_finished(self, layers) -> None:
-        stopped = self.progress.value < self.progress.max
-        self.status.value = "stopped; the computed part is kept" if stopped else "done"
+        if not self.run_failed:
+            stopped = self.progress.value < self.progress.max
+            self.status.value = "stopped; the computed part is kept" if stopped else "done"
         for lyr in layers:
             self._show_new_data(lyr)
-        self.worker = None
-        self.run_button.enabled, self.stop_button.enabled = True, False
-
-    def _on_error(self, exc: Exception) -> None:
-        msg = str(exc) if isinstance(exc, OmnisegInputError) else f"segmentation failed: {exc}"
-        self.status.value = msg
-        from napari.utils.notifications import show_error
-
-        show_error(msg)
