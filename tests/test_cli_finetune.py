@@ -55,3 +55,55 @@ def test_bad_manifest_is_explained(tmp_path, capsys):
     (tmp_path / "p0_mask.png").write_text("not a png")
     assert main(["evaluate", "--manifest", str(manifest)]) == 2
     assert "line 2" in capsys.readouterr().err
+
+
+def write_volume_manifest(folder):
+    from napari_omniseg.simulate.fetal import simulate_fetal, write_fetal_nifti
+
+    rows = ["image,mask,region,annotated,split"]
+    for seed, split in ((1, "train"), (2, "val")):
+        paths = write_fetal_nifti(simulate_fetal(seed, size=32), folder, all_masks=True)
+        for region, annotated in (("brain", "yes"), ("eyes", "no")):
+            rows.append(f"{paths['volume'].name},{paths[region].name},{region},{annotated},"
+                        f"{split}")
+    (folder / "volumes.csv").write_text("\n".join(rows) + "\n")
+    return folder / "volumes.csv"
+
+
+def test_finetune_then_evaluate_fetal_volumes(tmp_path, capsys):
+    import torch
+
+    from napari_omniseg.models import save_checkpoint
+    from napari_omniseg.nets.conemos import CoNeMOS
+    from napari_omniseg.train.finetune_fetal import read_volume_manifest
+
+    manifest = write_volume_manifest(tmp_path)
+    splits = read_volume_manifest(manifest)
+    brain, eyes = splits["train"]
+    assert brain.known.all()  # annotated: unpainted voxels are background
+    assert np.array_equal(eyes.known, eyes.mask)  # painted voxels only
+    torch.manual_seed(0)
+    base = save_checkpoint(CoNeMOS(), tmp_path / "base.pt", "conemos")
+    out = tmp_path / "ft.pt"
+    assert main(["finetune", "--manifest", str(manifest), "--base", str(base), "--minutes",
+                 "0.1", "-o", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] > 0 and set(summary["val"]["regions"]) == {"brain", "eyes"}
+    meta = read_metadata(out)
+    assert meta["architecture"] == "conemos" and meta["regions_trained"] == ["brain", "eyes"]
+    assert main(["evaluate", "--manifest", str(manifest), "--model", str(out),
+                 "--split", "val"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["regions"] == summary["val"]["regions"]
+
+
+def test_bad_volume_manifest_is_explained(tmp_path, capsys):
+    manifest = write_volume_manifest(tmp_path)
+    text = manifest.read_text().splitlines()
+    manifest.write_text("\n".join([text[0], text[1].replace("brain", "liver")]) + "\n")
+    assert main(["evaluate", "--manifest", str(manifest)]) == 2
+    err = capsys.readouterr().err
+    assert "line 2" in err and "liver" in err
+    manifest.write_text("\n".join([text[0], "missing.nii.gz,x.nii.gz,brain,yes,train"]) + "\n")
+    assert main(["evaluate", "--manifest", str(manifest)]) == 2
+    assert "line 2" in capsys.readouterr().err

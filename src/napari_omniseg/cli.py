@@ -9,7 +9,7 @@ Sub-commands::
     omniseg train renal|fetal -o MODEL.pt [--minutes M] ...
     omniseg segment SLIDE [SLIDE...] [--tissue T] [--magnification M] -o OUT
     omniseg segment-volume VOLUME [VOLUME...] [--region R] -o OUT
-    omniseg finetune --manifest CSV [--base MODEL] [--minutes M] -o OUT.pt
+    omniseg finetune --manifest CSV [--base MODEL] [--minutes M] -o OUT.pt   (kidney or fetal)
     omniseg evaluate --manifest CSV [--model MODEL]
 """
 
@@ -141,22 +141,30 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--flips", action="store_true", help="average mirrored predictions")
     sv.add_argument("-o", "--out", type=Path, required=True, help="output folder")
 
-    ft = sub.add_parser("finetune", help="fine-tune the renal model on annotated patches")
+    ft = sub.add_parser("finetune", help="fine-tune on annotated kidney patches or fetal volumes")
     ft.add_argument("--manifest", type=Path, required=True,
-                    help="CSV with columns image, mask, tissue, stain, magnification[, split]")
-    ft.add_argument("--base", default="renal", help="starting checkpoint or bundled name")
+                    help="CSV with columns image, mask, tissue, stain, magnification[, split] "
+                         "(kidney patches), or image, mask, region[, annotated, split] (fetal "
+                         "volumes)")
+    ft.add_argument("--base", default=None,
+                    help="starting checkpoint or bundled name (default: the bundled model of "
+                         "the manifest's kind)")
     ft.add_argument("--minutes", type=_positive_float, default=10.0)
     ft.add_argument("--split-column", default="split",
                     help="column saying train / val (rows named val are held out for validation)")
     ft.add_argument("--semi", action="store_true",
                     help="add pseudo-labels and the consistency loss (off by default: they "
                          "lowered validation Dice on real kidney patches, see the docs)")
-    ft.add_argument("--lr", type=_positive_float, default=1e-3)
+    ft.add_argument("--lr", type=_positive_float, default=None,
+                    help="learning rate (default 1e-3 kidney, 2e-4 fetal)")
     ft.add_argument("-o", "--out", type=Path, required=True, help="checkpoint to write (.pt)")
 
-    ev = sub.add_parser("evaluate", help="per-tissue Dice and 95% Hausdorff (µm) on a manifest")
+    ev = sub.add_parser("evaluate", help="per-tissue Dice and 95% Hausdorff (µm) on a manifest "
+                                         "(per-region Dice for fetal volumes)")
     ev.add_argument("--manifest", type=Path, required=True)
-    ev.add_argument("--model", default="renal", help="checkpoint file or bundled model name")
+    ev.add_argument("--model", default=None,
+                    help="checkpoint file or bundled model name (default: the bundled model of "
+                         "the manifest's kind)")
     ev.add_argument("--split-column", default="split")
     ev.add_argument("--split", default=None, help="only rows of this split (e.g. val)")
 
@@ -363,29 +371,73 @@ def _info(args: argparse.Namespace) -> int:
 
 def _finetune(args: argparse.Namespace) -> int:
     from .models import load_model
-    from .train.annotations import read_manifest
-    from .train.finetune import evaluate_annotations, finetune, save_finetuned
 
-    splits = read_manifest(args.manifest, args.split_column)
+    fetal = _is_volume_manifest(args.manifest)
+    splits = _read_any_manifest(args.manifest, args.split_column, fetal)
     train, val = splits.get("train", []), splits.get("val", [])
     if not train:
         raise OmnisegInputError(f"{args.manifest.name} has no training rows "
                                 f"(column {args.split_column!r} = train)")
-    base = load_model(args.base)
+    base_name = args.base or ("fetal" if fetal else "renal")
+    base = load_model(base_name)
     bar = _Bar("finetune")
     try:
-        result = finetune(base, train, val, minutes=args.minutes, lr=args.lr,
-                          semi_supervised=args.semi, progress=bar,
-                          on_validate=_print_validation)
+        if fetal:
+            from .train.finetune_fetal import finetune_fetal
+
+            result = finetune_fetal(base, train, val, minutes=args.minutes,
+                                    lr=args.lr or 2e-4, progress=bar,
+                                    on_validate=_print_validation)
+        else:
+            from .train.finetune import finetune
+
+            result = finetune(base, train, val, minutes=args.minutes, lr=args.lr or 1e-3,
+                              semi_supervised=args.semi, progress=bar,
+                              on_validate=_print_validation)
     finally:
         bar.close()
-    save_finetuned(result, args.out, str(args.base), train, args.semi, val)
+    if fetal:
+        from .train.finetune_fetal import save_finetuned_fetal
+
+        save_finetuned_fetal(result, args.out, str(base_name), train, val)
+    else:
+        from .train.finetune import save_finetuned
+
+        save_finetuned(result, args.out, str(base_name), train, args.semi, val)
     summary = {"checkpoint": str(args.out), "steps": result.steps,
                "seconds": round(result.seconds, 1), "history": result.history}
     if val:
-        summary["val"] = evaluate_annotations(result.model, val)
+        summary["val"] = _evaluate_any(result.model, val, fetal)
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _is_volume_manifest(path: Path) -> bool:
+    from .train.finetune_fetal import is_volume_manifest
+
+    if not path.is_file():
+        raise OmnisegInputError(f"{path} does not exist")
+    return is_volume_manifest(path)
+
+
+def _read_any_manifest(path: Path, split_column: str, fetal: bool) -> dict:
+    if fetal:
+        from .train.finetune_fetal import read_volume_manifest
+
+        return read_volume_manifest(path, split_column)
+    from .train.annotations import read_manifest
+
+    return read_manifest(path, split_column)
+
+
+def _evaluate_any(model, rows: list, fetal: bool) -> dict:
+    if fetal:
+        from .train.finetune_fetal import evaluate_volume_annotations
+
+        return evaluate_volume_annotations(model, rows)
+    from .train.finetune import evaluate_annotations
+
+    return evaluate_annotations(model, rows)
 
 
 def _print_validation(entry: dict) -> None:
@@ -397,14 +449,14 @@ def _print_validation(entry: dict) -> None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from .models import load_model
-    from .train.annotations import read_manifest
-    from .train.finetune import evaluate_annotations
 
-    splits = read_manifest(args.manifest, args.split_column)
+    fetal = _is_volume_manifest(args.manifest)
+    splits = _read_any_manifest(args.manifest, args.split_column, fetal)
     rows = splits.get(args.split, []) if args.split else [a for v in splits.values() for a in v]
     if not rows:
         raise OmnisegInputError(f"no rows of split {args.split!r} in {args.manifest.name}")
-    print(json.dumps(evaluate_annotations(load_model(args.model), rows), indent=2))
+    model = load_model(args.model or ("fetal" if fetal else "renal"))
+    print(json.dumps(_evaluate_any(model, rows, fetal), indent=2))
     return 0
 
 

@@ -8,8 +8,11 @@ known voxels only. Training runs on a copy and keeps the weights with the best v
 
 from __future__ import annotations
 
+import csv
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -102,6 +105,52 @@ def volume_annotation_from_layers(volume: np.ndarray, labels: np.ndarray, region
     norm = normalize_intensity(volume.astype(np.float32))
     return VolumeAnnotation(np.ascontiguousarray(norm[sl]), mask[sl].copy(), known[sl].copy(),
                             region, name=name)
+
+
+#: Values of a manifest's ``annotated`` column meaning "painted voxels only".
+_PARTIAL = {"0", "false", "no", "partial"}
+
+
+def is_volume_manifest(path: str | os.PathLike) -> bool:
+    """Whether a manifest lists fetal volumes (it has a ``region`` column)."""
+    with open(path, newline="") as f:
+        return "region" in (csv.DictReader(f).fieldnames or [])
+
+
+def read_volume_manifest(path: str | os.PathLike, split_column: str | None = "split"
+                         ) -> dict[str, list[VolumeAnnotation]]:
+    """Annotated volumes listed in a CSV (columns image, mask, region; optional annotated).
+
+    ``image`` and ``mask`` are volume files (NIfTI or TIFF stacks, paths relative to the CSV);
+    every non-zero voxel of the mask is the region. A mask annotates its whole volume for its
+    region (unpainted = background) unless the row's ``annotated`` column says ``no``, in which
+    case only painted voxels are known. Returns the rows grouped by ``split_column`` (all under
+    ``"train"`` when the column is absent or None).
+    """
+    from ..io.volumes import open_volume
+
+    path = Path(path)
+    if not path.is_file():
+        raise OmnisegInputError(f"{path} does not exist")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    need = {"image", "mask", "region"}
+    if not rows or not need <= set(rows[0]):
+        raise OmnisegInputError(f"{path.name} needs the columns {', '.join(sorted(need))}")
+    out: dict[str, list[VolumeAnnotation]] = {}
+    for i, row in enumerate(rows, start=2):
+        try:
+            volume = np.asarray(open_volume(path.parent / row["image"]).data)
+            labels = np.asarray(open_volume(path.parent / row["mask"]).data)
+            vocab.fetal_region(row["region"])
+        except (OmnisegInputError, ValueError) as e:
+            raise OmnisegInputError(f"{path.name} line {i}: {e}") from None
+        partial = row.get("annotated", "").strip().lower() in _PARTIAL
+        ann = volume_annotation_from_layers(volume, labels, row["region"], annotated=not partial,
+                                            name=row["image"])
+        split = row.get(split_column, "train") if split_column else "train"
+        out.setdefault(split or "train", []).append(ann)
+    return out
 
 
 def _crop_size(shape: tuple[int, ...], crop: int) -> int:
