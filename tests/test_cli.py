@@ -81,3 +81,17 @@ def test_segment_volume_round_trip(tmp_path, capsys):
     np.testing.assert_allclose(img.affine, affine)
     assert img.shape == (16, 20, 24)
     assert res["volume_ml"] == pytest.approx(img.get_fdata().sum() * 2 * 2.5 * 3 / 1000)
+
+
+def test_segment_volume_keeps_all_pieces_only_when_asked(tmp_path, monkeypatch):
+    import napari_omniseg.predict.volume as volume_module
+    from napari_omniseg.io.export import save_nifti
+
+    seen = []
+    monkeypatch.setattr(volume_module, "segment_volume",
+                        lambda vol, regions, model, **kw: seen.append(kw["largest_piece"]) or {})
+    monkeypatch.setattr("napari_omniseg.models.load_model", lambda ref: None)
+    vol = save_nifti(np.zeros((8, 8, 8)), np.eye(4), tmp_path / "v.nii.gz")
+    for extra in ([], ["--all-pieces"]):
+        assert main(["segment-volume", str(vol), "-o", str(tmp_path / "o"), *extra]) == 0
+    assert seen == [True, False]

@@ -139,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--region", default="all", choices=[*vocab.FETAL_REGION_CODES, "all"])
     sv.add_argument("--model", default="fetal", help="checkpoint file or bundled model name")
     sv.add_argument("--flips", action="store_true", help="average mirrored predictions")
+    sv.add_argument("--all-pieces", action="store_true",
+                    help="keep every piece of the masks (by default uterus, body, brain and "
+                         "placenta keep only their largest piece)")
     sv.add_argument("-o", "--out", type=Path, required=True, help="output folder")
 
     ft = sub.add_parser("finetune", help="fine-tune on annotated kidney patches or fetal volumes")
@@ -325,7 +328,8 @@ def _segment_volume(args: argparse.Namespace) -> int:
     for path in args.volumes:
         try:
             vol = open_volume(path)
-            masks = segment_volume(vol, (args.region,), model, flips=args.flips)
+            masks = segment_volume(vol, (args.region,), model, flips=args.flips,
+                                   largest_piece=not args.all_pieces)
             stem = path.name[:-7] if path.name.endswith(".nii.gz") else path.stem
             voxel_ml = float(np.prod(vol.spacing)) / 1000.0
             result = {}

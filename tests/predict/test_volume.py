@@ -65,3 +65,36 @@ def test_each_region_runs_once_however_the_masks_are_computed():
     for m in masks.values():  # one compute per region, as the CLI writes them
         m.compute()
     assert sorted(r for c in calls for r in c) == [0, 1, 2, 3, 4]
+
+
+def test_largest_piece_drops_specks_of_single_piece_regions_only():
+    from napari_omniseg.predict.volume import keep_largest_piece
+
+    m = np.zeros((20, 20, 20), np.uint8)
+    m[2:10, 2:10, 2:10] = 1
+    m[15, 15, 15] = 1  # a speck
+    m[10, 10, 10] = 1  # touches the block only at a corner: 26-connected, so it stays
+    kept = keep_largest_piece(m)
+    assert kept.dtype == np.uint8 and kept.sum() == m.sum() - 1 and kept[15, 15, 15] == 0
+    assert not keep_largest_piece(np.zeros_like(m)).any()
+
+    class Blobs(torch.nn.Module):
+        """Every region: a block and a speck."""
+
+        def __init__(self):
+            super().__init__()
+            self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+        def forward_regions(self, x, region_ids):
+            out = torch.full((len(region_ids), *x.shape[1:]), -10.0)
+            out[:, :, 2:10, 2:10, 2:10] = 10
+            out[:, :, 20, 20, 20] = 10
+            return out + self.dummy
+
+    vol = Volume(data=da.from_array(np.random.rand(32, 32, 32).astype(np.float32)),
+                 spacing=(1.0, 1.0, 1.0))
+    masks = segment_volume(vol, ("all",), model=Blobs(), bf16=False)
+    assert masks["placenta"].compute()[20, 20, 20] == 0
+    assert masks["eyes"].compute()[20, 20, 20] == 1  # two globes: pieces are kept
+    raw = segment_volume(vol, ("placenta",), model=Blobs(), bf16=False, largest_piece=False)
+    assert raw["placenta"].compute()[20, 20, 20] == 1

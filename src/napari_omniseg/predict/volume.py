@@ -20,6 +20,36 @@ from .. import vocab
 from ..io.volumes import Volume
 
 
+#: Regions that are one connected piece of tissue: any other piece of their predicted mask is a
+#: false positive. (Not the eyes: two globes, and a thin prediction of one may break in two.)
+SINGLE_PIECE_REGIONS = ("uterus", "body", "brain", "placenta")
+
+
+def keep_largest_piece(mask: np.ndarray) -> np.ndarray:
+    """The largest 26-connected piece of a 3D 0/1 mask (same dtype; empty stays empty)."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+    if n <= 1:
+        return mask
+    sizes = np.bincount(labels.ravel())[1:]
+    return (labels == 1 + int(np.argmax(sizes))).astype(mask.dtype)
+
+
+def masks_from_probabilities(prob: np.ndarray, codes: Sequence[str],
+                             largest_piece: bool = True) -> np.ndarray:
+    """uint8 0/1 masks from :func:`predict_regions`'s probabilities of the regions ``codes``.
+
+    Thresholds at 0.5; with ``largest_piece``, regions of :data:`SINGLE_PIECE_REGIONS` keep
+    only their largest piece.
+    """
+    out = (prob > 0.5).astype(np.uint8)
+    for k, code in enumerate(codes):
+        if largest_piece and code in SINGLE_PIECE_REGIONS:
+            out[k] = keep_largest_piece(out[k])
+    return out
+
+
 def _window_weights(shape: tuple[int, int, int], overlap: int) -> np.ndarray:
     ramps = []
     for n in shape:
@@ -83,8 +113,8 @@ def predict_regions(model: Any, volume: np.ndarray, region_ids: Sequence[int], w
 
 
 def segment_volume(volume: Volume, regions: Sequence[str] = ("brain",), model: Any = None,
-                   window: int = 128, flips: bool = False, bf16: bool | None = None
-                   ) -> dict[str, da.Array]:
+                   window: int = 128, flips: bool = False, bf16: bool | None = None,
+                   largest_piece: bool = True) -> dict[str, da.Array]:
     """Lazy uint8 0/1 masks of fetal regions, each with the volume's shape.
 
     Parameters
@@ -99,6 +129,9 @@ def segment_volume(volume: Volume, regions: Sequence[str] = ("brain",), model: A
         Largest window side; bigger volumes are tiled.
     flips : bool
         Average the three axis flips as well (4x slower).
+    largest_piece : bool
+        Keep only the largest connected piece of the regions that are one piece of tissue
+        (:data:`SINGLE_PIECE_REGIONS`).
 
     Returns
     -------
@@ -123,7 +156,7 @@ def segment_volume(volume: Volume, regions: Sequence[str] = ("brain",), model: A
             if "masks" not in done:
                 prob = predict_regions(model, np.asarray(volume.data), ids, window,
                                        flips=flips, bf16=bf16)
-                done["masks"] = (prob > 0.5).astype(np.uint8)
+                done["masks"] = masks_from_probabilities(prob, codes, largest_piece)
             return done["masks"]
 
     stacked = da.from_delayed(masks(), (len(codes), *volume.data.shape), np.uint8)

@@ -238,9 +238,14 @@ def train_fetal(out, minutes: float = 100.0, volumes: int = 60, batch: int = 2,
     return recipe
 
 
-def evaluate_fetal(model, seeds: list[int], size: int = 128, bf16: bool = True) -> dict:
-    """Dice of every region on held-out phantoms (all regions are known in simulation)."""
-    from ..predict.volume import predict_regions
+def evaluate_fetal(model, seeds: list[int], size: int = 128, bf16: bool = True,
+                   largest_piece: bool = True) -> dict:
+    """Dice of every region on held-out phantoms (all regions are known in simulation).
+
+    The masks are made as :func:`~napari_omniseg.segment_volume` makes them (``largest_piece``
+    as there).
+    """
+    from ..predict.volume import masks_from_probabilities, predict_regions
     from ..simulate.fetal import simulate_fetal
 
     ids = [r.region_id for r in vocab.FETAL_REGIONS]
@@ -249,8 +254,9 @@ def evaluate_fetal(model, seeds: list[int], size: int = 128, bf16: bool = True) 
     for seed in seeds:
         f = simulate_fetal(seed, size=size)
         prob = predict_regions(model, f.volume, ids, bf16=bf16)
+        masks = masks_from_probabilities(prob, vocab.FETAL_REGION_CODES, largest_piece)
         for k, code in enumerate(vocab.FETAL_REGION_CODES):
-            pred, gt = prob[k] > 0.5, f.masks[code] > 0
+            pred, gt = masks[k] > 0, f.masks[code] > 0
             inter[k] += (pred & gt).sum()
             total[k] += pred.sum() + gt.sum()
     return {c: float(2 * inter[k] / total[k]) for k, c in enumerate(vocab.FETAL_REGION_CODES)}

@@ -50,12 +50,16 @@ class FetalWidget(WorkerControls, Container):
         self.model_file = FileEdit(label="checkpoint", filter="*.pt", visible=False)
         self.flips = CheckBox(label="flip averaging", value=False,
                               tooltip="average the three mirrored predictions (4x slower)")
+        self.largest_piece = CheckBox(
+            label="largest piece only", value=True,
+            tooltip="uterus, body, brain and placenta keep only their largest connected piece")
         self.run_button = PushButton(text="Segment")
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.progress = ProgressBar(label="progress", value=0, max=0, visible=False)
         self.status = Label(value="")
         self.extend([self.volume, self.region, self.model_source, self.model_file, self.flips,
-                     self.run_button, self.stop_button, self.progress, self.status])
+                     self.largest_piece, self.run_button, self.stop_button, self.progress,
+                     self.status])
         self.model_source.changed.connect(
             lambda v: setattr(self.model_file, "visible", v == "file"))
         self.run_button.changed.connect(self.start)
@@ -92,7 +96,7 @@ class FetalWidget(WorkerControls, Container):
 
     def start(self) -> None:
         from ..models import model_and_precision
-        from ..predict.volume import predict_regions
+        from ..predict.volume import masks_from_probabilities, predict_regions
 
         if self.worker is not None:
             return
@@ -107,7 +111,7 @@ class FetalWidget(WorkerControls, Container):
             return
         codes = (list(vocab.FETAL_REGION_CODES) if self.region.value == "all"
                  else [self.region.value])
-        flips = bool(self.flips.value)
+        flips, largest_piece = bool(self.flips.value), bool(self.largest_piece.value)
 
         def work():
             # one region per pass: Stop takes effect between regions, and the bar moves
@@ -117,7 +121,7 @@ class FetalWidget(WorkerControls, Container):
                 yield k, len(codes), f"segmenting {vocab.fetal_region(code).name}..."
                 prob = predict_regions(model, data, [vocab.fetal_region(code).region_id],
                                        flips=flips, bf16=bf16)[0]
-                out[code] = (prob > 0.5).astype(np.uint8)
+                out[code] = masks_from_probabilities(prob[None], [code], largest_piece)[0]
             return out
 
         self._stopped = False
