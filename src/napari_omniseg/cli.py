@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr_f.add_argument("--regions-per-crop", type=_positive_int, default=1,
                       help="CoNeMOS: also train each crop under up to N-1 other labelled "
                            "regions of its volume")
+    tr_f.add_argument("--region-sampling", choices=("balanced", "inverse"), default="balanced",
+                      help="every labelled region equally often, or regions drawn inversely "
+                           "to their labelled count")
     tr_f.add_argument("--loss", choices=("dice", "dice+bce"), default="dice",
                       help="soft Dice (the CoNeMOS recipe) or soft Dice + cross-entropy")
     tr_f.add_argument("--baseline", action="store_true",
@@ -302,6 +305,7 @@ def _train_fetal(args: argparse.Namespace) -> int:
         recipe = train_fetal(args.out, minutes=args.minutes, volumes=args.volumes,
                              batch=args.batch, crop=args.crop, baseline=args.baseline,
                              regions_per_crop=args.regions_per_crop, loss=args.loss,
+                             sampling=args.region_sampling,
                              progress=bar)
     finally:
         bar.close()

@@ -8,14 +8,22 @@ from napari_omniseg.train.fetal import (build_fetal_set, make_fetal_batches, nor
 from napari_omniseg.train.loop import train_loop
 
 
-def test_region_draws_are_inverse_to_label_counts():
+def test_region_draws_balanced_or_inverse_to_label_counts():
     data = build_fetal_set([1, 2, 3, 4, 5, 6], size=32)
     data.labelled[:] = False
     data.labelled[:, 4] = True  # placenta everywhere
     data.labelled[0, 0] = True  # uterus once
-    p = data.region_probabilities()
+    p = data.region_probabilities("inverse")
     assert p[1] == p[2] == p[3] == 0
     assert np.isclose(p[0] / p[4], 6.0)
+    np.testing.assert_allclose(data.region_probabilities("balanced"), [0.5, 0, 0, 0, 0.5])
+    nb = make_fetal_batches(data, batch=64, crop=16, seed=0, augment=False)
+    drawn = nb()["conditions"][0].numpy()
+    assert set(drawn) == {0, 4} and 16 < (drawn == 0).sum() < 48
+    import pytest
+
+    with pytest.raises(ValueError, match="sampling"):
+        data.region_probabilities("uniform")
 
 
 def test_soft_dice_ignores_unknown_channels():

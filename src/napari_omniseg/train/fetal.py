@@ -40,11 +40,23 @@ class FetalSet:
     masks: np.ndarray  # (N, R, D, H, W) uint8
     labelled: np.ndarray  # (N, R) bool
 
-    def region_probabilities(self) -> np.ndarray:
-        """Draw probability of each region: inversely proportional to its labelled count."""
+    def region_probabilities(self, sampling: str = "balanced") -> np.ndarray:
+        """Draw probability of each region.
+
+        ``"balanced"``: each (volume, region) pair is drawn with a probability inversely
+        proportional to how many volumes are labelled for its region, so every labelled region
+        is drawn equally often (the reference implementation's weighting of training pairs).
+        ``"inverse"``: the region itself is drawn inversely to its labelled count, so rarely
+        labelled regions are drawn *more* often than frequent ones.
+        """
         counts = self.labelled.sum(0).astype(float)
-        inv = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
-        return inv / inv.sum()
+        if sampling == "balanced":
+            w = (counts > 0).astype(float)
+        elif sampling == "inverse":
+            w = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
+        else:
+            raise ValueError(f"sampling must be 'balanced' or 'inverse', not {sampling!r}")
+        return w / w.sum()
 
 
 def build_fetal_set(seeds: list[int], size: int = 128,
@@ -108,7 +120,7 @@ LOSSES = {"dice": soft_dice_loss, "dice+bce": soft_dice_bce_loss}
 def make_fetal_batches(data: FetalSet, batch: int = 1, crop: int = 64, seed: int = 0,
                        augment: bool = True, baseline: bool = False,
                        foreground_fraction: float | dict[str, float] | None = None,
-                       regions_per_crop: int = 1):
+                       regions_per_crop: int = 1, sampling: str = "balanced"):
     """``next_batch()`` for :func:`~napari_omniseg.train.loop.train_loop`.
 
     CoNeMOS batches hold one (volume, region) pair per sample; baseline batches hold a volume
@@ -121,7 +133,8 @@ def make_fetal_batches(data: FetalSet, batch: int = 1, crop: int = 64, seed: int
     With ``regions_per_crop`` > 1, each CoNeMOS crop also joins the batch under up to that many
     minus one *other* regions its volume is labelled for (the same crop, each augmented on its
     own), the way the baseline learns every labelled region of its crop at once. The drawn
-    region still follows the inverse-count rule; each extra sample costs one more forward.
+    region still follows ``sampling`` (see :meth:`FetalSet.region_probabilities`); each extra
+    sample costs one more forward.
     """
     import torch
 
@@ -129,7 +142,7 @@ def make_fetal_batches(data: FetalSet, batch: int = 1, crop: int = 64, seed: int
 
     rng = np.random.default_rng(seed)
     g = torch.Generator().manual_seed(seed)
-    probs = data.region_probabilities()
+    probs = data.region_probabilities(sampling)
     n_regions = data.masks.shape[1]
     ff = FOREGROUND_FRACTION if foreground_fraction is None else foreground_fraction
     fractions = [ff[c] if isinstance(ff, dict) else float(ff) for c in vocab.FETAL_REGION_CODES]
@@ -181,7 +194,8 @@ def make_fetal_batches(data: FetalSet, batch: int = 1, crop: int = 64, seed: int
 
 def train_fetal(out, minutes: float = 100.0, volumes: int = 60, batch: int = 2,
                 crop: int = 64, lr: float = 5e-4, baseline: bool = False,
-                regions_per_crop: int = 1, loss: str = "dice", progress: ProgressFn | None = None,
+                regions_per_crop: int = 1, loss: str = "dice", sampling: str = "balanced",
+                progress: ProgressFn | None = None,
                 should_stop=None) -> dict:
     """Train CoNeMOS (or the unconditioned baseline) on phantoms and write its checkpoint.
 
@@ -196,6 +210,8 @@ def train_fetal(out, minutes: float = 100.0, volumes: int = 60, batch: int = 2,
 
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {sorted(LOSSES)}, not {loss!r}")
+    if sampling not in ("balanced", "inverse"):
+        raise ValueError(f"sampling must be 'balanced' or 'inverse', not {sampling!r}")
     from ..models import pick_device, save_checkpoint
     from ..nets.conemos import CoNeMOS
     from .loop import train_loop
@@ -214,7 +230,10 @@ def train_fetal(out, minutes: float = 100.0, volumes: int = 60, batch: int = 2,
         "batch": batch, "crop": crop, "lr": lr,
         "loss": {"dice": "soft Dice", "dice+bce": "soft Dice + binary cross-entropy"}[loss]
                 + " on labelled regions only",
-        "sampling": "region drawn inversely to how many volumes are labelled for it",
+        "sampling": {"balanced": "every region equally often (a volume-region pair inversely "
+                                 "to how many volumes are labelled for its region)",
+                     "inverse": "region drawn inversely to how many volumes are labelled for "
+                                "it"}[sampling],
         "foreground_fraction": FOREGROUND_FRACTION,
         "regions_per_crop": 1 if baseline else regions_per_crop,
         "augmentation": "affine (rotation, scaling, shear, translation), elastic, flips, bias "
@@ -228,7 +247,8 @@ def train_fetal(out, minutes: float = 100.0, volumes: int = 60, batch: int = 2,
             training_seconds=round(time.perf_counter() - t0 - t_data, 1)))
 
     result = train_loop(model, make_fetal_batches(data, batch, crop, baseline=baseline,
-                                                   regions_per_crop=regions_per_crop),
+                                                   regions_per_crop=regions_per_crop,
+                                                   sampling=sampling),
                         LOSSES[loss], minutes=max(0.1, minutes - t_data / 60), lr=lr,
                         bf16=device.type == "cpu", progress=progress, should_stop=should_stop,
                         on_checkpoint=checkpoint)
