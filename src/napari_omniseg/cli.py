@@ -130,8 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr_f.add_argument("--region-sampling", choices=("balanced", "inverse"), default="balanced",
                       help="every labelled region equally often, or regions drawn inversely "
                            "to their labelled count")
-    tr_f.add_argument("--loss", choices=("dice", "dice+bce"), default="dice",
-                      help="soft Dice (the CoNeMOS recipe) or soft Dice + cross-entropy")
+    tr_f.add_argument("--loss", choices=("dice", "dice+bce"), default="dice+bce",
+                      help="soft Dice + cross-entropy (the bundled model) or soft Dice alone "
+                           "(the CoNeMOS paper's loss)")
     tr_f.add_argument("--baseline", action="store_true",
                       help="the unconditioned U-Net with one output per region instead")
     tr_f.add_argument("--evaluate", type=int, default=0, metavar="N",

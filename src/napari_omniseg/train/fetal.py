@@ -194,7 +194,7 @@ def make_fetal_batches(data: FetalSet, batch: int = 1, crop: int = 64, seed: int
 
 def train_fetal(out, minutes: float = 100.0, volumes: int = 60, batch: int = 2,
                 crop: int = 64, lr: float = 5e-4, baseline: bool = False,
-                regions_per_crop: int = 1, loss: str = "dice", sampling: str = "balanced",
+                regions_per_crop: int = 1, loss: str = "dice+bce", sampling: str = "balanced",
                 progress: ProgressFn | None = None,
                 should_stop=None) -> dict:
     """Train CoNeMOS (or the unconditioned baseline) on phantoms and write its checkpoint.
