@@ -19,6 +19,8 @@ from .. import vocab
 ProgressFn = Callable[[int, int, str], None]
 #: Phantom seeds of training volumes start here; evaluation uses seeds below it.
 TRAIN_SEED0 = 10_000
+#: Ways of drawing the region of a training sample (see :meth:`FetalSet.region_probabilities`).
+SAMPLINGS = ("balanced", "inverse")
 #: Share of crops centred on a voxel of the drawn region (the rest are uniform). The eyes are
 #: always centred: with some eye-less crops the soft Dice made "no eyes anywhere" a resting point
 #: the first bundled model never left (eyes Dice 0).
@@ -55,7 +57,7 @@ class FetalSet:
         elif sampling == "inverse":
             w = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
         else:
-            raise ValueError(f"sampling must be 'balanced' or 'inverse', not {sampling!r}")
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, not {sampling!r}")
         return w / w.sum()
 
 
@@ -210,8 +212,8 @@ def train_fetal(out, minutes: float = 100.0, volumes: int = 60, batch: int = 2,
 
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {sorted(LOSSES)}, not {loss!r}")
-    if sampling not in ("balanced", "inverse"):
-        raise ValueError(f"sampling must be 'balanced' or 'inverse', not {sampling!r}")
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {SAMPLINGS}, not {sampling!r}")
     from ..models import pick_device, save_checkpoint
     from ..nets.conemos import CoNeMOS
     from .loop import train_loop

@@ -13,6 +13,7 @@ from ..errors import OmnisegInputError
 
 _log = logging.getLogger(__name__)
 
+
 @dataclass
 class _Failure:
     error: Exception
