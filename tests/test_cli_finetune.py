@@ -107,3 +107,11 @@ def test_bad_volume_manifest_is_explained(tmp_path, capsys):
     manifest.write_text("\n".join([text[0], "missing.nii.gz,x.nii.gz,brain,yes,train"]) + "\n")
     assert main(["evaluate", "--manifest", str(manifest)]) == 2
     assert "line 2" in capsys.readouterr().err
+
+
+def test_semi_supervision_is_refused_for_volumes(tmp_path, capsys):
+    manifest = write_volume_manifest(tmp_path)
+    assert main(["finetune", "--manifest", str(manifest), "--semi", "--minutes", "0.1",
+                 "-o", str(tmp_path / "ft.pt")]) == 2
+    assert "--semi" in capsys.readouterr().err
+    assert not (tmp_path / "ft.pt").exists()

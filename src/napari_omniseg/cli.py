@@ -18,8 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from . import vocab
 from .errors import OmnisegInputError
@@ -381,72 +382,70 @@ def _info(args: argparse.Namespace) -> int:
 def _finetune(args: argparse.Namespace) -> int:
     from .models import load_model
 
-    fetal = _is_volume_manifest(args.manifest)
-    splits = _read_any_manifest(args.manifest, args.split_column, fetal)
+    kind = _manifest_kind(args.manifest)
+    splits = kind.read(args.manifest, args.split_column)
     train, val = splits.get("train", []), splits.get("val", [])
     if not train:
         raise OmnisegInputError(f"{args.manifest.name} has no training rows "
                                 f"(column {args.split_column!r} = train)")
-    base_name = args.base or ("fetal" if fetal else "renal")
+    if args.semi and not kind.semi_supervision:
+        raise OmnisegInputError("--semi applies to kidney patch manifests only; "
+                                f"{args.manifest.name} lists volumes")
+    base_name = args.base or kind.model
     base = load_model(base_name)
     bar = _Bar("finetune")
     try:
-        if fetal:
-            from .train.finetune_fetal import finetune_fetal
-
-            result = finetune_fetal(base, train, val, minutes=args.minutes,
-                                    lr=args.lr or 2e-4, progress=bar,
-                                    on_validate=_print_validation)
-        else:
-            from .train.finetune import finetune
-
-            result = finetune(base, train, val, minutes=args.minutes, lr=args.lr or 1e-3,
-                              semi_supervised=args.semi, progress=bar,
-                              on_validate=_print_validation)
+        result = kind.finetune(base, train, val, minutes=args.minutes, lr=args.lr or kind.lr,
+                               semi=args.semi, progress=bar, on_validate=_print_validation)
     finally:
         bar.close()
-    if fetal:
-        from .train.finetune_fetal import save_finetuned_fetal
-
-        save_finetuned_fetal(result, args.out, str(base_name), train, val)
-    else:
-        from .train.finetune import save_finetuned
-
-        save_finetuned(result, args.out, str(base_name), train, args.semi, val)
+    kind.save(result, args.out, str(base_name), train, val, semi=args.semi)
     summary = {"checkpoint": str(args.out), "steps": result.steps,
                "seconds": round(result.seconds, 1), "history": result.history}
     if val:
-        summary["val"] = _evaluate_any(result.model, val, fetal)
+        summary["val"] = kind.evaluate(result.model, val)
     print(json.dumps(summary, indent=2))
     return 0
 
 
-def _is_volume_manifest(path: Path) -> bool:
+@dataclass(frozen=True)
+class _ManifestKind:
+    """What `finetune` and `evaluate` do with one kind of manifest (kidney patches or fetal
+    volumes), so the two commands decide the kind once."""
+
+    model: str
+    lr: float
+    semi_supervision: bool
+    read: Callable
+    finetune: Callable
+    save: Callable
+    evaluate: Callable
+
+
+def _manifest_kind(path: Path) -> _ManifestKind:
     from .train.finetune_fetal import is_volume_manifest
 
     if not path.is_file():
         raise OmnisegInputError(f"{path} does not exist")
-    return is_volume_manifest(path)
+    if is_volume_manifest(path):
+        from .train import finetune_fetal as ff
 
-
-def _read_any_manifest(path: Path, split_column: str, fetal: bool) -> dict:
-    if fetal:
-        from .train.finetune_fetal import read_volume_manifest
-
-        return read_volume_manifest(path, split_column)
+        return _ManifestKind(
+            "fetal", 2e-4, False, ff.read_volume_manifest,
+            lambda base, train, val, semi, **kw: ff.finetune_fetal(base, train, val, **kw),
+            lambda result, out, base, train, val, semi: ff.save_finetuned_fetal(
+                result, out, base, train, val),
+            ff.evaluate_volume_annotations)
+    from .train import finetune as fk
     from .train.annotations import read_manifest
 
-    return read_manifest(path, split_column)
-
-
-def _evaluate_any(model, rows: list, fetal: bool) -> dict:
-    if fetal:
-        from .train.finetune_fetal import evaluate_volume_annotations
-
-        return evaluate_volume_annotations(model, rows)
-    from .train.finetune import evaluate_annotations
-
-    return evaluate_annotations(model, rows)
+    return _ManifestKind(
+        "renal", 1e-3, True, read_manifest,
+        lambda base, train, val, semi, **kw: fk.finetune(base, train, val,
+                                                         semi_supervised=semi, **kw),
+        lambda result, out, base, train, val, semi: fk.save_finetuned(
+            result, out, base, train, semi, val),
+        fk.evaluate_annotations)
 
 
 def _print_validation(entry: dict) -> None:
@@ -459,13 +458,13 @@ def _print_validation(entry: dict) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     from .models import load_model
 
-    fetal = _is_volume_manifest(args.manifest)
-    splits = _read_any_manifest(args.manifest, args.split_column, fetal)
+    kind = _manifest_kind(args.manifest)
+    splits = kind.read(args.manifest, args.split_column)
     rows = splits.get(args.split, []) if args.split else [a for v in splits.values() for a in v]
     if not rows:
         raise OmnisegInputError(f"no rows of split {args.split!r} in {args.manifest.name}")
-    model = load_model(args.model or ("fetal" if fetal else "renal"))
-    print(json.dumps(_evaluate_any(model, rows, fetal), indent=2))
+    model = load_model(args.model or kind.model)
+    print(json.dumps(kind.evaluate(model, rows), indent=2))
     return 0
 
 
