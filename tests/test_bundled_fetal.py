@@ -24,14 +24,13 @@ def test_bundled_fetal_checkpoint_says_how_it_was_made():
 
 
 @pytest.mark.slow
-def test_large_regions_on_held_out_phantoms(scores):
-    for region in ("uterus", "body", "brain"):
+def test_uterus_body_brain_placenta_on_held_out_phantoms(scores):
+    for region in ("uterus", "body", "brain", "placenta"):
         assert scores[region] >= 0.85, (region, scores[region])
 
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="known gap (2026-11-22): the bundled model finds the eyes at "
-                   "Dice 0.73 and placenta at 0.80; the fetal issue stays open until eyes >= 0.75 "
-                   "and placenta >= 0.85")
-def test_small_and_thin_regions_on_held_out_phantoms(scores):
-    assert scores["eyes"] >= 0.75 and scores["placenta"] >= 0.85, scores
+                   "Dice 0.74; the fetal issue stays open until eyes >= 0.75")
+def test_eyes_on_held_out_phantoms(scores):
+    assert scores["eyes"] >= 0.75, scores

@@ -146,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--flips", action="store_true", help="average mirrored predictions")
     sv.add_argument("--all-pieces", action="store_true",
                     help="keep every piece of the masks (by default uterus, body, brain and "
-                         "placenta keep only their largest piece)")
+                         "placenta keep only their largest piece, the eyes only their pieces "
+                         "inside the fetal body)")
     sv.add_argument("-o", "--out", type=Path, required=True, help="output folder")
 
     ft = sub.add_parser("finetune", help="fine-tune on annotated kidney patches or fetal volumes")

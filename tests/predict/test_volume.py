@@ -2,6 +2,7 @@ import dask.array as da
 import numpy as np
 import torch
 
+from napari_omniseg import vocab
 from napari_omniseg.io.volumes import Volume
 from napari_omniseg.models import load_model, save_checkpoint
 from napari_omniseg.nets.conemos import CoNeMOS
@@ -95,6 +96,50 @@ def test_largest_piece_drops_specks_of_single_piece_regions_only():
                  spacing=(1.0, 1.0, 1.0))
     masks = segment_volume(vol, ("all",), model=Blobs(), bf16=False)
     assert masks["placenta"].compute()[20, 20, 20] == 0
-    assert masks["eyes"].compute()[20, 20, 20] == 1  # two globes: pieces are kept
+    assert masks["eyes"].compute()[20, 20, 20] == 0  # outside the body's mask
     raw = segment_volume(vol, ("placenta",), model=Blobs(), bf16=False, largest_piece=False)
     assert raw["placenta"].compute()[20, 20, 20] == 1
+
+
+def test_eyes_keep_only_their_pieces_inside_the_body():
+    from napari_omniseg.predict.volume import keep_pieces_inside
+
+    body_id = vocab.fetal_region("body").region_id
+    asked = []
+
+    class EyesAndBody(torch.nn.Module):
+        """Body: a block. Eyes: two globes inside it, one half-out, one far outside."""
+
+        def __init__(self):
+            super().__init__()
+            self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+        def forward_regions(self, x, region_ids):
+            asked.extend(region_ids)
+            out = torch.full((len(region_ids), *x.shape[1:]), -10.0)
+            for k, rid in enumerate(region_ids):
+                if rid == body_id:
+                    out[k, :, 4:20, 4:20, 4:20] = 10
+                else:
+                    out[k, :, 6:8, 6:8, 6:8] = 10     # inside
+                    out[k, :, 10:12, 10:12, 6:8] = 10  # another globe inside: both stay
+                    out[k, :, 18:22, 12:14, 12:14] = 10  # half inside: stays
+                    out[k, :, 27:29, 27:29, 27:29] = 10  # outside the fetus: dropped
+            return out + self.dummy
+
+    vol = Volume(data=da.from_array(np.random.rand(32, 32, 32).astype(np.float32)),
+                 spacing=(1.0, 1.0, 1.0))
+    masks = segment_volume(vol, ("eyes",), model=EyesAndBody(), bf16=False)
+    assert list(masks) == ["eyes"]  # the body is predicted for the clean-up, not returned
+    eyes = masks["eyes"].compute()
+    assert body_id in asked
+    assert eyes[6, 6, 6] == eyes[10, 10, 6] == eyes[21, 12, 12] == 1 and eyes[28, 28, 28] == 0
+    asked.clear()
+    raw = segment_volume(vol, ("eyes",), model=EyesAndBody(), bf16=False, largest_piece=False)
+    assert raw["eyes"].compute()[28, 28, 28] == 1 and body_id not in asked
+    container = np.zeros((8, 8, 8), np.uint8)
+    container[:4] = 1
+    piece = np.zeros_like(container)
+    piece[3:6, 0, 0] = 1  # a third inside
+    assert not keep_pieces_inside(piece, container).any()
+    assert keep_pieces_inside(piece, container, fraction=0.3).sum() == 3

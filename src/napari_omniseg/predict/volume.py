@@ -24,6 +24,12 @@ from ..io.volumes import Volume
 #: false positive. (Not the eyes: two globes, and a thin prediction of one may break in two.)
 SINGLE_PIECE_REGIONS = ("uterus", "body", "brain", "placenta")
 
+#: Regions that lie inside another one (region -> container): a predicted piece of them that
+#: is not at least half inside the container's mask is a false positive. The eyes are part of
+#: the fetal body; a network asked for "eyes" answers small bright globes anywhere, and most of
+#: its false ones are outside the fetus.
+INSIDE_REGIONS = {"eyes": "body"}
+
 
 def keep_largest_piece(mask: np.ndarray) -> np.ndarray:
     """The largest 26-connected piece of a 3D 0/1 mask (same dtype; empty stays empty)."""
@@ -36,17 +42,51 @@ def keep_largest_piece(mask: np.ndarray) -> np.ndarray:
     return (labels == 1 + int(np.argmax(sizes))).astype(mask.dtype)
 
 
+def keep_pieces_inside(mask: np.ndarray, container: np.ndarray,
+                       fraction: float = 0.5) -> np.ndarray:
+    """The 26-connected pieces of ``mask`` with at least ``fraction`` of their voxels in
+    ``container`` (same dtype as ``mask``)."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+    if n == 0:
+        return mask
+    inside = np.asarray(ndimage.mean(container > 0, labels, np.arange(1, n + 1)))
+    keep = np.flatnonzero(inside >= fraction) + 1
+    return np.isin(labels, keep).astype(mask.dtype)
+
+
+def regions_to_predict(codes: Sequence[str], clean_up: bool = True) -> list[str]:
+    """``codes`` plus the containers their clean-up needs (see :data:`INSIDE_REGIONS`)."""
+    out = list(codes)
+    if clean_up:
+        out += [INSIDE_REGIONS[c] for c in codes if c in INSIDE_REGIONS
+                and INSIDE_REGIONS[c] not in out]
+    return out
+
+
 def masks_from_probabilities(prob: np.ndarray, codes: Sequence[str],
                              largest_piece: bool = True) -> np.ndarray:
     """uint8 0/1 masks from :func:`predict_regions`'s probabilities of the regions ``codes``.
 
-    Thresholds at 0.5; with ``largest_piece``, regions of :data:`SINGLE_PIECE_REGIONS` keep
-    only their largest piece.
+    Thresholds at 0.5. With ``largest_piece`` (the clean-up), regions of
+    :data:`SINGLE_PIECE_REGIONS` keep only their largest piece, and regions of
+    :data:`INSIDE_REGIONS` only their pieces at least half inside their container (which must
+    then be among ``codes``: :func:`regions_to_predict`).
     """
+    codes = list(codes)
     out = (prob > 0.5).astype(np.uint8)
+    if not largest_piece:
+        return out
     for k, code in enumerate(codes):
-        if largest_piece and code in SINGLE_PIECE_REGIONS:
+        if code in SINGLE_PIECE_REGIONS:
             out[k] = keep_largest_piece(out[k])
+    for k, code in enumerate(codes):
+        if code in INSIDE_REGIONS:
+            container = INSIDE_REGIONS[code]
+            if container not in codes:
+                raise ValueError(f"the clean-up of {code!r} needs the {container!r} mask")
+            out[k] = keep_pieces_inside(out[k], out[codes.index(container)])
     return out
 
 
@@ -130,8 +170,10 @@ def segment_volume(volume: Volume, regions: Sequence[str] = ("brain",), model: A
     flips : bool
         Average the three axis flips as well (4x slower).
     largest_piece : bool
-        Keep only the largest connected piece of the regions that are one piece of tissue
-        (:data:`SINGLE_PIECE_REGIONS`).
+        Clean up the masks: keep only the largest connected piece of the regions that are one
+        piece of tissue (:data:`SINGLE_PIECE_REGIONS`), and only the pieces of the eyes that
+        are at least half inside the fetal body (:data:`INSIDE_REGIONS`; the body is then
+        predicted too, even if not asked for).
 
     Returns
     -------
@@ -143,7 +185,8 @@ def segment_volume(volume: Volume, regions: Sequence[str] = ("brain",), model: A
     codes = list(vocab.FETAL_REGION_CODES) if list(regions) == ["all"] else [
         vocab.fetal_region(r).code for r in regions]
     model, bf16 = model_and_precision(model, "fetal", bf16)
-    ids = [vocab.fetal_region(c).region_id for c in codes]
+    predicted = regions_to_predict(codes, largest_piece)
+    ids = [vocab.fetal_region(c).region_id for c in predicted]
 
     done: dict = {}
     lock = threading.Lock()
@@ -156,7 +199,8 @@ def segment_volume(volume: Volume, regions: Sequence[str] = ("brain",), model: A
             if "masks" not in done:
                 prob = predict_regions(model, np.asarray(volume.data), ids, window,
                                        flips=flips, bf16=bf16)
-                done["masks"] = masks_from_probabilities(prob, codes, largest_piece)
+                done["masks"] = masks_from_probabilities(prob, predicted,
+                                                         largest_piece)[: len(codes)]
             return done["masks"]
 
     stacked = da.from_delayed(masks(), (len(codes), *volume.data.shape), np.uint8)

@@ -51,8 +51,9 @@ class FetalWidget(WorkerControls, Container):
         self.flips = CheckBox(label="flip averaging", value=False,
                               tooltip="average the three mirrored predictions (4x slower)")
         self.largest_piece = CheckBox(
-            label="largest piece only", value=True,
-            tooltip="uterus, body, brain and placenta keep only their largest connected piece")
+            label="clean up pieces", value=True,
+            tooltip="uterus, body, brain and placenta keep only their largest connected piece; "
+                    "the eyes only their pieces inside the fetal body (predicted too)")
         self.run_button = PushButton(text="Segment")
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.progress = ProgressBar(label="progress", value=0, max=0, visible=False)
@@ -96,7 +97,8 @@ class FetalWidget(WorkerControls, Container):
 
     def start(self) -> None:
         from ..models import model_and_precision
-        from ..predict.volume import masks_from_probabilities, predict_regions
+        from ..predict.volume import (masks_from_probabilities, predict_regions,
+                                      regions_to_predict)
 
         if self.worker is not None:
             return
@@ -113,20 +115,22 @@ class FetalWidget(WorkerControls, Container):
                  else [self.region.value])
         flips, largest_piece = bool(self.flips.value), bool(self.largest_piece.value)
 
+        predicted = regions_to_predict(codes, largest_piece)
+
         def work():
             # one region per pass: Stop takes effect between regions, and the bar moves
             data = np.asarray(vol.data)
-            out = {}
-            for k, code in enumerate(codes):
-                yield k, len(codes), f"segmenting {vocab.fetal_region(code).name}..."
-                prob = predict_regions(model, data, [vocab.fetal_region(code).region_id],
-                                       flips=flips, bf16=bf16)[0]
-                out[code] = masks_from_probabilities(prob[None], [code], largest_piece)[0]
-            return out
+            probs = []
+            for k, code in enumerate(predicted):
+                yield k, len(predicted), f"segmenting {vocab.fetal_region(code).name}..."
+                probs.append(predict_regions(model, data, [vocab.fetal_region(code).region_id],
+                                             flips=flips, bf16=bf16)[0])
+            masks = masks_from_probabilities(np.stack(probs), predicted, largest_piece)
+            return dict(zip(codes, masks))
 
         self._stopped = False
         self._launch(work, status="segmenting...", failure="segmentation failed",
-                     progress_max=len(codes), on_yielded=self._on_progress,
+                     progress_max=len(predicted), on_yielded=self._on_progress,
                      on_returned=lambda result: self._show(result, layer),
                      on_finished=self._finished)
 
