@@ -60,6 +60,8 @@ def _positive_float(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``omniseg`` command."""
+    from .train.fetal import LOSSES, SAMPLINGS  # numpy only: torch stays unloaded
+
     p = argparse.ArgumentParser(prog="omniseg", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -128,10 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr_f.add_argument("--regions-per-crop", type=_positive_int, default=1,
                       help="CoNeMOS: also train each crop under up to N-1 other labelled "
                            "regions of its volume")
-    tr_f.add_argument("--region-sampling", choices=("balanced", "inverse"), default="balanced",
+    tr_f.add_argument("--region-sampling", choices=SAMPLINGS, default="balanced",
                       help="every labelled region equally often, or regions drawn inversely "
                            "to their labelled count")
-    tr_f.add_argument("--loss", choices=("dice", "dice+bce"), default="dice+bce",
+    tr_f.add_argument("--loss", choices=sorted(LOSSES), default="dice+bce",
                       help="soft Dice + cross-entropy (the bundled model) or soft Dice alone "
                            "(the CoNeMOS paper's loss)")
     tr_f.add_argument("--baseline", action="store_true",

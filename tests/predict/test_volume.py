@@ -9,6 +9,15 @@ from napari_omniseg.nets.conemos import CoNeMOS
 from napari_omniseg.predict.volume import predict_regions, segment_volume
 
 
+class FakeRegionNet(torch.nn.Module):
+    """A stand-in for CoNeMOS: subclasses write ``forward_regions``; the parameter only gives
+    the model a device and dtype."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+
 class PointwiseRegions(torch.nn.Module):
     """Answers from each voxel alone, so tiling must not change anything."""
 
@@ -51,11 +60,7 @@ def read_arch(path):
 def test_each_region_runs_once_however_the_masks_are_computed():
     calls = []
 
-    class Counting(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.dummy = torch.nn.Parameter(torch.zeros(1))
-
+    class Counting(FakeRegionNet):
         def forward_regions(self, x, region_ids):
             calls.append(list(region_ids))
             return torch.zeros(len(region_ids), *x.shape[1:]) + self.dummy
@@ -79,12 +84,8 @@ def test_largest_piece_drops_specks_of_single_piece_regions_only():
     assert kept.dtype == np.uint8 and kept.sum() == m.sum() - 1 and kept[15, 15, 15] == 0
     assert not keep_largest_piece(np.zeros_like(m)).any()
 
-    class Blobs(torch.nn.Module):
+    class Blobs(FakeRegionNet):
         """Every region: a block and a speck."""
-
-        def __init__(self):
-            super().__init__()
-            self.dummy = torch.nn.Parameter(torch.zeros(1))
 
         def forward_regions(self, x, region_ids):
             out = torch.full((len(region_ids), *x.shape[1:]), -10.0)
@@ -107,12 +108,8 @@ def test_eyes_keep_only_their_pieces_inside_the_body():
     body_id = vocab.fetal_region("body").region_id
     asked = []
 
-    class EyesAndBody(torch.nn.Module):
+    class EyesAndBody(FakeRegionNet):
         """Body: a block. Eyes: two globes inside it, one half-out, one far outside."""
-
-        def __init__(self):
-            super().__init__()
-            self.dummy = torch.nn.Parameter(torch.zeros(1))
 
         def forward_regions(self, x, region_ids):
             asked.extend(region_ids)

@@ -31,11 +31,16 @@ SINGLE_PIECE_REGIONS = ("uterus", "body", "brain", "placenta")
 INSIDE_REGIONS = {"eyes": "body"}
 
 
-def keep_largest_piece(mask: np.ndarray) -> np.ndarray:
-    """The largest 26-connected piece of a 3D 0/1 mask (same dtype; empty stays empty)."""
+def _pieces(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """The 26-connected pieces of a 3D mask: labels (0 outside, 1..n) and their count n."""
     from scipy import ndimage
 
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+    return ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+
+
+def keep_largest_piece(mask: np.ndarray) -> np.ndarray:
+    """The largest 26-connected piece of a 3D 0/1 mask (same dtype; empty stays empty)."""
+    labels, n = _pieces(mask)
     if n <= 1:
         return mask
     sizes = np.bincount(labels.ravel())[1:]
@@ -48,7 +53,7 @@ def keep_pieces_inside(mask: np.ndarray, container: np.ndarray,
     ``container`` (same dtype as ``mask``)."""
     from scipy import ndimage
 
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+    labels, n = _pieces(mask)
     if n == 0:
         return mask
     inside = np.asarray(ndimage.mean(container > 0, labels, np.arange(1, n + 1)))
