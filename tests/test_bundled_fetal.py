@@ -23,14 +23,11 @@ def test_bundled_fetal_checkpoint_says_how_it_was_made():
     assert path.stat().st_size < 10e6 and "fetal" in BUNDLED
 
 
-@pytest.mark.slow
-def test_uterus_body_brain_placenta_on_held_out_phantoms(scores):
-    for region in ("uterus", "body", "brain", "placenta"):
-        assert scores[region] >= 0.85, (region, scores[region])
+TARGETS = {"uterus": 0.85, "body": 0.85, "brain": 0.85, "eyes": 0.75, "placenta": 0.85}
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="known gap (2026-11-22): the bundled model finds the eyes at "
-                   "Dice 0.74; the fetal issue stays open until eyes >= 0.75")
-def test_eyes_on_held_out_phantoms(scores):
-    assert scores["eyes"] >= 0.75, scores
+def test_every_region_meets_its_target_on_held_out_phantoms(scores):
+    # masks as segment_volume makes them by default: cleaned up, flip-averaged
+    missed = {r: round(scores[r], 3) for r, target in TARGETS.items() if scores[r] < target}
+    assert not missed, (missed, scores)

@@ -83,15 +83,15 @@ def test_segment_volume_round_trip(tmp_path, capsys):
     assert res["volume_ml"] == pytest.approx(img.get_fdata().sum() * 2 * 2.5 * 3 / 1000)
 
 
-def test_segment_volume_keeps_all_pieces_only_when_asked(tmp_path, monkeypatch):
+def test_segment_volume_cleans_up_and_flips_unless_told_not_to(tmp_path, monkeypatch):
     import napari_omniseg.predict.volume as volume_module
     from napari_omniseg.io.export import save_nifti
 
     seen = []
-    monkeypatch.setattr(volume_module, "segment_volume",
-                        lambda vol, regions, model, **kw: seen.append(kw["largest_piece"]) or {})
+    monkeypatch.setattr(volume_module, "segment_volume", lambda vol, regions, model, **kw:
+                        seen.append((kw["largest_piece"], kw["flips"])) or {})
     monkeypatch.setattr("napari_omniseg.models.load_model", lambda ref: None)
     vol = save_nifti(np.zeros((8, 8, 8)), np.eye(4), tmp_path / "v.nii.gz")
-    for extra in ([], ["--all-pieces"]):
+    for extra in ([], ["--all-pieces"], ["--no-flips"], ["--flips"]):
         assert main(["segment-volume", str(vol), "-o", str(tmp_path / "o"), *extra]) == 0
-    assert seen == [True, False]
+    assert seen == [(True, True), (False, True), (True, False), (True, True)]

@@ -67,10 +67,33 @@ def test_each_region_runs_once_however_the_masks_are_computed():
 
     vol = Volume(data=da.from_array(np.random.rand(32, 32, 32).astype(np.float32)),
                  spacing=(1.0, 1.0, 1.0))
-    masks = segment_volume(vol, ("all",), model=Counting(), bf16=False)
+    masks = segment_volume(vol, ("all",), model=Counting(), bf16=False, flips=False)
     for m in masks.values():  # one compute per region, as the CLI writes them
         m.compute()
     assert sorted(r for c in calls for r in c) == [0, 1, 2, 3, 4]
+
+
+class FirstHalfOfZ(FakeRegionNet):
+    """Sure of the region in the first half of the z axis of its input, leaning against it
+    elsewhere: not mirror-symmetric, so flip averaging changes its answer."""
+
+    def forward_regions(self, x, region_ids):
+        z = torch.arange(x.shape[2], dtype=torch.float32)[:, None, None]
+        logit = torch.where(z < x.shape[2] / 2, 20.0, -0.5).expand(x.shape[2:])
+        return logit[None, None].repeat(len(region_ids), 1, 1, 1, 1) + self.dummy
+
+
+def test_flip_averaging_is_on_by_default_and_mirrors_the_answer_back():
+    vol = Volume(da.zeros((16, 16, 16), np.float32), (1.0, 1.0, 1.0))
+    raw = segment_volume(vol, ("brain",), FirstHalfOfZ(), bf16=False, flips=False)["brain"]
+    assert raw[:8].compute().all() and not raw[8:].compute().any()
+    # mean of 4 passes; only the z-mirrored one, turned back, is sure of the second half
+    lean = 1 / (1 + np.exp(0.5))
+    prob = predict_regions(FirstHalfOfZ(), np.zeros((16, 16, 16), np.float32), [2], flips=True)
+    np.testing.assert_allclose(prob[0, :8], (3 + lean) / 4, atol=1e-5)
+    np.testing.assert_allclose(prob[0, 8:], (1 + 3 * lean) / 4, atol=1e-5)
+    default = segment_volume(vol, ("brain",), FirstHalfOfZ(), bf16=False)["brain"].compute()
+    assert default.all()  # (1 + 3 * lean) / 4 = 0.53 is above the threshold
 
 
 def test_largest_piece_drops_specks_of_single_piece_regions_only():
@@ -95,10 +118,11 @@ def test_largest_piece_drops_specks_of_single_piece_regions_only():
 
     vol = Volume(data=da.from_array(np.random.rand(32, 32, 32).astype(np.float32)),
                  spacing=(1.0, 1.0, 1.0))
-    masks = segment_volume(vol, ("all",), model=Blobs(), bf16=False)
+    # the stand-ins draw at fixed places, which mirrored passes would smear: no flips
+    masks = segment_volume(vol, ("all",), model=Blobs(), bf16=False, flips=False)
     assert masks["placenta"].compute()[20, 20, 20] == 0
     assert masks["eyes"].compute()[20, 20, 20] == 0  # outside the body's mask
-    raw = segment_volume(vol, ("placenta",), model=Blobs(), bf16=False, largest_piece=False)
+    raw = segment_volume(vol, ("placenta",), model=Blobs(), bf16=False, largest_piece=False, flips=False)
     assert raw["placenta"].compute()[20, 20, 20] == 1
 
 
@@ -126,13 +150,13 @@ def test_eyes_keep_only_their_pieces_inside_the_body():
 
     vol = Volume(data=da.from_array(np.random.rand(32, 32, 32).astype(np.float32)),
                  spacing=(1.0, 1.0, 1.0))
-    masks = segment_volume(vol, ("eyes",), model=EyesAndBody(), bf16=False)
+    masks = segment_volume(vol, ("eyes",), model=EyesAndBody(), bf16=False, flips=False)
     assert list(masks) == ["eyes"]  # the body is predicted for the clean-up, not returned
     eyes = masks["eyes"].compute()
     assert body_id in asked
     assert eyes[6, 6, 6] == eyes[10, 10, 6] == eyes[21, 12, 12] == 1 and eyes[28, 28, 28] == 0
     asked.clear()
-    raw = segment_volume(vol, ("eyes",), model=EyesAndBody(), bf16=False, largest_piece=False)
+    raw = segment_volume(vol, ("eyes",), model=EyesAndBody(), bf16=False, largest_piece=False, flips=False)
     assert raw["eyes"].compute()[28, 28, 28] == 1 and body_id not in asked
     container = np.zeros((8, 8, 8), np.uint8)
     container[:4] = 1

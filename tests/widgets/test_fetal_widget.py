@@ -46,7 +46,7 @@ def test_stop_adds_nothing_and_skips_the_remaining_regions(make_napari_viewer, q
     calls = []
     real = volume_module.predict_regions
     monkeypatch.setattr(volume_module, "predict_regions",
-                        lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+                        lambda *a, **k: calls.append(k["flips"]) or real(*a, **k))
     viewer = make_napari_viewer()
     viewer.open_sample("napari-omniseg", "fetal_mri")
     before = len(viewer.layers)
@@ -58,6 +58,7 @@ def test_stop_adds_nothing_and_skips_the_remaining_regions(make_napari_viewer, q
     assert w.status.value.startswith("stopped") and len(viewer.layers) == before
     assert w.run_button.enabled
     assert 1 <= len(calls) < 5  # the regions after Stop were not computed
+    assert all(calls)  # flip averaging is on by default, as in segment_volume
 
 
 def test_rgb_layer_is_refused(make_napari_viewer, ckpt):

@@ -158,7 +158,7 @@ def predict_regions(model: Any, volume: np.ndarray, region_ids: Sequence[int], w
 
 
 def segment_volume(volume: Volume, regions: Sequence[str] = ("brain",), model: Any = None,
-                   window: int = 128, flips: bool = False, bf16: bool | None = None,
+                   window: int = 128, flips: bool = True, bf16: bool | None = None,
                    largest_piece: bool = True) -> dict[str, da.Array]:
     """Lazy uint8 0/1 masks of fetal regions, each with the volume's shape.
 
@@ -173,7 +173,9 @@ def segment_volume(volume: Volume, regions: Sequence[str] = ("brain",), model: A
     window : int
         Largest window side; bigger volumes are tiled.
     flips : bool
-        Average the three axis flips as well (4x slower).
+        Average the prediction with its three axis-mirrored ones (4 passes per region, so 4x
+        slower). On by default: on held-out phantoms it raised every region's Dice, the eyes
+        most (0.74 -> 0.88; docs/fetal.md). ``False`` for a quick preview.
     largest_piece : bool
         Clean up the masks: keep only the largest connected piece of the regions that are one
         piece of tissue (:data:`SINGLE_PIECE_REGIONS`), and only the pieces of the eyes that

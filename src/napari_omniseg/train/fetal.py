@@ -261,11 +261,11 @@ def train_fetal(out, minutes: float = 100.0, volumes: int = 60, batch: int = 2,
 
 
 def evaluate_fetal(model, seeds: list[int], size: int = 128, bf16: bool = True,
-                   largest_piece: bool = True) -> dict:
+                   largest_piece: bool = True, flips: bool = True) -> dict:
     """Dice of every region on held-out phantoms (all regions are known in simulation).
 
     The masks are made as :func:`~napari_omniseg.segment_volume` makes them (``largest_piece``
-    as there).
+    and ``flips`` as there).
     """
     from ..predict.volume import masks_from_probabilities, predict_regions
     from ..simulate.fetal import simulate_fetal
@@ -275,7 +275,7 @@ def evaluate_fetal(model, seeds: list[int], size: int = 128, bf16: bool = True,
     total = np.zeros(len(ids))
     for seed in seeds:
         f = simulate_fetal(seed, size=size)
-        prob = predict_regions(model, f.volume, ids, bf16=bf16)
+        prob = predict_regions(model, f.volume, ids, bf16=bf16, flips=flips)
         masks = masks_from_probabilities(prob, vocab.FETAL_REGION_CODES, largest_piece)
         for k, code in enumerate(vocab.FETAL_REGION_CODES):
             pred, gt = masks[k] > 0, f.masks[code] > 0
