@@ -157,6 +157,17 @@ def predict_regions(model: Any, volume: np.ndarray, region_ids: Sequence[int], w
     return out[:, : shape[0], : shape[1], : shape[2]]
 
 
+def region_masks(model: Any, volume: np.ndarray, codes: Sequence[str], window: int = 128,
+                 flips: bool = True, bf16: bool = False, largest_piece: bool = True) -> np.ndarray:
+    """uint8 0/1 masks ``(len(codes), Z, Y, X)`` of the regions ``codes``, made the way
+    :func:`segment_volume` makes them: the containers the clean-up needs are predicted too
+    (:func:`regions_to_predict`) but not returned."""
+    predicted = regions_to_predict(codes, largest_piece)
+    ids = [vocab.fetal_region(c).region_id for c in predicted]
+    prob = predict_regions(model, volume, ids, window, flips=flips, bf16=bf16)
+    return masks_from_probabilities(prob, predicted, largest_piece)[: len(codes)]
+
+
 def segment_volume(volume: Volume, regions: Sequence[str] = ("brain",), model: Any = None,
                    window: int = 128, flips: bool = True, bf16: bool | None = None,
                    largest_piece: bool = True) -> dict[str, da.Array]:
@@ -192,8 +203,6 @@ def segment_volume(volume: Volume, regions: Sequence[str] = ("brain",), model: A
     codes = list(vocab.FETAL_REGION_CODES) if list(regions) == ["all"] else [
         vocab.fetal_region(r).code for r in regions]
     model, bf16 = model_and_precision(model, "fetal", bf16)
-    predicted = regions_to_predict(codes, largest_piece)
-    ids = [vocab.fetal_region(c).region_id for c in predicted]
 
     done: dict = {}
     lock = threading.Lock()
@@ -204,10 +213,8 @@ def segment_volume(volume: Volume, regions: Sequence[str] = ("brain",), model: A
         # and without this every one of them ran the network for all the regions again
         with lock:
             if "masks" not in done:
-                prob = predict_regions(model, np.asarray(volume.data), ids, window,
-                                       flips=flips, bf16=bf16)
-                done["masks"] = masks_from_probabilities(prob, predicted,
-                                                         largest_piece)[: len(codes)]
+                done["masks"] = region_masks(model, np.asarray(volume.data), codes, window,
+                                             flips, bf16, largest_piece)
             return done["masks"]
 
     stacked = da.from_delayed(masks(), (len(codes), *volume.data.shape), np.uint8)

@@ -267,16 +267,15 @@ def evaluate_fetal(model, seeds: list[int], size: int = 128, bf16: bool = True,
     The masks are made as :func:`~napari_omniseg.segment_volume` makes them (``largest_piece``
     and ``flips`` as there).
     """
-    from ..predict.volume import masks_from_probabilities, predict_regions
+    from ..predict.volume import region_masks
     from ..simulate.fetal import simulate_fetal
 
-    ids = [r.region_id for r in vocab.FETAL_REGIONS]
-    inter = np.zeros(len(ids))
-    total = np.zeros(len(ids))
+    inter = np.zeros(len(vocab.FETAL_REGION_CODES))
+    total = np.zeros(len(vocab.FETAL_REGION_CODES))
     for seed in seeds:
         f = simulate_fetal(seed, size=size)
-        prob = predict_regions(model, f.volume, ids, bf16=bf16, flips=flips)
-        masks = masks_from_probabilities(prob, vocab.FETAL_REGION_CODES, largest_piece)
+        masks = region_masks(model, f.volume, vocab.FETAL_REGION_CODES, flips=flips, bf16=bf16,
+                             largest_piece=largest_piece)
         for k, code in enumerate(vocab.FETAL_REGION_CODES):
             pred, gt = masks[k] > 0, f.masks[code] > 0
             inter[k] += (pred & gt).sum()
