@@ -62,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``omniseg`` command."""
     from .train.fetal import LOSSES, SAMPLINGS  # numpy only: torch stays unloaded
 
-    p = argparse.ArgumentParser(prog="omniseg", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="omniseg", description="napari-omniseg without a display: simulate, train, segment, "
+        "fine-tune and evaluate. 'omniseg COMMAND --help' describes each command.")
     sub = p.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser("simulate", help="generate synthetic kidney slides or fetal MRI")
@@ -172,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="learning rate (default 1e-3 kidney, 2e-4 fetal)")
     ft.add_argument("-o", "--out", type=Path, required=True, help="checkpoint to write (.pt)")
 
-    ev = sub.add_parser("evaluate", help="per-tissue Dice and 95% Hausdorff (µm) on a manifest "
+    ev = sub.add_parser("evaluate", help="per-tissue Dice and 95%% Hausdorff (µm) on a manifest "
                                          "(per-region Dice for fetal volumes)")
     ev.add_argument("--manifest", type=Path, required=True)
     ev.add_argument("--model", default=None,

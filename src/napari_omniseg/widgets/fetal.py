@@ -13,11 +13,11 @@ from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, ProgressBar, PushButton
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, Label, ProgressBar, PushButton
 
 from .. import vocab
 from ..errors import OmnisegInputError
-from ._worker_controls import WorkerControls
+from .dock import DockWidget
 from .model_in_use import FETAL_MODEL_IN_USE
 
 
@@ -35,12 +35,12 @@ def volume_from_layer(layer: Any):
     return Volume(data=da.asarray(layer.data), spacing=tuple(float(s) for s in layer.scale))
 
 
-class FetalWidget(WorkerControls, Container):
+class FetalWidget(DockWidget):
     """Choose volume, region and model; Segment; Stop."""
 
-    def __init__(self, viewer: "napari.viewer.Viewer") -> None:
-        super().__init__(labels=True)
-        self.viewer = viewer
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__(napari_viewer)
+        viewer = self.viewer
         self.volume = ComboBox(label="volume", choices=self._volume_layers)
         self.region = ComboBox(label="region", value="all", choices=[
             ("all regions", "all"), *[(r.name, r.code) for r in vocab.FETAL_REGIONS]])
@@ -69,7 +69,7 @@ class FetalWidget(WorkerControls, Container):
         viewer.layers.events.inserted.connect(lambda e: self.volume.reset_choices())
         viewer.layers.events.removed.connect(lambda e: self.volume.reset_choices())
         self._stopped = False
-        FETAL_MODEL_IN_USE.changed.connect(self._use_fine_tuned)
+        self.follow(FETAL_MODEL_IN_USE.changed, self._use_fine_tuned)
 
     def _use_fine_tuned(self, name: str) -> None:
         self.model_source.value = "in use"

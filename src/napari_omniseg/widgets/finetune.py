@@ -22,7 +22,7 @@ from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSpin
 
 from .. import vocab
 from ..errors import OmnisegInputError
-from ._worker_controls import WorkerControls
+from .dock import DockWidget
 from .model_in_use import FETAL_MODEL_IN_USE, MODEL_IN_USE
 from .segment import slide_from_layer
 
@@ -154,12 +154,12 @@ class LossPlot:
         p.end()
 
 
-class FinetuneWidget(WorkerControls, Container):
+class FinetuneWidget(DockWidget):
     """Rows of annotations, training settings, Train / Stop, live plot, Use this model."""
 
-    def __init__(self, viewer: "napari.viewer.Viewer") -> None:
-        super().__init__(labels=True)
-        self.viewer = viewer
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__(napari_viewer)
+        viewer = self.viewer
         self.kind = ComboBox(label="data", value="renal", choices=KINDS)
         self.rows = Container(labels=False, label="annotations")
         self.add_row_button = PushButton(text="Add annotation row")

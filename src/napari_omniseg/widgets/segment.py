@@ -12,12 +12,11 @@ from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import (ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar,
-                              PushButton)
+from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton
 
 from .. import vocab
 from ..errors import OmnisegInputError
-from ._worker_controls import WorkerControls
+from .dock import DockWidget
 from .model_in_use import MODEL_IN_USE
 
 WHERE = ("current view", "whole slide", "inside shapes")
@@ -60,12 +59,12 @@ def layer_name(code: str, magnification: float) -> str:
     return f"{vocab.tissue(code).label} @ {int(magnification)}x"
 
 
-class SegmentWidget(WorkerControls, Container):
+class SegmentWidget(DockWidget):
     """Choose image, tissue, magnification, model and where; Segment; Stop."""
 
-    def __init__(self, viewer: "napari.viewer.Viewer") -> None:
-        super().__init__(labels=True)
-        self.viewer = viewer
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__(napari_viewer)
+        viewer = self.viewer
         self.image = ComboBox(label="image", choices=self._image_layers)
         self.tissue = ComboBox(label="tissue", value="all", choices=[
             ("all (each at its best magnification)", "all"),
@@ -96,7 +95,7 @@ class SegmentWidget(WorkerControls, Container):
         viewer.layers.events.inserted.connect(self._refresh_choices)
         viewer.layers.events.removed.connect(self._refresh_choices)
         self._model_cache: dict[str, Any] = {}
-        MODEL_IN_USE.changed.connect(self._use_fine_tuned)
+        self.follow(MODEL_IN_USE.changed, self._use_fine_tuned)
 
     def _use_fine_tuned(self, name: str) -> None:
         self.model_source.value = "in use"
@@ -205,6 +204,7 @@ class SegmentWidget(WorkerControls, Container):
 
     def _labels_layer(self, image_layer, slide, code: str, mag: float):
         import zarr
+        from napari.layers import Labels
         from napari.utils.colormaps import DirectLabelColormap
 
         levels = [zarr.create_array(store=zarr.storage.MemoryStore(), shape=lv.shape[:2],
@@ -216,12 +216,15 @@ class SegmentWidget(WorkerControls, Container):
         data = levels if len(levels) > 1 else levels[0]
         if name in self.viewer.layers:
             self.viewer.layers.remove(name)  # running again replaces the layer
-        layer = self.viewer.add_labels(
+        # built here, not by viewer.add_labels: that returns napari's plugin proxy, and the
+        # refresh after each chunk needs the layer itself (see _show_new_data)
+        layer = Labels(
             data, name=name, multiscale=len(levels) > 1, scale=image_layer.scale,
             translate=image_layer.translate, units=image_layer.units, opacity=0.6,
             colormap=colour, metadata={"tissue": code, "magnification": mag,
                                        "source_layer": image_layer.name},
         )
+        self.viewer.add_layer(layer)
         return levels, layer
 
     @staticmethod

@@ -1,0 +1,293 @@
+"""Every npe2 contribution of the installed manifest, taken the way a person takes it.
+
+Widgets open from the Plugins menu (``viewer.window.add_plugin_dock_widget``) and run once with
+their defaults on the matching sample; samples open through ``viewer.open_sample``; the reader
+through ``viewer.open`` on a file of each pattern it claims; writers (none yet) through
+``viewer.layers.save``. The lists come from the manifest, so a contribution added later is
+tested here at once, and fails until it has a run, a file maker or a save case below.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import MPP, rgb_image, write_ome_subifd, write_png, write_svs
+
+pytestmark = pytest.mark.gui
+
+PLUGIN = "napari-omniseg"
+
+
+def _manifest():
+    import npe2
+
+    return npe2.PluginManifest.from_distribution(PLUGIN)
+
+
+MANIFEST = _manifest()
+WIDGETS = [w.display_name for w in MANIFEST.contributions.widgets or []]
+SAMPLES = [s.key for s in MANIFEST.contributions.sample_data or []]
+PATTERNS = [p for r in MANIFEST.contributions.readers or [] for p in r.filename_patterns]
+WRITERS = [w.display_name or w.command for w in MANIFEST.contributions.writers or []]
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a) > 0, np.asarray(b) > 0
+    return 2 * (a & b).sum() / max(1, a.sum() + b.sum())
+
+
+def _wait(qtbot, widget, seconds: float = 300) -> None:
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=int(seconds * 1000))
+
+
+# -- widgets: one run of each with its defaults on the matching sample -------------------------
+
+
+def _renal_truth(stain: str, level: int) -> dict[str, np.ndarray]:
+    import tifffile
+
+    from napari_omniseg import vocab
+    from napari_omniseg._sample_data import renal_sample_paths
+
+    with tifffile.TiffFile(renal_sample_paths(stain)[1]) as tif:
+        masks = tif.series[0].levels[level].asarray()
+    return {t.code: masks[t.task_id] > 0 for t in vocab.TISSUES}
+
+
+def run_segment_kidney(viewer, widget, qtbot, tmp_path) -> None:
+    from napari_omniseg import vocab
+    from napari_omniseg.widgets.segment import layer_name
+
+    viewer.open_sample(PLUGIN, "renal_pas")
+    viewer.reset_view()  # the default "current view" is then the whole biopsy
+    assert widget.image.value.name == viewer.layers[0].name
+    widget.run_button.clicked()
+    _wait(qtbot, widget)
+    assert widget.status.value == "done"
+    level = 2  # compare at 10x: every tissue's answer, without reading 40x masks whole
+    truth = _renal_truth("pas", level)
+    for t in vocab.TISSUES:
+        layer = viewer.layers[layer_name(t.code, t.optimal_magnification)]
+        got = np.asarray(layer.data[level]) > 0
+        assert got.shape == truth[t.code].shape
+        if truth[t.code].any():
+            assert dice(got, truth[t.code]) > 0.85, t.code
+        else:  # the PAS sample has no vessel: false positives stay few
+            assert got.mean() < 0.02, t.code
+
+
+def run_segment_fetal(viewer, widget, qtbot, tmp_path) -> None:
+    from napari_omniseg import vocab
+
+    viewer.open_sample(PLUGIN, "fetal_mri")
+    truth = np.asarray(viewer.layers["ground truth (simulated)"].data)
+    widget.run_button.clicked()
+    _wait(qtbot, widget)
+    assert widget.status.value == "done"
+    ids = {r.code: r.region_id + 1 for r in vocab.FETAL_REGIONS}
+    # the sample's truth is one label volume painted outer to inner: brain and eyes are whole
+    for code in ("brain", "eyes"):
+        layer = viewer.layers[vocab.fetal_region(code).name]
+        assert layer.data.shape == truth.shape
+        assert dice(layer.data, truth == ids[code]) > 0.7, code
+
+
+def run_finetune(viewer, widget, qtbot, tmp_path) -> None:
+    import torch
+
+    from napari_omniseg.models import load_model
+    from napari_omniseg.widgets.model_in_use import MODEL_IN_USE
+
+    viewer.open_sample(PLUGIN, "renal_pas")
+    truth = _renal_truth("pas", 0)["ptc"]
+    painted = np.zeros(truth.shape, np.uint8)
+    box = (slice(768, 1536), slice(2048, 3072))
+    painted[box] = truth[box]  # PTC painted inside one field of view
+    image = viewer.layers[0]
+    labels = viewer.add_labels(painted, name="my PTC", scale=image.scale, units=image.units)
+    widget.add_row()  # the new row picks the newest labels layer
+    row = widget.rows[-1]
+    assert row.labels.value.name == labels.name
+    row.tissue.value = "ptc"
+    for extra in list(widget.rows)[:-1]:
+        widget.rows.remove(extra)
+    widget.minutes.value = widget.minutes.min  # the shortest run the widget allows
+    widget.save_to.value = str(tmp_path / "ft.pt")
+    widget.run_button.clicked()
+    _wait(qtbot, widget)
+    assert widget.status.value.startswith("done"), widget.status.value
+    assert np.array_equal(labels.data, painted)  # layers are only read
+    trained = load_model(tmp_path / "ft.pt")
+    bundled = load_model("renal")
+    assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(),
+                                                     bundled.state_dict().values()))
+    widget.use_button.clicked()
+    assert MODEL_IN_USE.model is not None and MODEL_IN_USE.name.startswith("ft.pt")
+
+
+WIDGET_RUNS = {
+    "Segment (kidney)": run_segment_kidney,
+    "Segment (fetal MRI)": run_segment_fetal,
+    "Fine-tune": run_finetune,
+}
+
+
+@pytest.fixture
+def models_in_use_restored():
+    from napari_omniseg.widgets.model_in_use import FETAL_MODEL_IN_USE, MODEL_IN_USE
+
+    saved = [(h, h.model, h.name) for h in (MODEL_IN_USE, FETAL_MODEL_IN_USE)]
+    yield
+    for holder, model, name in saved:
+        holder.model, holder.name = model, name
+
+
+@pytest.mark.parametrize("name", WIDGETS)
+def test_widget_opens_from_the_plugins_menu(make_napari_viewer, name):
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    assert viewer.window.dock_widgets[f"{name} ({PLUGIN})"] is widget
+    # the widget acts on this viewer (napari hands plugins a proxy of it)
+    assert getattr(widget.viewer, "__wrapped__", widget.viewer) is viewer
+
+
+@pytest.mark.parametrize("name", WIDGETS)
+def test_a_closed_viewers_widget_ignores_later_model_changes(make_napari_viewer, name,
+                                                             models_in_use_restored):
+    from qtpy.QtCore import QCoreApplication, QEvent
+
+    from napari_omniseg.widgets.model_in_use import FETAL_MODEL_IN_USE, MODEL_IN_USE
+
+    viewer = make_napari_viewer()
+    viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    viewer.close()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    for holder in (MODEL_IN_USE, FETAL_MODEL_IN_USE):
+        holder.set(object(), "another model")  # must not reach the deleted widget
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", WIDGETS)
+def test_widget_runs_with_its_defaults_on_the_sample(make_napari_viewer, qtbot, tmp_path, name,
+                                                    models_in_use_restored):
+    assert name in WIDGET_RUNS, f"no run of the '{name}' widget is tested: add one above"
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    WIDGET_RUNS[name](viewer, widget, qtbot, tmp_path)
+
+
+# -- samples -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", SAMPLES)
+def test_sample_opens_from_the_file_menu(make_napari_viewer, key):
+    from napari.layers import Image, Labels
+
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, key)
+    image, truth = viewer.layers
+    assert isinstance(image, Image) and isinstance(truth, Labels)
+    data = image.data[-1] if image.multiscale else image.data
+    assert float(np.asarray(data).std()) > 1  # a picture, not a blank
+    labels = np.asarray(truth.data[-1] if truth.multiscale else truth.data)
+    assert len(np.unique(labels)) >= 4  # several structures drawn
+    np.testing.assert_allclose(image.extent.world, truth.extent.world, rtol=0.01, atol=1.5)
+
+
+# -- the reader: one file of every pattern the manifest claims --------------------------------
+
+
+def _plain_tif(path: Path) -> tuple[Path, np.ndarray, float]:
+    import tifffile
+
+    img = rgb_image(512, 768)
+    tifffile.imwrite(path, img, photometric="rgb", resolution=(1e4 / 0.5, 1e4 / 0.5),
+                     resolutionunit="CENTIMETER")
+    return path, img, 0.5
+
+
+def _ome_tiff(path: Path) -> tuple[Path, np.ndarray, float]:
+    img = rgb_image(512, 768)
+    return write_ome_subifd(path, img, levels=2), img, MPP
+
+
+def _svs(path: Path) -> tuple[Path, np.ndarray, float]:
+    img = rgb_image(1024, 1024)
+    return write_svs(path, img), img, 0.2525
+
+
+def _png(path: Path) -> tuple[Path, np.ndarray, float]:
+    img = rgb_image(512, 768)
+    return write_png(path, img), img, MPP
+
+
+def _jpeg(path: Path) -> tuple[Path, np.ndarray, float]:
+    from PIL import Image
+
+    img = rgb_image(512, 768)
+    # JFIF stores dots per inch in 16 bits: 0.5 um/px (20x) fits, 0.25 um/px would wrap
+    Image.fromarray(img).save(path, quality=95, dpi=(25400 / 0.5, 25400 / 0.5))
+    return path, img, 0.5
+
+
+def _nifti(path: Path) -> tuple[Path, np.ndarray, tuple]:
+    from napari_omniseg.io.export import save_nifti
+
+    vol = np.random.default_rng(0).random((12, 20, 24)).astype(np.float32)
+    return save_nifti(vol, np.diag([1.0, 2.0, 3.0, 1.0]), path), vol, (3.0, 2.0, 1.0)
+
+
+FILE_MAKERS = {
+    "*.tif": ("plain.tif", _plain_tif),
+    "*.tiff": ("pyramid.ome.tiff", _ome_tiff),
+    "*.svs": ("aperio.svs", _svs),
+    "*.png": ("scan.png", _png),
+    "*.jpg": ("scan.jpg", _jpeg),
+    "*.jpeg": ("scan.jpeg", _jpeg),
+    "*.nii": ("volume.nii", _nifti),
+    "*.nii.gz": ("volume.nii.gz", _nifti),
+}
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_reader_opens_every_claimed_format(make_napari_viewer, tmp_path, pattern):
+    assert pattern in FILE_MAKERS, f"no file of the pattern {pattern} is opened: add a maker"
+    name, make = FILE_MAKERS[pattern]
+    path, data, size = make(tmp_path / name)
+    viewer = make_napari_viewer()
+    # File > Open offers every reader that claims the file; the person picks this plugin's
+    from napari.plugins._npe2 import get_readers
+
+    assert PLUGIN in get_readers(str(path))
+    layers = viewer.open(path, plugin=PLUGIN)
+    assert len(layers) == 1
+    layer = layers[0]
+    if data.ndim == 3 and data.shape[-1] == 3:  # a slide
+        assert layer.rgb
+        level0 = np.asarray(layer.data[0] if layer.multiscale else layer.data)[..., :3]
+        assert level0.shape == data.shape
+        tolerance = 6 if pattern in ("*.jpg", "*.jpeg") else 0
+        assert np.abs(level0.astype(int) - data).mean() <= tolerance
+        np.testing.assert_allclose(layer.scale, (size, size), rtol=1e-3)
+    else:
+        np.testing.assert_allclose(np.asarray(layer.data), data, rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(layer.scale, size)
+
+
+# -- writers -----------------------------------------------------------------------------------
+
+WRITER_CASES: dict = {}  # display name -> (layer factory, file name); none are contributed yet
+
+
+@pytest.mark.parametrize("name", WRITERS)
+def test_writer_saves_through_napari(make_napari_viewer, tmp_path, name):
+    assert name in WRITER_CASES, f"the writer '{name}' is not tested: add a save case"
+    make_layer, filename = WRITER_CASES[name]
+    viewer = make_napari_viewer()
+    layer = make_layer(viewer)
+    written = viewer.layers.save(str(tmp_path / filename), selected=False, plugin=PLUGIN)
+    assert written and Path(written[0]).is_file()
+    np.testing.assert_array_equal(np.asarray(viewer.open(written[0])[0].data), layer.data)
