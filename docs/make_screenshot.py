@@ -1,7 +1,9 @@
 """Regenerate docs/images/*.png: napari with the plugin, as a user sees it.
 
 Run under a display (or ``xvfb-run -a python docs/make_screenshot.py [renal] [finetune]
-[fetal]``; all three by default). Uses the bundled models and the sample data.
+[fetal]``; all three by default). Uses the bundled models and the sample data. Widgets are
+opened the way a person opens them, from the Plugins menu (``add_plugin_dock_widget``), and
+samples from File > Open Sample.
 """
 
 import sys
@@ -12,11 +14,16 @@ from pathlib import Path
 import napari
 from qtpy.QtWidgets import QApplication
 
-from napari_omniseg.widgets.fetal import FetalWidget
-from napari_omniseg.widgets.finetune import WHOLE_LAYER, FinetuneWidget
-from napari_omniseg.widgets.segment import SegmentWidget
+from napari_omniseg.widgets.finetune import WHOLE_LAYER
 
 OUT = Path(__file__).parent / "images"
+PLUGIN = "napari-omniseg"
+
+
+def open_widget(viewer, name: str):
+    """Plugins > napari-omniseg > ``name``: the docked widget."""
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    return widget
 
 
 def _settle(seconds: float = 1.0) -> None:
@@ -49,7 +56,7 @@ def main(parts: set[str]) -> None:
 def renal(viewer) -> None:
 
     # sample data with its ground truth
-    viewer.open_sample("napari-omniseg", "renal_pas")
+    viewer.open_sample(PLUGIN, "renal_pas")
     viewer.layers[-1].visible = True
     viewer.layers[-1].opacity = 0.45
     viewer.reset_view()
@@ -58,8 +65,7 @@ def renal(viewer) -> None:
     viewer.layers[-1].visible = False
 
     # the Segment widget on the whole biopsy with the bundled model
-    widget = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Segment (kidney)")
+    widget = open_widget(viewer, "Segment (kidney)")
     widget.tissue.value = "all"
     widget.where.value = "whole slide"
     widget.run_button.clicked()
@@ -86,8 +92,7 @@ def finetune(viewer) -> None:
     painted = np.zeros(sim.masks["ptc"][0].shape, np.uint8)
     painted[:, :600] = sim.masks["ptc"][0][:, :600] > 0
     viewer.add_labels(painted, name="PTC (painted)", opacity=0.7)
-    ft = FinetuneWidget(viewer)
-    viewer.window.add_dock_widget(ft, name="Fine-tune")
+    ft = open_widget(viewer, "Fine-tune")
     row = ft.rows[0]
     row.image.value, row.tissue.value, row.complete.value = image, "ptc", WHOLE_LAYER
     ft.minutes.value = 1.0
@@ -102,11 +107,10 @@ def finetune(viewer) -> None:
 def fetal(viewer) -> None:
     viewer.window.remove_dock_widget("all")
     viewer.layers.clear()
-    viewer.open_sample("napari-omniseg", "fetal_mri")
+    viewer.open_sample(PLUGIN, "fetal_mri")
     viewer.layers[-1].visible = True
     viewer.layers[-1].opacity = 0.4
-    widget = FetalWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Segment (fetal MRI)")
+    widget = open_widget(viewer, "Segment (fetal MRI)")
     viewer.reset_view()
     _settle()
     viewer.screenshot(str(OUT / "fetal_sample.png"), canvas_only=False)

@@ -144,3 +144,29 @@ def constant_logits_model(fn):
             return fn(n, len(conditions), h, w) + self.dummy
 
     return _Model()
+
+
+def darkness_model(thresholds=(0.62, 0.75), context: int = 9):
+    """A stand-in Omni-Seg+ whose answer follows the image it is shown.
+
+    Condition k answers "tissue" where the mean brightness of a ``context``-pixel neighbourhood
+    is below ``thresholds[k]`` (stained tissue is darker than glass and lumens), so masks vary
+    in space, differ between tissues, and depend on which pixels each tile sees.
+    """
+    import torch
+
+    class _Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dummy = torch.nn.Parameter(torch.zeros(1))  # gives the device
+
+        def forward_conditions(self, x, conditions):
+            grey = torch.nn.functional.avg_pool2d(x.float().mean(1, keepdim=True), context, 1,
+                                                  context // 2, count_include_pad=False)
+            n, _, h, w = x.shape
+            logits = torch.zeros(n, len(conditions), 2, h, w, device=x.device)
+            for k in range(len(conditions)):
+                logits[:, k, 1] = 40 * (thresholds[k % len(thresholds)] - grey[:, 0])
+            return logits + self.dummy
+
+    return _Model().eval()

@@ -154,6 +154,17 @@ def test_widget_opens_from_the_plugins_menu(make_napari_viewer, name):
     assert getattr(widget.viewer, "__wrapped__", widget.viewer) is viewer
 
 
+def test_the_plugins_menu_lists_and_opens_every_widget(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    (submenu,) = [a.menu() for a in viewer.window.plugins_menu.actions()
+                  if a.menu() is not None and a.text() == PLUGIN]
+    entries = {a.text(): a for a in submenu.actions()}
+    assert sorted(entries) == sorted(WIDGETS)
+    for name in WIDGETS:
+        entries[name].trigger()  # the click
+        qtbot.waitUntil(lambda: f"{name} ({PLUGIN})" in viewer.window.dock_widgets, timeout=5000)
+
+
 @pytest.mark.parametrize("name", WIDGETS)
 def test_a_closed_viewers_widget_ignores_later_model_changes(make_napari_viewer, name,
                                                              models_in_use_restored):

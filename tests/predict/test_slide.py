@@ -21,20 +21,38 @@ def model():
     return OmniSegPlus(width=0.25).eval()
 
 
-def test_lazy_aligned_pyramid_and_cache(slide, model):
-    out = segment_slide(slide, tissues=("ptc", "pt"), model=model, chunk=256, bf16=False)
+@pytest.fixture(scope="module")
+def follower():
+    """A stand-in network whose masks follow the stained tissue of the slide."""
+    from conftest import darkness_model
+
+    return darkness_model()
+
+
+def test_lazy_aligned_pyramid_and_cache(slide, follower, monkeypatch):
+    runs = []
+    original = TileEngine._run
+    monkeypatch.setattr(TileEngine, "_run",
+                        lambda self, keys: runs.append(len(keys)) or original(self, keys))
+    out = segment_slide(slide, tissues=("ptc", "pt"), model=follower, chunk=256, bf16=False)
     assert list(out) == ["ptc", "pt"]
     for code, levels in out.items():
         assert [lv.shape for lv in levels] == [lv.shape[:2] for lv in slide.levels]
         assert all(lv.dtype == np.uint8 for lv in levels)
     block = out["ptc"][0][256:512, 256:512].compute()
-    assert set(np.unique(block)) <= {0, 1}
+    assert set(np.unique(block)) == {0, 1}  # tissue and not tissue in this block
+    assert runs  # the network ran for it...
+    tiles_run = sum(runs)
+    again = out["ptc"][0][256:512, 256:512].compute()
+    np.testing.assert_array_equal(again, block)
+    assert sum(runs) == tiles_run  # ...and not again: its tiles came from the cache
 
 
-def test_chunking_does_not_change_the_answer(slide, model):
-    a = segment_slide(slide, tissues=("ptc",), model=model, chunk=256, bf16=False)["ptc"][0]
-    b = segment_slide(slide, tissues=("ptc",), model=model, chunk=700, bf16=False)["ptc"][0]
-    np.testing.assert_array_equal(a[:600, :900].compute(), b[:600, :900].compute())
+def test_chunking_does_not_change_the_answer(slide, follower):
+    a, b = (segment_slide(slide, tissues=("ptc",), model=follower, chunk=c, bf16=False)["ptc"][0]
+            [:600, :900].compute() for c in (256, 700))
+    assert 0.1 < a.mean() < 0.9  # an answer that varies in space
+    np.testing.assert_array_equal(a, b)
 
 
 def test_upsampled_levels_match_a_bilinear_resize_in_any_chunking(slide):
@@ -110,20 +128,22 @@ def test_creating_the_layers_computes_nothing(slide, model, monkeypatch):
     assert len(runs) >= 1
 
 
-def test_fill_region_matches_the_lazy_pyramid(slide, model):
+def test_fill_region_matches_the_lazy_pyramid(slide, follower):
     from napari_omniseg.predict.slide import fill_region, make_engines
 
-    engines = make_engines(slide, ("ptc", "cap"), None, model, bf16=False)
+    engines = make_engines(slide, ("ptc", "cap"), None, follower, bf16=False)
     outputs = {c: [np.zeros(lv.shape[:2], np.uint8) for lv in slide.levels] for c in engines}
     box = (256, 768, 512, 1280)
     steps = list(fill_region(engines, outputs, box, chunk=256))
     assert steps[-1][0] == steps[-1][1] and len(steps) > 2
-    lazy = segment_slide(slide, ("ptc", "cap"), None, model, bf16=False)
+    lazy = segment_slide(slide, ("ptc", "cap"), None, follower, bf16=False)
     for code in ("ptc", "cap"):
         for level, ds in enumerate(slide.downsamples):
             y0, y1, x0, x1 = (int(v / ds) for v in box)
             np.testing.assert_array_equal(outputs[code][level][y0:y1, x0:x1],
                                           lazy[code][level][y0:y1, x0:x1].compute())
+        inside = outputs[code][0][box[0]:box[1], box[2]:box[3]]
+        assert 0.1 < inside.mean() < 0.9  # the box holds tissue and not tissue
         assert outputs[code][0][:200].sum() == 0  # outside the box: untouched
 
 

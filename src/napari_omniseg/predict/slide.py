@@ -307,14 +307,20 @@ class TileEngine:
         r = self.scale0 * self.slide.downsamples[level]  # working pixels per level pixel
         if r < 1:
             return self._upsampled_mask(r, y0, y1, x0, x1, indices)
-        wy0, wx0 = int(np.floor(y0 * r)), int(np.floor(x0 * r))
-        wy1 = min(self.shape[0], max(wy0 + 1, int(np.ceil(y1 * r))))
-        wx1 = min(self.shape[1], max(wx0 + 1, int(np.ceil(x1 * r))))
+        # one level pixel of context on each side: the anti-aliasing filter reaches into the
+        # neighbouring level pixels, so without it a block's border would depend on where the
+        # chunks fall (and the lazy pyramid, the widget and the mask files would disagree)
+        h, w = self.slide.levels[level].shape[:2]
+        py0, px0, py1, px1 = max(0, y0 - 1), max(0, x0 - 1), min(h, y1 + 1), min(w, x1 + 1)
+        wy0, wx0 = int(np.floor(py0 * r)), int(np.floor(px0 * r))
+        wy1 = min(self.shape[0], max(wy0 + 1, int(np.ceil(py1 * r))))
+        wx1 = min(self.shape[1], max(wx0 + 1, int(np.ceil(px1 * r))))
         prob = self.probabilities(wy0, wy1, wx0, wx1)
         if indices is not None:
             prob = prob[indices]
-        if prob.shape[1:] != (y1 - y0, x1 - x0):
-            prob = _downsample(prob, (y1 - y0, x1 - x0))
+        if prob.shape[1:] != (py1 - py0, px1 - px0):
+            prob = _downsample(prob, (py1 - py0, px1 - px0))
+        prob = prob[:, y0 - py0:y1 - py0, x0 - px0:x1 - px0]
         return (prob > 0.5).astype(np.uint8)
 
     def _upsampled_mask(self, r: float, y0: int, y1: int, x0: int, x1: int,
