@@ -1,97 +1,175 @@
-"""The Segment dock widget in a real (headless) napari viewer."""
+"""The Segment dock widget, opened from the Plugins menu of a real (headless) napari viewer.
+
+The bundled model segments a simulated slide, so every mask checked here varies in space and
+a widget that wrote nothing, or the wrong place, would fail.
+"""
 
 import numpy as np
 import pytest
 
-from conftest import tiny_renal_checkpoint
-from napari_omniseg.predict.slide import segment_slide
+from napari_omniseg.models import load_model
+from napari_omniseg.predict.slide import TileEngine, segment_slide
 from napari_omniseg.simulate.renal import write_renal_slide
-from napari_omniseg.widgets.segment import SegmentWidget, layer_name
+from napari_omniseg.widgets.segment import layer_name
 
 pytestmark = pytest.mark.gui
+PLUGIN = "napari-omniseg"
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def slide_file(tmp_path_factory):
     d = tmp_path_factory.mktemp("w")
-    ckpt = tiny_renal_checkpoint(d / "tiny.pt")
     img, _ = write_renal_slide(d / "s.ome.tif", 1024, 1536, seed=4)
-    return ckpt, img
+    return img
 
 
-def _widget(viewer, ckpt, tissue="ptc", mag="40", where="whole slide"):
-    w = SegmentWidget(viewer)
+@pytest.fixture(scope="module")
+def reference(slide_file):
+    """What segment_slide answers for PTC at 40x on the whole slide, level by level."""
+    from napari_omniseg import open_slide
+
+    out = segment_slide(open_slide(slide_file), ("ptc",), 40, load_model("renal"), bf16=True)
+    return [lv.compute() for lv in out["ptc"]]
+
+
+def _widget(viewer, tissue="ptc", mag="40", where="whole slide"):
+    _, w = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment (kidney)")
+    assert w.model_source.value == "bundled"
     w.tissue.value = tissue
     w.magnification.value = mag
-    w.model_source.value = "file"
-    w.model_file.value = ckpt
     w.where.value = where
     return w
 
 
-def test_segment_whole_slide_matches_segment_slide(make_napari_viewer, qtbot, files):
-    ckpt, img = files
+def test_segment_whole_slide_matches_segment_slide(make_napari_viewer, qtbot, slide_file,
+                                                   reference):
     viewer = make_napari_viewer()
-    (image,) = viewer.open(img, plugin="napari-omniseg")
-    w = _widget(viewer, ckpt)
-    viewer.window.add_dock_widget(w)
+    (image,) = viewer.open(slide_file, plugin=PLUGIN)
+    w = _widget(viewer)
     w.run_button.clicked()
     qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
     assert w.status.value == "done"
     layer = viewer.layers[layer_name("ptc", 40)]
     assert layer.multiscale and len(layer.data) == len(image.data)
     np.testing.assert_allclose(layer.scale, image.scale)
-    ref = segment_slide(image.metadata["omniseg_slide"], ("ptc",), 40, w._model(), bf16=True)
-    for k in (0, 2):
-        np.testing.assert_array_equal(np.asarray(layer.data[k]), ref["ptc"][k].compute())
-    # what napari shows at the coarsest level is the computed result, not the empty start
-    viewer.reset_view()
-    coarse = np.asarray(layer.data[-1])
+    assert 0.01 < reference[0].mean() < 0.5  # capillaries here and there, not everywhere
+    for k in range(len(reference)):
+        np.testing.assert_array_equal(np.asarray(layer.data[k]), reference[k])
+    # what napari shows is the computed result, not the empty start: the displayed slice at
+    # the level it chose, and the layer-list thumbnail (made from the coarsest level)
+    layer.refresh()
     shown = np.asarray(layer._slice.image.raw)  # napari's displayed slice
-    if layer.data_level == len(layer.data) - 1:
-        assert shown.sum() == coarse.sum()
+    np.testing.assert_array_equal(shown, reference[layer.data_level][:shown.shape[0],
+                                                                     :shown.shape[1]])
+    assert shown.any()
+    np.testing.assert_array_equal(np.asarray(layer._slice.thumbnail.raw), reference[-1])
     # running again replaces the layer instead of adding another
     w.run_button.clicked()
     qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
     assert [lyr.name for lyr in viewer.layers].count(layer_name("ptc", 40)) == 1
 
 
-def test_stop_keeps_what_was_computed(make_napari_viewer, qtbot, files):
-    ckpt, img = files
+def _chunks_done(reference_level0, got) -> tuple[int, int]:
+    """(computed pixels that agree with the reference, tissue pixels of the reference)."""
+    return int((got & reference_level0).sum()), int(reference_level0.sum())
+
+
+def test_stop_keeps_what_was_computed(make_napari_viewer, qtbot, slide_file, reference):
     viewer = make_napari_viewer()
-    viewer.open(img, plugin="napari-omniseg")
-    w = _widget(viewer, ckpt, tissue="all", mag="auto")
+    viewer.open(slide_file, plugin=PLUGIN)
+    w = _widget(viewer)
     w.run_button.clicked()
+    qtbot.waitUntil(lambda: w.progress.value >= 1 or w.worker is None, timeout=120_000)
     w.stop_button.clicked()
     qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
     assert w.status.value.startswith("stopped")
     assert w.run_button.enabled and not w.stop_button.enabled
-    assert w.progress.value < w.progress.max
+    assert 1 <= w.progress.value < w.progress.max
+    got = np.asarray(viewer.layers[layer_name("ptc", 40)].data[0]).astype(bool)
+    kept, total = _chunks_done(reference[0].astype(bool), got)
+    assert not (got & ~reference[0].astype(bool)).any()  # what is there is the true answer
+    assert 0 < kept < total  # part of it was computed and kept, the rest was not
 
 
-def test_missing_model_or_pixel_size_is_explained(make_napari_viewer, files):
-    ckpt, img = files
+def test_a_failing_run_reports_and_keeps_the_computed_tiles(make_napari_viewer, qtbot,
+                                                            slide_file, reference, monkeypatch):
+    import napari_omniseg.predict.slide as slide_module
+
+    chunks_done = []
+    real_fill, real_run = slide_module.fill_region, TileEngine._run
+
+    def counting_fill(*args, **kwargs):
+        for step in real_fill(*args, **kwargs):
+            chunks_done.append(step)
+            yield step
+
+    def fails_after_two_chunks(self, keys):
+        if len(chunks_done) >= 2:
+            raise RuntimeError("out of memory")
+        return real_run(self, keys)
+
+    monkeypatch.setattr(slide_module, "fill_region", counting_fill)
+    monkeypatch.setattr(TileEngine, "_run", fails_after_two_chunks)
+    viewer = make_napari_viewer()
+    viewer.open(slide_file, plugin=PLUGIN)
+    w = _widget(viewer)
+    w.run_button.clicked()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    assert w.status.value == "segmentation failed: out of memory"
+    assert w.run_button.enabled and not w.stop_button.enabled
+    got = np.asarray(viewer.layers[layer_name("ptc", 40)].data[0]).astype(bool)
+    kept, total = _chunks_done(reference[0].astype(bool), got)
+    assert not (got & ~reference[0].astype(bool)).any() and 0 < kept < total
+
+
+def test_inside_shapes_segments_only_the_drawn_box(make_napari_viewer, qtbot, slide_file,
+                                                   reference):
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(slide_file, plugin=PLUGIN)
+    mpp = image.scale[-1]
+    y0, y1, x0, x1 = 256, 640, 384, 1024  # level-0 pixels
+    viewer.add_shapes([np.array([[y0, x0], [y1, x1]]) * mpp], shape_type="rectangle",
+                      name="regions", scale=(1, 1))
+    w = _widget(viewer, where="inside shapes")
+    assert w.shapes.value.name == "regions"
+    w.run_button.clicked()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    assert w.status.value == "done"
+    got = np.asarray(viewer.layers[layer_name("ptc", 40)].data[0])
+    inside = (slice(y0, y1), slice(x0, x1))
+    np.testing.assert_array_equal(got[inside], reference[0][inside])
+    assert got[inside].any()
+    outside = got.copy()
+    outside[inside] = 0
+    assert not outside.any()
+
+
+def test_missing_model_or_pixel_size_is_explained(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((256, 256, 3), np.uint8), rgb=True, name="plain")
-    w = _widget(viewer, ckpt)
+    w = _widget(viewer)
     w.start()
     assert "no pixel size" in w.status.value and w.worker is None
     w.mpp.value = 0.25
-    w.model_file.value = ckpt.parent / "nope.pt"
+    w.model_source.value = "file"
+    w.model_file.value = tmp_path / "nope.pt"
     w.start()
-    assert "checkpoint file" in w.status.value
+    assert "checkpoint file" in w.status.value and w.worker is None
 
 
-def test_plain_rgb_layer_in_current_view(make_napari_viewer, qtbot, files):
-    ckpt, img = files
+def test_plain_rgb_layer_in_current_view(make_napari_viewer, qtbot, slide_file, reference):
     viewer = make_napari_viewer()
-    rgb = np.asarray(viewer.open(img, plugin="napari-omniseg")[0].data[0][:512, :512])
+    rgb = np.asarray(viewer.open(slide_file, plugin=PLUGIN)[0].data[0][:512, :512])
     viewer.layers.clear()
     viewer.add_image(rgb, rgb=True, name="crop")
     viewer.reset_view()
-    w = _widget(viewer, ckpt, where="current view")
+    w = _widget(viewer, where="current view")
     w.mpp.value = 0.25
     w.run_button.clicked()
     qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
     assert w.status.value == "done"
-    assert viewer.layers[layer_name("ptc", 40)].data.shape == (512, 512)
+    got = np.asarray(viewer.layers[layer_name("ptc", 40)].data)
+    assert got.shape == (512, 512)
+    # the crop seen alone: the same capillaries, give or take the crop's own borders
+    ref = reference[0][:512, :512].astype(bool)
+    assert ref.any() and 2 * (got.astype(bool) & ref).sum() / (got.astype(bool).sum() + ref.sum()) > 0.9

@@ -86,7 +86,9 @@ def tissue_mask(slide: Slide, max_side: int = MAX_THUMBNAIL_SIDE) -> TissueMask 
     tissue = ndimage.binary_closing(tissue_pixels(thumb), structure=disk(1), border_value=0)
     tissue = ndimage.binary_fill_holes(tissue)
     labels, _ = ndimage.label(tissue)
-    big = np.bincount(labels.ravel()) >= MIN_TISSUE_AREA_UM2 / mpp ** 2
+    # a small image (a field of view, a crop) is no bigger than a speck of dust on a slide:
+    # there, a speck is small against the image itself
+    big = np.bincount(labels.ravel()) >= min(MIN_TISSUE_AREA_UM2 / mpp ** 2, 0.02 * tissue.size)
     big[0] = False
     tissue = big[labels]
     # grown by a distance, not a structuring element: any margin at the same small cost
