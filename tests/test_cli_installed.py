@@ -40,3 +40,52 @@ def test_help_of_the_installed_command(words):
         for name in ("simulate", "train", "segment", "segment-volume", "finetune", "evaluate",
                      "info"):
             assert f"    {name}" in out.stdout
+
+
+@pytest.fixture(scope="module")
+def slide_and_truth(tmp_path_factory):
+    import tifffile
+
+    from napari_omniseg.simulate.renal import write_renal_slide
+
+    d = tmp_path_factory.mktemp("installed")
+    slide, masks = write_renal_slide(d / "biopsy.ome.tif", 1024, 1024, seed=3, stain="pas",
+                                     masks_path=d / "truth.ome.tif")
+    with tifffile.TiffFile(masks) as tif:
+        truth = tif.series[0].levels[0].asarray() > 0
+    return slide, truth
+
+
+def _segment_and_check(slide, truth, out, *extra) -> dict:
+    import json
+
+    import numpy as np
+    import tifffile
+
+    exe = shutil.which("omniseg")
+    run = subprocess.run([exe, "segment", str(slide), "--tissue", "cap", "-o", str(out), *extra],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert json.loads(run.stdout) == summary
+    res = summary["slides"][str(slide)]["cap"]
+    mask = tifffile.imread(res["mask"]) > 0
+    cap = truth[2]
+    assert 2 * (mask & cap).sum() / (mask.sum() + cap.sum()) > 0.8  # the glomerular capsules
+    return summary
+
+
+def test_installed_command_segments_a_slide(slide_and_truth, tmp_path):
+    slide, truth = slide_and_truth
+    _segment_and_check(slide, truth, tmp_path / "masks")
+
+
+def test_installed_command_sends_slides_to_a_scheduler(slide_and_truth, tmp_path):
+    from distributed import LocalCluster
+
+    slide, truth = slide_and_truth
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None, protocol="tcp", host="127.0.0.1") as cluster:
+        _segment_and_check(slide, truth, tmp_path / "masks", "--scheduler",
+                           cluster.scheduler_address)
+        assert cluster.scheduler.task_prefixes  # the slide ran as a task of this cluster

@@ -9,6 +9,7 @@ widget subclasses :class:`DockWidget`, so the parameter is spelled once, here.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -37,5 +38,14 @@ class DockWidget(WorkerControls, Container):
         Session-wide signals (the model in use) outlive a closed dock widget or viewer; a
         slot left connected would then touch deleted Qt widgets on the next emission.
         """
-        signal.connect(slot)
-        self.native.destroyed.connect(lambda *_: signal.disconnect(slot, missing_ok=True))
+        signal.connect(slot)  # psygnal holds a bound method weakly
+        # weakly here too: a strong reference would tie the widget into a cycle that only the
+        # garbage collector frees, possibly from a worker thread, where deleting Qt widgets aborts
+        method = weakref.WeakMethod(slot)
+
+        def drop(*_: Any) -> None:
+            alive = method()
+            if alive is not None:
+                signal.disconnect(alive, missing_ok=True)
+
+        self.native.destroyed.connect(drop)
