@@ -7,7 +7,8 @@ from napari_omniseg import load_model, open_slide
 from napari_omniseg.models import read_metadata
 from napari_omniseg.predict.slide import make_engines
 from napari_omniseg.simulate.renal import write_renal_slide
-from napari_omniseg.train.renal import TRAIN_SEED0, evaluate_simulated, evaluation_seeds
+from napari_omniseg.train.renal import (TRAIN_SEED0, evaluate_simulated_slides,
+                                        evaluation_seeds)
 
 
 @pytest.fixture(scope="module")
@@ -25,13 +26,18 @@ def test_bundled_checkpoint_says_how_it_was_made():
 
 
 @pytest.mark.slow
-def test_dice_on_held_out_simulated_slides(model):
-    seeds = evaluation_seeds(1, size=4096)
+def test_dice_on_held_out_slides_as_users_get_them(model):
+    """Held-out simulated slides written as JPEG OME-TIFF pyramids, opened with open_slide and
+    segmented by segment_slide (tile engine, glass mask, bfloat16): every stain, every tissue.
+    docs/training.md has the 4096-pixel table; this 2048-pixel slide holds all six tissues."""
+    seeds = evaluation_seeds(1, size=2048)
     assert all(s < TRAIN_SEED0 for s in seeds)
-    scores = evaluate_simulated(model, seeds, size=4096, bf16=True)
+    scores = evaluate_simulated_slides(model, seeds, size=2048)
+    assert set(scores) == {"he", "pas", "sil", "tri"}
     for stain, row in scores.items():
+        assert len(row) == 6
         for tissue, dice in row.items():
-            assert dice >= 0.85, (stain, tissue, dice)
+            assert dice >= 0.9, (stain, tissue, dice)
 
 
 def border_jump_ratio(engine, k: int) -> float:

@@ -154,3 +154,26 @@ def test_missing_file_and_bad_mpp(tmp_path):
         open_slide(tmp_path / "nope.svs")
     with pytest.raises(OmnisegInputError, match="positive"):
         open_slide(tmp_path / "nope.svs", mpp=-1)
+
+
+def test_objective_power_comes_from_ome_nominal_magnification(tmp_path, image):
+    """A 20x scanner at 0.44 µm/px: the objective says 20x, the pixel size alone 22.7x."""
+    import tifffile
+
+    h, w = image.shape[:2]
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">'
+        '<Instrument ID="Instrument:0"><Objective ID="Objective:0" NominalMagnification="20"/>'
+        '</Instrument><Image ID="Image:0"><InstrumentRef ID="Instrument:0"/>'
+        '<ObjectiveSettings ID="Objective:0"/>'
+        f'<Pixels ID="Pixels:0" DimensionOrder="XYCZT" Type="uint8" SizeX="{w}" SizeY="{h}" '
+        'SizeC="3" SizeZ="1" SizeT="1" PhysicalSizeX="0.44" PhysicalSizeY="0.44" '
+        'Interleaved="true"><Channel ID="Channel:0:0" SamplesPerPixel="3"/>'
+        '<TiffData IFD="0" PlaneCount="1"/></Pixels></Image></OME>')
+    path = tmp_path / "scanner20x.ome.tif"
+    tifffile.imwrite(path, image, photometric="rgb", tile=(256, 256), description=xml,
+                     metadata=None)
+    s = open_slide(path)
+    assert s.mpp == pytest.approx(0.44)
+    assert s.magnification == pytest.approx(20)

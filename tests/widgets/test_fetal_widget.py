@@ -6,7 +6,6 @@ import torch
 
 from napari_omniseg.models import save_checkpoint
 from napari_omniseg.nets.conemos import CoNeMOS
-from napari_omniseg.widgets.fetal import FetalWidget
 
 pytestmark = pytest.mark.gui
 
@@ -18,7 +17,7 @@ def ckpt(tmp_path_factory):
 
 
 def _widget(viewer, ckpt, region):
-    w = FetalWidget(viewer)
+    _, w = viewer.window.add_plugin_dock_widget("napari-omniseg", "Segment (fetal MRI)")
     w.region.value = region
     w.model_source.value = "file"
     w.model_file.value = ckpt

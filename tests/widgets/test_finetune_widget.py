@@ -6,9 +6,8 @@ import torch
 
 from conftest import tiny_renal_checkpoint
 from napari_omniseg.models import load_model, read_metadata
-from napari_omniseg.widgets.finetune import WHOLE_LAYER, FinetuneWidget
+from napari_omniseg.widgets.finetune import WHOLE_LAYER
 from napari_omniseg.widgets.model_in_use import MODEL_IN_USE
-from napari_omniseg.widgets.segment import SegmentWidget
 
 pytestmark = pytest.mark.gui
 
@@ -25,13 +24,18 @@ def discs(n=384, seed=0):
     return img, mask
 
 
+def _open(viewer, name):
+    """Plugins > napari-omniseg > ``name``."""
+    return viewer.window.add_plugin_dock_widget("napari-omniseg", name)[1]
+
+
 def _setup(viewer, tmp_path, minutes=0.25):
     img, mask = discs()
     image = viewer.add_image(img, rgb=True, name="patch", metadata={"mpp": 0.25})
     strokes = np.zeros_like(mask)
     strokes[:, :200] = mask[:, :200]  # the user painted the discs of the left part
     labels = viewer.add_labels(strokes, name="my PTC")
-    w = FinetuneWidget(viewer)
+    w = _open(viewer, "Fine-tune")
     row = w.rows[0]
     row.image.value, row.labels.value, row.tissue.value = image, labels, "ptc"
     row.complete.value = WHOLE_LAYER
@@ -40,7 +44,6 @@ def _setup(viewer, tmp_path, minutes=0.25):
     w.minutes.value = minutes
     w.semi.value = False
     w.save_to.value = tmp_path / "ft.pt"
-    viewer.window.add_dock_widget(w)
     return w, image, labels
 
 
@@ -62,7 +65,7 @@ def test_retrain_changes_the_model_not_the_layers(make_napari_viewer, qtbot, tmp
     assert len(w.plot.history) >= 1  # the live plot got points
     meta = read_metadata(tmp_path / "ft.pt")
     assert meta["tissues_trained"] == ["ptc"] and meta["base_model"].endswith("base.pt")
-    seg = SegmentWidget(viewer)
+    seg = _open(viewer, "Segment (kidney)")
     w.use_button.clicked()
     assert MODEL_IN_USE.model is w.trained[0] and seg.model_source.value == "in use"
 
@@ -78,6 +81,24 @@ def test_stop_keeps_the_model_in_use_and_a_checkpoint(make_napari_viewer, qtbot,
     assert w.status.value.startswith("stopped"), w.status.value
     assert MODEL_IN_USE.model is in_use  # nothing changes until "Use this model"
     assert load_model(tmp_path / "ft.pt", device="cpu") is not None
+
+
+def test_a_failing_run_reports_and_leaves_the_model_in_use(make_napari_viewer, qtbot, tmp_path,
+                                                           monkeypatch):
+    import napari_omniseg.train.finetune as finetune_module
+
+    def broken(*a, **k):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(finetune_module, "finetune", broken)
+    viewer = make_napari_viewer()
+    w, _, _ = _setup(viewer, tmp_path)
+    in_use = MODEL_IN_USE.model
+    w.run_button.clicked()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
+    assert w.status.value == "training failed: out of memory"
+    assert MODEL_IN_USE.model is in_use and not w.use_button.enabled
+    assert w.run_button.enabled and not (tmp_path / "ft.pt").exists()
 
 
 def test_bad_rows_are_explained(make_napari_viewer, tmp_path):
@@ -97,7 +118,6 @@ def test_fetal_volumes_retrain_the_fetal_model(make_napari_viewer, qtbot, tmp_pa
     from napari_omniseg.models import save_checkpoint
     from napari_omniseg.nets.conemos import CoNeMOS
     from napari_omniseg.simulate.fetal import simulate_fetal
-    from napari_omniseg.widgets.fetal import FetalWidget
     from napari_omniseg.widgets.model_in_use import FETAL_MODEL_IN_USE
 
     viewer = make_napari_viewer()
@@ -113,7 +133,7 @@ def test_fetal_volumes_retrain_the_fetal_model(make_napari_viewer, qtbot, tmp_pa
     before = labels.data.copy()
     torch.manual_seed(0)
     save_checkpoint(CoNeMOS(), tmp_path / "base.pt", "conemos")
-    w = FinetuneWidget(viewer)
+    w = _open(viewer, "Fine-tune")
     w.kind.value = "fetal"
     row = w.rows[0]
     assert [lyr.name for lyr in row.image.choices] == ["mri"]
@@ -126,7 +146,7 @@ def test_fetal_volumes_retrain_the_fetal_model(make_napari_viewer, qtbot, tmp_pa
     w.model_file.value = tmp_path / "base.pt"
     w.minutes.value = 0.15
     w.save_to.value = tmp_path / "ft.pt"
-    fetal_widget = FetalWidget(viewer)
+    fetal_widget = _open(viewer, "Segment (fetal MRI)")
     w.run_button.clicked()
     qtbot.waitUntil(lambda: w.worker is None, timeout=180_000)
     assert w.use_button.enabled, w.status.value
