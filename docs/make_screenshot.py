@@ -73,7 +73,8 @@ def renal(viewer) -> None:
     viewer.reset_view()
     _settle()
     viewer.screenshot(str(OUT / "segment_widget.png"), canvas_only=False)
-    viewer.camera.zoom *= 5
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera  # napari < 0.9
+    camera.zoom *= 5
     _settle()
     viewer.screenshot(str(OUT / "segment_zoom.png"), canvas_only=True)
 
