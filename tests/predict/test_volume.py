@@ -38,6 +38,16 @@ def test_tiled_equals_whole_for_a_pointwise_model():
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
 
 
+def test_thick_slice_stacks_tile_along_their_long_axes_only():
+    """512 x 512 x 8 is a common clinical stack: one short axis, shorter than the overlap."""
+    rng = np.random.default_rng(1)
+    vol = rng.random((8, 150, 140)).astype(np.float32)
+    whole = predict_regions(PointwiseRegions(), vol, [2], window=160)
+    tiled = predict_regions(PointwiseRegions(), vol, [2], window=64, overlap=32)
+    assert tiled.shape == (1, 8, 150, 140)
+    np.testing.assert_allclose(tiled, whole, atol=1e-5)
+
+
 def test_segment_volume_is_lazy_and_shaped_like_the_volume(tmp_path):
     torch.manual_seed(0)
     path = save_checkpoint(CoNeMOS(), tmp_path / "c.pt", "conemos")

@@ -95,9 +95,10 @@ def masks_from_probabilities(prob: np.ndarray, codes: Sequence[str],
     return out
 
 
-def _window_weights(shape: tuple[int, int, int], overlap: int) -> np.ndarray:
+def _window_weights(shape: tuple[int, int, int], overlaps: Sequence[int]) -> np.ndarray:
+    """Blending weights of one window: ramps along the axes whose windows overlap."""
     ramps = []
-    for n in shape:
+    for n, overlap in zip(shape, overlaps):
         r = np.ones(n, np.float32)
         if overlap:
             up = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
@@ -131,7 +132,9 @@ def predict_regions(model: Any, volume: np.ndarray, region_ids: Sequence[int], w
     padded = [max(window if n > window else 0, -(-n // 16) * 16) for n in shape]
     vol = np.pad(vol, [(0, p - n) for p, n in zip(padded, shape)])
     win = [min(window, p) for p in padded]
-    weights = _window_weights(tuple(win), overlap if any(p > window for p in padded) else 0)
+    # only axes covered by several windows blend: a thick-slice stack (512 x 512 x 8) has one
+    # window of 16 along its short axis, shorter than the overlap
+    weights = _window_weights(tuple(win), [overlap if p > window else 0 for p in padded])
     acc = np.zeros((len(region_ids), *padded), np.float32)
     wsum = np.zeros(padded, np.float32)
     dev = next(model.parameters()).device
