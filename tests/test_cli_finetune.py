@@ -47,6 +47,16 @@ def test_finetune_then_evaluate(tmp_path, capsys):
     assert scores["tissues"]["ptc"]["dice"] == summary["val"]["tissues"]["ptc"]["dice"]
 
 
+def test_a_misspelt_split_column_is_refused_not_trained_on(tmp_path, capsys):
+    manifest = write_manifest(tmp_path)
+    out = tmp_path / "ft.pt"
+    for command in (["finetune", "-o", str(out)], ["evaluate", "--split", "val"]):
+        assert main([*command, "--manifest", str(manifest), "--split-column", "spilt"]) == 2
+        err = capsys.readouterr().err
+        assert "has no column 'spilt'" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
 def test_bad_manifest_is_explained(tmp_path, capsys):
     (tmp_path / "m.csv").write_text("image,tissue\nx.png,ptc\n")
     assert main(["evaluate", "--manifest", str(tmp_path / "m.csv")]) == 2

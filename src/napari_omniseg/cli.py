@@ -165,8 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="starting checkpoint or bundled name (default: the bundled model of "
                          "the manifest's kind)")
     ft.add_argument("--minutes", type=_positive_float, default=10.0)
-    ft.add_argument("--split-column", default="split",
-                    help="column saying train / val (rows named val are held out for validation)")
+    ft.add_argument("--split-column", default=None,
+                    help="column saying train / val (rows named val are held out for "
+                         "validation); default 'split', and without one every row trains")
     ft.add_argument("--semi", action="store_true",
                     help="add pseudo-labels and the consistency loss (off by default: they "
                          "lowered validation Dice on real kidney patches, see the docs)")
@@ -180,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", default=None,
                     help="checkpoint file or bundled model name (default: the bundled model of "
                          "the manifest's kind)")
-    ev.add_argument("--split-column", default="split")
+    ev.add_argument("--split-column", default=None,
+                    help="column saying train / val (default 'split', if the manifest has it)")
     ev.add_argument("--split", default=None, help="only rows of this split (e.g. val)")
 
     info = sub.add_parser("info", help="describe slides or volumes (levels, pixel size)")
@@ -386,10 +388,26 @@ def _info(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+def _split_column(args: argparse.Namespace) -> str:
+    """The manifest's split column; one the user names must exist (a misspelt name would
+    silently train on the validation rows)."""
+    import csv
+
+    if args.split_column is None:
+        return "split"
+    with open(args.manifest, newline="", encoding="utf-8-sig") as f:
+        header = next(csv.reader(f), [])
+    if args.split_column not in header:
+        raise OmnisegInputError(f"{args.manifest.name} has no column {args.split_column!r} "
+                                f"(its columns: {', '.join(header)})")
+    return args.split_column
+
+
 def _finetune(args: argparse.Namespace) -> int:
     from .models import load_model
 
     kind = _manifest_kind(args.manifest)
+    args.split_column = _split_column(args)
     splits = kind.read(args.manifest, args.split_column)
     train, val = splits.get("train", []), splits.get("val", [])
     if not train:
@@ -466,7 +484,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .models import load_model
 
     kind = _manifest_kind(args.manifest)
-    splits = kind.read(args.manifest, args.split_column)
+    splits = kind.read(args.manifest, _split_column(args))
     rows = splits.get(args.split, []) if args.split else [a for v in splits.values() for a in v]
     if not rows:
         raise OmnisegInputError(f"no rows of split {args.split!r} in {args.manifest.name}")
