@@ -89,3 +89,26 @@ def test_files_written_side_by_side_hold_each_tissues_mask(inputs):
     # one bar for all files: it never runs backwards and ends full
     assert all(b[0] >= a[0] for a, b in zip(seen, seen[1:]))
     assert seen[-1][0] == seen[-1][1]
+
+
+def test_slides_sharing_a_file_stem_keep_their_own_masks(inputs, tmp_path):
+    """x/a.ome.tif and y/a.tif in one call: two sets of files, each slide's own."""
+    import shutil
+
+    from napari_omniseg.predict.batch import output_stems
+
+    assert output_stems(["x/a.ome.tif", "y/a.tif", "z/a.svs", "b.tif"]) == [
+        "a", "a-2", "a-3", "b"]
+    d, model, slide, bad, truth = inputs
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    first = shutil.copy(slide, tmp_path / "x" / "a.ome.tif")
+    flipped = tmp_path / "y" / "a.tif"  # the same slide upside down: a different answer
+    tifffile.imwrite(flipped, open_slide(slide).levels[0].compute()[::-1], photometric="rgb",
+                     resolution=(1e4 / 0.25, 1e4 / 0.25), resolutionunit="CENTIMETER")
+    summary = segment_slides([first, flipped], ["ptc"], 40, model, tmp_path / "out")
+    a, b = (summary["slides"][str(p)]["ptc"]["mask"] for p in (first, flipped))
+    assert a != b and not summary["failed"]
+    mask_a, mask_b = tifffile.imread(a), tifffile.imread(b)
+    assert dice(mask_b[::-1], mask_a) > 0.9  # each file holds its own slide's answer
+    assert dice(mask_b, mask_a) < 0.5

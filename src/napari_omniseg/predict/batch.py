@@ -14,10 +14,37 @@ ProgressFn = Callable[[int, int, str], None]
 _WRITING_CACHE_ROWS = 8
 
 
+def slide_stem(path: str | os.PathLike) -> str:
+    """The file name without its (OME-)TIFF or other extension: ``a/b/x.ome.tif`` -> ``x``."""
+    name = Path(path).name
+    for suffix in (".ome.tiff", ".ome.tif"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(path).stem
+
+
+def output_stems(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """One distinct mask-file stem per slide, in order: slides that share a stem
+    (``x/tiny.tif`` and ``y/tiny.ome.tif``) get ``tiny``, ``tiny-2``, ... so that no slide's
+    masks overwrite another's."""
+    taken: set[str] = set()
+    stems = []
+    for p in paths:
+        stem, n = slide_stem(p), 1
+        while (stem if n == 1 else f"{stem}-{n}") in taken:
+            n += 1
+        stems.append(stem if n == 1 else f"{stem}-{n}")
+        taken.add(stems[-1])
+    return stems
+
+
 def segment_slide_to_files(path: str | os.PathLike, tissues: Sequence[str],
                            magnification: float | None, model, out_dir: str | os.PathLike,
-                           mpp: float | None = None, progress: ProgressFn | None = None) -> dict:
+                           mpp: float | None = None, progress: ProgressFn | None = None,
+                           stem: str | None = None) -> dict:
     """Segment one slide and write one pyramidal OME-TIFF mask per tissue.
+
+    Files are named ``<stem>_<tissue>.ome.tif``; ``stem`` defaults to the slide's file stem.
 
     Returns
     -------
@@ -36,13 +63,7 @@ def segment_slide_to_files(path: str | os.PathLike, tissues: Sequence[str],
     # files are written band by band, all tissues in step: the engines keep only the tiles
     # around the band being written, so memory does not grow with the slide
     masks = segment_slide(slide, tissues, magnification, model, cache_rows=_WRITING_CACHE_ROWS)
-    stem = path.name
-    for suffix in (".ome.tiff", ".ome.tif"):
-        if stem.lower().endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
-    else:
-        stem = path.stem
+    stem = stem or slide_stem(path)
     outs = {code: Path(out_dir) / f"{stem}_{code}.ome.tif" for code in masks}
     try:
         jobs = [(outs[code], levels, f"{code} mask of {path.name}")
@@ -57,12 +78,12 @@ def segment_slide_to_files(path: str | os.PathLike, tissues: Sequence[str],
     } for code, n in zip(masks, pixels)}
 
 
-def _run_one(path, tissues, magnification, model_ref, out_dir, mpp):
+def _run_one(path, tissues, magnification, model_ref, out_dir, mpp, stem):
     """Cluster task: load the model where the task runs, then segment one slide."""
     from ..models import load_model
 
     model = load_model(model_ref)
-    return segment_slide_to_files(path, tissues, magnification, model, out_dir, mpp)
+    return segment_slide_to_files(path, tissues, magnification, model, out_dir, mpp, stem=stem)
 
 
 def segment_slides(paths: Sequence[str | os.PathLike], tissues: Sequence[str],
@@ -84,6 +105,7 @@ def segment_slides(paths: Sequence[str | os.PathLike], tissues: Sequence[str],
     """
     slides: dict[str, dict] = {}
     failed: dict[str, str] = {}
+    stems = output_stems(paths)
     if scheduler is None:
         from ..models import load_model
 
@@ -91,7 +113,7 @@ def segment_slides(paths: Sequence[str | os.PathLike], tissues: Sequence[str],
         for i, p in enumerate(paths):
             try:
                 slides[str(p)] = segment_slide_to_files(p, tissues, magnification, model, out_dir,
-                                                        mpp)
+                                                        mpp, stem=stems[i])
             except OmnisegInputError as e:
                 failed[str(p)] = str(e)
             if progress is not None:
@@ -102,7 +124,8 @@ def segment_slides(paths: Sequence[str | os.PathLike], tissues: Sequence[str],
 
     client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
     futures = {client.submit(_run_one, str(p), list(tissues), magnification, str(model_ref),
-                             str(out_dir), mpp, pure=False): str(p) for p in paths}
+                             str(out_dir), mpp, stem, pure=False): str(p)
+               for p, stem in zip(paths, stems)}
     for i, fut in enumerate(as_completed(futures)):
         p = futures[fut]
         try:
