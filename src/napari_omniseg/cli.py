@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 
 from . import vocab
 from .errors import OmnisegInputError
+from .io.atomic import output_folder, write_text_atomically
 
 
 class _Bar:
@@ -292,16 +293,16 @@ def _train_renal(args: argparse.Namespace) -> int:
 def _segment(args: argparse.Namespace) -> int:
     from .predict.batch import segment_slides
 
-    args.out.mkdir(parents=True, exist_ok=True)
     tissues = list(vocab.TISSUE_CODES) if args.tissue == "all" else [args.tissue]
     mag = None if args.magnification == "auto" else float(args.magnification)
-    bar = _Bar("segment")
-    try:
-        summary = segment_slides(args.slides, tissues, mag, args.model, args.out, mpp=args.mpp,
-                                 scheduler=args.scheduler, progress=bar)
-    finally:
-        bar.close()
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    with output_folder(args.out):
+        bar = _Bar("segment")
+        try:
+            summary = segment_slides(args.slides, tissues, mag, args.model, args.out,
+                                     mpp=args.mpp, scheduler=args.scheduler, progress=bar)
+        finally:
+            bar.close()
+        write_text_atomically(args.out / "summary.json", json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     for path, err in summary["failed"].items():
         print(f"omniseg: error: {err}", file=sys.stderr)
@@ -330,6 +331,11 @@ def _train_fetal(args: argparse.Namespace) -> int:
 
 
 def _segment_volume(args: argparse.Namespace) -> int:
+    with output_folder(args.out):
+        return _segment_volumes_into(args)
+
+
+def _segment_volumes_into(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .io.export import save_nifti
@@ -337,7 +343,6 @@ def _segment_volume(args: argparse.Namespace) -> int:
     from .models import load_model
     from .predict.volume import segment_volume
 
-    args.out.mkdir(parents=True, exist_ok=True)
     model = load_model(args.model)
     summary: dict = {"volumes": {}, "failed": {}}
     for path in args.volumes:
@@ -356,7 +361,7 @@ def _segment_volume(args: argparse.Namespace) -> int:
         except OmnisegInputError as e:
             summary["failed"][str(path)] = str(e)
             print(f"omniseg: error: {e}", file=sys.stderr)
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_text_atomically(args.out / "summary.json", json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     return 2 if summary["failed"] else 0
 

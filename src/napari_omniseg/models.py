@@ -78,9 +78,10 @@ def save_checkpoint(model: Any, path: str | os.PathLike, architecture: str,
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
         meta["stored_as"] = "float16"
-    tmp = path.with_name(path.name + ".partial")
-    torch.save({"state_dict": state, "metadata": json.dumps(meta)}, tmp)
-    tmp.replace(path)
+    from .io.atomic import written_atomically
+
+    with written_atomically(path) as tmp:
+        torch.save({"state_dict": state, "metadata": json.dumps(meta)}, tmp)
     return path
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import partial_path, written_atomically
+
 
 def save_nifti(data_zyx: np.ndarray, affine: np.ndarray, path: str | os.PathLike,
                dtype: np.dtype | type = np.float32) -> Path:
@@ -33,7 +35,8 @@ def save_nifti(data_zyx: np.ndarray, affine: np.ndarray, path: str | os.PathLike
     img.header.set_xyzt_units("mm")
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
-    nib.save(img, str(path))
+    with written_atomically(path) as tmp:
+        nib.save(img, str(tmp))
     return Path(path)
 
 
@@ -188,7 +191,7 @@ class _PyramidWriter:
     def __init__(self, path: Path, levels: list, mpp: float | None, tile: int, name: str,
                  band_rows: int, report, abort) -> None:
         self.path, self.levels, self.mpp, self.tile, self.name = path, levels, mpp, tile, name
-        self.tmp = path.with_name(path.name + ".partial")
+        self.tmp = partial_path(path)
         self.band_rows, self.report, self.abort = band_rows, report, abort
         self.shapes = [tuple(lv.shape) for lv in levels]
         self.coarse = [_CoarseTiles(shp, tile) for shp in self.shapes[1:]]

@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import vocab
 from ..errors import OmnisegInputError
+from ..io.atomic import partial_path
 from .noise import value_noise
 from .renal_layout import RenalLayout
 from .renal_render import MASK_ORDER, MPP, RenalRenderer
@@ -252,8 +253,8 @@ def write_renal_slide(
     renderer = make_renderer(seed, stain, height, width, shape, variation)
     shapes = [(height // 2**k, width // 2**k) for k in range(levels)]
     scratch = Path(tempfile.mkdtemp(prefix="omniseg-sim-", dir=path.parent))
-    tmp_image = path.with_name(path.name + ".partial")
-    tmp_masks = masks_path.with_name(masks_path.name + ".partial") if masks_path else None
+    tmp_image = partial_path(path)
+    tmp_masks = partial_path(masks_path) if masks_path else None
     n_bands = -(-height // tile)
     try:
         store = zarr.open_group(str(scratch / "levels.zarr"), mode="w")
