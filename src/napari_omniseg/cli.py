@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import vocab
-from .errors import OmnisegInputError
+from .errors import OmnisegInputError, failure_sentence
 from .io.atomic import output_folder, write_text_atomically
 
 
@@ -343,14 +343,15 @@ def _segment_volumes_into(args: argparse.Namespace) -> int:
     from .models import load_model
     from .predict.volume import segment_volume
 
+    from .predict.batch import output_stems
+
     model = load_model(args.model)
     summary: dict = {"volumes": {}, "failed": {}}
-    for path in args.volumes:
+    for path, stem in zip(args.volumes, output_stems(args.volumes)):
         try:
             vol = open_volume(path)
             masks = segment_volume(vol, (args.region,), model, flips=args.flips,
                                    largest_piece=not args.all_pieces)
-            stem = path.name[:-7] if path.name.endswith(".nii.gz") else path.stem
             voxel_ml = float(np.prod(vol.spacing)) / 1000.0
             result = {}
             for code, m in masks.items():
@@ -358,9 +359,9 @@ def _segment_volumes_into(args: argparse.Namespace) -> int:
                 out = save_nifti(arr, vol.affine, args.out / f"{stem}_{code}.nii.gz", np.uint8)
                 result[code] = {"mask": str(out), "volume_ml": float(arr.sum()) * voxel_ml}
             summary["volumes"][str(path)] = result
-        except OmnisegInputError as e:
-            summary["failed"][str(path)] = str(e)
-            print(f"omniseg: error: {e}", file=sys.stderr)
+        except Exception as e:  # noqa: BLE001 (one volume's failure; the others go on)
+            summary["failed"][str(path)] = failure_sentence(path.name, e)
+            print(f"omniseg: error: {failure_sentence(path.name, e)}", file=sys.stderr)
     write_text_atomically(args.out / "summary.json", json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     return 2 if summary["failed"] else 0
@@ -387,8 +388,8 @@ def _info(args: argparse.Namespace) -> int:
             else:
                 raise OmnisegInputError(f"{path.name} is neither a slide nor a volume file")
             print(json.dumps(out))
-        except OmnisegInputError as e:
-            print(f"omniseg: error: {e}", file=sys.stderr)
+        except Exception as e:  # noqa: BLE001 (one file's failure; the others go on)
+            print(f"omniseg: error: {failure_sentence(path.name, e)}", file=sys.stderr)
             failed += 1
     return 2 if failed else 0
 

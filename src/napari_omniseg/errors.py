@@ -14,6 +14,13 @@ class MissingPixelSizeError(OmnisegInputError):
     """The slide carries no pixel size and the caller gave none."""
 
 
+def failure_sentence(name: str, e: BaseException) -> str:
+    """What the user reads when one file of a batch fails: the plugin's own sentence as it is,
+    anything unexpected (a full disk, a corrupt tile) as the file's name and the error's first
+    line."""
+    return str(e) if isinstance(e, OmnisegInputError) else f"{name} failed: {short_reason(e)}"
+
+
 def short_reason(e: BaseException) -> str:
     """First line of an exception's message, short enough to sit inside one sentence."""
     msg = str(e).splitlines()[0] if str(e) else type(e).__name__

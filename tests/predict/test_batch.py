@@ -112,3 +112,33 @@ def test_slides_sharing_a_file_stem_keep_their_own_masks(inputs, tmp_path):
     mask_a, mask_b = tifffile.imread(a), tifffile.imread(b)
     assert dice(mask_b[::-1], mask_a) > 0.9  # each file holds its own slide's answer
     assert dice(mask_b, mask_a) < 0.5
+
+
+def test_a_full_disk_is_reported_for_that_slide_and_the_batch_goes_on(inputs, tmp_path,
+                                                                      monkeypatch, capsys):
+    """Not "stopped" (exit 130) as if the user pressed Ctrl-C, and no half-written file."""
+    import errno
+
+    import napari_omniseg.io.export as export
+
+    d, model, slide, bad, truth = inputs
+    second = tmp_path / "second.ome.tif"
+    second.write_bytes(slide.read_bytes())
+    real = export._PyramidWriter._level0_tiles
+
+    def disk_full_for_the_first_slide(self):
+        if self.path.name.startswith("a_"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self)
+
+    monkeypatch.setattr(export._PyramidWriter, "_level0_tiles", disk_full_for_the_first_slide)
+    out = tmp_path / "out"
+    code = main(["segment", str(slide), str(second), "--tissue", "all", "-o", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if "error" in line] == [
+        "omniseg: error: a.ome.tif failed: [Errno 28] No space left on device"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["failed"]) == [str(slide)] and str(second) in summary["slides"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["summary.json", *(f"second_{c}.ome.tif" for c in summary["slides"][str(second)])])

@@ -153,8 +153,9 @@ def write_mask_pyramids(outputs: list[tuple], mpp: float | None, tile: int = 512
                 progress(count["done"], count["total"], message)
 
     abort = threading.Event()
-    writers = [_PyramidWriter(Path(p), levels, mpp, tile, name, band_rows, report, abort)
-               for p, levels, name in outputs]
+    failures: list[BaseException] = []  # what made the writers stop, first cause first
+    writers = [_PyramidWriter(Path(p), levels, mpp, tile, name, band_rows, report, abort,
+                              failures) for p, levels, name in outputs]
     for w in writers:
         w.start()
     try:
@@ -189,10 +190,11 @@ class _PyramidWriter:
     """A thread writing one mask pyramid from level-0 bands handed to it in order."""
 
     def __init__(self, path: Path, levels: list, mpp: float | None, tile: int, name: str,
-                 band_rows: int, report, abort) -> None:
+                 band_rows: int, report, abort, failures: list) -> None:
         self.path, self.levels, self.mpp, self.tile, self.name = path, levels, mpp, tile, name
         self.tmp = partial_path(path)
         self.band_rows, self.report, self.abort = band_rows, report, abort
+        self.failures = failures
         self.shapes = [tuple(lv.shape) for lv in levels]
         self.coarse = [_CoarseTiles(shp, tile) for shp in self.shapes[1:]]
         h0, w0 = self.shapes[0]
@@ -224,6 +226,10 @@ class _PyramidWriter:
         self._thread.join()
 
     def raise_error(self) -> None:
+        """Raise what stopped the writing: the first writer's own failure (a full disk, say),
+        not the "stopped" of the writers that ended because of it."""
+        if self.failures:
+            raise self.failures[0]
         if self.error is not None:
             raise self.error
 
@@ -281,4 +287,6 @@ class _PyramidWriter:
                               compressionargs={"level": 1}, **kw)
         except BaseException as e:  # handed to the computing thread
             self.error = e
+            if not (isinstance(e, InterruptedError) and self.abort.is_set()):
+                self.failures.append(e)
             self.abort.set()

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..errors import OmnisegInputError
+from ..errors import failure_sentence
 
 ProgressFn = Callable[[int, int, str], None]
 #: Tile rows an engine keeps while masks are written: a band of 512 slide rows is at most four
@@ -14,23 +14,24 @@ ProgressFn = Callable[[int, int, str], None]
 _WRITING_CACHE_ROWS = 8
 
 
-def slide_stem(path: str | os.PathLike) -> str:
-    """The file name without its (OME-)TIFF or other extension: ``a/b/x.ome.tif`` -> ``x``."""
+def file_stem(path: str | os.PathLike) -> str:
+    """The file name without its extension, double ones included: ``a/x.ome.tif`` -> ``x``,
+    ``v.nii.gz`` -> ``v``."""
     name = Path(path).name
-    for suffix in (".ome.tiff", ".ome.tif"):
+    for suffix in (".ome.tiff", ".ome.tif", ".nii.gz"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return Path(path).stem
 
 
 def output_stems(paths: Sequence[str | os.PathLike]) -> list[str]:
-    """One distinct mask-file stem per slide, in order: slides that share a stem
-    (``x/tiny.tif`` and ``y/tiny.ome.tif``) get ``tiny``, ``tiny-2``, ... so that no slide's
+    """One distinct output stem per input file, in order: files that share a stem
+    (``x/tiny.tif`` and ``y/tiny.ome.tif``) get ``tiny``, ``tiny-2``, ... so that no file's
     masks overwrite another's."""
     taken: set[str] = set()
     stems = []
     for p in paths:
-        stem, n = slide_stem(p), 1
+        stem, n = file_stem(p), 1
         while (stem if n == 1 else f"{stem}-{n}") in taken:
             n += 1
         stems.append(stem if n == 1 else f"{stem}-{n}")
@@ -63,7 +64,7 @@ def segment_slide_to_files(path: str | os.PathLike, tissues: Sequence[str],
     # files are written band by band, all tissues in step: the engines keep only the tiles
     # around the band being written, so memory does not grow with the slide
     masks = segment_slide(slide, tissues, magnification, model, cache_rows=_WRITING_CACHE_ROWS)
-    stem = stem or slide_stem(path)
+    stem = stem or file_stem(path)
     outs = {code: Path(out_dir) / f"{stem}_{code}.ome.tif" for code in masks}
     try:
         jobs = [(outs[code], levels, f"{code} mask of {path.name}")
@@ -114,8 +115,8 @@ def segment_slides(paths: Sequence[str | os.PathLike], tissues: Sequence[str],
             try:
                 slides[str(p)] = segment_slide_to_files(p, tissues, magnification, model, out_dir,
                                                         mpp, stem=stems[i])
-            except OmnisegInputError as e:
-                failed[str(p)] = str(e)
+            except Exception as e:  # noqa: BLE001 (one slide's failure; the batch goes on)
+                failed[str(p)] = failure_sentence(Path(p).name, e)
             if progress is not None:
                 progress(i + 1, len(paths), f"{Path(p).name} done")
         return {"slides": slides, "failed": failed}
@@ -130,8 +131,8 @@ def segment_slides(paths: Sequence[str | os.PathLike], tissues: Sequence[str],
         p = futures[fut]
         try:
             slides[p] = fut.result()
-        except Exception as e:  # reported per slide; the others go on
-            failed[p] = str(e).splitlines()[0] if str(e) else type(e).__name__
+        except Exception as e:  # noqa: BLE001 (reported per slide; the others go on)
+            failed[p] = failure_sentence(Path(p).name, e)
         if progress is not None:
             progress(i + 1, len(paths), f"{Path(p).name} done")
     if not isinstance(scheduler, Client):
