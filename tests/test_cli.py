@@ -101,3 +101,26 @@ def test_segment_volume_cleans_up_and_flips_unless_told_not_to(tmp_path, monkeyp
     for extra in ([], ["--all-pieces"], ["--no-flips"], ["--flips"]):
         assert main(["segment-volume", str(vol), "-o", str(tmp_path / "o"), *extra]) == 0
     assert seen == [(True, True), (False, True), (True, False), (True, True)]
+
+
+def test_a_checkpoint_of_the_other_kind_is_explained(tmp_path, capsys):
+    """A fetal checkpoint given to the kidney tools, and a renal one to the fetal tools."""
+    from conftest import tiny_renal_checkpoint
+    from napari_omniseg.io.export import save_nifti
+    from napari_omniseg.models import save_checkpoint
+    from napari_omniseg.nets.conemos import CoNeMOS
+
+    fetal = save_checkpoint(CoNeMOS(), tmp_path / "fetal.pt", "conemos")
+    renal = tiny_renal_checkpoint(tmp_path / "renal.pt")
+    slide = write_ome_subifd(tmp_path / "s.ome.tif", np.full((256, 256, 3), 200, np.uint8))
+    vol = save_nifti(np.random.default_rng(0).random((16, 16, 16)), np.eye(4),
+                     tmp_path / "v.nii.gz")
+    assert main(["segment", str(slide), "--model", str(fetal), "-o", str(tmp_path / "a")]) == 2
+    assert main(["segment-volume", str(vol), "--model", str(renal), "-o",
+                 str(tmp_path / "b")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert errors == [
+        "omniseg: error: fetal.pt is a fetal MRI (CoNeMOS) model; this needs a renal (kidney) "
+        "Omni-Seg+ model",
+        "omniseg: error: renal.pt is a renal (kidney) Omni-Seg+ model; this needs a fetal MRI "
+        "(CoNeMOS) model"]

@@ -115,7 +115,8 @@ def load_model(path_or_name: str | os.PathLike, device: str | None = None) -> An
     Returns
     -------
     torch.nn.Module
-        In eval mode; its ``omniseg_metadata`` attribute holds the checkpoint's metadata.
+        In eval mode; its ``omniseg_metadata`` attribute holds the checkpoint's metadata and
+        ``omniseg_source`` the file's name.
     """
     from .nets.conemos import CoNeMOS
     from .nets.omniseg import OmniSegPlus, clean_author_state_dict
@@ -151,14 +152,32 @@ def load_model(path_or_name: str | os.PathLike, device: str | None = None) -> An
             f"e.g. {unexpected[:2]}); is it an Omni-Seg+ scale-aware checkpoint?"
         )
     model.omniseg_metadata = meta
+    model.omniseg_source = path.name  # how messages name it
     return model.to(pick_device(device)).eval()
+
+
+#: What a model of each kind answers, and how the user knows that kind.
+_KINDS = {"renal": ("forward_conditions", "a renal (kidney) Omni-Seg+ model"),
+          "fetal": ("forward_regions", "a fetal MRI (CoNeMOS) model")}
 
 
 def model_and_precision(model: Any, default_name: str, bf16: bool | None) -> tuple[Any, bool]:
     """A loaded model (from a module, a checkpoint path or a bundled name; None means
-    ``default_name``) and whether to run it under bfloat16 (default: yes on CPU)."""
+    ``default_name``) and whether to run it under bfloat16 (default: yes on CPU).
+
+    Raises
+    ------
+    OmnisegInputError
+        When the model is not of the kind ``default_name`` names (a fetal checkpoint given to
+        the kidney tools, say).
+    """
     if model is None or isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
         model = load_model(model or default_name)
+    method, wanted = _KINDS[default_name]
+    if not hasattr(model, method):
+        other = next((what for m, what in _KINDS.values() if hasattr(model, m)), "another model")
+        name = getattr(model, "omniseg_source", "the chosen model")
+        raise OmnisegInputError(f"{name} is {other}; this needs {wanted}")
     if bf16 is None:
         bf16 = next(model.parameters()).device.type == "cpu"
     return model, bf16
