@@ -88,6 +88,9 @@ def _percentile_window(volume: Volume) -> tuple[float, float]:
     """0.5 / 99.5 percentiles of a strided sample of the volume (as the network rescales)."""
     step = max(1, int(round((volume.data.size / 2e6) ** (1 / 3))))
     sample = np.asarray(volume.data[::step, ::step, ::step], np.float32)
+    sample = sample[np.isfinite(sample)]  # NaN or infinite voxels would make the window NaN
+    if sample.size == 0:
+        return (0.0, 1.0)
     lo, hi = (float(v) for v in np.percentile(sample, (0.5, 99.5)))
     return (lo, hi if hi > lo else lo + 1.0)
 

@@ -61,10 +61,19 @@ def save_checkpoint(model: Any, path: str | os.PathLike, architecture: str,
         float32 parameters).
     **metadata
         JSON-serialisable facts: what it was trained on, recipe, base model...
+
+    Raises
+    ------
+    OmnisegInputError
+        When a weight is NaN or infinite (training diverged): such a model answers nothing.
     """
     import torch
 
     path = Path(path)
+    if any(v.is_floating_point() and not bool(torch.isfinite(v).all())
+           for v in model.state_dict().values()):
+        raise OmnisegInputError(f"not saving {path.name}: training diverged (some weights are "
+                                "NaN or infinite); try a lower learning rate")
     meta = {
         "format": FORMAT,
         "architecture": architecture,
@@ -141,6 +150,10 @@ def load_model(path_or_name: str | os.PathLike, device: str | None = None) -> An
                 "vocabulary": renal_vocabulary()}
         model = OmniSegPlus()
         state = clean_author_state_dict(blob)
+    if any(hasattr(v, "is_floating_point") and v.is_floating_point()
+           and not bool(v.isfinite().all()) for v in state.values()):
+        raise OmnisegInputError(f"{path.name} holds NaN or infinite weights (its training "
+                                "diverged); it cannot segment anything")
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shapes that do not fit

@@ -71,3 +71,16 @@ def test_damaged_nifti(tmp_path):
     q.write_text("hello")
     with pytest.raises(OmnisegInputError, match="not a readable NIfTI"):
         open_volume(q)
+
+
+def test_contrast_window_of_a_volume_with_nan_voxels_is_finite():
+    import dask.array as da
+
+    from napari_omniseg._reader import _percentile_window
+    from napari_omniseg.io.volumes import Volume
+
+    data = np.random.default_rng(0).random((20, 20, 20)).astype(np.float32)
+    data[:5] = np.nan
+    data[5, 5, 5] = np.inf
+    lo, hi = _percentile_window(Volume(data=da.asarray(data), spacing=(1.0, 1.0, 1.0)))
+    assert np.isfinite([lo, hi]).all() and 0 <= lo < 0.05 and 0.95 < hi <= 1

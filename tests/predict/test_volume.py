@@ -174,3 +174,47 @@ def test_eyes_keep_only_their_pieces_inside_the_body():
     piece[3:6, 0, 0] = 1  # a third inside
     assert not keep_pieces_inside(piece, container).any()
     assert keep_pieces_inside(piece, container, fraction=0.3).sum() == 3
+
+
+def test_non_finite_voxels_are_background_with_a_warning():
+    """A NaN block used to make every region empty and an inf block to shrink the brain."""
+    import pytest
+
+    from napari_omniseg.errors import OmnisegInputError
+
+    rng = np.random.default_rng(2)
+    vol = rng.random((24, 24, 24)).astype(np.float32)
+    clean = predict_regions(PointwiseRegions(), vol, [1])
+    for bad in (np.nan, np.inf):
+        broken = vol.copy()
+        broken[:6, :6, :6] = bad
+        with pytest.warns(UserWarning, match="216 voxels .* NaN or infinite"):
+            got = predict_regions(PointwiseRegions(), broken, [1])
+        assert np.isfinite(got).all()
+        outside = np.ones(vol.shape, bool)
+        outside[:6, :6, :6] = False
+        # the rest of the volume is answered as before (the percentiles barely move)
+        assert np.abs(got[0][outside] - clean[0][outside]).max() < 0.05
+    with pytest.raises(OmnisegInputError, match="no finite voxel"):
+        predict_regions(PointwiseRegions(), np.full((8, 8, 8), np.nan, np.float32), [1])
+
+
+def test_checkpoints_with_non_finite_weights_are_neither_saved_nor_loaded(tmp_path):
+    import pytest
+
+    from napari_omniseg.errors import OmnisegInputError
+
+    model = CoNeMOS()
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    with pytest.raises(OmnisegInputError, match="training diverged"):
+        save_checkpoint(model, tmp_path / "nan.pt", "conemos")
+    assert list(tmp_path.iterdir()) == []
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    import json
+
+    from napari_omniseg.models import FORMAT
+    torch.save({"state_dict": state, "metadata": json.dumps(
+        {"format": FORMAT, "architecture": "conemos"})}, tmp_path / "old.pt")
+    with pytest.raises(OmnisegInputError, match="NaN or infinite weights"):
+        load_model(tmp_path / "old.pt")

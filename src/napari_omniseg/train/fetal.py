@@ -9,12 +9,14 @@ FiLM and with one output channel per region, trained with the same partial-label
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from .. import vocab
+from ..errors import OmnisegInputError
 
 ProgressFn = Callable[[int, int, str], None]
 #: Phantom seeds of training volumes start here; evaluation uses seeds below it.
@@ -29,9 +31,30 @@ FOREGROUND_FRACTION = {"uterus": 0.67, "body": 0.67, "brain": 0.67, "eyes": 1.0,
 
 
 def normalize_intensity(volume: np.ndarray) -> np.ndarray:
-    """Rescale to [0, 1] by the 0.5 and 99.5 percentiles (as at inference)."""
-    lo, hi = np.percentile(volume, (0.5, 99.5))
-    return np.clip((volume - lo) / max(hi - lo, 1e-6), 0, 1).astype(np.float32)
+    """Rescale to [0, 1] by the 0.5 and 99.5 percentiles (as at inference).
+
+    Voxels that are NaN or infinite (a converter's or scanner's fault) do not count for the
+    percentiles and become 0, the darkest value, so that they cannot spread through the
+    network; a warning says how many there were.
+
+    Raises
+    ------
+    OmnisegInputError
+        When no voxel is finite.
+    """
+    finite = np.isfinite(volume)
+    if finite.all():
+        lo, hi = np.percentile(volume, (0.5, 99.5))
+        return np.clip((volume - lo) / max(hi - lo, 1e-6), 0, 1).astype(np.float32)
+    if not finite.any():
+        raise OmnisegInputError("the volume has no finite voxel (all are NaN or infinite)")
+    bad = int(volume.size - finite.sum())
+    warnings.warn(f"{bad} voxels ({100 * bad / volume.size:.2g}%) are NaN or infinite; they are "
+                  "treated as background", UserWarning, stacklevel=2)
+    lo, hi = np.percentile(volume[finite], (0.5, 99.5))
+    out = np.zeros(volume.shape, np.float32)
+    out[finite] = np.clip((volume[finite] - lo) / max(hi - lo, 1e-6), 0, 1)
+    return out
 
 
 @dataclass
