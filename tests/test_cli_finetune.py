@@ -125,3 +125,43 @@ def test_semi_supervision_is_refused_for_volumes(tmp_path, capsys):
                  "-o", str(tmp_path / "ft.pt")]) == 2
     assert "--semi" in capsys.readouterr().err
     assert not (tmp_path / "ft.pt").exists()
+
+
+def test_ctrl_c_keeps_the_model_trained_so_far(tmp_path):
+    """The installed command, interrupted once while it trains: the checkpoint is saved."""
+    import os
+    import re
+    import shutil
+    import signal
+    import subprocess
+    import time
+
+    manifest = write_manifest(tmp_path)
+    base = tiny_renal_checkpoint(tmp_path / "base.pt")
+    out = tmp_path / "ft.pt"
+    proc = subprocess.Popen([shutil.which("omniseg"), "finetune", "--manifest", str(manifest),
+                             "--base", str(base), "--minutes", "10", "-o", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen, deadline = b"", time.time() + 120
+    trained = re.compile(rb"\| *[1-9][0-9]*/1000")  # the bar moves once steps are taken
+    while not trained.search(seen) and time.time() < deadline:
+        chunk = os.read(proc.stderr.fileno(), 4096)
+        if not chunk:
+            break
+        seen += chunk
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (seen + stderr).decode(errors="replace")[-2000:]
+    assert b"Traceback" not in seen + stderr
+    summary = json.loads(stdout)
+    assert summary["stopped"] and summary["steps"] > 0
+    assert read_metadata(out)["tissues_trained"] == ["ptc"]
+
+
+def test_minutes_must_be_finite(tmp_path):
+    import pytest
+
+    for bad in ("inf", "nan", "0", "-1"):
+        with pytest.raises(SystemExit):
+            main(["finetune", "--manifest", str(tmp_path / "m.csv"), "--minutes", bad, "-o",
+                  str(tmp_path / "o.pt")])

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -54,9 +57,35 @@ def _positive_int(text: str) -> int:
 
 def _positive_float(text: str) -> float:
     v = float(text)
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    if not (v > 0 and math.isfinite(v)):  # "--minutes inf" would never end
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
     return v
+
+
+@contextmanager
+def _ctrl_c_stops(what: str):
+    """While inside, the first Ctrl-C asks long work to stop at its next step (it then keeps
+    what it has, like the widgets' Stop); a second Ctrl-C interrupts at once. Yields the
+    ``should_stop`` callable."""
+    import signal
+
+    asked = threading.Event()
+
+    def on_ctrl_c(signum, frame):
+        if asked.is_set():
+            raise KeyboardInterrupt
+        asked.set()
+        print(f"\nomniseg: stopping {what} after this step and keeping the best model so far "
+              "(Ctrl-C again to abort)", file=sys.stderr)
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach main only
+        yield asked.is_set
+        return
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        yield asked.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OmnisegInputError as e:
         print(f"omniseg: error: {e}", file=sys.stderr)
         return 2
-    except InterruptedError:
+    except (InterruptedError, KeyboardInterrupt):  # Ctrl-C: no traceback
         print("omniseg: stopped", file=sys.stderr)
         return 130
     return 1  # pragma: no cover
@@ -426,17 +455,19 @@ def _finetune(args: argparse.Namespace) -> int:
     base = load_model(base_name)
     bar = _Bar("finetune")
     try:
-        result = kind.finetune(base, train, val, minutes=args.minutes, lr=args.lr or kind.lr,
-                               semi=args.semi, progress=bar, on_validate=_print_validation)
+        with _ctrl_c_stops("fine-tuning") as should_stop:
+            result = kind.finetune(base, train, val, minutes=args.minutes,
+                                   lr=args.lr or kind.lr, semi=args.semi, progress=bar,
+                                   on_validate=_print_validation, should_stop=should_stop)
     finally:
         bar.close()
     kind.save(result, args.out, str(base_name), train, val, semi=args.semi)
-    summary = {"checkpoint": str(args.out), "steps": result.steps,
+    summary = {"checkpoint": str(args.out), "steps": result.steps, "stopped": result.stopped,
                "seconds": round(result.seconds, 1), "history": result.history}
     if val:
         summary["val"] = kind.evaluate(result.model, val)
     print(json.dumps(summary, indent=2))
-    return 0
+    return 130 if result.stopped else 0
 
 
 @dataclass(frozen=True)
