@@ -426,12 +426,11 @@ def _info(args: argparse.Namespace) -> int:
 def _split_column(args: argparse.Namespace) -> str:
     """The manifest's split column; one the user names must exist (a misspelt name would
     silently train on the validation rows)."""
-    import csv
+    from .io.manifest import columns
 
     if args.split_column is None:
         return "split"
-    with open(args.manifest, newline="", encoding="utf-8-sig") as f:
-        header = next(csv.reader(f), [])
+    header = columns(args.manifest)
     if args.split_column not in header:
         raise OmnisegInputError(f"{args.manifest.name} has no column {args.split_column!r} "
                                 f"(its columns: {', '.join(header)})")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import OmnisegInputError
+
 
 @dataclass(frozen=True)
 class Tissue:
@@ -91,13 +93,13 @@ def tissue(code: str) -> Tissue:
 
     Raises
     ------
-    ValueError
-        If the code is unknown; the message lists the valid codes.
+    OmnisegInputError
+        If the code is unknown; the message lists the valid codes (a ValueError).
     """
     for t in TISSUES:
         if t.code == code.lower():
             return t
-    raise ValueError(f"unknown tissue {code!r}; choose one of {', '.join(TISSUE_CODES)}")
+    raise OmnisegInputError(f"unknown tissue {code!r}; choose one of {', '.join(TISSUE_CODES)}")
 
 
 def fetal_region(code: str) -> FetalRegion:
@@ -105,13 +107,13 @@ def fetal_region(code: str) -> FetalRegion:
 
     Raises
     ------
-    ValueError
-        If the code is unknown; the message lists the valid codes.
+    OmnisegInputError
+        If the code is unknown; the message lists the valid codes (a ValueError).
     """
     for r in FETAL_REGIONS:
         if r.code == code.lower():
             return r
-    raise ValueError(
+    raise OmnisegInputError(
         f"unknown fetal region {code!r}; choose one of {', '.join(FETAL_REGION_CODES)}"
     )
 
@@ -120,7 +122,7 @@ def scale_id(magnification: float) -> int:
     """Return the scale id of a supported magnification (5, 10, 20 or 40)."""
     m = int(round(magnification))
     if m not in SCALE_IDS:
-        raise ValueError(
+        raise OmnisegInputError(
             f"magnification {magnification}x is not supported; choose one of "
             + ", ".join(f"{m}x" for m in MAGNIFICATIONS)
         )
@@ -131,7 +133,7 @@ def stain(code: str) -> str:
     """Validate a stain code and return it in lower case."""
     c = code.lower()
     if c not in STAINS:
-        raise ValueError(f"unknown stain {code!r}; choose one of {', '.join(STAINS)}")
+        raise OmnisegInputError(f"unknown stain {code!r}; choose one of {', '.join(STAINS)}")
     return c
 
 

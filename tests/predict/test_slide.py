@@ -190,3 +190,11 @@ def test_blocks_far_from_an_edge_are_filled_without_sampling_and_agree(slide):
             np.testing.assert_array_equal(got, want)
             kinds.add(int(want.mean() * 2) if want.all() or not want.any() else 0.5)
     assert kinds == {0, 0.5, 2}  # all-background, mixed and all-foreground blocks were met
+
+
+def test_one_tissue_may_be_given_as_a_string(slide, follower):
+    from napari_omniseg.errors import OmnisegInputError
+
+    assert list(segment_slide(slide, "ptc", model=follower)) == ["ptc"]
+    with pytest.raises(OmnisegInputError, match="unknown tissue 'glom'"):
+        segment_slide(slide, "glom", model=follower)

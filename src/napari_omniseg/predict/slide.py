@@ -397,6 +397,8 @@ def make_engines(
 
     if slide.magnification is None:
         slide.require_mpp()
+    if isinstance(tissues, str):  # "ptc" is one tissue, not three letters
+        tissues = (tissues,)
     codes = list(vocab.TISSUE_CODES) if list(tissues) == ["all"] else [
         vocab.tissue(t).code for t in tissues]
     model, bf16 = model_and_precision(model, "renal", bf16)

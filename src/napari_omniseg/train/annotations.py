@@ -8,7 +8,6 @@ where unpainted means background.
 
 from __future__ import annotations
 
-import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,16 +171,21 @@ def read_manifest(path: str | os.PathLike, split_column: str | None = "split"
             return np.asarray(im.convert("RGB") if im.mode not in ("L", "1", "I", "RGB")
                               else im)
 
+    from .. import vocab
+    from ..io.manifest import number, read_rows
+
     path = Path(path)
-    if not path.is_file():
-        raise OmnisegInputError(f"{path} does not exist")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    need = {"image", "mask", "tissue", "magnification"}
-    if not rows or not need <= set(rows[0]):
-        raise OmnisegInputError(f"{path.name} needs the columns {', '.join(sorted(need))}")
     out: dict[str, list[Annotation]] = {}
-    for i, row in enumerate(rows, start=2):
+    for i, row in read_rows(path, {"image", "mask", "tissue", "magnification"}):
+        where = f"{path.name} line {i}"
+        try:
+            vocab.tissue(row["tissue"])
+        except OmnisegInputError as e:
+            raise OmnisegInputError(f"{where}: {e}") from None
+        magnification = number(row["magnification"], "magnification", where)
+        if not 1 <= magnification <= 100:
+            raise OmnisegInputError(f"{where}: magnification {row['magnification']} is not a "
+                                    "microscope objective's (1x to 100x)")
         img_path, mask_path = path.parent / row["image"], path.parent / row["mask"]
         try:
             image = imread(img_path)
@@ -193,9 +197,8 @@ def read_manifest(path: str | os.PathLike, split_column: str | None = "split"
         if mask.ndim == 3:
             mask = mask[..., 0]
         split = row.get(split_column, "train") if split_column else "train"
-        ann = annotation_from_layers(image[..., :3], mask, row["tissue"],
-                                     float(row["magnification"]), annotated=True,
-                                     name=row["image"])
+        ann = annotation_from_layers(image[..., :3], mask, row["tissue"], magnification,
+                                     annotated=True, name=row["image"])
         ann.stain = row.get("stain", "")
         out.setdefault(split or "train", []).append(ann)
     return out

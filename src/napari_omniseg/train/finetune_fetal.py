@@ -8,7 +8,6 @@ known voxels only. Training runs on a copy and keeps the weights with the best v
 
 from __future__ import annotations
 
-import csv
 import os
 import time
 from dataclasses import dataclass
@@ -109,12 +108,14 @@ def volume_annotation_from_layers(volume: np.ndarray, labels: np.ndarray, region
 
 #: Values of a manifest's ``annotated`` column meaning "painted voxels only".
 _PARTIAL = {"0", "false", "no", "partial"}
+_COMPLETE = {"", "1", "true", "yes", "complete"}
 
 
 def is_volume_manifest(path: str | os.PathLike) -> bool:
     """Whether a manifest lists fetal volumes (it has a ``region`` column)."""
-    with open(path, newline="") as f:
-        return "region" in (csv.DictReader(f).fieldnames or [])
+    from ..io.manifest import columns
+
+    return "region" in columns(path)
 
 
 def read_volume_manifest(path: str | os.PathLike, split_column: str | None = "split"
@@ -129,23 +130,22 @@ def read_volume_manifest(path: str | os.PathLike, split_column: str | None = "sp
     """
     from ..io.volumes import open_volume
 
+    from ..io.manifest import read_rows
+
     path = Path(path)
-    if not path.is_file():
-        raise OmnisegInputError(f"{path} does not exist")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    need = {"image", "mask", "region"}
-    if not rows or not need <= set(rows[0]):
-        raise OmnisegInputError(f"{path.name} needs the columns {', '.join(sorted(need))}")
     out: dict[str, list[VolumeAnnotation]] = {}
-    for i, row in enumerate(rows, start=2):
+    for i, row in read_rows(path, {"image", "mask", "region"}):
         try:
             volume = np.asarray(open_volume(path.parent / row["image"]).data)
             labels = np.asarray(open_volume(path.parent / row["mask"]).data)
             vocab.fetal_region(row["region"])
         except (OmnisegInputError, ValueError) as e:
             raise OmnisegInputError(f"{path.name} line {i}: {e}") from None
-        partial = row.get("annotated", "").strip().lower() in _PARTIAL
+        annotated = row.get("annotated", "").strip().lower()
+        if annotated not in _PARTIAL | _COMPLETE:
+            raise OmnisegInputError(f"{path.name} line {i}: annotated {row['annotated']!r} "
+                                    "should be yes (the whole volume) or no (painted only)")
+        partial = annotated in _PARTIAL
         ann = volume_annotation_from_layers(volume, labels, row["region"], annotated=not partial,
                                             name=row["image"])
         split = row.get(split_column, "train") if split_column else "train"
