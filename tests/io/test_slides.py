@@ -156,24 +156,44 @@ def test_missing_file_and_bad_mpp(tmp_path):
         open_slide(tmp_path / "nope.svs", mpp=-1)
 
 
-def test_objective_power_comes_from_ome_nominal_magnification(tmp_path, image):
-    """A 20x scanner at 0.44 µm/px: the objective says 20x, the pixel size alone 22.7x."""
-    import tifffile
-
+def _ome_with(path, image, size="0.44", unit="µm", objective="20"):
+    """An OME-TIFF whose XML says what the test wants, objective included."""
     h, w = image.shape[:2]
     xml = (
         '<?xml version="1.0" encoding="UTF-8"?>'
         '<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">'
-        '<Instrument ID="Instrument:0"><Objective ID="Objective:0" NominalMagnification="20"/>'
-        '</Instrument><Image ID="Image:0"><InstrumentRef ID="Instrument:0"/>'
-        '<ObjectiveSettings ID="Objective:0"/>'
+        f'<Instrument ID="Instrument:0"><Objective ID="Objective:0" '
+        f'NominalMagnification="{objective}"/></Instrument><Image ID="Image:0">'
+        '<InstrumentRef ID="Instrument:0"/><ObjectiveSettings ID="Objective:0"/>'
         f'<Pixels ID="Pixels:0" DimensionOrder="XYCZT" Type="uint8" SizeX="{w}" SizeY="{h}" '
-        'SizeC="3" SizeZ="1" SizeT="1" PhysicalSizeX="0.44" PhysicalSizeY="0.44" '
-        'Interleaved="true"><Channel ID="Channel:0:0" SamplesPerPixel="3"/>'
-        '<TiffData IFD="0" PlaneCount="1"/></Pixels></Image></OME>')
-    path = tmp_path / "scanner20x.ome.tif"
-    tifffile.imwrite(path, image, photometric="rgb", tile=(256, 256), description=xml,
-                     metadata=None)
-    s = open_slide(path)
+        f'SizeC="3" SizeZ="1" SizeT="1" PhysicalSizeX="{size}" PhysicalSizeY="{size}" '
+        f'PhysicalSizeXUnit="{unit}" PhysicalSizeYUnit="{unit}" Interleaved="true">'
+        '<Channel ID="Channel:0:0" SamplesPerPixel="3"/><TiffData IFD="0" PlaneCount="1"/>'
+        '</Pixels></Image></OME>')
+    tifffile.imwrite(path, image, photometric="rgb", tile=(256, 256),
+                     description=xml.encode(), metadata=None)
+    return path
+
+
+def test_objective_power_comes_from_ome_nominal_magnification(tmp_path, image):
+    """A 20x scanner at 0.44 µm/px: the objective says 20x, the pixel size alone 22.7x."""
+    s = open_slide(_ome_with(tmp_path / "scanner20x.ome.tif", image))
     assert s.mpp == pytest.approx(0.44)
     assert s.magnification == pytest.approx(20)
+
+
+@pytest.mark.parametrize("size, unit, objective, mpp, magnification, warning", [
+    ("0.25", "µm", "1000000", 0.25, 40, "says 1e\\+06x but 0.25 µm/px"),
+    ("0.25", "pc", "40", None, None, "unit 'pc' is not a length unit"),
+    ("abc", "µm", "40", None, None, "PhysicalSizeX 'abc' .* not a positive number"),
+    ("0.25", "µm", "0", 0.25, 40, "NominalMagnification '0' .* not a positive number"),
+    ("0.25", "µm", "-20", 0.25, 40, "NominalMagnification '-20'"),
+])
+def test_contradictory_or_unreadable_metadata_is_not_trusted(tmp_path, image, size, unit,
+                                                             objective, mpp, magnification,
+                                                             warning):
+    path = _ome_with(tmp_path / "odd.ome.tif", image, size, unit, objective)
+    with pytest.warns(UserWarning, match=warning):
+        s = open_slide(path)
+    assert s.mpp == (pytest.approx(mpp) if mpp else None)
+    assert s.magnification == (pytest.approx(magnification) if magnification else None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import struct
+import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,6 +132,19 @@ def open_slide(path: str | os.PathLike, mpp: float | None = None) -> Slide:
         slide = _open_tiff(path)
     if mpp is not None:
         slide.mpp = float(mpp)
+        slide.magnification = None
+    if slide.magnification is not None and slide.mpp is not None:
+        implied = vocab.magnification_of_mpp(slide.mpp)
+        if not implied / 2.5 <= slide.magnification <= implied * 2.5:
+            # the pixel size is measured by the scanner; an objective power that disagrees
+            # with it this much is a typing error, and would pick the wrong working level
+            warnings.warn(f"{path.name}: the file says {slide.magnification:g}x but "
+                          f"{slide.mpp:g} µm/px, which is {implied:.3g}x; using the pixel size",
+                          stacklevel=2)
+            slide.magnification = None
+    elif slide.magnification is not None and not 1 <= slide.magnification <= 100:
+        warnings.warn(f"{path.name}: objective power {slide.magnification:g}x is not a "
+                      "microscope's; it is ignored", stacklevel=2)
         slide.magnification = None
     if slide.magnification is None and slide.mpp is not None:
         slide.magnification = vocab.magnification_of_mpp(slide.mpp)
@@ -381,10 +395,28 @@ def _ome_pixel_size(xml: str) -> tuple[float | None, float | None]:
         tag = el.tag.rsplit("}", 1)[-1]
         if tag == "Pixels" and mpp is None and el.get("PhysicalSizeX"):
             unit = el.get("PhysicalSizeXUnit", "µm")
-            mpp = _plausible_mpp(float(el.get("PhysicalSizeX")) * _UNIT_TO_UM.get(unit, 1.0))
+            size = _metadata_number(el.get("PhysicalSizeX"), "PhysicalSizeX")
+            if unit not in _UNIT_TO_UM:
+                warnings.warn(f"pixel size unit {unit!r} is not a length unit this plugin "
+                              "knows; the pixel size is ignored (give it as µm/px)", stacklevel=2)
+            elif size is not None:
+                mpp = _plausible_mpp(size * _UNIT_TO_UM[unit])
         elif tag == "Objective" and mag is None and el.get("NominalMagnification"):
-            mag = float(el.get("NominalMagnification"))
+            mag = _metadata_number(el.get("NominalMagnification"), "NominalMagnification")
     return mpp, mag
+
+
+def _metadata_number(text: str | None, what: str) -> float | None:
+    """A positive finite number from the file's metadata, else None (with a warning)."""
+    try:
+        v = float(text or "")
+    except ValueError:
+        v = float("nan")
+    if v > 0 and np.isfinite(v):
+        return v
+    warnings.warn(f"{what} {text!r} in the file is not a positive number; it is ignored",
+                  stacklevel=3)
+    return None
 
 
 _UNIT_TO_UM = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6, "Å": 1e-4}
