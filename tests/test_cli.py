@@ -124,3 +124,38 @@ def test_a_checkpoint_of_the_other_kind_is_explained(tmp_path, capsys):
         "Omni-Seg+ model",
         "omniseg: error: renal.pt is a renal (kidney) Omni-Seg+ model; this needs a fetal MRI "
         "(CoNeMOS) model"]
+
+
+def test_bad_places_and_files_are_one_sentence(tmp_path, capsys):
+    """-o naming a file or an unwritable place, --model naming a folder or a text file, a
+    scheduler that does not answer: one sentence each, exit 2, no traceback."""
+    import os
+
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    os.chmod(locked, 0o500)
+    text = tmp_path / "notes.pt"
+    text.write_text("not a checkpoint\n" * 5)
+    slide = write_ome_subifd(tmp_path / "s.ome.tif", np.full((256, 256, 3), 200, np.uint8))
+    calls = [
+        (["simulate", "fetal", "-o", str(taken)], "is a file, not a folder"),
+        (["segment", str(slide), "-o", str(taken)], "is a file, not a folder"),
+        (["segment-volume", str(slide), "-o", str(taken)], "is a file, not a folder"),
+        (["segment", str(slide), "--model", str(tmp_path), "-o", str(tmp_path / "a")],
+         "is a folder; choose the checkpoint file"),
+        (["segment", str(slide), "--model", str(text), "-o", str(tmp_path / "b")],
+         "notes.pt is not a PyTorch checkpoint"),
+        (["segment", str(slide), "--scheduler", "tcp://127.0.0.1:9", "-o",
+          str(tmp_path / "c")], "cannot reach the dask scheduler at tcp://127.0.0.1:9"),
+    ]
+    if os.geteuid() != 0:  # root writes anywhere
+        calls.append((["simulate", "fetal", "-o", str(locked / "x")],
+                       "cannot create the output folder"))
+    for argv, message in calls:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if "error" in line]
+        assert len(errors) == 1 and message in errors[0], (argv, err)
+        assert "Traceback" not in err

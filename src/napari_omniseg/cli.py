@@ -227,8 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "simulate":
-            return {"renal": _simulate_renal, "fetal": _simulate_fetal,
-                    "samples": _simulate_samples}[args.what](args)
+            with output_folder(args.out):
+                return {"renal": _simulate_renal, "fetal": _simulate_fetal,
+                        "samples": _simulate_samples}[args.what](args)
         if args.command == "info":
             return _info(args)
         if args.command == "train":

@@ -211,21 +211,34 @@ def _resolve(path_or_name: str | os.PathLike) -> Path:
         raise OmnisegInputError(
             f"{path} is neither a checkpoint file nor a bundled model ({', '.join(BUNDLED)})"
         )
+    if path.is_dir():
+        raise OmnisegInputError(f"{path} is a folder; choose the checkpoint file inside it")
     return path
 
 
 def _load_blob(path: Path) -> dict:
     import pickle
+    import zipfile
 
     import torch
 
+    with open(path, "rb") as f:
+        head = f.read(2)
+    # torch.save writes a zip archive; older checkpoints (the authors' .pth) are pickles
+    if not zipfile.is_zipfile(path) and not head.startswith(b"\x80"):
+        raise OmnisegInputError(f"{path.name} is not a PyTorch checkpoint; choose the .pt or "
+                                ".pth file")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-        raise OmnisegInputError(
-            f"{path.name} is not a checkpoint this plugin can read safely ({str(e)[:80]}); "
-            "checkpoints must hold weights only, no code"
-        ) from None
+    except pickle.UnpicklingError as e:
+        if "weights only" in str(e).lower():
+            raise OmnisegInputError(
+                f"{path.name} holds Python objects besides weights, which could run code when "
+                "loaded; this plugin loads weights-only checkpoints") from None
+        raise OmnisegInputError(f"{path.name} is not a PyTorch checkpoint") from None
+    except Exception:  # noqa: BLE001 (a text file, a truncated download: not a checkpoint)
+        raise OmnisegInputError(f"{path.name} is not a PyTorch checkpoint (or it is "
+                                "truncated); choose the .pt or .pth file again") from None
     if not isinstance(blob, dict):
         raise OmnisegInputError(f"{path.name} does not hold a state_dict")
     return blob

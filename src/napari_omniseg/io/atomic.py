@@ -75,12 +75,19 @@ def output_folder(folder: str | os.PathLike) -> Iterator[Path]:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise OmnisegInputError(f"{folder} is a file, not a folder; choose an output folder")
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OmnisegInputError(f"cannot create the output folder {folder} "
+                                f"({e.strerror or e}); choose another place") from None
     lock = folder / LOCK_NAME
     for _ in range(2):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             break
+        except PermissionError:
+            raise OmnisegInputError(f"cannot write in {folder} (permission denied); choose "
+                                    "another output folder") from None
         except FileExistsError:
             try:
                 owner = int(lock.read_text().strip() or 0)

@@ -123,7 +123,16 @@ def segment_slides(paths: Sequence[str | os.PathLike], tissues: Sequence[str],
 
     from distributed import Client, as_completed
 
-    client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
+    if isinstance(scheduler, Client):
+        client = scheduler
+    else:
+        try:
+            client = Client(scheduler, timeout=10)
+        except (OSError, TimeoutError, ValueError) as e:
+            from ..errors import OmnisegInputError, short_reason
+
+            raise OmnisegInputError(f"cannot reach the dask scheduler at {scheduler} "
+                                    f"({short_reason(e)}); is it running?") from None
     futures = {client.submit(_run_one, str(p), list(tissues), magnification, str(model_ref),
                              str(out_dir), mpp, stem, pure=False): str(p)
                for p, stem in zip(paths, stems)}
