@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import OmnisegInputError
+from .errors import failure_sentence
 from .io.slides import SLIDE_SUFFIXES, Slide
 from .io.volumes import VOLUME_SUFFIXES, Volume, is_volume_file, volume_suffix
 
@@ -36,10 +36,10 @@ def read_path(path: str | list[str]) -> list[LayerData]:
         path = path[0]
     try:
         return layer_data_for_path(path)
-    except OmnisegInputError as e:
+    except Exception as e:  # noqa: BLE001 (a damaged file is told, never raised into napari)
         from napari.utils.notifications import show_error
 
-        show_error(str(e))
+        show_error(failure_sentence(Path(path).name, e))
         return [(None,)]  # napari's "nothing to add" sentinel
 
 

@@ -84,3 +84,30 @@ def test_contrast_window_of_a_volume_with_nan_voxels_is_finite():
     data[5, 5, 5] = np.inf
     lo, hi = _percentile_window(Volume(data=da.asarray(data), spacing=(1.0, 1.0, 1.0)))
     assert np.isfinite([lo, hi]).all() and 0 <= lo < 0.05 and 0.95 < hi <= 1
+
+
+def test_a_truncated_volume_is_one_sentence_in_napari_and_on_the_command_line(tmp_path,
+                                                                              monkeypatch,
+                                                                              capsys):
+    """Such a file used to raise EOFError into napari and stop a CLI batch with a traceback."""
+    import napari.utils.notifications as notifications
+
+    from napari_omniseg._reader import read_path
+    from napari_omniseg.cli import main
+    from napari_omniseg.io.export import save_nifti
+
+    good = save_nifti(np.random.default_rng(0).random((40, 40, 40)), np.eye(4),
+                      tmp_path / "good.nii.gz")
+    data = good.read_bytes()
+    bad = tmp_path / "cut.nii.gz"
+    bad.write_bytes(data[: len(data) // 2])
+    told = []
+    monkeypatch.setattr(notifications, "show_error", told.append)
+    assert read_path(str(bad)) == [(None,)]
+    assert len(told) == 1 and told[0].startswith("cut.nii.gz failed: Compressed file ended")
+    out = tmp_path / "masks"
+    assert main(["segment-volume", str(bad), str(good), "--region", "brain", "--no-flips",
+                 "-o", str(out)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0].startswith("omniseg: error: cut.nii.gz failed:")
+    assert sorted(p.name for p in out.iterdir()) == ["good_brain.nii.gz", "summary.json"]
