@@ -111,3 +111,30 @@ def test_a_truncated_volume_is_one_sentence_in_napari_and_on_the_command_line(tm
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(errors) == 1 and errors[0].startswith("omniseg: error: cut.nii.gz failed:")
     assert sorted(p.name for p in out.iterdir()) == ["good_brain.nii.gz", "summary.json"]
+
+
+def test_damaged_voxel_sizes_are_told_at_once(tmp_path):
+    """A NaN voxel size used to surface only after segmenting (volumes in mL of NaN); an
+    ImageJ spacing of "abc" or an OME unit of Å in a TIFF stack used to raise."""
+    import warnings
+
+    import nibabel as nib
+    import pytest
+    import tifffile
+
+    from napari_omniseg.errors import OmnisegInputError
+    from napari_omniseg.io.volumes import open_volume
+
+    data = np.random.default_rng(0).random((8, 16, 16)).astype(np.float32)
+    img = nib.Nifti1Image(data, np.eye(4))
+    img.header["pixdim"][1] = np.nan
+    nib.save(img, tmp_path / "nan.nii.gz")
+    with pytest.raises(OmnisegInputError, match="nan.nii.gz has the voxel size .*nan"):
+        open_volume(tmp_path / "nan.nii.gz")
+    tifffile.imwrite(tmp_path / "ij.tif", data, imagej=True, resolution=(2.0, 2.0),
+                     metadata={"spacing": "abc", "unit": "um", "axes": "ZYX"})
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        vol = open_volume(tmp_path / "ij.tif")
+    assert vol.spacing == (1.0, 1.0, 1.0) and not vol.spacing_known
+    assert any("cannot be read" in str(w.message) for w in seen)

@@ -98,13 +98,24 @@ def open_volume(path: str | os.PathLike) -> Volume:
         raise OmnisegInputError(f"{path} is a folder; open a volume file inside it")
     suffix = volume_suffix(path)
     if suffix in (".nii", ".nii.gz"):
-        return _open_nifti(path)
+        return _checked_spacing(_open_nifti(path))
     if suffix in (".tif", ".tiff"):
-        return _open_tiff_stack(path)
+        return _checked_spacing(_open_tiff_stack(path))
     raise OmnisegInputError(
         f"{path.name} is not a volume format this plugin reads; use NIfTI (.nii, .nii.gz) or a "
         "TIFF stack"
     )
+
+
+def _checked_spacing(volume: Volume) -> Volume:
+    """Refuse a voxel size that is not positive and finite now, not after a long computation
+    (volumes in mL and the layer scale would be NaN)."""
+    if not all(s > 0 and np.isfinite(s) for s in volume.spacing):
+        name = volume.path.name if volume.path else "the volume"
+        raise OmnisegInputError(
+            f"{name} has the voxel size {tuple(float(s) for s in volume.spacing)} mm in its "
+            "header, which is not a size; the header is damaged, convert the file again")
+    return volume
 
 
 def _open_nifti(path: Path) -> Volume:
@@ -205,7 +216,20 @@ def _open_tiff_stack(path: Path) -> Volume:
 
 
 def _tiff_spacing_mm(tif: Any) -> tuple[tuple[float, float, float], bool]:
-    """Voxel size (Z, Y, X) in mm from ImageJ or OME metadata, else 1 mm (unknown)."""
+    """Voxel size (Z, Y, X) in mm from ImageJ or OME metadata, else 1 mm (unknown).
+
+    Metadata that cannot be read (a unit this plugin does not know, a spacing that is not a
+    number) counts as unknown, with a warning.
+    """
+    try:
+        return _tiff_spacing_from_metadata(tif)
+    except (ValueError, KeyError, ZeroDivisionError, SyntaxError) as e:
+        warnings.warn(f"the voxel size in the file cannot be read ({short_reason(e)}); 1 mm "
+                      "is assumed", stacklevel=3)
+        return (1.0, 1.0, 1.0), False
+
+
+def _tiff_spacing_from_metadata(tif: Any) -> tuple[tuple[float, float, float], bool]:
     to_mm = {"micron": 1e-3, "um": 1e-3, "µm": 1e-3, "\\u00B5m": 1e-3, "mm": 1.0, "cm": 10.0}
     ij = tif.imagej_metadata or {}
     page = tif.pages.first
