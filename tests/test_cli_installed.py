@@ -89,3 +89,21 @@ def test_installed_command_sends_slides_to_a_scheduler(slide_and_truth, tmp_path
         _segment_and_check(slide, truth, tmp_path / "masks", "--scheduler",
                            cluster.scheduler_address)
         assert cluster.scheduler.task_prefixes  # the slide ran as a task of this cluster
+
+
+def test_a_killed_simulation_leaves_nothing_behind(tmp_path):
+    """SIGTERM mid-write: no slide, no temporary file, no scratch folder, no lock."""
+    import signal
+    import time
+
+    out = tmp_path / "sim"
+    proc = subprocess.Popen([shutil.which("omniseg"), "simulate", "renal", "-o", str(out),
+                             "--height", "8192", "--width", "4096"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while not any(p.name.startswith(".") for p in out.glob("*")) and time.time() < deadline:
+        time.sleep(0.2)  # until the temporary files exist
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and b"Traceback" not in err, err.decode()[-1000:]
+    assert list(out.iterdir()) == []

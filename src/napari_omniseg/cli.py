@@ -225,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``omniseg`` console script."""
     args = build_parser().parse_args(argv)
+    _terminate_like_ctrl_c()
     try:
         if args.command == "simulate":
             with output_folder(args.out):
@@ -249,6 +250,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("omniseg: stopped", file=sys.stderr)
         return 130
     return 1  # pragma: no cover
+
+
+def _terminate_like_ctrl_c() -> None:
+    """A kill (SIGTERM, as a job scheduler sends) cleans up like Ctrl-C: temporary files go,
+    the output folder is released."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 def _simulate_renal(args: argparse.Namespace) -> int:
