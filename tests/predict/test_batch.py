@@ -142,3 +142,15 @@ def test_a_full_disk_is_reported_for_that_slide_and_the_batch_goes_on(inputs, tm
     assert list(summary["failed"]) == [str(slide)] and str(second) in summary["slides"]
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["summary.json", *(f"second_{c}.ome.tif" for c in summary["slides"][str(second)])])
+
+
+def test_progress_moves_inside_each_slide(inputs, tmp_path):
+    """The bar used to sit at 0 for the whole of a slide."""
+    d, model, slide, bad, truth = inputs
+    seen = []
+    segment_slides([slide, bad], ["ptc"], None, model, tmp_path / "out",
+                   progress=lambda done, total, msg: seen.append((done, total, msg)))
+    inside_first = [s for s in seen if 0 < s[0] < 1000]
+    assert len(inside_first) >= 3 and all(s[1] == 2000 for s in seen)
+    assert all(b[0] >= a[0] for a, b in zip(seen, seen[1:])) and seen[-1][0] == 2000
+    assert inside_first[0][2].startswith("a.ome.tif: ")

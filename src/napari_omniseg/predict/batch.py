@@ -112,13 +112,18 @@ def segment_slides(paths: Sequence[str | os.PathLike], tissues: Sequence[str],
 
         model = load_model(model_ref)
         for i, p in enumerate(paths):
+            within = None
+            if progress is not None:  # the bar moves inside each slide: 1000 steps a slide
+                def within(done, total, message, i=i, name=Path(p).name):
+                    progress(i * 1000 + int(1000 * done / max(total, 1)), len(paths) * 1000,
+                             f"{name}: {message}")
             try:
                 slides[str(p)] = segment_slide_to_files(p, tissues, magnification, model, out_dir,
-                                                        mpp, stem=stems[i])
+                                                        mpp, progress=within, stem=stems[i])
             except Exception as e:  # noqa: BLE001 (one slide's failure; the batch goes on)
                 failed[str(p)] = failure_sentence(Path(p).name, e)
             if progress is not None:
-                progress(i + 1, len(paths), f"{Path(p).name} done")
+                progress((i + 1) * 1000, len(paths) * 1000, f"{Path(p).name} done")
         return {"slides": slides, "failed": failed}
 
     from distributed import Client, as_completed
