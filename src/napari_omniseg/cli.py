@@ -430,7 +430,7 @@ def _info(args: argparse.Namespace) -> int:
                 s.close()
             else:
                 raise OmnisegInputError(f"{path.name} is neither a slide nor a volume file")
-            print(json.dumps(out))
+            print(json.dumps(out, allow_nan=False))  # NaN is not JSON
         except Exception as e:  # noqa: BLE001 (one file's failure; the others go on)
             print(f"omniseg: error: {failure_sentence(path.name, e)}", file=sys.stderr)
             failed += 1

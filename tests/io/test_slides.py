@@ -197,3 +197,18 @@ def test_contradictory_or_unreadable_metadata_is_not_trusted(tmp_path, image, si
         s = open_slide(path)
     assert s.mpp == (pytest.approx(mpp) if mpp else None)
     assert s.magnification == (pytest.approx(magnification) if magnification else None)
+
+
+def test_tiles_missing_from_a_sparse_file_read_as_glass(tmp_path, image):
+    """Scanners leave empty tiles out of the file; read as black they counted as tissue."""
+    path = write_ome_subifd(tmp_path / "sparse.ome.tif", image, levels=1)
+    with tifffile.TiffFile(path, mode="r+") as tif:
+        page = tif.pages.first
+        offsets = list(page.tags["TileOffsets"].value)
+        counts = list(page.tags["TileByteCounts"].value)
+        offsets[0] = counts[0] = 0  # the top-left tile is not stored
+        page.tags["TileOffsets"].overwrite(offsets)
+        page.tags["TileByteCounts"].overwrite(counts)
+    level0 = open_slide(path).levels[0]
+    assert (level0[:256, :256].compute() == 255).all()
+    np.testing.assert_array_equal(level0[256:512, 256:512].compute(), image[256:512, 256:512])

@@ -319,7 +319,9 @@ def _level_array(tif: Any, series: int, level: int, path: Path) -> da.Array:
 
     s = tif.series[series].levels[level]
     axes = s.axes
-    store = tif.series[series].aszarr(level=level)
+    # tiles a sparse file leaves out are glass, not black tissue
+    store = tif.series[series].aszarr(level=level,
+                                      fillvalue=255 if s.dtype == np.uint8 else None)
     arr = da.from_zarr(zarr.open_array(store, mode="r"))
     # Squeeze singleton axes the pyramid does not use (SVS adds Z=1, OME may add T/Z/C=1).
     keep = []
