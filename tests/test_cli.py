@@ -56,6 +56,8 @@ def test_bad_arguments_are_refused(tmp_path):
         main(["simulate", "renal", "-o", str(tmp_path), "--stain", "giemsa"])
     with pytest.raises(SystemExit):
         main(["simulate", "renal", "-o", str(tmp_path), "--height", "-5"])
+    with pytest.raises(SystemExit):  # used to run out of memory
+        main(["simulate", "renal", "-o", str(tmp_path), "--height", "1000000000"])
 
 
 def test_segment_volume_round_trip(tmp_path, capsys):

@@ -55,6 +55,13 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _slide_side(text: str) -> int:
+    v = _positive_int(text)
+    if not 256 <= v <= 200_000:  # 200,000 px at 40x is 5 cm, larger than any glass slide
+        raise argparse.ArgumentTypeError(f"must be 256 to 200000 pixels, got {text}")
+    return v
+
+
 def _positive_float(text: str) -> float:
     v = float(text)
     if not (v > 0 and math.isfinite(v)):  # "--minutes inf" would never end
@@ -103,8 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = simsub.add_parser("renal", help="synthetic kidney cortex as pyramidal OME-TIFF + masks")
     r.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     r.add_argument("--stain", default="he", choices=[*vocab.STAINS, "all"])
-    r.add_argument("--height", type=_positive_int, default=4096, help="pixels at 40x")
-    r.add_argument("--width", type=_positive_int, default=4096, help="pixels at 40x")
+    r.add_argument("--height", type=_slide_side, default=4096, help="pixels at 40x")
+    r.add_argument("--width", type=_slide_side, default=4096, help="pixels at 40x")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--count", type=_positive_int, default=1, help="slides (seeds seed, seed+1..)")
     r.add_argument("--shape", default="full", choices=["full", "biopsy"])

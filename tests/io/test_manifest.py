@@ -58,3 +58,15 @@ def test_a_semicolon_fetal_manifest_is_a_fetal_manifest(tmp_path):
     from napari_omniseg.train.finetune_fetal import is_volume_manifest
 
     assert is_volume_manifest(_write(tmp_path, "\ufeffimage;mask;region;annotated\n"))
+
+
+def test_grayscale_patches_are_refused_for_kidney_fine_tuning(tmp_path):
+    import numpy as np
+    import skimage.io
+
+    from napari_omniseg.train.annotations import read_manifest
+
+    skimage.io.imsave(tmp_path / "g.png", np.full((64, 64), 120, np.uint8), check_contrast=False)
+    p = _write(tmp_path, "image,mask,tissue,magnification\ng.png,g.png,ptc,40\n")
+    with pytest.raises(OmnisegInputError, match="line 2: g.png is a grayscale image"):
+        read_manifest(p)

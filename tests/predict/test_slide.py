@@ -198,3 +198,15 @@ def test_one_tissue_may_be_given_as_a_string(slide, follower):
     assert list(segment_slide(slide, "ptc", model=follower)) == ["ptc"]
     with pytest.raises(OmnisegInputError, match="unknown tissue 'glom'"):
         segment_slide(slide, "glom", model=follower)
+
+
+def test_an_image_smaller_than_a_field_of_view_is_refused(follower):
+    import dask.array as da
+
+    from napari_omniseg.errors import OmnisegInputError
+    from napari_omniseg.io.slides import Slide
+
+    tiny = Slide(levels=[da.zeros((10, 10, 3), np.uint8)], mpp=0.25, magnification=40,
+                 downsamples=[1.0], path=None, source="test")
+    with pytest.raises(OmnisegInputError, match="10 x 10 pixels"):
+        segment_slide(tiny, "ptc", model=follower)

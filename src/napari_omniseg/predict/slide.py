@@ -18,6 +18,7 @@ import dask.array as da
 import numpy as np
 
 from .. import vocab
+from ..errors import OmnisegInputError
 from ..io.slides import Slide
 from .tiling import blend_window
 from .tile_cache import TileCache
@@ -399,6 +400,9 @@ def make_engines(
         slide.require_mpp()
     if isinstance(tissues, str):  # "ptc" is one tissue, not three letters
         tissues = (tissues,)
+    if min(slide.shape) < 64:
+        raise OmnisegInputError(f"the image is {slide.shape[0]} x {slide.shape[1]} pixels; the "
+                                "kidney models need at least 64 x 64 (a field of view)")
     codes = list(vocab.TISSUE_CODES) if list(tissues) == ["all"] else [
         vocab.tissue(t).code for t in tissues]
     model, bf16 = model_and_precision(model, "renal", bf16)

@@ -193,7 +193,8 @@ def read_manifest(path: str | os.PathLike, split_column: str | None = "split"
         except (OSError, ValueError, UnidentifiedImageError) as e:
             raise OmnisegInputError(f"{path.name} line {i}: cannot read {e}") from None
         if image.ndim == 2:
-            image = np.repeat(image[..., None], 3, axis=2)
+            raise OmnisegInputError(f"{where}: {row['image']} is a grayscale image; the "
+                                    "kidney models learn from RGB brightfield patches")
         if mask.ndim == 3:
             mask = mask[..., 0]
         split = row.get(split_column, "train") if split_column else "train"
