@@ -165,3 +165,57 @@ def test_minutes_must_be_finite(tmp_path):
         with pytest.raises(SystemExit):
             main(["finetune", "--manifest", str(tmp_path / "m.csv"), "--minutes", bad, "-o",
                   str(tmp_path / "o.pt")])
+
+
+def test_a_full_disk_when_saving_is_one_sentence_and_leaves_no_file(tmp_path, capsys,
+                                                                     monkeypatch):
+    import errno
+
+    import torch
+
+    manifest = write_manifest(tmp_path)
+    base = tiny_renal_checkpoint(tmp_path / "base.pt")
+
+    def full_disk(obj, f, *a, **k):
+        with open(f, "wb") as fh:
+            fh.write(b"\0" * 64)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["finetune", "--manifest", str(manifest), "--base", str(base), "--minutes",
+                 "0.05", "-o", str(out / "ft.pt")]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().endswith("omniseg: error: [Errno 28] No space left on device (set "
+                                "OMNISEG_DEBUG=1 to see where)")
+    assert "Traceback" not in err and list(out.iterdir()) == []
+
+
+def test_fetal_fine_tuning_on_a_volume_with_nan_voxels_learns_finite_weights(tmp_path, capsys):
+    """It used to save an all-NaN checkpoint and exit 0."""
+    import pytest
+    import torch
+
+    from napari_omniseg.io.export import save_nifti
+    from napari_omniseg.models import load_model, save_checkpoint
+    from napari_omniseg.nets.conemos import CoNeMOS
+    from napari_omniseg.simulate.fetal import simulate_fetal
+
+    f = simulate_fetal(3, size=32)
+    volume = f.volume.copy()
+    volume[:8, :8, :8] = np.nan
+    save_nifti(volume, f.affine, tmp_path / "v.nii.gz")
+    save_nifti(f.masks["brain"], f.affine, tmp_path / "brain.nii.gz", np.uint8)
+    (tmp_path / "m.csv").write_text("image,mask,region\nv.nii.gz,brain.nii.gz,brain\n")
+    torch.manual_seed(0)
+    save_checkpoint(CoNeMOS(), tmp_path / "base.pt", "conemos")
+    with pytest.warns(UserWarning, match="512 voxels .* NaN or infinite"):
+        code = main(["finetune", "--manifest", str(tmp_path / "m.csv"), "--base",
+                     str(tmp_path / "base.pt"), "--minutes", "0.05", "-o",
+                     str(tmp_path / "ft.pt")])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] > 0
+    model = load_model(tmp_path / "ft.pt", device="cpu")  # refuses non-finite weights
+    assert all(torch.isfinite(p).all() for p in model.parameters())

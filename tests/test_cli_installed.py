@@ -107,3 +107,21 @@ def test_a_killed_simulation_leaves_nothing_behind(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and b"Traceback" not in err, err.decode()[-1000:]
     assert list(out.iterdir()) == []
+
+
+def test_a_killed_segmentation_leaves_no_mask_and_releases_the_folder(slide_and_truth,
+                                                                       tmp_path):
+    import signal
+    import time
+
+    slide, _ = slide_and_truth
+    out = tmp_path / "masks"
+    proc = subprocess.Popen([shutil.which("omniseg"), "segment", str(slide), "--tissue", "all",
+                             "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not list(out.glob(".*.partial.*")) and time.time() < deadline:
+        time.sleep(0.05)  # until mask files are being written
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and b"Traceback" not in err, err.decode()[-1000:]
+    assert list(out.iterdir()) == []  # no mask, no temporary file, no lock

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import threading
 from contextlib import contextmanager
@@ -256,6 +257,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (InterruptedError, KeyboardInterrupt):  # Ctrl-C: no traceback
         print("omniseg: stopped", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 (anything else is one sentence too)
+        if os.environ.get("OMNISEG_DEBUG"):
+            raise
+        from .errors import short_reason
+
+        print(f"omniseg: error: {short_reason(e)} (set OMNISEG_DEBUG=1 to see where)",
+              file=sys.stderr)
+        return 1
     return 1  # pragma: no cover
 
 

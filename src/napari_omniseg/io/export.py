@@ -156,9 +156,9 @@ def write_mask_pyramids(outputs: list[tuple], mpp: float | None, tile: int = 512
     failures: list[BaseException] = []  # what made the writers stop, first cause first
     writers = [_PyramidWriter(Path(p), levels, mpp, tile, name, band_rows, report, abort,
                               failures) for p, levels, name in outputs]
-    for w in writers:
-        w.start()
-    try:
+    try:  # the writers create their files when they start: from then on, clean up
+        for w in writers:
+            w.start()
         for y in range(0, h0, band_rows):
             for w in writers:
                 if should_stop is not None and should_stop():
@@ -179,9 +179,9 @@ def write_mask_pyramids(outputs: list[tuple], mpp: float | None, tile: int = 512
     except BaseException:
         abort.set()
         for w in writers:
-            w.join()
-            if w.tmp.exists():
-                w.tmp.unlink()
+            if w.started:
+                w.join()
+            w.tmp.unlink(missing_ok=True)
         raise
     return [w.pixels for w in writers]
 
@@ -208,6 +208,10 @@ class _PyramidWriter:
         self._queue: queue.Queue = queue.Queue(maxsize=2)  # bands waiting: memory stays flat
         self._thread = threading.Thread(target=self._run, name=f"write {path.name}",
                                         daemon=True)
+
+    @property
+    def started(self) -> bool:
+        return self._thread.ident is not None
 
     def start(self) -> None:
         self._thread.start()
