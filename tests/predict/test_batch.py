@@ -154,3 +154,22 @@ def test_progress_moves_inside_each_slide(inputs, tmp_path):
     assert len(inside_first) >= 3 and all(s[1] == 2000 for s in seen)
     assert all(b[0] >= a[0] for a, b in zip(seen, seen[1:])) and seen[-1][0] == 2000
     assert inside_first[0][2].startswith("a.ome.tif: ")
+
+
+def test_a_corrupt_jpeg_tile_fails_that_slide_only(inputs, tmp_path, capsys):
+    """Found only when the tile is decoded, deep inside the computation."""
+    d, model, slide, bad, truth = inputs
+    broken = tmp_path / "broken_tile.ome.tif"
+    data = bytearray(slide.read_bytes())
+    with tifffile.TiffFile(slide) as tif:
+        page = tif.pages.first
+        offset, count = page.dataoffsets[1], page.databytecounts[1]  # a 512-px tile
+    data[offset + 20: offset + count - 20] = bytes(count - 40)  # the tile's entropy data
+    broken.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    code = main(["segment", str(broken), str(slide), "--tissue", "ptc", "-o", str(out)])
+    assert code == 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["failed"]) == [str(broken)] and str(slide) in summary["slides"]
+    assert summary["failed"][str(broken)].startswith("broken_tile.ome.tif failed:")
+    assert not list(out.glob("broken_tile*")) and not list(out.glob(".*partial*"))

@@ -172,3 +172,23 @@ def test_memory_stays_flat_while_writing(tmp_path):
     assert len(held) == 16
     assert max(held) - min(held) < 4e6
     assert max(peaks) < 400e6
+
+
+def test_a_full_disk_while_simulating_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    import tifffile
+
+    real = tifffile.TiffWriter.write
+    calls = []
+
+    def fills_up(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:  # the first level is written, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(tifffile.TiffWriter, "write", fills_up)
+    with pytest.raises(OSError):
+        write_renal_slide(tmp_path / "x.ome.tif", 1024, 512, masks_path=tmp_path / "m.ome.tif")
+    assert list(tmp_path.iterdir()) == []
