@@ -233,7 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``omniseg`` console script."""
     args = build_parser().parse_args(argv)
-    _terminate_like_ctrl_c()
+    with _terminate_like_ctrl_c():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         if args.command == "simulate":
             with output_folder(args.out):
@@ -268,16 +272,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1  # pragma: no cover
 
 
-def _terminate_like_ctrl_c() -> None:
-    """A kill (SIGTERM, as a job scheduler sends) cleans up like Ctrl-C: temporary files go,
-    the output folder is released."""
+@contextmanager
+def _terminate_like_ctrl_c():
+    """While inside, a kill (SIGTERM, as a job scheduler sends) cleans up like Ctrl-C:
+    temporary files go, the output folder is released."""
     import signal
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, interrupt)
+    if threading.current_thread() is not threading.main_thread():  # signals reach main only
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _simulate_renal(args: argparse.Namespace) -> int:
