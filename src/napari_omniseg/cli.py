@@ -86,14 +86,24 @@ def _ctrl_c_stops(what: str):
         print(f"\nomniseg: stopping {what} after this step and keeping the best model so far "
               "(Ctrl-C again to abort)", file=sys.stderr)
 
-    if threading.current_thread() is not threading.main_thread():  # signals reach main only
+    with _handling(signal.SIGINT, on_ctrl_c):
         yield asked.is_set
+
+
+@contextmanager
+def _handling(signum: int, handler: Callable):
+    """``handler`` answers signal ``signum`` while inside; the previous handler comes back
+    after. Only the main thread receives signals, so elsewhere nothing changes."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
         return
-    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    previous = signal.signal(signum, handler)
     try:
-        yield asked.is_set
+        yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signum, previous)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -281,20 +291,13 @@ def _terminate_like_ctrl_c():
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    if threading.current_thread() is not threading.main_thread():  # signals reach main only
+    with _handling(signal.SIGTERM, interrupt):
         yield
-        return
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _simulate_renal(args: argparse.Namespace) -> int:
     from .simulate.renal import write_renal_slide
 
-    args.out.mkdir(parents=True, exist_ok=True)
     stains = list(vocab.STAINS) if args.stain == "all" else [args.stain]
     for seed in range(args.seed, args.seed + args.count):
         for stain in stains:
