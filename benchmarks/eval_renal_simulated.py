@@ -20,9 +20,13 @@ import time
 
 
 def main() -> None:
-    from napari_omniseg.models import load_model
-    from napari_omniseg.train.renal import (dice_table, evaluate_simulated,
-                                            evaluate_simulated_slides, evaluation_seeds)
+    from napari_omniseg.checkpoints import load_model
+    from napari_omniseg.train.renal import (
+        dice_table,
+        evaluate_simulated,
+        evaluate_simulated_slides,
+        evaluation_seeds,
+    )
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="renal")

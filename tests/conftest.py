@@ -120,11 +120,11 @@ def tiny_renal_checkpoint(path: Path, seed: int = 0) -> Path:
     """An untrained narrow Omni-Seg+ saved as a product checkpoint (fast, deterministic)."""
     import torch
 
-    from napari_omniseg.models import save_checkpoint
+    from napari_omniseg.checkpoints import save_checkpoint
     from napari_omniseg.nets.omniseg import OmniSegPlus
 
     torch.manual_seed(seed)
-    return save_checkpoint(OmniSegPlus(width=0.25), path, "omniseg_plus", width=0.25)
+    return save_checkpoint(OmniSegPlus(width=0.25), path, width=0.25)
 
 
 def constant_logits_model(fn):

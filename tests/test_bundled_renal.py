@@ -4,11 +4,10 @@ import numpy as np
 import pytest
 
 from napari_omniseg import load_model, open_slide
-from napari_omniseg.models import read_metadata
+from napari_omniseg.checkpoints import read_metadata
 from napari_omniseg.predict.slide import make_engines
 from napari_omniseg.simulate.renal import write_renal_slide
-from napari_omniseg.train.renal import (TRAIN_SEED0, evaluate_simulated_slides,
-                                        evaluation_seeds)
+from napari_omniseg.train.renal import TRAIN_SEED0, evaluate_simulated_slides, evaluation_seeds
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +16,7 @@ def model():
 
 
 def test_bundled_checkpoint_says_how_it_was_made():
-    from napari_omniseg.models import BUNDLED, _resolve
+    from napari_omniseg.checkpoints import BUNDLED, _resolve
 
     meta = read_metadata(_resolve("renal"))
     assert meta["architecture"] == "omniseg_plus" and "simulated" in meta["trained_on"]

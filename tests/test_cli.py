@@ -2,8 +2,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import write_ome_subifd
+
 from napari_omniseg.cli import main
 
 
@@ -97,22 +97,23 @@ def test_segment_volume_cleans_up_and_flips_unless_told_not_to(tmp_path, monkeyp
 
     seen = []
     monkeypatch.setattr(volume_module, "segment_volume", lambda vol, regions, model, **kw:
-                        seen.append((kw["largest_piece"], kw["flips"])) or {})
-    monkeypatch.setattr("napari_omniseg.models.load_model", lambda ref: None)
+                        seen.append((kw["clean_up"], kw["flips"])) or {})
+    monkeypatch.setattr("napari_omniseg.checkpoints.load_model", lambda ref: None)
     vol = save_nifti(np.zeros((8, 8, 8)), np.eye(4), tmp_path / "v.nii.gz")
-    for extra in ([], ["--all-pieces"], ["--no-flips"], ["--flips"]):
+    for extra in ([], ["--all-pieces"], ["--no-flips"], ["--flips"], ["--no-clean-up"]):
         assert main(["segment-volume", str(vol), "-o", str(tmp_path / "o"), *extra]) == 0
-    assert seen == [(True, True), (False, True), (True, False), (True, True)]
+    assert seen == [(True, True), (False, True), (True, False), (True, True), (False, True)]
 
 
 def test_a_checkpoint_of_the_other_kind_is_explained(tmp_path, capsys):
     """A fetal checkpoint given to the kidney tools, and a renal one to the fetal tools."""
     from conftest import tiny_renal_checkpoint
+
+    from napari_omniseg.checkpoints import save_checkpoint
     from napari_omniseg.io.export import save_nifti
-    from napari_omniseg.models import save_checkpoint
     from napari_omniseg.nets.conemos import CoNeMOS
 
-    fetal = save_checkpoint(CoNeMOS(), tmp_path / "fetal.pt", "conemos")
+    fetal = save_checkpoint(CoNeMOS(), tmp_path / "fetal.pt")
     renal = tiny_renal_checkpoint(tmp_path / "renal.pt")
     slide = write_ome_subifd(tmp_path / "s.ome.tif", np.full((256, 256, 3), 200, np.uint8))
     vol = save_nifti(np.random.default_rng(0).random((16, 16, 16)), np.eye(4),

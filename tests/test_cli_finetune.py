@@ -6,8 +6,8 @@ import numpy as np
 import skimage.io
 from conftest import tiny_renal_checkpoint
 
+from napari_omniseg.checkpoints import read_metadata
 from napari_omniseg.cli import main
-from napari_omniseg.models import read_metadata
 
 
 def write_manifest(folder, n_train=3, n_val=2):
@@ -83,7 +83,7 @@ def write_volume_manifest(folder):
 def test_finetune_then_evaluate_fetal_volumes(tmp_path, capsys):
     import torch
 
-    from napari_omniseg.models import save_checkpoint
+    from napari_omniseg.checkpoints import save_checkpoint
     from napari_omniseg.nets.conemos import CoNeMOS
     from napari_omniseg.train.finetune_fetal import read_volume_manifest
 
@@ -93,7 +93,7 @@ def test_finetune_then_evaluate_fetal_volumes(tmp_path, capsys):
     assert brain.known.all()  # annotated: unpainted voxels are background
     assert np.array_equal(eyes.known, eyes.mask)  # painted voxels only
     torch.manual_seed(0)
-    base = save_checkpoint(CoNeMOS(), tmp_path / "base.pt", "conemos")
+    base = save_checkpoint(CoNeMOS(), tmp_path / "base.pt")
     out = tmp_path / "ft.pt"
     assert main(["finetune", "--manifest", str(manifest), "--base", str(base), "--minutes",
                  "0.1", "-o", str(out)]) == 0
@@ -197,8 +197,8 @@ def test_fetal_fine_tuning_on_a_volume_with_nan_voxels_learns_finite_weights(tmp
     import pytest
     import torch
 
+    from napari_omniseg.checkpoints import load_model, save_checkpoint
     from napari_omniseg.io.export import save_nifti
-    from napari_omniseg.models import load_model, save_checkpoint
     from napari_omniseg.nets.conemos import CoNeMOS
     from napari_omniseg.simulate.fetal import simulate_fetal
 
@@ -209,7 +209,7 @@ def test_fetal_fine_tuning_on_a_volume_with_nan_voxels_learns_finite_weights(tmp
     save_nifti(f.masks["brain"], f.affine, tmp_path / "brain.nii.gz", np.uint8)
     (tmp_path / "m.csv").write_text("image,mask,region\nv.nii.gz,brain.nii.gz,brain\n")
     torch.manual_seed(0)
-    save_checkpoint(CoNeMOS(), tmp_path / "base.pt", "conemos")
+    save_checkpoint(CoNeMOS(), tmp_path / "base.pt")
     with pytest.warns(UserWarning, match="512 voxels .* NaN or infinite"):
         code = main(["finetune", "--manifest", str(tmp_path / "m.csv"), "--base",
                      str(tmp_path / "base.pt"), "--minutes", "0.05", "-o",

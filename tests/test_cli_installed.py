@@ -59,7 +59,6 @@ def slide_and_truth(tmp_path_factory):
 def _segment_and_check(slide, truth, out, *extra) -> dict:
     import json
 
-    import numpy as np
     import tifffile
 
     exe = shutil.which("omniseg")

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import MPP, rgb_image, write_ome_subifd, write_png, write_svs
 
 pytestmark = pytest.mark.gui
@@ -98,8 +97,8 @@ def run_segment_fetal(viewer, widget, qtbot, tmp_path) -> None:
 def run_finetune(viewer, widget, qtbot, tmp_path) -> None:
     import torch
 
-    from napari_omniseg.models import load_model
-    from napari_omniseg.widgets.model_in_use import MODEL_IN_USE
+    from napari_omniseg.checkpoints import load_model
+    from napari_omniseg.widgets.model_in_use import MODELS_IN_USE
 
     viewer.open_sample(PLUGIN, "renal_pas")
     truth = _renal_truth("pas", 0)["ptc"]
@@ -125,7 +124,8 @@ def run_finetune(viewer, widget, qtbot, tmp_path) -> None:
     assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(),
                                                      bundled.state_dict().values()))
     widget.use_button.clicked()
-    assert MODEL_IN_USE.model is not None and MODEL_IN_USE.name.startswith("ft.pt")
+    assert MODELS_IN_USE.model("renal") is not None
+    assert MODELS_IN_USE.name("renal").startswith("ft.pt")
 
 
 WIDGET_RUNS = {
@@ -137,12 +137,11 @@ WIDGET_RUNS = {
 
 @pytest.fixture
 def models_in_use_restored():
-    from napari_omniseg.widgets.model_in_use import FETAL_MODEL_IN_USE, MODEL_IN_USE
+    from napari_omniseg.widgets.model_in_use import MODELS_IN_USE
 
-    saved = [(h, h.model, h.name) for h in (MODEL_IN_USE, FETAL_MODEL_IN_USE)]
+    saved = dict(MODELS_IN_USE._models)
     yield
-    for holder, model, name in saved:
-        holder.model, holder.name = model, name
+    MODELS_IN_USE._models = saved
 
 
 @pytest.mark.parametrize("name", WIDGETS)
@@ -170,14 +169,15 @@ def test_a_closed_viewers_widget_ignores_later_model_changes(make_napari_viewer,
                                                              models_in_use_restored):
     from qtpy.QtCore import QCoreApplication, QEvent
 
-    from napari_omniseg.widgets.model_in_use import FETAL_MODEL_IN_USE, MODEL_IN_USE
+    from napari_omniseg.tasks import TASKS
+    from napari_omniseg.widgets.model_in_use import MODELS_IN_USE
 
     viewer = make_napari_viewer()
     viewer.window.add_plugin_dock_widget(PLUGIN, name)
     viewer.close()
     QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
-    for holder in (MODEL_IN_USE, FETAL_MODEL_IN_USE):
-        holder.set(object(), "another model")  # must not reach the deleted widget
+    for task in TASKS:
+        MODELS_IN_USE.set(task, object(), "another model")  # must not reach the deleted widget
 
 
 @pytest.mark.slow

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from conftest import MPP, write_ome_series, write_ome_subifd, write_png, write_svs
+
 from napari_omniseg.io.export import save_nifti
 
 pytestmark = pytest.mark.gui

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ._version import __version__ as __version__
 
 _API = {
     "open_slide": ("napari_omniseg.io.slides", "open_slide"),
@@ -19,7 +19,7 @@ _API = {
     "write_renal_slide": ("napari_omniseg.simulate.renal", "write_renal_slide"),
     "simulate_fetal": ("napari_omniseg.simulate.fetal", "simulate_fetal"),
     "OmnisegInputError": ("napari_omniseg.errors", "OmnisegInputError"),
-    "load_model": ("napari_omniseg.models", "load_model"),
+    "load_model": ("napari_omniseg.checkpoints", "load_model"),
     "segment_slide": ("napari_omniseg.predict.slide", "segment_slide"),
     "segment_volume": ("napari_omniseg.predict.volume", "segment_volume"),
 }
@@ -27,10 +27,10 @@ _API = {
 __all__ = sorted(_API)
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .checkpoints import load_model
     from .errors import OmnisegInputError
     from .io.slides import Slide, open_slide
     from .io.volumes import Volume, open_volume
-    from .models import load_model
     from .predict.slide import segment_slide
     from .predict.volume import segment_volume
     from .simulate.fetal import simulate_fetal

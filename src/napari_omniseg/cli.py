@@ -22,7 +22,6 @@ import os
 import sys
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -198,10 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--flips", action=argparse.BooleanOptionalAction, default=True,
                     help="average the prediction with its three mirrored ones (default; "
                          "--no-flips is 4x faster and less accurate)")
-    sv.add_argument("--all-pieces", action="store_true",
-                    help="keep every piece of the masks (by default uterus, body, brain and "
-                         "placenta keep only their largest piece, the eyes only their pieces "
-                         "inside the fetal body)")
+    sv.add_argument("--clean-up", action=argparse.BooleanOptionalAction, default=True,
+                    help="uterus, body, brain and placenta keep only their largest piece, the "
+                         "eyes only their pieces inside the fetal body (default; --no-clean-up "
+                         "keeps every piece)")
+    sv.add_argument("--all-pieces", dest="clean_up", action="store_false",
+                    help=argparse.SUPPRESS)  # the earlier name of --no-clean-up
     sv.add_argument("-o", "--out", type=Path, required=True, help="output folder")
 
     ft = sub.add_parser("finetune", help="fine-tune on annotated kidney patches or fetal volumes")
@@ -353,8 +354,7 @@ def _train_renal(args: argparse.Namespace) -> int:
         bar.close()
     print(json.dumps(recipe, indent=2))
     if args.evaluate:
-        from .models import load_model
-
+        from .checkpoints import load_model
         from .train.renal import evaluation_seeds
 
         scores = evaluate_simulated(load_model(args.out), seeds=evaluation_seeds(args.evaluate),
@@ -376,8 +376,13 @@ def _segment(args: argparse.Namespace) -> int:
         finally:
             bar.close()
         write_text_atomically(args.out / "summary.json", json.dumps(summary, indent=2))
+    return _print_summary(summary)
+
+
+def _print_summary(summary: dict) -> int:
+    """Print a batch's summary, then each failure as one line; exit 2 if any failed."""
     print(json.dumps(summary, indent=2))
-    for path, err in summary["failed"].items():
+    for err in summary["failed"].values():
         print(f"omniseg: error: {err}", file=sys.stderr)
     return 2 if summary["failed"] else 0
 
@@ -396,7 +401,7 @@ def _train_fetal(args: argparse.Namespace) -> int:
         bar.close()
     print(json.dumps(recipe, indent=2))
     if args.evaluate:
-        from .models import load_model
+        from .checkpoints import load_model
 
         print(json.dumps(evaluate_fetal(load_model(args.out), list(range(1, 1 + args.evaluate))),
                          indent=2))
@@ -404,40 +409,17 @@ def _train_fetal(args: argparse.Namespace) -> int:
 
 
 def _segment_volume(args: argparse.Namespace) -> int:
+    from .predict.batch import segment_volumes
+
     with output_folder(args.out):
-        return _segment_volumes_into(args)
-
-
-def _segment_volumes_into(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from .io.export import save_nifti
-    from .io.volumes import open_volume
-    from .models import load_model
-    from .predict.volume import segment_volume
-
-    from .predict.batch import output_stems
-
-    model = load_model(args.model)
-    summary: dict = {"volumes": {}, "failed": {}}
-    for path, stem in zip(args.volumes, output_stems(args.volumes)):
+        bar = _Bar("segment-volume")
         try:
-            vol = open_volume(path)
-            masks = segment_volume(vol, (args.region,), model, flips=args.flips,
-                                   largest_piece=not args.all_pieces)
-            voxel_ml = float(np.prod(vol.spacing)) / 1000.0
-            result = {}
-            for code, m in masks.items():
-                arr = np.asarray(m.compute(scheduler="synchronous"))
-                out = save_nifti(arr, vol.affine, args.out / f"{stem}_{code}.nii.gz", np.uint8)
-                result[code] = {"mask": str(out), "volume_ml": float(arr.sum()) * voxel_ml}
-            summary["volumes"][str(path)] = result
-        except Exception as e:  # noqa: BLE001 (one volume's failure; the others go on)
-            summary["failed"][str(path)] = failure_sentence(path.name, e)
-            print(f"omniseg: error: {failure_sentence(path.name, e)}", file=sys.stderr)
-    write_text_atomically(args.out / "summary.json", json.dumps(summary, indent=2))
-    print(json.dumps(summary, indent=2))
-    return 2 if summary["failed"] else 0
+            summary = segment_volumes(args.volumes, (args.region,), args.model, args.out,
+                                      flips=args.flips, clean_up=args.clean_up, progress=bar)
+        finally:
+            bar.close()
+        write_text_atomically(args.out / "summary.json", json.dumps(summary, indent=2))
+    return _print_summary(summary)
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -482,75 +464,37 @@ def _split_column(args: argparse.Namespace) -> str:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from .models import load_model
+    from .checkpoints import load_model
+    from .tasks import task_of_manifest
 
-    kind = _manifest_kind(args.manifest)
+    task = task_of_manifest(args.manifest)
     args.split_column = _split_column(args)
-    splits = kind.read(args.manifest, args.split_column)
+    splits = task.read_manifest(args.manifest, args.split_column)
     train, val = splits.get("train", []), splits.get("val", [])
     if not train:
         raise OmnisegInputError(f"{args.manifest.name} has no training rows "
                                 f"(column {args.split_column!r} = train)")
-    if args.semi and not kind.semi_supervision:
+    if args.semi and not task.semi_supervision:
         raise OmnisegInputError("--semi applies to kidney patch manifests only; "
                                 f"{args.manifest.name} lists volumes")
-    base_name = args.base or kind.model
+    base_name = args.base or task.name
     base = load_model(base_name)
     bar = _Bar("finetune")
     try:
         with _ctrl_c_stops("fine-tuning") as should_stop:
-            result = kind.finetune(base, train, val, minutes=args.minutes,
-                                   lr=args.lr or kind.lr, semi=args.semi, progress=bar,
-                                   on_validate=_print_validation, should_stop=should_stop)
+            result = task.finetune(base, train, val, minutes=args.minutes,
+                                   lr=args.lr or task.lr, semi_supervised=args.semi,
+                                   progress=bar, on_validate=_print_validation,
+                                   should_stop=should_stop)
     finally:
         bar.close()
-    kind.save(result, args.out, str(base_name), train, val, semi=args.semi)
+    task.save(result, args.out, str(base_name), train, val, semi_supervised=args.semi)
     summary = {"checkpoint": str(args.out), "steps": result.steps, "stopped": result.stopped,
                "seconds": round(result.seconds, 1), "history": result.history}
     if val:
-        summary["val"] = kind.evaluate(result.model, val)
+        summary["val"] = task.evaluate(result.model, val)
     print(json.dumps(summary, indent=2))
     return 130 if result.stopped else 0
-
-
-@dataclass(frozen=True)
-class _ManifestKind:
-    """What `finetune` and `evaluate` do with one kind of manifest (kidney patches or fetal
-    volumes), so the two commands decide the kind once."""
-
-    model: str
-    lr: float
-    semi_supervision: bool
-    read: Callable
-    finetune: Callable
-    save: Callable
-    evaluate: Callable
-
-
-def _manifest_kind(path: Path) -> _ManifestKind:
-    from .train.finetune_fetal import is_volume_manifest
-
-    if not path.is_file():
-        raise OmnisegInputError(f"{path} does not exist")
-    if is_volume_manifest(path):
-        from .train import finetune_fetal as ff
-
-        return _ManifestKind(
-            "fetal", 2e-4, False, ff.read_volume_manifest,
-            lambda base, train, val, semi, **kw: ff.finetune_fetal(base, train, val, **kw),
-            lambda result, out, base, train, val, semi: ff.save_finetuned_fetal(
-                result, out, base, train, val),
-            ff.evaluate_volume_annotations)
-    from .train import finetune as fk
-    from .train.annotations import read_manifest
-
-    return _ManifestKind(
-        "renal", 1e-3, True, read_manifest,
-        lambda base, train, val, semi, **kw: fk.finetune(base, train, val,
-                                                         semi_supervised=semi, **kw),
-        lambda result, out, base, train, val, semi: fk.save_finetuned(
-            result, out, base, train, semi, val),
-        fk.evaluate_annotations)
 
 
 def _print_validation(entry: dict) -> None:
@@ -561,15 +505,16 @@ def _print_validation(entry: dict) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .models import load_model
+    from .checkpoints import load_model
+    from .tasks import task_of_manifest
 
-    kind = _manifest_kind(args.manifest)
-    splits = kind.read(args.manifest, _split_column(args))
+    task = task_of_manifest(args.manifest)
+    splits = task.read_manifest(args.manifest, _split_column(args))
     rows = splits.get(args.split, []) if args.split else [a for v in splits.values() for a in v]
     if not rows:
         raise OmnisegInputError(f"no rows of split {args.split!r} in {args.manifest.name}")
-    model = load_model(args.model or kind.model)
-    print(json.dumps(kind.evaluate(model, rows), indent=2))
+    model = load_model(args.model or task.name)
+    print(json.dumps(task.evaluate(model, rows), indent=2))
     return 0
 
 

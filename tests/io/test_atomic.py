@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from napari_omniseg.errors import OmnisegInputError
-from napari_omniseg.io.atomic import (LOCK_NAME, output_folder, partial_path,
-                                      written_atomically)
+from napari_omniseg.io.atomic import LOCK_NAME, output_folder, partial_path, written_atomically
 
 
 def test_temporary_names_are_unique_hidden_and_keep_the_extension(tmp_path):
@@ -31,7 +30,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
 def test_full_disk_while_saving_a_checkpoint_leaves_nothing(tmp_path, monkeypatch):
     import torch
 
-    from napari_omniseg.models import save_checkpoint
+    from napari_omniseg.checkpoints import save_checkpoint
     from napari_omniseg.nets.conemos import CoNeMOS
 
     def full_disk(obj, f, *a, **k):
@@ -41,7 +40,7 @@ def test_full_disk_while_saving_a_checkpoint_leaves_nothing(tmp_path, monkeypatc
 
     monkeypatch.setattr(torch, "save", full_disk)
     with pytest.raises(OSError):
-        save_checkpoint(CoNeMOS(), tmp_path / "c.pt", "conemos")
+        save_checkpoint(CoNeMOS(), tmp_path / "c.pt")
     assert list(tmp_path.iterdir()) == []
 
 

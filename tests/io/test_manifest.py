@@ -55,9 +55,9 @@ def test_manifest_rows_are_checked_before_training(tmp_path):
 
 
 def test_a_semicolon_fetal_manifest_is_a_fetal_manifest(tmp_path):
-    from napari_omniseg.train.finetune_fetal import is_volume_manifest
+    from napari_omniseg.tasks import task_of_manifest
 
-    assert is_volume_manifest(_write(tmp_path, "\ufeffimage;mask;region;annotated\n"))
+    assert task_of_manifest(_write(tmp_path, "\ufeffimage;mask;region;annotated\n")).name == "fetal"
 
 
 def test_grayscale_patches_are_refused_for_kidney_fine_tuning(tmp_path):

@@ -4,9 +4,16 @@ import dask.array as da
 import numpy as np
 import pytest
 import tifffile
+from conftest import (
+    MPP,
+    rgb_image,
+    write_huge_pyramid,
+    write_ome_series,
+    write_ome_subifd,
+    write_png,
+    write_svs,
+)
 
-from conftest import (MPP, rgb_image, write_huge_pyramid, write_ome_series, write_ome_subifd,
-                      write_png, write_svs)
 from napari_omniseg import OmnisegInputError, open_slide
 from napari_omniseg.errors import MissingPixelSizeError
 

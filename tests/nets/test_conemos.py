@@ -14,7 +14,8 @@ def reference_forward(m, volume, region):
         h = F.leaky_relu(h @ sd[f"mlp.{2 * i}.weight"].T + sd[f"mlp.{2 * i}.bias"], 0.2)
 
     def film(x, prefix, relu=True):
-        x = F.conv3d(x, sd[f"{prefix}.conv.weight"], padding=sd[f"{prefix}.conv.weight"].shape[-1] // 2)
+        weight = sd[f"{prefix}.conv.weight"]
+        x = F.conv3d(x, weight, padding=weight.shape[-1] // 2)
         if relu:
             x = F.relu(x)
         gb = h @ sd[f"{prefix}.film.weight"].T + sd[f"{prefix}.film.bias"]

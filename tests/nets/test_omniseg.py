@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_omniseg import OmnisegInputError
-from napari_omniseg.models import load_model, read_metadata, save_checkpoint
+from napari_omniseg.checkpoints import load_model, read_metadata, save_checkpoint
 from napari_omniseg.nets.omniseg import OmniSegPlus
 
 BLOCKS = {  # prefix: (in, out, stride)
@@ -144,7 +144,7 @@ def test_inputs_must_be_multiples_of_16():
 
 def test_product_checkpoint_round_trip(tmp_path):
     model = OmniSegPlus()
-    path = save_checkpoint(model, tmp_path / "m.pt", "omniseg_plus", trained_on="unit test")
+    path = save_checkpoint(model, tmp_path / "m.pt", trained_on="unit test")
     meta = read_metadata(path)
     assert meta["architecture"] == "omniseg_plus" and meta["trained_on"] == "unit test"
     assert meta["vocabulary"]["tissues"]["ptc"] == 5
@@ -171,7 +171,7 @@ def test_checkpoints_with_code_or_wrong_weights_are_refused(tmp_path):
 
 def test_half_precision_checkpoint_loads_into_float32(tmp_path):
     model = OmniSegPlus(width=0.25).eval()
-    path = save_checkpoint(model, tmp_path / "h.pt", "omniseg_plus", half=True, width=0.25)
+    path = save_checkpoint(model, tmp_path / "h.pt", half=True, width=0.25)
     loaded = load_model(path, device="cpu")
     assert next(loaded.parameters()).dtype == torch.float32
     assert read_metadata(path)["stored_as"] == "float16"
@@ -183,9 +183,9 @@ def test_half_precision_checkpoint_loads_into_float32(tmp_path):
 
 
 def test_half_copy_keeps_metadata(tmp_path):
-    from napari_omniseg.models import save_half_copy
+    from napari_omniseg.checkpoints import save_half_copy
 
-    src = save_checkpoint(OmniSegPlus(width=0.25), tmp_path / "f.pt", "omniseg_plus", width=0.25,
+    src = save_checkpoint(OmniSegPlus(width=0.25), tmp_path / "f.pt", width=0.25,
                           trained_on="x", steps=7)
     dst = save_half_copy(src, tmp_path / "h.pt")
     meta = read_metadata(dst)

@@ -63,7 +63,7 @@ def test_local_cluster_runs_slides_as_tasks(inputs):
 
 def test_files_written_side_by_side_hold_each_tissues_mask(inputs):
     from napari_omniseg import vocab
-    from napari_omniseg.models import load_model
+    from napari_omniseg.checkpoints import load_model
     from napari_omniseg.predict.batch import segment_slide_to_files
     from napari_omniseg.predict.slide import segment_slide
 

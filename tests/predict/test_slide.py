@@ -134,8 +134,9 @@ def test_fill_region_matches_the_lazy_pyramid(slide, follower):
     engines = make_engines(slide, ("ptc", "cap"), None, follower, bf16=False)
     outputs = {c: [np.zeros(lv.shape[:2], np.uint8) for lv in slide.levels] for c in engines}
     box = (256, 768, 512, 1280)
-    steps = list(fill_region(engines, outputs, box, chunk=256))
-    assert steps[-1][0] == steps[-1][1] and len(steps) > 2
+    steps = []
+    n = fill_region(engines, outputs, box, chunk=256, progress=lambda d, t, m: steps.append((d, t)))
+    assert steps[-1] == (n, n) and len(steps) == n > 2
     lazy = segment_slide(slide, ("ptc", "cap"), None, follower, bf16=False)
     for code in ("ptc", "cap"):
         for level, ds in enumerate(slide.downsamples):

@@ -1,12 +1,11 @@
 import numpy as np
 import torch
+from conftest import constant_logits_model, write_ome_subifd
 
 from napari_omniseg import open_slide
 from napari_omniseg.predict.slide import segment_slide
 from napari_omniseg.predict.tissue_mask import tissue_mask
 from napari_omniseg.simulate.renal import read_renal_masks, write_renal_slide
-
-from conftest import constant_logits_model, write_ome_subifd
 
 
 def AlwaysForeground():

@@ -3,8 +3,8 @@ import numpy as np
 import torch
 
 from napari_omniseg import vocab
+from napari_omniseg.checkpoints import load_model, save_checkpoint
 from napari_omniseg.io.volumes import Volume
-from napari_omniseg.models import load_model, save_checkpoint
 from napari_omniseg.nets.conemos import CoNeMOS
 from napari_omniseg.predict.volume import predict_regions, segment_volume
 
@@ -50,7 +50,7 @@ def test_thick_slice_stacks_tile_along_their_long_axes_only():
 
 def test_segment_volume_is_lazy_and_shaped_like_the_volume(tmp_path):
     torch.manual_seed(0)
-    path = save_checkpoint(CoNeMOS(), tmp_path / "c.pt", "conemos")
+    path = save_checkpoint(CoNeMOS(), tmp_path / "c.pt")
     model = load_model(path, device="cpu")
     assert read_arch(path) == "conemos"
     vol = Volume(da.from_array(np.random.default_rng(1).random((20, 33, 28))), (3.0, 3.0, 3.0))
@@ -62,7 +62,7 @@ def test_segment_volume_is_lazy_and_shaped_like_the_volume(tmp_path):
 
 
 def read_arch(path):
-    from napari_omniseg.models import read_metadata
+    from napari_omniseg.checkpoints import read_metadata
 
     return read_metadata(path)["architecture"]
 
@@ -132,7 +132,7 @@ def test_largest_piece_drops_specks_of_single_piece_regions_only():
     masks = segment_volume(vol, ("all",), model=Blobs(), bf16=False, flips=False)
     assert masks["placenta"].compute()[20, 20, 20] == 0
     assert masks["eyes"].compute()[20, 20, 20] == 0  # outside the body's mask
-    raw = segment_volume(vol, ("placenta",), model=Blobs(), bf16=False, largest_piece=False, flips=False)
+    raw = segment_volume(vol, ("placenta",), model=Blobs(), bf16=False, clean_up=False, flips=False)
     assert raw["placenta"].compute()[20, 20, 20] == 1
 
 
@@ -166,7 +166,8 @@ def test_eyes_keep_only_their_pieces_inside_the_body():
     assert body_id in asked
     assert eyes[6, 6, 6] == eyes[10, 10, 6] == eyes[21, 12, 12] == 1 and eyes[28, 28, 28] == 0
     asked.clear()
-    raw = segment_volume(vol, ("eyes",), model=EyesAndBody(), bf16=False, largest_piece=False, flips=False)
+    raw = segment_volume(vol, ("eyes",), model=EyesAndBody(), bf16=False, clean_up=False,
+                         flips=False)
     assert raw["eyes"].compute()[28, 28, 28] == 1 and body_id not in asked
     container = np.zeros((8, 8, 8), np.uint8)
     container[:4] = 1
@@ -208,12 +209,12 @@ def test_checkpoints_with_non_finite_weights_are_neither_saved_nor_loaded(tmp_pa
     with torch.no_grad():
         next(model.parameters()).fill_(float("nan"))
     with pytest.raises(OmnisegInputError, match="training diverged"):
-        save_checkpoint(model, tmp_path / "nan.pt", "conemos")
+        save_checkpoint(model, tmp_path / "nan.pt")
     assert list(tmp_path.iterdir()) == []
     state = {k: v.clone() for k, v in model.state_dict().items()}
     import json
 
-    from napari_omniseg.models import FORMAT
+    from napari_omniseg.checkpoints import FORMAT
     torch.save({"state_dict": state, "metadata": json.dumps(
         {"format": FORMAT, "architecture": "conemos"})}, tmp_path / "old.pt")
     with pytest.raises(OmnisegInputError, match="NaN or infinite weights"):

@@ -2,10 +2,15 @@ import numpy as np
 import torch
 
 from napari_omniseg.nets.conemos import CoNeMOS
+from napari_omniseg.predict.volume import normalize_intensity
 from napari_omniseg.train.augment3d import intensity3d, spatial3d
-from napari_omniseg.train.fetal import (build_fetal_set, make_fetal_batches, normalize_intensity,
-                                        soft_dice_bce_loss, soft_dice_loss)
-from napari_omniseg.train.loop import train_loop
+from napari_omniseg.train.engine import SegmentationStep, run_training
+from napari_omniseg.train.fetal import (
+    build_fetal_set,
+    make_fetal_batches,
+    soft_dice_bce_loss,
+    soft_dice_loss,
+)
 
 
 def test_region_draws_balanced_or_inverse_to_label_counts():
@@ -81,7 +86,7 @@ def test_batches_and_a_few_training_steps():
     assert b["images"].shape == (2, 1, 24, 24, 24) and b["targets"].shape == (2, 1, 24, 24, 24)
     for r, t in zip(b["conditions"][0].tolist(), b["targets"]):
         assert data.labelled[:, r].any()
-    res = train_loop(CoNeMOS(), nb, soft_dice_loss, max_steps=3, bf16=False)
+    res = run_training(SegmentationStep(CoNeMOS(), nb, soft_dice_loss, bf16=False), max_steps=3)
     assert res.steps == 3 and all(np.isfinite(res.losses))
     base = make_fetal_batches(data, batch=2, crop=24, seed=0, baseline=True)()
     assert base["targets"].shape == (2, 5, 24, 24, 24) and base["valid"].shape == (2, 5, 24, 24, 24)
@@ -90,7 +95,7 @@ def test_batches_and_a_few_training_steps():
 
 def test_train_and_evaluate_fetal_end_to_end(tmp_path, monkeypatch):
     import napari_omniseg.train.fetal as fetal
-    from napari_omniseg.models import load_model, read_metadata
+    from napari_omniseg.checkpoints import load_model, read_metadata
 
     real_build = fetal.build_fetal_set
     monkeypatch.setattr(fetal, "build_fetal_set",

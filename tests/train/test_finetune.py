@@ -3,13 +3,21 @@ import pytest
 import torch
 from conftest import constant_logits_model
 
+from napari_omniseg.checkpoints import load_model, read_metadata
 from napari_omniseg.errors import OmnisegInputError
-from napari_omniseg.models import load_model, read_metadata
 from napari_omniseg.nets.omniseg import OmniSegPlus
-from napari_omniseg.train.annotations import (annotation_from_layers, at_optimal_magnification,
-                                              nearest_magnification)
-from napari_omniseg.train.finetune import (evaluate_annotations, finetune, make_finetune_batches,
-                                           pseudo_labels, save_finetuned)
+from napari_omniseg.train.annotations import (
+    annotation_from_layers,
+    at_optimal_magnification,
+    nearest_magnification,
+)
+from napari_omniseg.train.finetune import (
+    evaluate_annotations,
+    finetune,
+    make_finetune_batches,
+    pseudo_labels,
+    save_finetuned,
+)
 from napari_omniseg.train.metrics import dice, hausdorff95
 
 
@@ -100,12 +108,12 @@ def test_finetune_learns_and_leaves_the_model_in_use_alone(tmp_path):
     res = finetune(model, train, val, minutes=None, max_steps=40, lr=3e-3, batch=4,
                    semi_supervised=False, validate_every=1e9, on_validate=seen.append)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert res.best_val_dice > max(0.8, start) and seen[0]["step"] == 0 and len(seen) >= 2
-    path = save_finetuned(res, tmp_path / "ft.pt", "tiny", train, False, val)
+    assert res.best_score > max(0.8, start) and seen[0]["step"] == 0 and len(seen) >= 2
+    path = save_finetuned(res, tmp_path / "ft.pt", "tiny", train, val)
     meta = read_metadata(path)
     assert meta["tissues_trained"] == ["ptc"] and meta["data"]["ptc"]["patches"] == 3
     again = evaluate_annotations(load_model(path, device="cpu"), val, bf16=False)
-    assert again["mean_dice"] == pytest.approx(res.best_val_dice, abs=0.02)
+    assert again["mean_dice"] == pytest.approx(res.best_score, abs=0.02)
 
 
 def Confident():

@@ -2,12 +2,16 @@ import numpy as np
 import pytest
 import torch
 
+from napari_omniseg.checkpoints import load_model, read_metadata
 from napari_omniseg.errors import OmnisegInputError
-from napari_omniseg.models import load_model, read_metadata
 from napari_omniseg.nets.conemos import CoNeMOS
-from napari_omniseg.train.finetune_fetal import (evaluate_volume_annotations, finetune_fetal,
-                                                 make_volume_batches, save_finetuned_fetal,
-                                                 volume_annotation_from_layers)
+from napari_omniseg.train.finetune_fetal import (
+    evaluate_volume_annotations,
+    finetune_fetal,
+    make_volume_batches,
+    save_finetuned_fetal,
+    volume_annotation_from_layers,
+)
 
 
 def ball_volume(n=40, seed=0):
@@ -105,7 +109,7 @@ def test_finetune_changes_a_copy_and_saves_it(tmp_path):
     # with validation volumes the returned weights are the best scored ones
     result = finetune_fetal(base, train, val, minutes=None, max_steps=3, crop=32)
     scores = [h["val_dice"] for h in result.history]
-    assert result.history[0]["step"] == 0 and result.best_val_dice == max(scores)
+    assert result.history[0]["step"] == 0 and result.best_score == max(scores)
     path = save_finetuned_fetal(result, tmp_path / "ft.pt", "bundled fetal model", train, val)
     meta = read_metadata(path)
     assert meta["regions_trained"] == ["brain"] and meta["architecture"] == "conemos"

@@ -1,8 +1,12 @@
 import numpy as np
 
 from napari_omniseg import vocab
-from napari_omniseg.train.renal_data import (ConditionSampler, build_patch_bank, pack_masks,
-                                             neighbouring_magnifications)
+from napari_omniseg.train.renal_data import (
+    ConditionSampler,
+    build_patch_bank,
+    neighbouring_magnifications,
+    pack_masks,
+)
 
 
 def test_pack_masks_keeps_overlaps():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_omniseg.models import save_checkpoint
+from napari_omniseg.checkpoints import save_checkpoint
 from napari_omniseg.nets.conemos import CoNeMOS
 
 pytestmark = pytest.mark.gui
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.gui
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     torch.manual_seed(0)
-    return save_checkpoint(CoNeMOS(), tmp_path_factory.mktemp("f") / "c.pt", "conemos")
+    return save_checkpoint(CoNeMOS(), tmp_path_factory.mktemp("f") / "c.pt")
 
 
 def _widget(viewer, ckpt, region):

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_renal_checkpoint
-from napari_omniseg.models import load_model, read_metadata
+
+from napari_omniseg.checkpoints import load_model, read_metadata
 from napari_omniseg.widgets.finetune import WHOLE_LAYER
-from napari_omniseg.widgets.model_in_use import MODEL_IN_USE
+from napari_omniseg.widgets.model_in_use import MODELS_IN_USE
 
 pytestmark = pytest.mark.gui
 
@@ -60,26 +60,26 @@ def test_retrain_changes_the_model_not_the_layers(make_napari_viewer, qtbot, tmp
     x = torch.from_numpy(image.data[:256, :256]).permute(2, 0, 1)[None].float() / 255
     with torch.no_grad():
         old = base(x, torch.tensor([5]), torch.tensor([3]))
-        new = w.trained[0].cpu()(x, torch.tensor([5]), torch.tensor([3]))
+        new = w.trained[1].cpu()(x, torch.tensor([5]), torch.tensor([3]))
     assert not torch.allclose(old, new)
     assert len(w.plot.history) >= 1  # the live plot got points
     meta = read_metadata(tmp_path / "ft.pt")
     assert meta["tissues_trained"] == ["ptc"] and meta["base_model"].endswith("base.pt")
     seg = _open(viewer, "Segment (kidney)")
     w.use_button.clicked()
-    assert MODEL_IN_USE.model is w.trained[0] and seg.model_source.value == "in use"
+    assert MODELS_IN_USE.model("renal") is w.trained[1] and seg.model_source.value == "in use"
 
 
 def test_stop_keeps_the_model_in_use_and_a_checkpoint(make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer()
     w, _, _ = _setup(viewer, tmp_path, minutes=10)
-    in_use = MODEL_IN_USE.model
+    in_use = MODELS_IN_USE.model("renal")
     w.run_button.clicked()
     qtbot.waitUntil(lambda: w.progress.value > 0 or w.worker is None, timeout=120_000)
     w.stop_button.clicked()
     qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
     assert w.status.value.startswith("stopped"), w.status.value
-    assert MODEL_IN_USE.model is in_use  # nothing changes until "Use this model"
+    assert MODELS_IN_USE.model("renal") is in_use  # nothing changes until "Use this model"
     assert load_model(tmp_path / "ft.pt", device="cpu") is not None
 
 
@@ -93,11 +93,11 @@ def test_a_failing_run_reports_and_leaves_the_model_in_use(make_napari_viewer, q
     monkeypatch.setattr(finetune_module, "finetune", broken)
     viewer = make_napari_viewer()
     w, _, _ = _setup(viewer, tmp_path)
-    in_use = MODEL_IN_USE.model
+    in_use = MODELS_IN_USE.model("renal")
     w.run_button.clicked()
     qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
     assert w.status.value == "training failed: out of memory"
-    assert MODEL_IN_USE.model is in_use and not w.use_button.enabled
+    assert MODELS_IN_USE.model("renal") is in_use and not w.use_button.enabled
     assert w.run_button.enabled and not (tmp_path / "ft.pt").exists()
 
 
@@ -115,10 +115,9 @@ def test_bad_rows_are_explained(make_napari_viewer, tmp_path):
 
 
 def test_fetal_volumes_retrain_the_fetal_model(make_napari_viewer, qtbot, tmp_path):
-    from napari_omniseg.models import save_checkpoint
+    from napari_omniseg.checkpoints import save_checkpoint
     from napari_omniseg.nets.conemos import CoNeMOS
     from napari_omniseg.simulate.fetal import simulate_fetal
-    from napari_omniseg.widgets.model_in_use import FETAL_MODEL_IN_USE
 
     viewer = make_napari_viewer()
     f = simulate_fetal(5, size=32)
@@ -132,7 +131,7 @@ def test_fetal_volumes_retrain_the_fetal_model(make_napari_viewer, qtbot, tmp_pa
     labels = viewer.add_labels(strokes, name="my brain", metadata={"region": "brain"})
     before = labels.data.copy()
     torch.manual_seed(0)
-    save_checkpoint(CoNeMOS(), tmp_path / "base.pt", "conemos")
+    save_checkpoint(CoNeMOS(), tmp_path / "base.pt")
     w = _open(viewer, "Fine-tune")
     w.kind.value = "fetal"
     row = w.rows[0]
@@ -155,8 +154,8 @@ def test_fetal_volumes_retrain_the_fetal_model(make_napari_viewer, qtbot, tmp_pa
     x = torch.from_numpy(f.volume)[None, None]
     with torch.no_grad():
         assert not torch.allclose(base.forward_regions(x, [2]),
-                                  w.trained[0].cpu().forward_regions(x, [2]))
+                                  w.trained[1].cpu().forward_regions(x, [2]))
     assert read_metadata(tmp_path / "ft.pt")["regions_trained"] == ["brain"]
     w.use_button.clicked()
-    assert FETAL_MODEL_IN_USE.model is w.trained[0]
+    assert MODELS_IN_USE.model("fetal") is w.trained[1]
     assert fetal_widget.model_source.value == "in use"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..run import Stopped, check_stop
 from .atomic import partial_path, written_atomically
 
 
@@ -161,8 +162,7 @@ def write_mask_pyramids(outputs: list[tuple], mpp: float | None, tile: int = 512
             w.start()
         for y in range(0, h0, band_rows):
             for w in writers:
-                if should_stop is not None and should_stop():
-                    raise InterruptedError("stopped")
+                check_stop(should_stop)
                 band = w.levels[0][y:y + band_rows]
                 if hasattr(band, "compute"):
                     # local scheduler: inside a cluster task the graph (holding a model) must
@@ -244,7 +244,7 @@ class _PyramidWriter:
                 band = self._queue.get(timeout=0.2)
             except queue.Empty:
                 if self.abort.is_set():
-                    raise InterruptedError("stopped") from None
+                    raise Stopped() from None
                 continue
             if band is None:
                 return
@@ -264,7 +264,7 @@ class _PyramidWriter:
     def _coarse_tiles(self, level_index: int):
         for k, row in enumerate(self.coarse[level_index - 1].tile_rows()):
             if self.abort.is_set():
-                raise InterruptedError("stopped")
+                raise Stopped()
             self.report(f"{self.name}: level {level_index}, rows {k * self.tile}-"
                         f"{(k + 1) * self.tile}")
             yield from row
@@ -291,6 +291,6 @@ class _PyramidWriter:
                               compressionargs={"level": 1}, **kw)
         except BaseException as e:  # handed to the computing thread
             self.error = e
-            if not (isinstance(e, InterruptedError) and self.abort.is_set()):
+            if not (isinstance(e, Stopped) and self.abort.is_set()):
                 self.failures.append(e)
             self.abort.set()

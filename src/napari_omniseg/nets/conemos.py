@@ -15,6 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import vocab
+from .registry import Architecture, register
+
 N_REGIONS = 5
 FEATURES = (16, 32, 64, 128)
 EMBED = 64
@@ -50,6 +53,9 @@ class CoNeMOS(nn.Module):
     multiple of 8) and ``(N,)`` region ids to ``(N, 1, D, H, W)`` logits; foreground where the
     sigmoid exceeds 0.5.
     """
+
+    #: Name in checkpoints and in the architecture registry.
+    architecture = "conemos"
 
     def __init__(self, n_regions: int = N_REGIONS, features: tuple[int, ...] = FEATURES,
                  conditioned: bool = True) -> None:
@@ -122,3 +128,10 @@ class CoNeMOS(nn.Module):
         n = len(region_ids)
         ids = torch.tensor(region_ids, device=volume.device)
         return self(volume.expand(n, *volume.shape[1:]), ids)
+
+
+register(Architecture(
+    "conemos",
+    build=lambda meta: CoNeMOS(conditioned=bool(meta.get("conditioned", True))),
+    settings=lambda net: {"conditioned": bool(net.conditioned)},
+    vocabulary=lambda: {"regions": {r.code: r.region_id for r in vocab.FETAL_REGIONS}}))

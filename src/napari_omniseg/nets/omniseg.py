@@ -13,6 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import vocab
+from .registry import Architecture, register
+
 N_TASKS = 6
 N_SCALES = 4
 HEAD_CHANNELS = 8
@@ -62,6 +65,9 @@ class OmniSegPlus(nn.Module):
     multiples of 16) and per-sample tissue and scale ids to ``(N, 2, H, W)`` logits; foreground
     where channel 1 exceeds channel 0.
     """
+
+    #: Name in checkpoints and in the architecture registry.
+    architecture = "omniseg_plus"
 
     def __init__(self, n_tasks: int = N_TASKS, n_scales: int = N_SCALES,
                  width: float = 1.0) -> None:
@@ -178,3 +184,11 @@ def clean_author_state_dict(state: dict) -> dict:
         if not k.startswith(UNUSED_AUTHOR_KEYS):
             out[k] = v
     return out
+
+
+register(Architecture(
+    "omniseg_plus",
+    build=lambda meta: OmniSegPlus(width=float(meta.get("width", 1.0))),
+    settings=lambda net: {"width": float(net.width)},
+    vocabulary=lambda: {"tissues": {t.code: t.task_id for t in vocab.TISSUES},
+                        "magnifications": {str(m): i for m, i in vocab.SCALE_IDS.items()}}))

@@ -1,14 +1,15 @@
-"""Segment many slides to files, on this machine or on a dask.distributed cluster."""
+"""Segment many slides or volumes to files, on this machine or (slides) on a dask.distributed
+cluster."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from ..errors import failure_sentence
+from ..run import Progress, ShouldStop, Stopped, report, scaled
 
-ProgressFn = Callable[[int, int, str], None]
 #: Tile rows an engine keeps while masks are written: a band of 512 slide rows is at most four
 #: rows of network tiles at 40x, plus the rows shared with the next band.
 _WRITING_CACHE_ROWS = 8
@@ -41,7 +42,7 @@ def output_stems(paths: Sequence[str | os.PathLike]) -> list[str]:
 
 def segment_slide_to_files(path: str | os.PathLike, tissues: Sequence[str],
                            magnification: float | None, model, out_dir: str | os.PathLike,
-                           mpp: float | None = None, progress: ProgressFn | None = None,
+                           mpp: float | None = None, progress: Progress | None = None,
                            stem: str | None = None) -> dict:
     """Segment one slide and write one pyramidal OME-TIFF mask per tissue.
 
@@ -81,7 +82,7 @@ def segment_slide_to_files(path: str | os.PathLike, tissues: Sequence[str],
 
 def _run_one(path, tissues, magnification, model_ref, out_dir, mpp, stem):
     """Cluster task: load the model where the task runs, then segment one slide."""
-    from ..models import load_model
+    from ..checkpoints import load_model
 
     model = load_model(model_ref)
     return segment_slide_to_files(path, tissues, magnification, model, out_dir, mpp, stem=stem)
@@ -90,7 +91,7 @@ def _run_one(path, tissues, magnification, model_ref, out_dir, mpp, stem):
 def segment_slides(paths: Sequence[str | os.PathLike], tissues: Sequence[str],
                    magnification: float | None, model_ref: str | os.PathLike,
                    out_dir: str | os.PathLike, mpp: float | None = None,
-                   scheduler: str | None = None, progress: ProgressFn | None = None) -> dict:
+                   scheduler: str | None = None, progress: Progress | None = None) -> dict:
     """Segment every slide; a slide that fails is reported and the others go on.
 
     Parameters
@@ -108,22 +109,16 @@ def segment_slides(paths: Sequence[str | os.PathLike], tissues: Sequence[str],
     failed: dict[str, str] = {}
     stems = output_stems(paths)
     if scheduler is None:
-        from ..models import load_model
+        from ..checkpoints import load_model
 
         model = load_model(model_ref)
         for i, p in enumerate(paths):
-            within = None
-            if progress is not None:  # the bar moves inside each slide: 1000 steps a slide
-                def within(done, total, message, i=i, name=Path(p).name):
-                    progress(i * 1000 + int(1000 * done / max(total, 1)), len(paths) * 1000,
-                             f"{name}: {message}")
-            try:
-                slides[str(p)] = segment_slide_to_files(p, tissues, magnification, model, out_dir,
-                                                        mpp, progress=within, stem=stems[i])
-            except Exception as e:  # noqa: BLE001 (one slide's failure; the batch goes on)
-                failed[str(p)] = failure_sentence(Path(p).name, e)
-            if progress is not None:
-                progress((i + 1) * 1000, len(paths) * 1000, f"{Path(p).name} done")
+            # the bar moves inside each slide: 1000 steps a slide
+            within = scaled(progress, i * 1000, 1000, len(paths) * 1000, f"{Path(p).name}: ")
+            _each_file(p, slides, failed, lambda: segment_slide_to_files(
+                p, tissues, magnification, model, out_dir, mpp, progress=within,
+                stem=stems[i]))
+            report(progress, (i + 1) * 1000, len(paths) * 1000, f"{Path(p).name} done")
         return {"slides": slides, "failed": failed}
 
     from distributed import Client, as_completed
@@ -143,12 +138,73 @@ def segment_slides(paths: Sequence[str | os.PathLike], tissues: Sequence[str],
                for p, stem in zip(paths, stems)}
     for i, fut in enumerate(as_completed(futures)):
         p = futures[fut]
-        try:
-            slides[p] = fut.result()
-        except Exception as e:  # noqa: BLE001 (reported per slide; the others go on)
-            failed[p] = failure_sentence(Path(p).name, e)
-        if progress is not None:
-            progress(i + 1, len(paths), f"{Path(p).name} done")
+        _each_file(p, slides, failed, fut.result)
+        report(progress, i + 1, len(paths), f"{Path(p).name} done")
     if not isinstance(scheduler, Client):
         client.close()
     return {"slides": slides, "failed": failed}
+
+
+def _each_file(path, results: dict, failed: dict, work) -> None:
+    """``results[path] = work()``; a failure is one sentence in ``failed`` and the batch goes
+    on. A stop (Ctrl-C, Stop) is not a failure: it ends the batch."""
+    try:
+        results[str(path)] = work()
+    except Exception as e:  # noqa: BLE001 (one file's failure; the others go on)
+        if isinstance(e, Stopped):
+            raise
+        failed[str(path)] = failure_sentence(Path(path).name, e)
+
+
+def segment_volume_to_files(path: str | os.PathLike, regions: Sequence[str], model,
+                            out_dir: str | os.PathLike, stem: str, flips: bool = True,
+                            clean_up: bool = True, progress: Progress | None = None,
+                            should_stop: ShouldStop | None = None) -> dict:
+    """Segment one volume and write one NIfTI mask per region (``<stem>_<region>.nii.gz``).
+
+    Returns
+    -------
+    dict
+        Per region: mask file and volume in ml.
+    """
+    import numpy as np
+
+    from ..io.export import save_nifti
+    from ..io.volumes import open_volume
+    from .volume import segment_volume
+
+    vol = open_volume(path)
+    masks = segment_volume(vol, regions, model, flips=flips, clean_up=clean_up,
+                           progress=progress, should_stop=should_stop)
+    voxel_ml = float(np.prod(vol.spacing)) / 1000.0
+    result = {}
+    for code, m in masks.items():
+        arr = np.asarray(m.compute(scheduler="synchronous"))
+        out = save_nifti(arr, vol.affine, Path(out_dir) / f"{stem}_{code}.nii.gz", np.uint8)
+        result[code] = {"mask": str(out), "volume_ml": float(arr.sum()) * voxel_ml}
+    return result
+
+
+def segment_volumes(paths: Sequence[str | os.PathLike], regions: Sequence[str],
+                    model_ref, out_dir: str | os.PathLike, flips: bool = True,
+                    clean_up: bool = True, progress: Progress | None = None,
+                    should_stop: ShouldStop | None = None) -> dict:
+    """Segment every volume (:func:`segment_volume_to_files`); a volume that fails is reported
+    and the others go on.
+
+    Returns
+    -------
+    dict
+        ``{"volumes": {path: per-region results}, "failed": {path: reason}}``.
+    """
+    from ..checkpoints import load_model
+
+    model = load_model(model_ref)
+    volumes: dict[str, dict] = {}
+    failed: dict[str, str] = {}
+    for i, (p, stem) in enumerate(zip(paths, output_stems(paths))):
+        within = scaled(progress, i * 1000, 1000, len(paths) * 1000, f"{Path(p).name}: ")
+        _each_file(p, volumes, failed, lambda: segment_volume_to_files(
+            p, regions, model, out_dir, stem, flips, clean_up, within, should_stop))
+        report(progress, (i + 1) * 1000, len(paths) * 1000, f"{Path(p).name} done")
+    return {"volumes": volumes, "failed": failed}

@@ -20,8 +20,9 @@ import numpy as np
 from .. import vocab
 from ..errors import OmnisegInputError
 from ..io.slides import Slide
-from .tiling import blend_window
+from ..run import Progress, ShouldStop, check_stop, report
 from .tile_cache import TileCache
+from .tiling import blend_window
 from .tissue_mask import TissueMask, tissue_mask, tissue_pixels
 
 #: Fraction of a tile that must look like tissue (not glass) for the network to run on it.
@@ -63,14 +64,15 @@ class TileEngine:
         Instead, keep this many rows of tiles (across the whole working width): enough for
         work that goes band by band, such as writing masks, in memory that does not grow with
         the slide's height.
-    tissue : TissueMask, optional
-        Where the tissue is; tiles without tissue are skipped and predictions off it are zero.
+    tissue_mask : TissueMask, optional
+        Where there is tissue rather than glass; tiles without tissue are skipped and
+        predictions off it are zero.
     """
 
     def __init__(self, slide: Slide, model: Any, magnification: float, tissues: Sequence[str],
                  tile: int = 256, overlap: int = 64, bf16: bool = False,
                  cache_mb: float = 512.0, batch: int = 8,
-                 tissue: TissueMask | None = None, cache_rows: int | None = None) -> None:
+                 tissue_mask: TissueMask | None = None, cache_rows: int | None = None) -> None:
         if slide.magnification is None:
             slide.require_mpp()
         self.slide = slide
@@ -81,7 +83,7 @@ class TileEngine:
         self.tile, self.overlap, self.stride = tile, overlap, tile - overlap
         self.bf16 = bf16
         self.batch = batch
-        self.tissue = tissue
+        self.tissue_mask = tissue_mask
         mag0 = float(slide.magnification)
         self.scale0 = self.mag / mag0  # working pixels per level-0 pixel
         h0, w0 = slide.shape
@@ -193,7 +195,7 @@ class TileEngine:
         import torch
 
         todo, images, masks = [], [], []
-        on = {k: self._tissue_of(*k) for k in keys}
+        on = {k: self._on_tissue(*k) for k in keys}
         to_read = [k for k, m in on.items() if m is None or m.any()]  # not all glass
         windows = self._windows(to_read)
         reading = set(to_read)
@@ -225,12 +227,13 @@ class TileEngine:
                 self._store(key, p)
             self.tiles_run += len(prob)
 
-    def _tissue_of(self, ty: int, tx: int) -> np.ndarray | None:
+    def _on_tissue(self, ty: int, tx: int) -> np.ndarray | None:
         """The tissue mask on a tile's working pixels, or None when the slide has none."""
-        if self.tissue is None:
+        if self.tissue_mask is None:
             return None
         step = 1.0 / self.scale0
-        return self.tissue.crop(self._origin(ty) * step, self._origin(tx) * step, step, self.tile)
+        return self.tissue_mask.crop(self._origin(ty) * step, self._origin(tx) * step, step,
+                                     self.tile)
 
     def _store(self, key, value) -> None:
         self._cache.put(key, value)
@@ -394,7 +397,7 @@ def make_engines(
     ``mask_glass`` keeps predictions inside the tissue found on the slide's thumbnail
     (see :mod:`~napari_omniseg.predict.tissue_mask`).
     """
-    from ..models import model_and_precision
+    from ..checkpoints import model_and_precision
 
     if slide.magnification is None:
         slide.require_mpp()
@@ -415,7 +418,7 @@ def make_engines(
     out: dict[str, tuple[TileEngine, int]] = {}
     for mag, group in groups.items():
         engine = TileEngine(slide, model, mag, group, tile=tile, overlap=overlap, bf16=bf16,
-                            tissue=on_tissue, cache_rows=cache_rows)
+                            tissue_mask=on_tissue, cache_rows=cache_rows)
         for i, code in enumerate(group):
             out[code] = (engine, i)
     return {c: out[c] for c in codes}
@@ -477,12 +480,14 @@ def fill_region(
     outputs: dict[str, list],
     box: tuple[int, int, int, int],
     chunk: int = 512,
-):
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+) -> int:
     """Compute the masks of a level-0 box into writable per-level arrays, chunk by chunk.
 
-    A generator: it yields ``(done, total)`` after each chunk, so a caller can report progress
-    and stop between chunks (a napari ``thread_worker`` does both). Chunks nearest the box's
-    centre come first.
+    Chunks nearest the box's centre come first. ``progress`` is called after each chunk and
+    ``should_stop`` before each (the run contract): a stop raises
+    :class:`~napari_omniseg.run.Stopped` and the chunks written so far stay (each is correct).
 
     Parameters
     ----------
@@ -495,6 +500,11 @@ def fill_region(
         Region in level-0 pixels.
     chunk : int
         Chunk size on the working grid.
+
+    Returns
+    -------
+    int
+        Chunks computed.
     """
     y0, y1, x0, x1 = box
     by_engine: dict[int, tuple[TileEngine, list[tuple[str, int]]]] = {}
@@ -513,6 +523,7 @@ def fill_region(
                              max(b, wx0), min(b + chunk, wx1)))
     jobs.sort(key=lambda j: j[0])
     for n, (_, engine, members, a0, a1, b0, b1) in enumerate(jobs):
+        check_stop(should_stop)
         engine.probabilities(a0, a1, b0, b1)  # runs the network on the chunk's tiles
         for level, ds in enumerate(engine.slide.downsamples):
             r = engine.scale0 * ds  # working pixels per level pixel
@@ -525,7 +536,8 @@ def fill_region(
             block = engine.level_block(level, ly0, ly1, lx0, lx1)
             for code, i in members:
                 outputs[code][level][ly0:ly1, lx0:lx1] = block[i]
-        yield n + 1, len(jobs)
+        report(progress, n + 1, len(jobs), f"chunk {n + 1} of {len(jobs)}")
+    return len(jobs)
 
 
 def _level_array(engine: TileEngine, level: int, shape: tuple[int, int], chunk: int,

@@ -7,30 +7,40 @@ border, so every pixel's result is dominated by tiles that see it with context o
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from ..run import ShouldStop, check_stop
 
-def blend_window(tile: int, overlap: int, sides: tuple[bool, bool, bool, bool] = (True,) * 4
-                 ) -> np.ndarray:
-    """2D weight: 1 in the centre, a squared ramp over ``overlap`` pixels towards each edge.
 
-    ``sides`` (top, bottom, left, right) says which edges have a neighbouring tile; an edge on
-    the image border keeps full weight, since no other tile will cover those pixels.
+def blend_weights(shape: tuple[int, ...], overlaps: tuple[int, ...],
+                  sides: tuple[tuple[bool, bool], ...] | None = None) -> np.ndarray:
+    """Weights of one window of any dimension: 1 inside, a squared ramp over ``overlaps[i]``
+    samples towards both ends of axis ``i`` (no ramp where the overlap is 0).
+
+    ``sides`` (one ``(low, high)`` pair per axis) says which ends have a neighbouring window;
+    an end on the image border keeps full weight, since no other window covers those samples.
     """
-    def ramp(lo: bool, hi: bool) -> np.ndarray:
-        r = np.ones(tile, np.float32)
+    weights = None
+    for axis, (n, overlap) in enumerate(zip(shape, overlaps)):
+        lo, hi = sides[axis] if sides is not None else (True, True)
+        r = np.ones(n, np.float32)
         if overlap > 0:
             up = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
             if lo:
                 r[:overlap] = up
             if hi:
                 r[-overlap:] = up[::-1]
-        return r
+        weights = r if weights is None else np.multiply.outer(weights, r)
+    return weights ** 2
 
+
+def blend_window(tile: int, overlap: int, sides: tuple[bool, bool, bool, bool] = (True,) * 4
+                 ) -> np.ndarray:
+    """2D :func:`blend_weights` of a square tile; ``sides`` is (top, bottom, left, right)."""
     top, bottom, left, right = sides
-    return np.outer(ramp(top, bottom), ramp(left, right)) ** 2
+    return blend_weights((tile, tile), (overlap, overlap), ((top, bottom), (left, right)))
 
 
 def tile_starts(length: int, tile: int, stride: int) -> list[int]:
@@ -51,7 +61,7 @@ def predict_array(
     batch: int = 4,
     device: str | None = None,
     bf16: bool = False,
-    should_stop: Callable[[], bool] | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> np.ndarray:
     """Foreground probability of each condition over a whole RGB image.
 
@@ -90,8 +100,7 @@ def predict_array(
     origins = [(y, x) for y in ys for x in xs]
     windows = {}
     for i in range(0, len(origins), batch):
-        if should_stop is not None and should_stop():
-            raise InterruptedError("stopped")
+        check_stop(should_stop)
         chunk = origins[i:i + batch]
         x = np.stack([image[y:y + tile, x0:x0 + tile] for y, x0 in chunk])
         xt = torch.from_numpy(x).to(dev).permute(0, 3, 1, 2).float().div_(255)

@@ -10,6 +10,7 @@ their borders.
 from __future__ import annotations
 
 import threading
+import warnings
 from typing import Any, Sequence
 
 import dask
@@ -17,8 +18,10 @@ import dask.array as da
 import numpy as np
 
 from .. import vocab
+from ..errors import OmnisegInputError
 from ..io.volumes import Volume
-
+from ..run import Progress, ShouldStop, check_stop, report, scaled
+from .tiling import blend_weights, tile_starts
 
 #: Regions that are one connected piece of tissue: any other piece of their predicted mask is a
 #: false positive. (Not the eyes: two globes, and a thin prediction of one may break in two.)
@@ -71,17 +74,17 @@ def regions_to_predict(codes: Sequence[str], clean_up: bool = True) -> list[str]
 
 
 def masks_from_probabilities(prob: np.ndarray, codes: Sequence[str],
-                             largest_piece: bool = True) -> np.ndarray:
+                             clean_up: bool = True) -> np.ndarray:
     """uint8 0/1 masks from :func:`predict_regions`'s probabilities of the regions ``codes``.
 
-    Thresholds at 0.5. With ``largest_piece`` (the clean-up), regions of
+    Thresholds at 0.5. With ``clean_up``, regions of
     :data:`SINGLE_PIECE_REGIONS` keep only their largest piece, and regions of
     :data:`INSIDE_REGIONS` only their pieces at least half inside their container (which must
     then be among ``codes``: :func:`regions_to_predict`).
     """
     codes = list(codes)
     out = (prob > 0.5).astype(np.uint8)
-    if not largest_piece:
+    if not clean_up:
         return out
     for k, code in enumerate(codes):
         if code in SINGLE_PIECE_REGIONS:
@@ -95,36 +98,44 @@ def masks_from_probabilities(prob: np.ndarray, codes: Sequence[str],
     return out
 
 
-def _window_weights(shape: tuple[int, int, int], overlaps: Sequence[int]) -> np.ndarray:
-    """Blending weights of one window: ramps along the axes whose windows overlap."""
-    ramps = []
-    for n, overlap in zip(shape, overlaps):
-        r = np.ones(n, np.float32)
-        if overlap:
-            up = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
-            r[:overlap], r[-overlap:] = up, up[::-1]
-        ramps.append(r)
-    return (ramps[0][:, None, None] * ramps[1][None, :, None] * ramps[2][None, None, :]) ** 2
+def normalize_intensity(volume: np.ndarray) -> np.ndarray:
+    """Rescale to [0, 1] by the 0.5 and 99.5 percentiles (as at inference).
 
+    Voxels that are NaN or infinite (a converter's or scanner's fault) do not count for the
+    percentiles and become 0, the darkest value, so that they cannot spread through the
+    network; a warning says how many there were.
 
-def _starts(n: int, window: int, stride: int) -> list[int]:
-    if n <= window:
-        return [0]
-    s = list(range(0, n - window, stride))
-    return s + [n - window]
+    Raises
+    ------
+    OmnisegInputError
+        When no voxel is finite.
+    """
+    finite = np.isfinite(volume)
+    if finite.all():
+        lo, hi = np.percentile(volume, (0.5, 99.5))
+        return np.clip((volume - lo) / max(hi - lo, 1e-6), 0, 1).astype(np.float32)
+    if not finite.any():
+        raise OmnisegInputError("the volume has no finite voxel (all are NaN or infinite)")
+    bad = int(volume.size - finite.sum())
+    warnings.warn(f"{bad} voxels ({100 * bad / volume.size:.2g}%) are NaN or infinite; they are "
+                  "treated as background", UserWarning, stacklevel=2)
+    lo, hi = np.percentile(volume[finite], (0.5, 99.5))
+    out = np.zeros(volume.shape, np.float32)
+    out[finite] = np.clip((volume[finite] - lo) / max(hi - lo, 1e-6), 0, 1)
+    return out
 
 
 def predict_regions(model: Any, volume: np.ndarray, region_ids: Sequence[int], window: int = 128,
                     overlap: int = 32, flips: bool = False, bf16: bool = False,
-                    normalize: bool = True) -> np.ndarray:
+                    normalize: bool = True, progress: Progress | None = None,
+                    should_stop: ShouldStop | None = None) -> np.ndarray:
     """Foreground probabilities ``(len(region_ids), Z, Y, X)`` of a volume.
 
     ``normalize=False`` when the intensities were already rescaled (a crop of a larger volume
-    keeps the whole volume's rescaling).
+    keeps the whole volume's rescaling). ``progress`` and ``should_stop`` (the run contract)
+    are called once per window; a stop raises :class:`~napari_omniseg.run.Stopped`.
     """
     import torch
-
-    from ..train.fetal import normalize_intensity
 
     vol = np.asarray(volume, np.float32)
     vol = normalize_intensity(vol) if normalize else vol
@@ -134,46 +145,62 @@ def predict_regions(model: Any, volume: np.ndarray, region_ids: Sequence[int], w
     win = [min(window, p) for p in padded]
     # only axes covered by several windows blend: a thick-slice stack (512 x 512 x 8) has one
     # window of 16 along its short axis, shorter than the overlap
-    weights = _window_weights(tuple(win), [overlap if p > window else 0 for p in padded])
+    weights = blend_weights(tuple(win), tuple(overlap if p > window else 0 for p in padded))
     acc = np.zeros((len(region_ids), *padded), np.float32)
     wsum = np.zeros(padded, np.float32)
     dev = next(model.parameters()).device
-    for z in _starts(padded[0], win[0], win[0] - overlap):
-        for y in _starts(padded[1], win[1], win[1] - overlap):
-            for x in _starts(padded[2], win[2], win[2] - overlap):
-                sl = (slice(z, z + win[0]), slice(y, y + win[1]), slice(x, x + win[2]))
-                t = torch.from_numpy(np.ascontiguousarray(vol[sl]))[None, None].to(dev)
-                # one region per pass: as fast as one batch of all regions (FiLM leaves
-                # nothing to share) and the batch of five 128^3 passes held 4 GB, not 1.5
-                for k, rid in enumerate(region_ids):
-                    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16,
-                                                         enabled=bf16):
-                        p = torch.sigmoid(model.forward_regions(t, [rid]).float())
-                        if flips:
-                            for axis in (2, 3, 4):
-                                f = model.forward_regions(t.flip(axis), [rid])
-                                p = p + torch.sigmoid(f.float()).flip(axis)
-                            p = p / 4
-                    acc[k][sl] += p[0, 0].cpu().numpy() * weights
-                wsum[sl] += weights
+    zs, ys, xs = (tile_starts(p, w, w - overlap) for p, w in zip(padded, win))
+    origins = [(z, y, x) for z in zs for y in ys for x in xs]
+    for n, (z, y, x) in enumerate(origins):
+        check_stop(should_stop)
+        sl = (slice(z, z + win[0]), slice(y, y + win[1]), slice(x, x + win[2]))
+        t = torch.from_numpy(np.ascontiguousarray(vol[sl]))[None, None].to(dev)
+        # one region per pass: as fast as one batch of all regions (FiLM leaves
+        # nothing to share) and the batch of five 128^3 passes held 4 GB, not 1.5
+        for k, rid in enumerate(region_ids):
+            with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16,
+                                                 enabled=bf16):
+                p = torch.sigmoid(model.forward_regions(t, [rid]).float())
+                if flips:
+                    for axis in (2, 3, 4):
+                        f = model.forward_regions(t.flip(axis), [rid])
+                        p = p + torch.sigmoid(f.float()).flip(axis)
+                    p = p / 4
+            acc[k][sl] += p[0, 0].cpu().numpy() * weights
+        wsum[sl] += weights
+        report(progress, n + 1, len(origins), f"window {n + 1} of {len(origins)}")
     out = acc / np.maximum(wsum, 1e-12)
     return out[:, : shape[0], : shape[1], : shape[2]]
 
 
 def region_masks(model: Any, volume: np.ndarray, codes: Sequence[str], window: int = 128,
-                 flips: bool = True, bf16: bool = False, largest_piece: bool = True) -> np.ndarray:
+                 flips: bool = True, bf16: bool = False, clean_up: bool = True,
+                 progress: Progress | None = None, should_stop: ShouldStop | None = None
+                 ) -> np.ndarray:
     """uint8 0/1 masks ``(len(codes), Z, Y, X)`` of the regions ``codes``, made the way
     :func:`segment_volume` makes them: the containers the clean-up needs are predicted too
-    (:func:`regions_to_predict`) but not returned."""
-    predicted = regions_to_predict(codes, largest_piece)
-    ids = [vocab.fetal_region(c).region_id for c in predicted]
-    prob = predict_regions(model, volume, ids, window, flips=flips, bf16=bf16)
-    return masks_from_probabilities(prob, predicted, largest_piece)[: len(codes)]
+    (:func:`regions_to_predict`) but not returned.
+
+    Regions are predicted one after the other (FiLM leaves them no work to share), so progress
+    moves and a stop takes effect within each region; a stop raises
+    :class:`~napari_omniseg.run.Stopped`.
+    """
+    predicted = regions_to_predict(codes, clean_up)
+    vol = normalize_intensity(np.asarray(volume, np.float32))  # once for all regions
+    probs = []
+    for k, code in enumerate(predicted):
+        region = vocab.fetal_region(code)
+        probs.append(predict_regions(
+            model, vol, [region.region_id], window, flips=flips, bf16=bf16, normalize=False,
+            progress=scaled(progress, 1000 * k, 1000, 1000 * len(predicted),
+                            f"{region.name}: "), should_stop=should_stop)[0])
+    return masks_from_probabilities(np.stack(probs), predicted, clean_up)[: len(codes)]
 
 
 def segment_volume(volume: Volume, regions: Sequence[str] = ("brain",), model: Any = None,
                    window: int = 128, flips: bool = True, bf16: bool | None = None,
-                   largest_piece: bool = True) -> dict[str, da.Array]:
+                   clean_up: bool = True, progress: Progress | None = None,
+                   should_stop: ShouldStop | None = None) -> dict[str, da.Array]:
     """Lazy uint8 0/1 masks of fetal regions, each with the volume's shape.
 
     Parameters
@@ -190,18 +217,21 @@ def segment_volume(volume: Volume, regions: Sequence[str] = ("brain",), model: A
         Average the prediction with its three axis-mirrored ones (4 passes per region, so 4x
         slower). On by default: on held-out phantoms it raised every region's Dice, the eyes
         most (0.74 -> 0.88; docs/fetal.md). ``False`` for a quick preview.
-    largest_piece : bool
-        Clean up the masks: keep only the largest connected piece of the regions that are one
+    clean_up : bool
+        Keep only the largest connected piece of the regions that are one
         piece of tissue (:data:`SINGLE_PIECE_REGIONS`), and only the pieces of the eyes that
         are at least half inside the fetal body (:data:`INSIDE_REGIONS`; the body is then
         predicted too, even if not asked for).
+    progress, should_stop : callable, optional
+        The run contract, while the masks are computed (the first compute of any region);
+        a stop raises :class:`~napari_omniseg.run.Stopped` from that compute.
 
     Returns
     -------
     dict of str to dask.array.Array
         All regions are computed together the first time any of them is.
     """
-    from ..models import model_and_precision
+    from ..checkpoints import model_and_precision
 
     codes = list(vocab.FETAL_REGION_CODES) if list(regions) == ["all"] else [
         vocab.fetal_region(r).code for r in regions]
@@ -217,7 +247,7 @@ def segment_volume(volume: Volume, regions: Sequence[str] = ("brain",), model: A
         with lock:
             if "masks" not in done:
                 done["masks"] = region_masks(model, np.asarray(volume.data), codes, window,
-                                             flips, bf16, largest_piece)
+                                             flips, bf16, clean_up, progress, should_stop)
             return done["masks"]
 
     stacked = da.from_delayed(masks(), (len(codes), *volume.data.shape), np.uint8)

@@ -180,7 +180,8 @@ def simulate_fetal(seed: int = 0, size: int = 128, spacing: float = 3.0) -> Feta
     bias = np.exp(0.18 * _smooth_field(rng, (n, n, n), n / 4))
     img *= bias
     sigma = rng.uniform(0.03, 0.06)
-    img = np.sqrt((img + rng.normal(0, sigma, img.shape)) ** 2 + rng.normal(0, sigma, img.shape) ** 2)
+    real, imaginary = rng.normal(0, sigma, img.shape), rng.normal(0, sigma, img.shape)
+    img = np.sqrt((img + real) ** 2 + imaginary ** 2)
 
     affine = np.diag([spacing, spacing, spacing, 1.0])
     affine[:3, 3] = -(n - 1) / 2 * spacing

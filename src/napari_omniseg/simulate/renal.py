@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import dask
 import dask.array as da
@@ -22,6 +22,7 @@ import numpy as np
 from .. import vocab
 from ..errors import OmnisegInputError
 from ..io.atomic import partial_path
+from ..run import Progress, ShouldStop, check_stop
 from .noise import value_noise
 from .renal_layout import RenalLayout
 from .renal_render import MASK_ORDER, MPP, RenalRenderer
@@ -31,8 +32,6 @@ from .stains import stain_style
 LEVEL_MAGNIFICATIONS = (40, 20, 10, 5)
 TISSUE_SHAPES = ("full", "biopsy")
 
-ProgressFn = Callable[[int, int, str], None]
-StopFn = Callable[[], bool]
 
 
 @dataclass
@@ -208,8 +207,8 @@ def write_renal_slide(
     tile: int = 512,
     quality: int = 90,
     variation: float = 1.0,
-    progress: ProgressFn | None = None,
-    should_stop: StopFn | None = None,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> tuple[Path, Path | None]:
     """Render a slide band by band straight into a pyramidal OME-TIFF.
 
@@ -264,8 +263,7 @@ def write_renal_slide(
 
         def level0_tiles() -> Iterator[np.ndarray]:
             for b in range(n_bands):
-                if should_stop is not None and should_stop():
-                    raise InterruptedError("stopped")
+                check_stop(should_stop)
                 y = b * tile
                 bh = min(tile, height - y)
                 band = np.empty((bh, width, 9), np.uint8)

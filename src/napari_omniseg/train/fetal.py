@@ -9,16 +9,13 @@ FiLM and with one output channel per region, trained with the same partial-label
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from .. import vocab
-from ..errors import OmnisegInputError
+from ..run import Progress
 
-ProgressFn = Callable[[int, int, str], None]
 #: Phantom seeds of training volumes start here; evaluation uses seeds below it.
 TRAIN_SEED0 = 10_000
 #: Ways of drawing the region of a training sample (see :meth:`FetalSet.region_probabilities`).
@@ -28,33 +25,6 @@ SAMPLINGS = ("balanced", "inverse")
 #: the first bundled model never left (eyes Dice 0).
 FOREGROUND_FRACTION = {"uterus": 0.67, "body": 0.67, "brain": 0.67, "eyes": 1.0,
                        "placenta": 0.67}
-
-
-def normalize_intensity(volume: np.ndarray) -> np.ndarray:
-    """Rescale to [0, 1] by the 0.5 and 99.5 percentiles (as at inference).
-
-    Voxels that are NaN or infinite (a converter's or scanner's fault) do not count for the
-    percentiles and become 0, the darkest value, so that they cannot spread through the
-    network; a warning says how many there were.
-
-    Raises
-    ------
-    OmnisegInputError
-        When no voxel is finite.
-    """
-    finite = np.isfinite(volume)
-    if finite.all():
-        lo, hi = np.percentile(volume, (0.5, 99.5))
-        return np.clip((volume - lo) / max(hi - lo, 1e-6), 0, 1).astype(np.float32)
-    if not finite.any():
-        raise OmnisegInputError("the volume has no finite voxel (all are NaN or infinite)")
-    bad = int(volume.size - finite.sum())
-    warnings.warn(f"{bad} voxels ({100 * bad / volume.size:.2g}%) are NaN or infinite; they are "
-                  "treated as background", UserWarning, stacklevel=2)
-    lo, hi = np.percentile(volume[finite], (0.5, 99.5))
-    out = np.zeros(volume.shape, np.float32)
-    out[finite] = np.clip((volume[finite] - lo) / max(hi - lo, 1e-6), 0, 1)
-    return out
 
 
 @dataclass
@@ -85,8 +55,9 @@ class FetalSet:
 
 
 def build_fetal_set(seeds: list[int], size: int = 128,
-                    progress: ProgressFn | None = None) -> FetalSet:
+                    progress: Progress | None = None) -> FetalSet:
     """Simulate one phantom per seed (see :func:`~napari_omniseg.simulate_fetal`)."""
+    from ..predict.volume import normalize_intensity
     from ..simulate.fetal import simulate_fetal
 
     vols, masks, lab = [], [], []
@@ -146,7 +117,7 @@ def make_fetal_batches(data: FetalSet, batch: int = 1, crop: int = 64, seed: int
                        augment: bool = True, baseline: bool = False,
                        foreground_fraction: float | dict[str, float] | None = None,
                        regions_per_crop: int = 1, sampling: str = "balanced"):
-    """``next_batch()`` for :func:`~napari_omniseg.train.loop.train_loop`.
+    """``next_batch()`` for :class:`~napari_omniseg.train.engine.SegmentationStep`.
 
     CoNeMOS batches hold one (volume, region) pair per sample; baseline batches hold a volume
     with all region channels and a validity mask that keeps only its labelled regions.
@@ -220,7 +191,7 @@ def make_fetal_batches(data: FetalSet, batch: int = 1, crop: int = 64, seed: int
 def train_fetal(out, minutes: float = 100.0, volumes: int = 60, batch: int = 2,
                 crop: int = 64, lr: float = 5e-4, baseline: bool = False,
                 regions_per_crop: int = 1, loss: str = "dice+bce", sampling: str = "balanced",
-                progress: ProgressFn | None = None,
+                progress: Progress | None = None,
                 should_stop=None) -> dict:
     """Train CoNeMOS (or the unconditioned baseline) on phantoms and write its checkpoint.
 
@@ -237,9 +208,9 @@ def train_fetal(out, minutes: float = 100.0, volumes: int = 60, batch: int = 2,
         raise ValueError(f"loss must be one of {sorted(LOSSES)}, not {loss!r}")
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling must be one of {SAMPLINGS}, not {sampling!r}")
-    from ..models import pick_device, save_checkpoint
+    from ..checkpoints import pick_device, save_checkpoint
     from ..nets.conemos import CoNeMOS
-    from .loop import train_loop
+    from .engine import SegmentationStep, run_training
 
     t0 = time.perf_counter()
     seeds = list(range(TRAIN_SEED0, TRAIN_SEED0 + volumes))
@@ -248,9 +219,10 @@ def train_fetal(out, minutes: float = 100.0, volumes: int = 60, batch: int = 2,
     torch.manual_seed(0)
     device = pick_device()
     model = CoNeMOS(conditioned=not baseline).to(device)
+    labelled = dict(zip(vocab.FETAL_REGION_CODES, data.labelled.sum(0).tolist()))
     recipe = {
         "trained_on": f"{volumes} phantom volumes (seeds {seeds[0]}-{seeds[-1]}), labelled "
-                      f"per region {dict(zip(vocab.FETAL_REGION_CODES, data.labelled.sum(0).tolist()))}",
+                      f"per region {labelled}",
         "conditioned": not baseline,
         "batch": batch, "crop": crop, "lr": lr,
         "loss": {"dice": "soft Dice", "dice+bce": "soft Dice + binary cross-entropy"}[loss]
@@ -267,27 +239,26 @@ def train_fetal(out, minutes: float = 100.0, volumes: int = 60, batch: int = 2,
     }
 
     def checkpoint(step: int) -> None:
-        save_checkpoint(model, out, "conemos", **dict(
+        save_checkpoint(model, out, **dict(
             recipe, steps=step, data_seconds=round(t_data, 1),
             training_seconds=round(time.perf_counter() - t0 - t_data, 1)))
 
-    result = train_loop(model, make_fetal_batches(data, batch, crop, baseline=baseline,
-                                                   regions_per_crop=regions_per_crop,
-                                                   sampling=sampling),
-                        LOSSES[loss], minutes=max(0.1, minutes - t_data / 60), lr=lr,
-                        bf16=device.type == "cpu", progress=progress, should_stop=should_stop,
-                        on_checkpoint=checkpoint)
+    batches = make_fetal_batches(data, batch, crop, baseline=baseline,
+                                 regions_per_crop=regions_per_crop, sampling=sampling)
+    result = run_training(SegmentationStep(model, batches, LOSSES[loss], lr=lr),
+                          minutes=minutes, started=t0, progress=progress,
+                          should_stop=should_stop, checkpoint=checkpoint)
     recipe.update(steps=result.steps, data_seconds=round(t_data, 1),
-                  training_seconds=round(result.seconds, 1), stopped=result.stopped)
-    save_checkpoint(model, out, "conemos", **recipe)
+                  training_seconds=round(result.seconds - t_data, 1), stopped=result.stopped)
+    save_checkpoint(model, out, **recipe)
     return recipe
 
 
 def evaluate_fetal(model, seeds: list[int], size: int = 128, bf16: bool = True,
-                   largest_piece: bool = True, flips: bool = True) -> dict:
+                   clean_up: bool = True, flips: bool = True) -> dict:
     """Dice of every region on held-out phantoms (all regions are known in simulation).
 
-    The masks are made as :func:`~napari_omniseg.segment_volume` makes them (``largest_piece``
+    The masks are made as :func:`~napari_omniseg.segment_volume` makes them (``clean_up``
     and ``flips`` as there).
     """
     from ..predict.volume import region_masks
@@ -298,7 +269,7 @@ def evaluate_fetal(model, seeds: list[int], size: int = 128, bf16: bool = True,
     for seed in seeds:
         f = simulate_fetal(seed, size=size)
         masks = region_masks(model, f.volume, vocab.FETAL_REGION_CODES, flips=flips, bf16=bf16,
-                             largest_piece=largest_piece)
+                             clean_up=clean_up)
         for k, code in enumerate(vocab.FETAL_REGION_CODES):
             pred, gt = masks[k] > 0, f.masks[code] > 0
             inter[k] += (pred & gt).sum()

@@ -11,16 +11,15 @@ same answer for two colour augmentations of the same patch.
 
 from __future__ import annotations
 
-import copy
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
 from .. import vocab
+from ..run import Progress, ShouldStop
 from .annotations import Annotation
-from .loop import ProgressFn
+from .engine import TrainResult, finetune_copy
 from .metrics import dice, hausdorff95
 
 #: Pseudo-labels count only where the starting model is this sure (p below 1-x or above x).
@@ -43,7 +42,7 @@ def make_finetune_batches(annotations: list[Annotation], batch: int = 8, crop: i
                           seed: int = 0, augment: bool = True,
                           pseudo: list[Annotation] | None = None, pseudo_fraction: float = 0.3,
                           consistency: bool = False):
-    """``next_batch()`` for :func:`~napari_omniseg.train.loop.train_loop`.
+    """``next_batch()`` for :func:`~napari_omniseg.train.engine.run_training`.
 
     Tissues are drawn evenly, then an annotation of that tissue, then a crop around one of its
     known pixels. ``valid`` marks known pixels (padding and pixels rotated in from outside are
@@ -116,7 +115,7 @@ def pseudo_labels(model, annotations: list[Annotation], bf16: bool | None = None
     """
     from skimage.transform import resize
 
-    from ..models import model_and_precision
+    from ..checkpoints import model_and_precision
     from ..predict.tiling import predict_array
 
     model, bf16 = model_and_precision(model, "renal", bf16)
@@ -152,7 +151,7 @@ def evaluate_annotations(model, annotations: list[Annotation], bf16: bool | None
     dict
         ``{"tissues": {code: {"dice", "hd95_um", "patches"}}, "mean_dice": float}``.
     """
-    from ..models import model_and_precision
+    from ..checkpoints import model_and_precision
     from ..predict.tiling import predict_array
 
     model, bf16 = model_and_precision(model, "renal", bf16)
@@ -174,32 +173,6 @@ def evaluate_annotations(model, annotations: list[Annotation], bf16: bool | None
     return {"tissues": table, "mean_dice": round(mean, 4)}
 
 
-@dataclass
-class FinetuneResult:
-    """What a fine-tuning run produced.
-
-    Attributes
-    ----------
-    model : torch.nn.Module
-        The fine-tuned copy (best validation Dice when a validation set was given).
-    history : list of dict
-        ``{"step", "seconds", "loss", "val_dice"}`` at every validation.
-    steps, seconds : int, float
-        Work done.
-    stopped : bool
-        Ended by ``should_stop``.
-    best_val_dice : float or None
-        Mean validation Dice of the returned weights.
-    """
-
-    model: object
-    history: list[dict] = field(default_factory=list)
-    steps: int = 0
-    seconds: float = 0.0
-    stopped: bool = False
-    best_val_dice: float | None = None
-
-
 def finetune(
     model,
     train: list[Annotation],
@@ -213,10 +186,10 @@ def finetune(
     consistency_weight: float = 1.0,
     validate_every: float = 60.0,
     seed: int = 0,
-    progress: ProgressFn | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
     on_validate: Callable[[dict], None] | None = None,
-) -> FinetuneResult:
+) -> TrainResult:
     """Fine-tune a copy of ``model`` on partial annotations.
 
     Parameters
@@ -227,7 +200,7 @@ def finetune(
         Training annotations; validation patches (fully annotated) scored every
         ``validate_every`` seconds and at the end.
     minutes, max_steps : float, int
-        Budget (as :func:`~napari_omniseg.train.loop.train_loop`); the minutes include
+        Budget (as :func:`~napari_omniseg.train.engine.run_training`); the minutes include
         computing pseudo-labels and validating.
     semi_supervised : bool
         Add pseudo-labelled samples of the other tissues and the two-view consistency loss.
@@ -236,7 +209,7 @@ def finetune(
 
     Returns
     -------
-    FinetuneResult
+    TrainResult
     """
     from .losses import dice_bce_loss
 
@@ -244,86 +217,32 @@ def finetune(
     pseudo = pseudo_labels(model, train) if semi_supervised else None
     batches = make_finetune_batches(train, batch=batch, seed=seed, pseudo=pseudo,
                                     consistency=semi_supervised)
-    return train_keeping_best(
-        model, batches, dice_bce_loss, lambda m: evaluate_annotations(m, val)["mean_dice"],
-        bool(val), start=start, minutes=minutes, max_steps=max_steps, lr=lr,
-        validate_every=validate_every, progress=progress, should_stop=should_stop,
-        on_validate=on_validate,
-        consistency_weight=consistency_weight if semi_supervised else 0.0)
+    return finetune_copy(
+        model, batches, dice_bce_loss,
+        (lambda m: evaluate_annotations(m, val)["mean_dice"]) if val else None, started=start,
+        lr=lr, consistency_weight=consistency_weight if semi_supervised else 0.0,
+        minutes=minutes, max_steps=max_steps, validate_every=validate_every, progress=progress,
+        should_stop=should_stop, on_validate=on_validate)
 
 
-def train_keeping_best(model, batches, loss_fn, score, validate: bool, *, start: float,
-                       minutes: float | None, max_steps: int | None, lr: float,
-                       validate_every: float, progress: ProgressFn | None = None,
-                       should_stop: Callable[[], bool] | None = None,
-                       on_validate: Callable[[dict], None] | None = None,
-                       consistency_weight: float = 0.0) -> FinetuneResult:
-    """Train a copy of ``model``, scoring it every ``validate_every`` s and keeping the best.
-
-    ``score(model) -> float`` is the validation Dice (used when ``validate``); ``start`` is
-    when the caller began (``time.perf_counter()``): its preparation counts toward ``minutes``.
-    """
-    from .loop import train_loop
-
-    student = copy.deepcopy(model)
-    student.train()
-    result = FinetuneResult(model=student)
-    best: dict = {"dice": -1.0, "state": None}
-    losses: list[float] = []  # filled as training goes (train_loop reports only at the end)
-
-    def check(step: int) -> None:
-        entry = {"step": step, "seconds": round(time.perf_counter() - start, 1),
-                 "loss": float(np.mean(losses[-50:])) if losses else None,
-                 "val_dice": None}
-        if validate:
-            was_training = student.training
-            entry["val_dice"] = score(student.eval())
-            student.train(was_training)
-            if entry["val_dice"] > best["dice"]:
-                best.update(dice=entry["val_dice"], state=copy.deepcopy(student.state_dict()))
-        result.history.append(entry)
-        if on_validate is not None:
-            on_validate(entry)
-
-    def logged_loss(logits, targets, valid):
-        loss = loss_fn(logits, targets, valid)
-        losses.append(float(loss.detach()))
-        return loss
-
-    if validate:
-        check(0)
-    if minutes is not None:  # the budget covers preparation and the first validation too
-        minutes = max(0.05, minutes - (time.perf_counter() - start) / 60)
-    run = train_loop(student, batches, logged_loss, minutes=minutes, max_steps=max_steps, lr=lr,
-                     bf16=next(student.parameters()).device.type == "cpu", progress=progress,
-                     should_stop=should_stop, on_checkpoint=check,
-                     checkpoint_every=validate_every, consistency_weight=consistency_weight)
-    if best["state"] is not None:
-        student.load_state_dict(best["state"])
-        result.best_val_dice = best["dice"]
-    result.steps, result.seconds, result.stopped = run.steps, run.seconds, run.stopped
-    student.eval()
-    return result
-
-
-def save_finetuned(result: FinetuneResult, path, base: str, train: list[Annotation],
-                   semi_supervised: bool, val: list[Annotation] | None = None):
+def save_finetuned(result: TrainResult, path, base: str, train: list[Annotation],
+                   val: list[Annotation] | None = None, semi_supervised: bool = False):
     """Write the fine-tuned model with what it was trained on and what it started from."""
-    from ..models import save_checkpoint
+    from ..checkpoints import save_checkpoint
     from .annotations import summarize
 
     return save_checkpoint(
-        result.model, path, "omniseg_plus", width=float(getattr(result.model, "width", 1.0)),
+        result.model, path,
         trained_on=f"fine-tuned on {len(train)} annotated patches",
         tissues_trained=sorted({a.tissue for a in train}),
         data=summarize(train), validation_patches=len(val or []),
         semi_supervised=semi_supervised, **run_metadata(result, base))
 
 
-def run_metadata(result: FinetuneResult, base: str) -> dict:
+def run_metadata(result: TrainResult, base: str) -> dict:
     """What every fine-tuned checkpoint records: its base model and how the run went."""
     base_meta = getattr(result.model, "omniseg_metadata", {}) or {}
     return {"base_model": base, "base_trained_on": base_meta.get("trained_on", ""),
             "steps": result.steps, "training_seconds": round(result.seconds, 1),
-            "stopped": result.stopped, "best_val_dice": result.best_val_dice,
+            "stopped": result.stopped, "best_val_dice": result.best_score,
             "history": result.history}

@@ -18,8 +18,9 @@ import numpy as np
 
 from .. import vocab
 from ..errors import OmnisegInputError
-from .finetune import FinetuneResult, run_metadata, train_keeping_best
-from .loop import ProgressFn
+from ..run import Progress, ShouldStop
+from .engine import TrainResult, finetune_copy
+from .finetune import run_metadata
 
 #: Context kept around the known voxels when an annotation is cut out of a volume.
 MARGIN = 24
@@ -33,7 +34,7 @@ class VolumeAnnotation:
     ----------
     volume : numpy.ndarray
         ``(Z, Y, X)`` float32, intensities already rescaled to [0, 1] over the whole volume
-        (as :func:`~napari_omniseg.train.fetal.normalize_intensity` does at inference).
+        (as :func:`~napari_omniseg.predict.volume.normalize_intensity` does at inference).
     mask, known : numpy.ndarray
         ``(Z, Y, X)`` bool: the region is here; the label of this voxel is known.
     region : str
@@ -81,7 +82,7 @@ def volume_annotation_from_layers(volume: np.ndarray, labels: np.ndarray, region
     VolumeAnnotation
         Cut to the known voxels plus :data:`MARGIN`; the inputs are not modified.
     """
-    from .fetal import normalize_intensity
+    from ..predict.volume import normalize_intensity
 
     volume, labels = np.asarray(volume), np.asarray(labels)
     if volume.ndim != 3:
@@ -111,13 +112,6 @@ _PARTIAL = {"0", "false", "no", "partial"}
 _COMPLETE = {"", "1", "true", "yes", "complete"}
 
 
-def is_volume_manifest(path: str | os.PathLike) -> bool:
-    """Whether a manifest lists fetal volumes (it has a ``region`` column)."""
-    from ..io.manifest import columns
-
-    return "region" in columns(path)
-
-
 def read_volume_manifest(path: str | os.PathLike, split_column: str | None = "split"
                          ) -> dict[str, list[VolumeAnnotation]]:
     """Annotated volumes listed in a CSV (columns image, mask, region; optional annotated).
@@ -128,9 +122,8 @@ def read_volume_manifest(path: str | os.PathLike, split_column: str | None = "sp
     case only painted voxels are known. Returns the rows grouped by ``split_column`` (all under
     ``"train"`` when the column is absent or None).
     """
-    from ..io.volumes import open_volume
-
     from ..io.manifest import read_rows
+    from ..io.volumes import open_volume
 
     path = Path(path)
     out: dict[str, list[VolumeAnnotation]] = {}
@@ -161,7 +154,7 @@ def _crop_size(shape: tuple[int, ...], crop: int) -> int:
 def make_volume_batches(annotations: list[VolumeAnnotation], batch: int = 2, crop: int = 64,
                         seed: int = 0, augment: bool = True,
                         foreground_fraction: float = 0.67):
-    """``next_batch()`` for :func:`~napari_omniseg.train.loop.train_loop`.
+    """``next_batch()`` for :func:`~napari_omniseg.train.engine.run_training`.
 
     Regions are drawn evenly, then an annotation of that region, then a crop centred on one of
     its known voxels (on a voxel of the region for ``foreground_fraction`` of crops). ``valid``
@@ -223,7 +216,7 @@ def evaluate_volume_annotations(model, annotations: list[VolumeAnnotation],
     dict
         ``{"regions": {code: {"dice", "volumes"}}, "mean_dice": float}``.
     """
-    from ..models import model_and_precision
+    from ..checkpoints import model_and_precision
     from ..predict.volume import predict_regions
     from .metrics import dice
 
@@ -251,10 +244,10 @@ def finetune_fetal(
     crop: int = 64,
     validate_every: float = 60.0,
     seed: int = 0,
-    progress: ProgressFn | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
     on_validate: Callable[[dict], None] | None = None,
-) -> FinetuneResult:
+) -> TrainResult:
     """Fine-tune a copy of a CoNeMOS model on partially annotated volumes.
 
     Parameters
@@ -264,12 +257,12 @@ def finetune_fetal(
     train, val : list of VolumeAnnotation
         Training annotations; validation volumes scored every ``validate_every`` seconds.
     minutes, max_steps : float, int
-        Budget (as :func:`~napari_omniseg.train.loop.train_loop`; minutes include
+        Budget (as :func:`~napari_omniseg.train.engine.run_training`; minutes include
         validation).
 
     Returns
     -------
-    FinetuneResult
+    TrainResult
     """
     from .fetal import soft_dice_loss
 
@@ -278,22 +271,23 @@ def finetune_fetal(
                                 "(CoNeMOS) model; this one is not")
     start = time.perf_counter()
     batches = make_volume_batches(train, batch=batch, crop=crop, seed=seed)
-    return train_keeping_best(
+    return finetune_copy(
         model, batches, soft_dice_loss,
-        lambda m: evaluate_volume_annotations(m, val)["mean_dice"], bool(val), start=start,
-        minutes=minutes, max_steps=max_steps, lr=lr, validate_every=validate_every,
-        progress=progress, should_stop=should_stop, on_validate=on_validate)
+        (lambda m: evaluate_volume_annotations(m, val)["mean_dice"]) if val else None,
+        started=start, lr=lr, minutes=minutes, max_steps=max_steps,
+        validate_every=validate_every, progress=progress, should_stop=should_stop,
+        on_validate=on_validate)
 
 
-def save_finetuned_fetal(result: FinetuneResult, path, base: str,
+def save_finetuned_fetal(result: TrainResult, path, base: str,
                          train: list[VolumeAnnotation],
                          val: list[VolumeAnnotation] | None = None):
     """Write the fine-tuned fetal model with what it was trained on and what it started from."""
-    from ..models import save_checkpoint
+    from ..checkpoints import save_checkpoint
 
     regions = sorted({a.region for a in train})
     return save_checkpoint(
-        result.model, path, "conemos", conditioned=True,
+        result.model, path,
         trained_on=f"fine-tuned on {len(train)} annotated volume(s)", regions_trained=regions,
         data={r: sum(a.region == r for a in train) for r in regions},
         validation_volumes=len(val or []), **run_metadata(result, base))

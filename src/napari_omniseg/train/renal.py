@@ -7,15 +7,13 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from .. import vocab
-from ..models import save_checkpoint
+from ..checkpoints import save_checkpoint
+from ..run import Progress, ShouldStop
 from .renal_data import ConditionSampler, PatchBank, build_patch_bank
-
-ProgressFn = Callable[[int, int, str], None]
 
 #: Seeds of training slides start here; evaluation uses seeds below it.
 TRAIN_SEED0 = 10_000
@@ -56,8 +54,8 @@ def train_renal(
     bank_path: str | os.PathLike | None = None,
     biopsy_fraction: float = 0.3,
     half: bool = False,
-    progress: ProgressFn | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> dict:
     """Train the renal Omni-Seg+ model on simulated slides and write its checkpoint.
 
@@ -72,9 +70,9 @@ def train_renal(
     """
     import torch
 
-    from ..models import pick_device
+    from ..checkpoints import pick_device
     from ..nets.omniseg import OmniSegPlus
-    from .loop import train_loop
+    from .engine import SegmentationStep, run_training
     from .losses import dice_bce_loss
 
     t0 = time.perf_counter()
@@ -110,17 +108,15 @@ def train_renal(
     def checkpoint(step: int) -> None:
         meta = dict(recipe, steps=step, data_seconds=round(t_data, 1),
                     training_seconds=round(time.perf_counter() - t0 - t_data, 1))
-        save_checkpoint(model, out, "omniseg_plus", **meta)
+        save_checkpoint(model, out, **meta)
 
-    loss_fn = lambda logits, target, valid: dice_bce_loss(logits, target, valid)  # noqa: E731
-    left = max(0.1, minutes - t_data / 60)
-    result = train_loop(model, make_batches(bank, batch), loss_fn, minutes=left, lr=lr,
-                        bf16=device.type == "cpu", progress=progress, should_stop=should_stop,
-                        on_checkpoint=checkpoint)
+    result = run_training(SegmentationStep(model, make_batches(bank, batch), dice_bce_loss,
+                                           lr=lr), minutes=minutes, started=t0,
+                          progress=progress, should_stop=should_stop, checkpoint=checkpoint)
     recipe.update(steps=result.steps, data_seconds=round(t_data, 1),
-                  training_seconds=round(result.seconds, 1), stopped=result.stopped,
+                  training_seconds=round(result.seconds - t_data, 1), stopped=result.stopped,
                   final_loss=float(np.mean(result.losses[-50:])) if result.losses else None)
-    save_checkpoint(model, out, "omniseg_plus", half=half, **recipe)
+    save_checkpoint(model, out, half=half, **recipe)
     return recipe
 
 

@@ -8,15 +8,12 @@ draws (patch, tissue, magnification) samples from the bank.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from .. import vocab
+from ..run import Progress, ShouldStop, check_stop
 from ..simulate.renal import LEVEL_MAGNIFICATIONS, simulate_renal
-
-ProgressFn = Callable[[int, int, str], None]
-StopFn = Callable[[], bool]
 
 #: Crops taken per slide at each magnification (a 4096 px slide has 1, 4, 16, 64 tiles of 256 px
 #: at 5, 10, 20, 40x); more at low power because glomeruli and arteries are rare.
@@ -83,8 +80,8 @@ def build_patch_bank(
     size: int = 4096,
     patch: int = 256,
     crops: dict[int, int] | None = None,
-    progress: ProgressFn | None = None,
-    should_stop: StopFn | None = None,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
     biopsy_fraction: float = 0.0,
 ) -> PatchBank:
     """Simulate one slide per seed (stain drawn from ``stains``) and crop patches from it.
@@ -110,8 +107,7 @@ def build_patch_bank(
     crops = crops or CROPS_PER_SLIDE
     images, masks, mags, stain_of, slide_of = [], [], [], [], []
     for i, seed in enumerate(seeds):
-        if should_stop is not None and should_stop():
-            raise InterruptedError("stopped")
+        check_stop(should_stop)
         rng = np.random.default_rng([seed, 0xBA7C])
         stain = stains[int(rng.integers(len(stains)))]
         shape = "biopsy" if rng.random() < biopsy_fraction else "full"
@@ -150,9 +146,10 @@ TISSUE_WEIGHTS = {"dt": 0.15, "pt": 0.1, "cap": 0.15, "tuft": 0.1, "ves": 0.2, "
 class ConditionSampler:
     """Draws (patch index, tissue, magnification) training samples from a bank.
 
-    Tissues are drawn with :data:`TISSUE_WEIGHTS`; the magnification is the tissue's optimal one with probability
-    ``p_optimal``, else a neighbouring one; the patch contains the tissue with probability
-    ``p_present`` (rare tissues would otherwise be seen mostly as empty patches).
+    Tissues are drawn with :data:`TISSUE_WEIGHTS`; the magnification is the tissue's optimal
+    one with probability ``p_optimal``, else a neighbouring one; the patch contains the tissue
+    with probability ``p_present`` (rare tissues would otherwise be seen mostly as empty
+    patches).
     """
 
     def __init__(self, bank: PatchBank, p_optimal: float = 0.7, p_present: float = 0.8,

@@ -1,17 +1,27 @@
-"""What every dock widget does around its worker thread: one run at a time, the Run and Stop
-buttons, the progress bar and status line, and errors shown to the user instead of lost."""
+"""What every dock widget does around its long work: one run at a time, the Run and Stop
+buttons, the progress bar and status line, and errors shown to the user instead of lost.
+
+The work is a core function keeping the run contract (:mod:`napari_omniseg.run`): the widget
+hands it a ``progress`` that moves the bar and a ``should_stop`` that the Stop button sets.
+"""
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable, Generator
+import queue
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import OmnisegInputError
+from ..run import Progress, ShouldStop, Stopped
 
 _log = logging.getLogger(__name__)
+
+#: ``job(progress, should_stop, emit)``: the work; ``emit(event)`` sends anything else
+#: (a validation entry, say) to the widget's ``on_event`` in the GUI thread.
+Job = Callable[[Progress, ShouldStop, Callable[[Any], None]], Any]
 
 
 @dataclass
@@ -19,61 +29,105 @@ class _Failure:
     error: Exception
 
 
-def _returning_errors(work: Callable[..., Generator]) -> Callable[..., Generator]:
-    """``work`` with any exception it raises returned as a :class:`_Failure` instead.
+def _forwarding(job: Job, should_stop: ShouldStop) -> Callable[[], Any]:
+    """A generator function for napari's ``thread_worker`` that runs ``job`` in a thread of
+    its own and yields its progress and events as they come (yielded values reach the GUI
+    thread). What ``job`` returns is returned; what it raises is returned as a
+    :class:`_Failure`, a stop as :class:`~napari_omniseg.run.Stopped`.
 
     Errors must not leave the worker as exceptions: superqt takes a ``RuntimeError`` (how
     torch reports most failures, running out of memory among them) for a deleted Qt object,
     drops it and never signals that the run ended, so the widget would wait forever; and
     napari 0.9's task-status hook on the ``errored`` signal raises a TypeError of its own.
     """
-    @functools.wraps(work)
-    def wrapped(*args, **kwargs):
-        try:
-            return (yield from work(*args, **kwargs))
-        except Exception as e:  # noqa: BLE001 (reported to the user by WorkerControls)
-            if not isinstance(e, OmnisegInputError):
-                _log.exception("%s failed", getattr(work, "__qualname__", "run"))
-            return _Failure(e)
+    def work():
+        events: queue.Queue = queue.Queue()
+        box: dict = {}
 
-    return wrapped
+        def run() -> None:
+            try:
+                box["result"] = job(lambda d, t, m: events.put(("progress", d, t, m)),
+                                    should_stop, lambda e: events.put(("event", e)))
+            except Stopped as e:
+                box["result"] = e
+            except Exception as e:  # noqa: BLE001 (reported to the user by WorkerControls)
+                if not isinstance(e, OmnisegInputError):
+                    _log.exception("%s failed", getattr(job, "__qualname__", "run"))
+                box["result"] = _Failure(e)
+            finally:
+                events.put(None)
+
+        threading.Thread(target=run, daemon=True, name="omniseg-run").start()
+        while (ev := events.get()) is not None:
+            yield ev
+        return box["result"]
+
+    return work
 
 
 class WorkerControls:
     """Mixin for a dock widget with ``run_button``, ``stop_button``, ``progress`` and ``status``.
 
     ``worker`` is the running napari worker, or None when idle (so Run is ignored while a run
-    is going on); ``run_failed`` says whether the last run ended with an error.
+    is going on); ``run_failed`` and ``run_stopped`` say how the last run ended.
     """
 
     worker: Any = None
     run_failed: bool = False
+    run_stopped: bool = False
+    _stop_requested: bool = False
 
-    def _launch(self, work: Callable[[], Generator], *, status: str, failure: str,
-                progress_max: int,
-                on_yielded: Callable[[Any], None],
+    def _launch(self, job: Job, *, status: str, failure: str,
+                on_progress: Callable[[int, int, str], None] | None = None,
+                on_event: Callable[[Any], None] | None = None,
                 on_returned: Callable[[Any], None] | None = None,
                 on_finished: Callable[[], None] | None = None,
                 hide_progress: bool = True) -> None:
-        """Run the generator function ``work`` in a worker thread, the controls showing it.
+        """Run ``job`` in a worker thread, the controls showing it.
 
         Parameters
         ----------
-        work : callable
-            A generator function: what it yields goes to ``on_yielded`` and what it returns to
-            ``on_returned``, in the GUI thread. Stop (``self.worker.quit()``) takes effect at
-            its next ``yield``.
+        job : callable
+            ``job(progress, should_stop, emit)`` (see :data:`Job`); Stop makes
+            ``should_stop()`` true.
         status : str
             The status line while running.
         failure : str
-            Prefix of the message shown when the worker raises anything but an
+            Prefix of the message shown when the job raises anything but an
             :class:`~napari_omniseg.errors.OmnisegInputError` (whose message is shown as is).
+        on_progress, on_event : callable, optional
+            Called in the GUI thread with each progress report (after the bar moved) and
+            with each emitted event.
+        on_returned : callable, optional
+            Called with what ``job`` returned (not after a failure or a
+            :class:`~napari_omniseg.run.Stopped`).
         on_finished : callable, optional
-            Called when the worker ends for any reason (done, stopped or failed: see
-            ``run_failed``), before the controls return to idle.
+            Called when the run ends for any reason (see ``run_failed``, ``run_stopped``),
+            before the controls return to idle.
         hide_progress : bool
-            Hide the bar when the worker ends.
+            Hide the bar when the run ends.
         """
+        def yielded(ev: tuple) -> None:
+            if ev[0] == "progress":
+                _, done, total, message = ev
+                self.progress.max, self.progress.value = total, done
+                if message:
+                    self.status.value = message
+                if on_progress is not None:
+                    on_progress(done, total, message)
+            elif on_event is not None:
+                on_event(ev[1])
+
+        def returned(value: Any) -> None:
+            if isinstance(value, _Failure):
+                self.run_failed = True
+                e = value.error
+                self._report(str(e) if isinstance(e, OmnisegInputError) else f"{failure}: {e}")
+            elif isinstance(value, Stopped):
+                self.run_stopped = True
+            elif on_returned is not None:
+                on_returned(value)
+
         def finished() -> None:
             if on_finished is not None:
                 on_finished()
@@ -82,26 +136,26 @@ class WorkerControls:
                 self.progress.visible = False
             self.run_button.enabled, self.stop_button.enabled = True, False
 
-        def returned(value: Any) -> None:
-            if isinstance(value, _Failure):
-                self.run_failed = True
-                e = value.error
-                self._report(str(e) if isinstance(e, OmnisegInputError) else f"{failure}: {e}")
-            elif on_returned is not None:
-                on_returned(value)
-
         from napari.qt.threading import thread_worker
 
-        worker = thread_worker(_returning_errors(work), start_thread=False)()
-        self.worker, self.run_failed = worker, False
-        worker.yielded.connect(on_yielded)
+        self._stop_requested = False
+        worker = thread_worker(_forwarding(job, lambda: self._stop_requested),
+                               start_thread=False)()
+        self.worker, self.run_failed, self.run_stopped = worker, False, False
+        worker.yielded.connect(yielded)
         worker.returned.connect(returned)
         worker.finished.connect(finished)
         self.progress.visible = True
-        self.progress.value, self.progress.max = 0, progress_max
+        self.progress.value, self.progress.max = 0, 0  # busy until the first report
         self.run_button.enabled, self.stop_button.enabled = False, True
         self.status.value = status
         worker.start()
+
+    def stop(self) -> None:
+        """Ask the running job to stop at its next check (what it keeps is its own rule)."""
+        if self.worker is not None:
+            self._stop_requested = True
+            self.status.value = "stopping..."
 
     def _report(self, msg: str) -> None:
         """Show ``msg`` in the status line and as a napari error notification."""

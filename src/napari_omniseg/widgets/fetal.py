@@ -8,9 +8,6 @@ after the region being computed; a stopped run adds nothing.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import napari
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, Label, ProgressBar, PushButton
@@ -18,21 +15,8 @@ from magicgui.widgets import CheckBox, ComboBox, FileEdit, Label, ProgressBar, P
 from .. import vocab
 from ..errors import OmnisegInputError
 from .dock import DockWidget
-from .model_in_use import FETAL_MODEL_IN_USE
-
-
-def volume_from_layer(layer: Any):
-    """A :class:`Volume` over a 3D image layer (its scale is taken as mm per voxel)."""
-    import dask.array as da
-
-    from ..io.volumes import Volume
-
-    meta = layer.metadata or {}
-    if isinstance(meta.get("omniseg_volume"), Volume):
-        return meta["omniseg_volume"]
-    if layer.rgb or layer.ndim != 3:
-        raise OmnisegInputError(f"{layer.name} is not a 3D grey volume; choose an MRI layer")
-    return Volume(data=da.asarray(layer.data), spacing=tuple(float(s) for s in layer.scale))
+from .layers import volume_from_layer
+from .model_in_use import MODELS_IN_USE
 
 
 class FetalWidget(DockWidget):
@@ -51,7 +35,7 @@ class FetalWidget(DockWidget):
         self.flips = CheckBox(label="flip averaging", value=True,
                               tooltip="average with the three mirrored predictions: more "
                                       "accurate (eyes most), 4x slower; untick for a preview")
-        self.largest_piece = CheckBox(
+        self.clean_up = CheckBox(
             label="clean up pieces", value=True,
             tooltip="uterus, body, brain and placenta keep only their largest connected piece; "
                     "the eyes only their pieces inside the fetal body (predicted too)")
@@ -60,7 +44,7 @@ class FetalWidget(DockWidget):
         self.progress = ProgressBar(label="progress", value=0, max=0, visible=False)
         self.status = Label(value="")
         self.extend([self.volume, self.region, self.model_source, self.model_file, self.flips,
-                     self.largest_piece, self.run_button, self.stop_button, self.progress,
+                     self.clean_up, self.run_button, self.stop_button, self.progress,
                      self.status])
         self.model_source.changed.connect(
             lambda v: setattr(self.model_file, "visible", v == "file"))
@@ -68,12 +52,12 @@ class FetalWidget(DockWidget):
         self.stop_button.changed.connect(self.stop)
         viewer.layers.events.inserted.connect(lambda e: self.volume.reset_choices())
         viewer.layers.events.removed.connect(lambda e: self.volume.reset_choices())
-        self._stopped = False
-        self.follow(FETAL_MODEL_IN_USE.changed, self._use_fine_tuned)
+        self.follow(MODELS_IN_USE.changed, self._use_fine_tuned)
 
-    def _use_fine_tuned(self, name: str) -> None:
-        self.model_source.value = "in use"
-        self.status.value = f"model in use: {name}"
+    def _use_fine_tuned(self, task: str, name: str) -> None:
+        if task == "fetal":
+            self.model_source.value = "in use"
+            self.status.value = f"model in use: {name}"
 
     def _volume_layers(self, _=None) -> list:
         from napari.layers import Image
@@ -81,25 +65,10 @@ class FetalWidget(DockWidget):
         return [(lyr.name, lyr) for lyr in self.viewer.layers
                 if isinstance(lyr, Image) and not lyr.rgb and lyr.ndim == 3]
 
-    def _model(self):
-        from ..models import load_model
-
-        if self.model_source.value == "bundled":
-            return load_model("fetal")
-        if self.model_source.value == "in use":
-            if FETAL_MODEL_IN_USE.model is None:
-                raise OmnisegInputError("no fine-tuned model yet: train one in the Fine-tune "
-                                        "widget and click 'Use this model'")
-            return FETAL_MODEL_IN_USE.model
-        path = Path(str(self.model_file.value))
-        if not path.is_file():
-            raise OmnisegInputError("choose a checkpoint file, or use the bundled model")
-        return load_model(path)
-
     def start(self) -> None:
-        from ..models import model_and_precision
-        from ..predict.volume import (masks_from_probabilities, predict_regions,
-                                      regions_to_predict)
+        """Segment the chosen regions in a worker; each becomes a Labels layer at the end."""
+        from ..checkpoints import model_and_precision
+        from ..predict.volume import segment_volume
 
         if self.worker is not None:
             return
@@ -108,50 +77,29 @@ class FetalWidget(DockWidget):
             if layer is None:
                 raise OmnisegInputError("open a 3D MRI volume first (File > Open, or a sample)")
             vol = volume_from_layer(layer)
-            model, bf16 = model_and_precision(self._model(), "fetal", None)
+            model, _ = MODELS_IN_USE.chosen("fetal", self.model_source.value,
+                                            self.model_file.value)
+            model, bf16 = model_and_precision(model, "fetal", None)
         except OmnisegInputError as e:
             self._report(str(e))
             return
-        codes = (list(vocab.FETAL_REGION_CODES) if self.region.value == "all"
-                 else [self.region.value])
-        flips, largest_piece = bool(self.flips.value), bool(self.largest_piece.value)
+        codes = [self.region.value]
+        flips, clean_up = bool(self.flips.value), bool(self.clean_up.value)
 
-        predicted = regions_to_predict(codes, largest_piece)
+        def job(progress, should_stop, emit):
+            # regions run one after the other inside; Stop takes effect within a region
+            masks = segment_volume(vol, codes, model, flips=flips, bf16=bf16, clean_up=clean_up,
+                                   progress=progress, should_stop=should_stop)
+            return {code: np.asarray(m.compute(scheduler="synchronous"))
+                    for code, m in masks.items()}
 
-        def work():
-            # one region per pass: Stop takes effect between regions, and the bar moves
-            data = np.asarray(vol.data)
-            probs = []
-            for k, code in enumerate(predicted):
-                yield k, len(predicted), f"segmenting {vocab.fetal_region(code).name}..."
-                probs.append(predict_regions(model, data, [vocab.fetal_region(code).region_id],
-                                             flips=flips, bf16=bf16)[0])
-            masks = masks_from_probabilities(np.stack(probs), predicted, largest_piece)
-            return dict(zip(codes, masks))
-
-        self._stopped = False
-        self._launch(work, status="segmenting...", failure="segmentation failed",
-                     progress_max=len(predicted), on_yielded=self._on_progress,
+        self._launch(job, status="segmenting...", failure="segmentation failed",
                      on_returned=lambda result: self._show(result, layer),
                      on_finished=self._finished)
-
-    def _on_progress(self, ev) -> None:
-        done, total, msg = ev
-        self.progress.max, self.progress.value = total, done
-        self.status.value = msg
-
-    def stop(self) -> None:
-        """Stop after the region being computed; nothing is added."""
-        if self.worker is not None:
-            self._stopped = True
-            self.worker.quit()
-            self.status.value = "stopping..."
 
     def _show(self, result: dict, layer) -> None:
         from napari.utils.colormaps import DirectLabelColormap
 
-        if self._stopped:
-            return
         for code, mask in result.items():
             region = vocab.fetal_region(code)
             name = f"{region.name}"
@@ -164,7 +112,7 @@ class FetalWidget(DockWidget):
                 metadata={"region": code, "source_layer": layer.name})
 
     def _finished(self) -> None:
-        if self._stopped:
+        if self.run_stopped:
             self.status.value = "stopped; nothing was added"
         elif not self.run_failed:
             self.status.value = "done"

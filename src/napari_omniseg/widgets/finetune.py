@@ -1,64 +1,53 @@
 """The Fine-tune dock widget: retrain the renal or fetal model on labels painted in napari.
 
 The user lists (image layer, labels layer, tissue) rows; each labels layer says where one tissue
-(or, for 3D fetal MRI volumes, one region) is. Unpainted pixels are unknown unless the row says its annotation is complete (the whole
-layer, or inside the shapes of a Shapes layer). Training runs in a worker thread on a copy of the
-model in use, with a live plot of loss and validation Dice; Stop keeps the best model so far.
-The model in use changes only when the user clicks "Use this model". Layers are only read.
+(or, for 3D fetal MRI volumes, one region) is. Unpainted pixels are unknown unless the row says
+its annotation is complete (the whole layer, or inside the shapes of a Shapes layer). What the
+rows hold, which model starts and how it trains come from the chosen task
+(:mod:`napari_omniseg.tasks`). Training runs in a worker thread on a copy of the model in use,
+with a live plot of loss and validation Dice; Stop keeps the best model so far. The model in
+use changes only when the user clicks "Use this model". Layers are only read.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import queue
-import threading
 from pathlib import Path
 from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label,
-                              ProgressBar, PushButton)
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+)
 
 from .. import vocab
 from ..errors import OmnisegInputError
+from ..tasks import TASKS, Task
 from .dock import DockWidget
-from .model_in_use import FETAL_MODEL_IN_USE, MODEL_IN_USE
-from .segment import slide_from_layer
+from .layers import (
+    LABELS_NDIM,
+    image_array,
+    image_layers,
+    labels_array,
+    layers_of_type,
+    shapes_region,
+    slide_from_layer,
+)
+from .model_in_use import MODELS_IN_USE
 
 PAINTED_ONLY = "painted pixels only"
 WHOLE_LAYER = "whole layer (unpainted = background)"
 USES = ("train", "validation")
-KINDS = (("kidney slides (RGB images)", "renal"), ("fetal MRI (3D volumes)", "fetal"))
-DEFAULT_SAVE = {"renal": Path.home() / "omniseg_finetuned.pt",
-                "fetal": Path.home() / "omniseg_fetal_finetuned.pt"}
-
-
-def _labels_array(layer) -> np.ndarray:
-    data = layer.data[0] if layer.multiscale else layer.data
-    if np.prod(data.shape[-2:]) > 400e6:
-        raise OmnisegInputError(f"{layer.name} is too large to read whole; paint on a labels "
-                                "layer over a region (File > New Labels on a cropped image)")
-    return np.asarray(data)
-
-
-def _image_array(layer, box: tuple[int, int, int, int]) -> np.ndarray:
-    y0, y1, x0, x1 = box
-    data = layer.data[0] if layer.multiscale else layer.data
-    return np.asarray(data[y0:y1, x0:x1, :3]).astype(np.uint8)
-
-
-def shapes_region(shapes_layer, shape: tuple[int, int], image_layer) -> np.ndarray:
-    """Boolean mask of a Shapes layer's shapes on an image layer's level-0 pixel grid."""
-    from skimage.draw import polygon
-
-    out = np.zeros(shape, bool)
-    for verts in shapes_layer.data:
-        world = np.asarray([shapes_layer.data_to_world(v) for v in np.asarray(verts)])
-        data = np.asarray([image_layer.world_to_data(w) for w in world])[:, -2:]
-        rr, cc = polygon(data[:, 0], data[:, 1], shape)
-        out[rr, cc] = True
-    return out
+#: Where a fine-tuned model of each task is saved unless the user chooses.
+DEFAULT_SAVE = {t.name: Path.home() / t.finetuned_file for t in TASKS.values()}
 
 
 class AnnotationRow(Container):
@@ -160,7 +149,8 @@ class FinetuneWidget(DockWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__(napari_viewer)
         viewer = self.viewer
-        self.kind = ComboBox(label="data", value="renal", choices=KINDS)
+        self.kind = ComboBox(label="data", value="renal", choices=[
+            (t.data_label, t.name) for t in TASKS.values()])
         self.rows = Container(labels=False, label="annotations")
         self.add_row_button = PushButton(text="Add annotation row")
         self.magnification = ComboBox(label="magnification", value="from image", choices=[
@@ -194,52 +184,39 @@ class FinetuneWidget(DockWidget):
         viewer.layers.events.inserted.connect(self._refresh)
         viewer.layers.events.removed.connect(self._refresh)
         self.trained = None
-        self._trained_holder = MODEL_IN_USE
-        self._stop_requested = False
         self.add_row()
 
     # -- rows ----------------------------------------------------------------------------------
 
     @property
-    def fetal(self) -> bool:
-        """True when the rows are 3D fetal MRI volumes rather than RGB kidney images."""
-        return self.kind.value == "fetal"
+    def task(self) -> Task:
+        """The task of the rows (kidney slides or fetal MRI volumes)."""
+        return TASKS[self.kind.value]
 
     def _on_kind(self, _=None) -> None:
-        self.magnification.visible = not self.fetal
-        self.semi.visible = not self.fetal  # pseudo-labels exist for the renal model only
+        self.magnification.visible = self.task.image == "rgb"
+        self.semi.visible = self.task.semi_supervision
         if Path(str(self.save_to.value)) in DEFAULT_SAVE.values():  # not chosen by the user
-            self.save_to.value = str(DEFAULT_SAVE[self.kind.value])
+            self.save_to.value = str(DEFAULT_SAVE[self.task.name])
         self._refresh()
         for row in self.rows:
             row._guess_tissue()
 
     def _image_layers(self, _=None) -> list:
-        from napari.layers import Image
-
-        return [(lyr.name, lyr) for lyr in self.viewer.layers if isinstance(lyr, Image) and (
-            (not lyr.rgb and lyr.ndim == 3) if self.fetal else lyr.rgb)]
+        return image_layers(self.viewer, self.task.image)
 
     def _target_choices(self, _=None) -> list:
-        if self.fetal:
-            return [(r.name, r.code) for r in vocab.FETAL_REGIONS]
-        return [(t.label, t.code) for t in vocab.TISSUES]
+        return list(self.task.conditions)
 
     def _labels_layers(self, _=None) -> list:
-        from napari.layers import Labels
-
-        return [(lyr.name, lyr) for lyr in self.viewer.layers
-                if isinstance(lyr, Labels) and lyr.ndim == (3 if self.fetal else 2)]
+        return layers_of_type(self.viewer, "Labels", LABELS_NDIM[self.task.image])
 
     def _completeness_choices(self, _=None) -> list:
-        from napari.layers import Shapes
-
         fixed = [(PAINTED_ONLY, PAINTED_ONLY), (WHOLE_LAYER, WHOLE_LAYER)]
-        if self.fetal:  # shapes outline 2D regions
+        if self.task.image != "rgb":  # shapes outline 2D regions
             return fixed
-        return fixed + [
-            (f"inside shapes of {lyr.name}", lyr) for lyr in self.viewer.layers
-            if isinstance(lyr, Shapes)]
+        return fixed + [(f"inside shapes of {name}", lyr)
+                        for name, lyr in layers_of_type(self.viewer, "Shapes")]
 
     def add_row(self) -> AnnotationRow:
         """Append an annotation row (picks the newest labels layer not listed yet)."""
@@ -260,85 +237,70 @@ class FinetuneWidget(DockWidget):
 
     def annotations(self) -> tuple[list, list]:
         """Read the rows into (train, validation) annotations; layers are only read."""
-        from ..train.annotations import annotation_from_layers, at_optimal_magnification
-        from ..train.finetune_fetal import volume_annotation_from_layers
-
+        read = {"rgb": self._slide_annotation, "volume": self._volume_annotation}[
+            self.task.image]
         train, val = [], []
         for row in self.rows:
             image, labels = row.image.value, row.labels.value
             if image is None or labels is None:
-                what = "a 3D volume layer" if self.fetal else "an image layer"
+                what = "an image layer" if self.task.image == "rgb" else "a 3D volume layer"
                 raise OmnisegInputError(f"each row needs {what} and a labels layer")
-            if self.fetal:
-                ann = volume_annotation_from_layers(
-                    np.asarray(image.data), np.asarray(labels.data), row.tissue.value,
-                    annotated=row.complete.value == WHOLE_LAYER,
-                    name=f"{labels.name} on {image.name}")
-                (train if row.use.value == "train" else val).append(ann)
-                continue
-            fixed = self.magnification.value != "from image"
-            mag = float(self.magnification.value.rstrip("x")) if fixed else None
-            try:
-                slide = slide_from_layer(image, vocab.mpp_of_magnification(mag) if fixed else None)
-            except OmnisegInputError:
-                raise OmnisegInputError(f"{image.name} has no pixel size; choose its "
-                                        "magnification above") from None
-            lab = _labels_array(labels)
-            if lab.shape[-2:] != tuple(slide.shape):
-                raise OmnisegInputError(
-                    f"{labels.name} ({lab.shape[-2]} x {lab.shape[-1]}) is not drawn on "
-                    f"{image.name} ({slide.shape[0]} x {slide.shape[1]})")
-            complete = row.complete.value
-            if complete == WHOLE_LAYER:
-                annotated: Any = True
-            elif complete == PAINTED_ONLY:
-                annotated = False
-            else:
-                annotated = shapes_region(complete, lab.shape[-2:], image)
-            known = (lab != 0) | (annotated if isinstance(annotated, np.ndarray)
-                                  else bool(annotated))
-            rows_, cols_ = np.flatnonzero(known.any(1)), np.flatnonzero(known.any(0))
-            if not len(rows_):
-                raise OmnisegInputError(f"{labels.name} has nothing painted and no complete "
-                                        "region: nothing to learn from")
-            box = (max(0, rows_[0] - 64), min(lab.shape[0], rows_[-1] + 65),
-                   max(0, cols_[0] - 64), min(lab.shape[1], cols_[-1] + 65))
-            sl = (slice(box[0], box[1]), slice(box[2], box[3]))
-            mag = mag or slide.magnification
-            ann = at_optimal_magnification(annotation_from_layers(
-                _image_array(image, box), lab[sl], row.tissue.value, mag,
-                annotated=annotated[sl] if isinstance(annotated, np.ndarray) else annotated,
-                name=f"{labels.name} on {image.name}"))
-            (train if row.use.value == "train" else val).append(ann)
+            (train if row.use.value == "train" else val).append(read(row, image, labels))
         if not train:
             raise OmnisegInputError("add at least one annotation row used for training")
         return train, val
 
-    def _holder(self):
-        return FETAL_MODEL_IN_USE if self.fetal else MODEL_IN_USE
+    def _volume_annotation(self, row: AnnotationRow, image: Any, labels: Any):
+        return self.task.function("annotation_from_layers")(
+            np.asarray(image.data), np.asarray(labels.data), row.tissue.value,
+            annotated=row.complete.value == WHOLE_LAYER, name=f"{labels.name} on {image.name}")
 
-    def _base_model(self):
-        from ..models import load_model
+    def _slide_annotation(self, row: AnnotationRow, image: Any, labels: Any):
+        from ..train.annotations import at_optimal_magnification
 
-        holder = self._holder()
-        if self.start_from.value == "in use" and holder.model is not None:
-            return holder.model, holder.name
-        if self.start_from.value == "file":
-            path = Path(str(self.model_file.value))
-            if not path.is_file():
-                raise OmnisegInputError("choose a checkpoint file, or start from the bundled "
-                                        "model")
-            return load_model(path), str(path)
-        name = "fetal" if self.fetal else "renal"
-        return load_model(name), f"bundled {name} model"
+        fixed = self.magnification.value != "from image"
+        mag = float(self.magnification.value.rstrip("x")) if fixed else None
+        try:
+            slide = slide_from_layer(image, vocab.mpp_of_magnification(mag) if fixed else None)
+        except OmnisegInputError:
+            raise OmnisegInputError(f"{image.name} has no pixel size; choose its "
+                                    "magnification above") from None
+        lab = labels_array(labels)
+        if lab.shape[-2:] != tuple(slide.shape):
+            raise OmnisegInputError(
+                f"{labels.name} ({lab.shape[-2]} x {lab.shape[-1]}) is not drawn on "
+                f"{image.name} ({slide.shape[0]} x {slide.shape[1]})")
+        complete = row.complete.value
+        if complete == WHOLE_LAYER:
+            annotated: Any = True
+        elif complete == PAINTED_ONLY:
+            annotated = False
+        else:
+            annotated = shapes_region(complete, lab.shape[-2:], image)
+        known = (lab != 0) | (annotated if isinstance(annotated, np.ndarray)
+                              else bool(annotated))
+        rows_, cols_ = np.flatnonzero(known.any(1)), np.flatnonzero(known.any(0))
+        if not len(rows_):
+            raise OmnisegInputError(f"{labels.name} has nothing painted and no complete "
+                                    "region: nothing to learn from")
+        box = (max(0, rows_[0] - 64), min(lab.shape[0], rows_[-1] + 65),
+               max(0, cols_[0] - 64), min(lab.shape[1], cols_[-1] + 65))
+        sl = (slice(box[0], box[1]), slice(box[2], box[3]))
+        return at_optimal_magnification(self.task.function("annotation_from_layers")(
+            image_array(image, box), lab[sl], row.tissue.value, mag or slide.magnification,
+            annotated=annotated[sl] if isinstance(annotated, np.ndarray) else annotated,
+            name=f"{labels.name} on {image.name}"))
+
+    def _base_model(self) -> tuple[Any, str]:
+        source = self.start_from.value
+        if source == "in use" and MODELS_IN_USE.model(self.task.name) is None:
+            source = "bundled"  # "fine-tuned, else bundled"
+        return MODELS_IN_USE.chosen(self.task.name, source, self.model_file.value)
 
     # -- training ------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Read the rows and settings and train in a worker thread."""
-        from ..train.finetune import finetune, save_finetuned
-        from ..train.finetune_fetal import finetune_fetal, save_finetuned_fetal
-
         if self.worker is not None:
             return
         try:
@@ -350,74 +312,34 @@ class FinetuneWidget(DockWidget):
         except OmnisegInputError as e:
             self._report(str(e))
             return
-        minutes, semi, fetal = float(self.minutes.value), bool(self.semi.value), self.fetal
-        holder = self._holder()
+        minutes, semi, task = float(self.minutes.value), bool(self.semi.value), self.task
 
-        def work():
-            # training blocks, so it runs in its own thread and this generator forwards its
-            # progress and validation events (yielded values reach the GUI thread)
-            events: queue.Queue = queue.Queue()
-            box: dict = {}
+        def job(progress, should_stop, emit):
+            result = task.finetune(base, train, val or None, minutes=minutes,
+                                   semi_supervised=semi,
+                                   validate_every=max(10.0, minutes * 60 / 12),
+                                   progress=progress, should_stop=should_stop,
+                                   on_validate=emit)
+            task.save(result, out, base_name, train, val, semi_supervised=semi)
+            return result, out, task.name
 
-            def run() -> None:
-                hooks = dict(validate_every=max(10.0, minutes * 60 / 12),
-                             progress=lambda d, t, m: events.put(("progress", d, t, m)),
-                             should_stop=lambda: self._stop_requested,
-                             on_validate=lambda e: events.put(("val", e)))
-                try:
-                    if fetal:
-                        box["result"] = finetune_fetal(base, train, val or None,
-                                                       minutes=minutes, **hooks)
-                    else:
-                        box["result"] = finetune(base, train, val or None, minutes=minutes,
-                                                 semi_supervised=semi, **hooks)
-                except BaseException as e:  # noqa: BLE001 (re-raised in the worker below)
-                    box["error"] = e
-                finally:
-                    events.put(None)
-
-            threading.Thread(target=run, daemon=True, name="omniseg-finetune").start()
-            while (ev := events.get()) is not None:
-                yield ev
-            if "error" in box:
-                raise box["error"]
-            if fetal:
-                save_finetuned_fetal(box["result"], out, base_name, train, val)
-            else:
-                save_finetuned(box["result"], out, base_name, train, semi, val)
-            return box["result"], out, holder
-
-        self._stop_requested = False
         self.plot.clear()
         self.use_button.enabled = False
-        self._launch(work, status=f"training on {len(train)} annotation(s)...",
-                     failure="training failed", progress_max=1000, on_yielded=self._on_event,
+        self._launch(job, status=f"training on {len(train)} annotation(s)...",
+                     failure="training failed", on_event=self.plot.add,
                      on_returned=self._on_done)
 
-    def _on_event(self, ev) -> None:
-        if ev[0] == "progress":
-            self.progress.value = ev[1]
-            self.status.value = ev[3]
-        else:
-            self.plot.add(ev[1])
-
-    def stop(self) -> None:
-        """End training after the current step; the best model so far is kept."""
-        self._stop_requested = True
-        self.status.value = "stopping..."
-
     def _on_done(self, value) -> None:
-        result, out, holder = value
-        self.trained = (result.model, f"{out.name} ({_dt.datetime.now():%H:%M})")
-        self._trained_holder = holder
-        dice = ("" if result.best_val_dice is None
-                else f", validation Dice {result.best_val_dice:.3f}")
+        result, out, task = value
+        self.trained = (task, result.model, f"{out.name} ({_dt.datetime.now():%H:%M})")
+        dice = ("" if result.best_score is None
+                else f", validation Dice {result.best_score:.3f}")
         self.status.value = (f"{'stopped' if result.stopped else 'done'}: {result.steps} steps"
                              f"{dice}; saved {out.name}")
         self.use_button.enabled = True
 
     def use_trained(self) -> None:
-        """Make the trained model the one Segment uses."""
+        """Make the trained model the one its task's segmenting widget uses."""
         if self.trained is not None:
-            self._trained_holder.set(*self.trained)
-            self.status.value = f"model in use: {self.trained[1]}"
+            MODELS_IN_USE.set(*self.trained)
+            self.status.value = f"model in use: {self.trained[2]}"

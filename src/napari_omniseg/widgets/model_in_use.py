@@ -1,32 +1,62 @@
-"""The models the dock widgets use in this napari session, shared between them.
+"""The models the dock widgets use in this napari session: one evented state for all tasks.
 
-Fine-tune replaces it only when the user accepts a trained model; Segment offers it as a model
-choice and switches to it when it changes.
+Fine-tune replaces a task's model only when the user accepts a trained one; the segmenting
+widgets of that task offer it as a model choice and switch to it when it changes.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from psygnal import Signal
 
+from ..errors import OmnisegInputError
 
-class ModelInUse:
-    """Holds one accepted model and tells listeners when it changes."""
 
-    changed = Signal(str)
+class ModelsInUse:
+    """The accepted model of each task; ``changed(task, name)`` tells listeners."""
+
+    changed = Signal(str, str)
 
     def __init__(self) -> None:
-        self.model: Any = None
-        self.name: str = ""
+        self._models: dict[str, tuple[Any, str]] = {}
 
-    def set(self, model: Any, name: str) -> None:
-        """Make ``model`` the one in use; ``name`` is shown to the user."""
-        self.model, self.name = model, name
-        self.changed.emit(name)
+    def model(self, task: str) -> Any:
+        """The task's model in use, or None."""
+        return self._models.get(task, (None, ""))[0]
+
+    def name(self, task: str) -> str:
+        """What the user calls the task's model in use ("" when none)."""
+        return self._models.get(task, (None, ""))[1]
+
+    def set(self, task: str, model: Any, name: str) -> None:
+        """Make ``model`` the task's model in use; ``name`` is shown to the user."""
+        self._models[task] = (model, name)
+        self.changed.emit(task, name)
+
+    def forget(self, task: str) -> None:
+        """No model in use for ``task`` (the bundled one is used)."""
+        self._models.pop(task, None)
+
+    def chosen(self, task: str, source: str, path: Any = None) -> tuple[Any, str]:
+        """The model a widget's model choice names, and how to call it.
+
+        ``source`` is ``"in use"`` (this state's), ``"bundled"`` or ``"file"`` (``path``).
+        """
+        from ..checkpoints import load_model
+
+        if source == "in use":
+            if self.model(task) is None:
+                raise OmnisegInputError("no fine-tuned model yet: train one in the Fine-tune "
+                                        "widget and click 'Use this model'")
+            return self.model(task), self.name(task)
+        if source == "file":
+            if not path or not Path(str(path)).is_file():
+                raise OmnisegInputError("choose a checkpoint file, or use the bundled model")
+            return load_model(path), str(path)
+        return load_model(task), f"bundled {task} model"
 
 
-#: The session's renal model in use (Segment, Fine-tune).
-MODEL_IN_USE = ModelInUse()
-#: The session's fetal model in use (Segment (fetal MRI), Fine-tune on volumes).
-FETAL_MODEL_IN_USE = ModelInUse()
+#: The session's models in use, by task name.
+MODELS_IN_USE = ModelsInUse()

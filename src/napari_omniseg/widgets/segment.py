@@ -7,7 +7,6 @@ chunks arrive. Stop ends the work after the current chunk and keeps what was com
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import napari
@@ -17,41 +16,11 @@ from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, Label, ProgressBa
 from .. import vocab
 from ..errors import OmnisegInputError
 from .dock import DockWidget
-from .model_in_use import MODEL_IN_USE
+from .layers import slide_from_layer
+from .model_in_use import MODELS_IN_USE
 
 WHERE = ("current view", "whole slide", "inside shapes")
 MODEL_CHOICES = ("bundled", "file")
-
-
-def slide_from_layer(layer: Any, mpp: float | None = None):
-    """A :class:`Slide` over an image layer's data (multiscale or plain RGB).
-
-    The pixel size comes from the layer's metadata (set by this plugin's reader), else from
-    ``mpp``; without either the user is told how to give it.
-    """
-    import dask.array as da
-
-    from ..io.slides import Slide
-
-    meta = layer.metadata or {}
-    if isinstance(meta.get("omniseg_slide"), Slide):
-        base = meta["omniseg_slide"]
-        if base.mpp is not None or mpp is None:
-            return base
-    if not layer.rgb:
-        raise OmnisegInputError(f"{layer.name} is not an RGB image; choose a slide layer")
-    levels = list(layer.data) if layer.multiscale else [layer.data]
-    levels = [da.asarray(lv)[..., :3] for lv in levels]
-    h0 = levels[0].shape[0]
-    mpp = meta.get("mpp") or mpp
-    if mpp is None:
-        raise OmnisegInputError(
-            f"{layer.name} has no pixel size; enter its µm/px (0.25 for a 40x scan) and "
-            "segment again"
-        )
-    return Slide(levels=levels, mpp=float(mpp), magnification=vocab.magnification_of_mpp(mpp),
-                 downsamples=[h0 / lv.shape[0] for lv in levels], path=None,
-                 source="napari layer")
 
 
 def layer_name(code: str, magnification: float) -> str:
@@ -95,11 +64,12 @@ class SegmentWidget(DockWidget):
         viewer.layers.events.inserted.connect(self._refresh_choices)
         viewer.layers.events.removed.connect(self._refresh_choices)
         self._model_cache: dict[str, Any] = {}
-        self.follow(MODEL_IN_USE.changed, self._use_fine_tuned)
+        self.follow(MODELS_IN_USE.changed, self._use_fine_tuned)
 
-    def _use_fine_tuned(self, name: str) -> None:
-        self.model_source.value = "in use"
-        self.status.value = f"model in use: {name}"
+    def _use_fine_tuned(self, task: str, name: str) -> None:
+        if task == "renal":
+            self.model_source.value = "in use"
+            self.status.value = f"model in use: {name}"
 
     # -- choices -------------------------------------------------------------------------------
 
@@ -121,18 +91,12 @@ class SegmentWidget(DockWidget):
     # -- running -------------------------------------------------------------------------------
 
     def _model(self):
-        from ..models import load_model
-
-        if self.model_source.value == "in use":
-            if MODEL_IN_USE.model is None:
-                raise OmnisegInputError("no fine-tuned model yet: train one in the Fine-tune "
-                                        "widget and click 'Use this model'")
-            return MODEL_IN_USE.model
-        ref = "renal" if self.model_source.value == "bundled" else str(self.model_file.value)
-        if self.model_source.value == "file" and (not ref or not Path(ref).is_file()):
-            raise OmnisegInputError("choose a checkpoint file, or use the bundled model")
-        if ref not in self._model_cache:
-            self._model_cache = {ref: load_model(ref)}
+        ref = (self.model_source.value, str(self.model_file.value))
+        if ref[0] == "in use" or ref not in self._model_cache:
+            model = MODELS_IN_USE.chosen("renal", *ref)[0]
+            if ref[0] == "in use":
+                return model
+            self._model_cache = {ref: model}  # reused while the choice stays
         return self._model_cache[ref]
 
     def _box(self, slide, layer) -> tuple[int, int, int, int]:
@@ -188,19 +152,15 @@ class SegmentWidget(DockWidget):
         arrays = {code: levels for code, (levels, _) in outputs.items()}
         layers = [lyr for _, lyr in outputs.values()]
 
-        def work():
-            yield from fill_region(engines, arrays, box)
+        def job(progress, should_stop, emit):
+            return fill_region(engines, arrays, box, progress=progress,
+                               should_stop=should_stop)
 
-        # the bar stays after the run: a stopped run shows how far it got
-        self._launch(work, status="segmenting...", failure="segmentation failed",
-                     progress_max=1, on_yielded=lambda p: self._on_progress(p, layers),
+        # the bar stays after the run: a stopped run shows how far it got; Stop ends the work
+        # after the chunk in progress and what was computed stays
+        self._launch(job, status="segmenting...", failure="segmentation failed",
+                     on_progress=lambda *_: self._show_all(layers),
                      on_finished=lambda: self._on_finished(layers), hide_progress=False)
-
-    def stop(self) -> None:
-        """Stop after the chunk in progress; what was computed stays."""
-        if self.worker is not None:
-            self.worker.quit()
-            self.status.value = "stopping..."
 
     def _labels_layer(self, image_layer, slide, code: str, mag: float):
         import zarr
@@ -236,16 +196,12 @@ class SegmentWidget(DockWidget):
             reset()
         layer.refresh()
 
-    def _on_progress(self, p, layers) -> None:
-        done, total = p
-        self.progress.max = total
-        self.progress.value = done
+    def _show_all(self, layers) -> None:
         for lyr in layers:
             self._show_new_data(lyr)
 
     def _on_finished(self, layers) -> None:
         if not self.run_failed:
-            stopped = self.progress.value < self.progress.max
-            self.status.value = "stopped; the computed part is kept" if stopped else "done"
-        for lyr in layers:
-            self._show_new_data(lyr)
+            self.status.value = ("stopped; the computed part is kept" if self.run_stopped
+                                 else "done")
+        self._show_all(layers)

@@ -14,12 +14,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import __version__, vocab
+from ._version import __version__
 from .errors import OmnisegInputError
+from .nets.registry import architecture, architecture_of
+from .tasks import TASKS
 
 FORMAT = "napari-omniseg-checkpoint/1"
-#: Bundled checkpoints, by name, inside the package's ``weights/`` folder.
-BUNDLED = {"renal": "omniseg_renal.pt", "fetal": "conemos_fetal.pt"}
+#: Bundled checkpoints, by name (each task's), inside the package's ``weights/`` folder.
+BUNDLED = {t.name: t.bundled_file for t in TASKS.values()}
 
 
 def pick_device(prefer: str | None = None) -> "torch.device":  # noqa: F821
@@ -36,16 +38,8 @@ def pick_device(prefer: str | None = None) -> "torch.device":  # noqa: F821
     return torch.device("cpu")
 
 
-def renal_vocabulary() -> dict[str, Any]:
-    """The ids a renal checkpoint was trained with, stored in its metadata."""
-    return {
-        "tissues": {t.code: t.task_id for t in vocab.TISSUES},
-        "magnifications": {str(m): i for m, i in vocab.SCALE_IDS.items()},
-    }
-
-
-def save_checkpoint(model: Any, path: str | os.PathLike, architecture: str,
-                    half: bool = False, **metadata: Any) -> Path:
+def save_checkpoint(model: Any, path: str | os.PathLike, half: bool = False,
+                    **metadata: Any) -> Path:
     """Write a model's weights and metadata to one file (via a temporary name, then renamed).
 
     Parameters
@@ -54,13 +48,13 @@ def save_checkpoint(model: Any, path: str | os.PathLike, architecture: str,
         The model to save.
     path : path-like
         Output file.
-    architecture : str
-        Name :func:`load_model` rebuilds the module from (``"omniseg_plus"``).
     half : bool
         Store floating-point weights as float16 (half the file; they are loaded back into
         float32 parameters).
     **metadata
-        JSON-serialisable facts: what it was trained on, recipe, base model...
+        JSON-serialisable facts: what it was trained on, recipe, base model... The network's
+        architecture, constructor settings and vocabulary are added from the architecture
+        registry.
 
     Raises
     ------
@@ -74,11 +68,12 @@ def save_checkpoint(model: Any, path: str | os.PathLike, architecture: str,
            for v in model.state_dict().values()):
         raise OmnisegInputError(f"not saving {path.name}: training diverged (some weights are "
                                 "NaN or infinite); try a lower learning rate")
+    arch = architecture_of(model)
     meta = {
         "format": FORMAT,
-        "architecture": architecture,
-        "vocabulary": renal_vocabulary() if architecture == "omniseg_plus" else {
-            "regions": {r.code: r.region_id for r in vocab.FETAL_REGIONS}},
+        "architecture": arch.name,
+        **arch.settings(model),
+        "vocabulary": arch.vocabulary(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "napari_omniseg_version": __version__,
         **metadata,
@@ -101,7 +96,7 @@ def save_half_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     keep = {k: v for k, v in meta.items()
             if k not in ("format", "architecture", "vocabulary", "created",
                          "napari_omniseg_version", "stored_as")}
-    return save_checkpoint(model, dst, meta["architecture"], half=True, **keep)
+    return save_checkpoint(model, dst, half=True, **keep)
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
@@ -127,28 +122,22 @@ def load_model(path_or_name: str | os.PathLike, device: str | None = None) -> An
         In eval mode; its ``omniseg_metadata`` attribute holds the checkpoint's metadata and
         ``omniseg_source`` the file's name.
     """
-    from .nets.conemos import CoNeMOS
-    from .nets.omniseg import OmniSegPlus, clean_author_state_dict
-
     path = _resolve(path_or_name)
     blob = _load_blob(path)
     if _is_product(blob):
         meta = json.loads(blob["metadata"])
-        arch = meta.get("architecture")
-        if arch == "omniseg_plus":
-            model = OmniSegPlus(width=float(meta.get("width", 1.0)))
-        elif arch == "conemos":
-            model = CoNeMOS(conditioned=bool(meta.get("conditioned", True)))
-        else:
-            raise OmnisegInputError(
-                f"{path.name} holds a {arch!r} model, which this version cannot build; "
-                "update napari-omniseg"
-            )
+        try:
+            model = architecture(str(meta.get("architecture"))).build(meta)
+        except OmnisegInputError as e:
+            raise OmnisegInputError(f"{path.name}: {e}") from None
         state = blob["state_dict"]
-    else:
-        meta = {"architecture": "omniseg_plus", "source": "authors' checkpoint",
-                "vocabulary": renal_vocabulary()}
-        model = OmniSegPlus()
+    else:  # the authors' Omni-Seg+ checkpoints are bare state_dicts
+        from .nets.omniseg import clean_author_state_dict
+
+        arch = architecture("omniseg_plus")
+        meta = {"architecture": arch.name, "source": "authors' checkpoint",
+                "vocabulary": arch.vocabulary()}
+        model = arch.build({})
         state = clean_author_state_dict(blob)
     if any(hasattr(v, "is_floating_point") and v.is_floating_point()
            and not bool(v.isfinite().all()) for v in state.values()):
@@ -169,28 +158,26 @@ def load_model(path_or_name: str | os.PathLike, device: str | None = None) -> An
     return model.to(pick_device(device)).eval()
 
 
-#: What a model of each kind answers, and how the user knows that kind.
-_KINDS = {"renal": ("forward_conditions", "a renal (kidney) Omni-Seg+ model"),
-          "fetal": ("forward_regions", "a fetal MRI (CoNeMOS) model")}
-
-
-def model_and_precision(model: Any, default_name: str, bf16: bool | None) -> tuple[Any, bool]:
-    """A loaded model (from a module, a checkpoint path or a bundled name; None means
-    ``default_name``) and whether to run it under bfloat16 (default: yes on CPU).
+def model_and_precision(model: Any, task_name: str, bf16: bool | None) -> tuple[Any, bool]:
+    """A loaded model (from a module, a checkpoint path or a bundled name; None means the
+    task's bundled model) and whether to run it under bfloat16 (default: yes on CPU).
 
     Raises
     ------
     OmnisegInputError
-        When the model is not of the kind ``default_name`` names (a fetal checkpoint given to
+        When the model does not answer the task ``task_name`` (a fetal checkpoint given to
         the kidney tools, say).
     """
+    from .tasks import task, task_of_model
+
+    wanted = task(task_name)
     if model is None or isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
-        model = load_model(model or default_name)
-    method, wanted = _KINDS[default_name]
-    if not hasattr(model, method):
-        other = next((what for m, what in _KINDS.values() if hasattr(model, m)), "another model")
+        model = load_model(model or wanted.name)
+    if not hasattr(model, wanted.answers):
+        other = task_of_model(model)
         name = getattr(model, "omniseg_source", "the chosen model")
-        raise OmnisegInputError(f"{name} is {other}; this needs {wanted}")
+        raise OmnisegInputError(f"{name} is {other.description if other else 'another model'}"
+                                f"; this needs {wanted.description}")
     if bf16 is None:
         bf16 = next(model.parameters()).device.type == "cpu"
     return model, bf16

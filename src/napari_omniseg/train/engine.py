@@ -1,0 +1,276 @@
+"""The one training engine: budget, learning-rate schedule, validation, keep-best, checkpoints,
+progress and Stop, around a pluggable step.
+
+A *step* is any object with
+
+- ``networks``: ``{name: torch.nn.Module}``, everything it trains (what keep-best snapshots);
+- ``optimizers``: the optimisers whose learning rate the schedule drives (each param group's
+  own starting ``lr`` is scaled, so a step may give its networks different rates);
+- ``__call__() -> dict[str, float]``: one optimisation step, returning its named losses, the
+  main one under ``"loss"``.
+
+:class:`SegmentationStep` is the step of every segmenter the product trains today; a GAN step
+(generator and discriminators) or an adversarial adaptation step owns several networks and
+optimisers and runs on the same engine.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from ..run import Progress, ShouldStop
+
+#: Steps over which the learning rate ramps up from zero.
+WARMUP_STEPS = 50
+#: Shortest training a time budget leaves after preparation (seconds).
+MIN_TRAINING_SECONDS = 3.0
+
+
+class TrainStep(Protocol):
+    """What :func:`run_training` drives (see the module docstring)."""
+
+    networks: dict[str, Any]
+    optimizers: list[Any]
+
+    def __call__(self) -> dict[str, float]: ...
+
+
+@dataclass
+class TrainResult:
+    """What a training run did.
+
+    Attributes
+    ----------
+    steps, seconds : int, float
+        Optimiser steps taken and wall time since the caller started (preparation included).
+    losses : list of float
+        The main loss of every step.
+    history : list of dict
+        ``{"step", "seconds", <each named loss: mean of recent steps>, "val_dice"}`` at every
+        validation (and, without validation, at the same cadence): what widgets plot.
+    stopped : bool
+        ``should_stop`` ended the run early.
+    best_score : float or None
+        Validation score of the weights the networks hold at the end (keep-best).
+    model : torch.nn.Module or None
+        The trained network, for callers that trained a copy.
+    """
+
+    steps: int = 0
+    seconds: float = 0.0
+    losses: list[float] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)
+    stopped: bool = False
+    best_score: float | None = None
+    model: Any = None
+
+
+def learning_rate_factor(step: int, fraction: float, warmup: int = WARMUP_STEPS) -> float:
+    """Linear warm-up over ``warmup`` steps, then a cosine from 1 to 0 over the budget."""
+    return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(fraction, 1.0)))
+
+
+def run_training(
+    step: TrainStep,
+    *,
+    minutes: float | None = None,
+    max_steps: int | None = None,
+    started: float | None = None,
+    score: Callable[[], float] | None = None,
+    validate_every: float = 60.0,
+    on_validate: Callable[[dict], None] | None = None,
+    checkpoint: Callable[[int], None] | None = None,
+    checkpoint_every: float = 300.0,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+) -> TrainResult:
+    """Run ``step`` until the budget is spent or Stop, keeping the best-scoring weights.
+
+    Parameters
+    ----------
+    step : TrainStep
+        The optimisation step.
+    minutes, max_steps : float, int
+        Budget: time (counted from ``started``, so preparation is included) or steps; the
+        learning rate follows :func:`learning_rate_factor` over whichever is given (time wins).
+    started : float, optional
+        ``time.perf_counter()`` when the caller began preparing; default now.
+    score : callable, optional
+        Validation score of the networks as they are (higher is better), computed before the
+        first step, every ``validate_every`` seconds and at the end; the networks end with the
+        weights of the best score.
+    on_validate : callable, optional
+        Called with each history entry (a live plot).
+    checkpoint : callable, optional
+        ``checkpoint(step)`` every ``checkpoint_every`` seconds and at the end (after the best
+        weights are restored): a stop or a crash leaves a recent model on disk.
+    progress, should_stop : callable, optional
+        The run contract (:mod:`napari_omniseg.run`); the total is 1000 for a time budget.
+        Stop ends the run after the current step, with ``stopped`` set.
+    """
+    if minutes is None and max_steps is None:
+        raise ValueError("give a time budget (minutes) or a step budget (max_steps)")
+    started = time.perf_counter() if started is None else started
+    result = TrainResult()
+    best: dict = {"score": None, "state": None}
+    recent: dict[str, list[float]] = {}
+
+    def validate() -> None:
+        entry: dict = {"step": result.steps, "seconds": round(time.perf_counter() - started, 1)}
+        entry.update({k: sum(v[-50:]) / len(v[-50:]) if v else None for k, v in recent.items()}
+                     or {"loss": None})
+        entry["val_dice"] = None
+        if score is not None:
+            _set_training(step, False)
+            entry["val_dice"] = value = score()
+            _set_training(step, True)
+            if best["score"] is None or value > best["score"]:
+                best.update(score=value, state=_snapshot(step))
+        result.history.append(entry)
+        if on_validate is not None:
+            on_validate(entry)
+
+    for opt in step.optimizers:
+        for group in opt.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+    _set_training(step, True)
+    if score is not None:
+        validate()
+    t0 = time.perf_counter()
+    budget_s = None
+    if minutes is not None:
+        budget_s = max(MIN_TRAINING_SECONDS, minutes * 60 - (t0 - started))
+    last_report = last_validation = last_checkpoint = t0
+    while True:
+        elapsed = time.perf_counter() - t0
+        frac = elapsed / budget_s if budget_s is not None else result.steps / max_steps
+        if frac >= 1 or (max_steps is not None and result.steps >= max_steps):
+            break
+        if should_stop is not None and should_stop():
+            result.stopped = True
+            break
+        factor = learning_rate_factor(result.steps, frac)
+        for opt in step.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = group["initial_lr"] * factor
+        losses = step()
+        result.steps += 1
+        result.losses.append(losses["loss"])
+        for name, value in losses.items():
+            recent.setdefault(name, []).append(value)
+            del recent[name][:-50]
+        now = time.perf_counter()
+        if progress is not None and now - last_report > 1.0:
+            tail = recent["loss"][-20:]
+            progress(int(1000 * min(frac, 1)) if budget_s is not None else result.steps,
+                     1000 if budget_s is not None else max_steps,
+                     f"step {result.steps}, loss {sum(tail) / len(tail):.3f}")
+            last_report = now
+        if now - last_validation > validate_every:
+            validate()
+            last_validation = time.perf_counter()
+        if checkpoint is not None and now - last_checkpoint > checkpoint_every:
+            checkpoint(result.steps)
+            last_checkpoint = time.perf_counter()
+    validate()
+    if best["state"] is not None:
+        for name, net in step.networks.items():
+            net.load_state_dict(best["state"][name])
+        result.best_score = best["score"]
+    _set_training(step, False)
+    result.seconds = time.perf_counter() - started
+    if checkpoint is not None:
+        checkpoint(result.steps)
+    return result
+
+
+def _set_training(step: TrainStep, mode: bool) -> None:
+    for net in step.networks.values():
+        net.train(mode)
+
+
+def _snapshot(step: TrainStep) -> dict:
+    return {name: copy.deepcopy(net.state_dict()) for name, net in step.networks.items()}
+
+
+class SegmentationStep:
+    """One AdamW step of a conditional segmenter on a batch.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Called as ``model(images, *conditions)``.
+    next_batch : callable
+        Returns a dict with ``images``, ``targets``, ``conditions`` (a tuple passed to the model
+        after the images: ``(tissue_ids, scale_ids)`` for Omni-Seg+, ``(region_ids,)`` for
+        CoNeMOS) and optionally ``valid`` (pixels whose label is known) and ``images2`` (a second
+        augmentation of the same images, for a consistency loss).
+    loss_fn : callable
+        ``loss_fn(logits, targets, valid)``.
+    lr, weight_decay : float
+        AdamW's starting learning rate (the engine schedules it) and weight decay.
+    bf16 : bool, optional
+        bfloat16 autocast (the loss is computed in fp32); default: on CPU.
+    consistency_weight : float
+        Weight of the mean squared difference between the foreground probabilities of
+        ``images`` and ``images2`` when batches carry both.
+    """
+
+    def __init__(self, model: Any, next_batch: Callable[[], dict], loss_fn: Callable, *,
+                 lr: float = 1e-3, weight_decay: float = 1e-4, bf16: bool | None = None,
+                 consistency_weight: float = 1.0) -> None:
+        import torch
+
+        self.model, self.next_batch, self.loss_fn = model, next_batch, loss_fn
+        self.device = next(model.parameters()).device
+        self.bf16 = self.device.type == "cpu" if bf16 is None else bf16
+        self.consistency_weight = consistency_weight
+        self.networks = {"model": model}
+        self.optimizers = [torch.optim.AdamW(model.parameters(), lr=lr,
+                                             weight_decay=weight_decay)]
+
+    def _forward(self, images, conditions):
+        import torch
+
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return self.model(images.to(self.device), *conditions).float()
+
+    def __call__(self) -> dict[str, float]:
+        import torch
+        import torch.nn.functional as F
+
+        dev = self.device
+        batch = self.next_batch()
+        conditions = [c.to(dev) for c in batch["conditions"]]
+        valid = batch["valid"].to(dev) if batch.get("valid") is not None else None
+        logits = self._forward(batch["images"], conditions)
+        loss = self.loss_fn(logits, batch["targets"].to(dev), valid)
+        if batch.get("images2") is not None:
+            logits2 = self._forward(batch["images2"], conditions)
+            p1 = torch.softmax(logits, dim=1)[:, 1]
+            p2 = torch.softmax(logits2, dim=1)[:, 1]
+            loss = loss + self.consistency_weight * F.mse_loss(p1, p2)
+        opt = self.optimizers[0]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
+        opt.step()
+        return {"loss": loss.item()}
+
+
+def finetune_copy(model: Any, next_batch: Callable[[], dict], loss_fn: Callable,
+                  score: Callable[[Any], float] | None, *, started: float, lr: float,
+                  consistency_weight: float = 0.0, **engine: Any) -> TrainResult:
+    """Train a copy of ``model`` (left unchanged) with :class:`SegmentationStep`, keeping the
+    best validation ``score(model)``; ``engine`` are :func:`run_training`'s keywords."""
+    student = copy.deepcopy(model)
+    step = SegmentationStep(student, next_batch, loss_fn, lr=lr,
+                            consistency_weight=consistency_weight)
+    result = run_training(step, started=started,
+                          score=None if score is None else (lambda: score(student)), **engine)
+    result.model = student
+    return result
