@@ -30,22 +30,22 @@ from .errors import OmnisegInputError, failure_sentence
 from .io.atomic import output_folder, write_text_atomically
 
 
-class _Bar:
-    """A tqdm progress bar driven by ``progress(done, total, message)`` callbacks."""
+@contextmanager
+def _bar(desc: str):
+    """A tqdm progress bar for the run contract's ``progress(done, total, message)``."""
+    from tqdm import tqdm
 
-    def __init__(self, desc: str) -> None:
-        from tqdm import tqdm
+    bar = tqdm(desc=desc, unit="step", file=sys.stderr, leave=True)
 
-        self._bar = tqdm(desc=desc, unit="step", file=sys.stderr, leave=True)
+    def progress(done: int, total: int, message: str) -> None:
+        bar.total, bar.n = total, done
+        bar.set_postfix_str(message, refresh=False)
+        bar.refresh()
 
-    def __call__(self, done: int, total: int, message: str) -> None:
-        self._bar.total = total
-        self._bar.n = done
-        self._bar.set_postfix_str(message, refresh=False)
-        self._bar.refresh()
-
-    def close(self) -> None:
-        self._bar.close()
+    try:
+        yield progress
+    finally:
+        bar.close()
 
 
 def _positive_int(text: str) -> int:
@@ -303,16 +303,13 @@ def _simulate_renal(args: argparse.Namespace) -> int:
     for seed in range(args.seed, args.seed + args.count):
         for stain in stains:
             stem = f"renal_{stain}_seed{seed}"
-            bar = _Bar(stem)
-            try:
+            with _bar(stem) as bar:
                 img, msk = write_renal_slide(
                     args.out / f"{stem}.ome.tif", args.height, args.width, stain=stain,
                     seed=seed, shape=args.shape, levels=args.levels,
                     masks_path=None if args.no_masks else args.out / f"{stem}_masks.ome.tif",
                     progress=bar,
                 )
-            finally:
-                bar.close()
             print(img)
             if msk:
                 print(msk)
@@ -333,25 +330,19 @@ def _simulate_fetal(args: argparse.Namespace) -> int:
 def _simulate_samples(args: argparse.Namespace) -> int:
     from ._sample_data import write_samples
 
-    bar = _Bar("samples")
-    try:
+    with _bar("samples") as bar:
         for path in write_samples(args.out, progress=bar):
             print(path)
-    finally:
-        bar.close()
     return 0
 
 
 def _train_renal(args: argparse.Namespace) -> int:
     from .train.renal import dice_table, evaluate_simulated, train_renal
 
-    bar = _Bar("train renal")
-    try:
+    with _bar("train renal") as bar:
         recipe = train_renal(args.out, minutes=args.minutes, slides=args.slides,
                              width=args.width, batch=args.batch, lr=args.lr,
                              bank_path=args.bank, half=args.half, progress=bar)
-    finally:
-        bar.close()
     print(json.dumps(recipe, indent=2))
     if args.evaluate:
         from .checkpoints import load_model
@@ -369,12 +360,9 @@ def _segment(args: argparse.Namespace) -> int:
     tissues = list(vocab.TISSUE_CODES) if args.tissue == "all" else [args.tissue]
     mag = None if args.magnification == "auto" else float(args.magnification)
     with output_folder(args.out):
-        bar = _Bar("segment")
-        try:
+        with _bar("segment") as bar:
             summary = segment_slides(args.slides, tissues, mag, args.model, args.out,
                                      mpp=args.mpp, scheduler=args.scheduler, progress=bar)
-        finally:
-            bar.close()
         write_text_atomically(args.out / "summary.json", json.dumps(summary, indent=2))
     return _print_summary(summary)
 
@@ -390,15 +378,11 @@ def _print_summary(summary: dict) -> int:
 def _train_fetal(args: argparse.Namespace) -> int:
     from .train.fetal import evaluate_fetal, train_fetal
 
-    bar = _Bar("train fetal")
-    try:
+    with _bar("train fetal") as bar:
         recipe = train_fetal(args.out, minutes=args.minutes, volumes=args.volumes,
                              batch=args.batch, crop=args.crop, baseline=args.baseline,
                              regions_per_crop=args.regions_per_crop, loss=args.loss,
-                             sampling=args.region_sampling,
-                             progress=bar)
-    finally:
-        bar.close()
+                             sampling=args.region_sampling, progress=bar)
     print(json.dumps(recipe, indent=2))
     if args.evaluate:
         from .checkpoints import load_model
@@ -412,12 +396,9 @@ def _segment_volume(args: argparse.Namespace) -> int:
     from .predict.batch import segment_volumes
 
     with output_folder(args.out):
-        bar = _Bar("segment-volume")
-        try:
+        with _bar("segment-volume") as bar:
             summary = segment_volumes(args.volumes, (args.region,), args.model, args.out,
                                       flips=args.flips, clean_up=args.clean_up, progress=bar)
-        finally:
-            bar.close()
         write_text_atomically(args.out / "summary.json", json.dumps(summary, indent=2))
     return _print_summary(summary)
 
@@ -479,15 +460,10 @@ def _finetune(args: argparse.Namespace) -> int:
                                 f"{args.manifest.name} lists volumes")
     base_name = args.base or task.name
     base = load_model(base_name)
-    bar = _Bar("finetune")
-    try:
-        with _ctrl_c_stops("fine-tuning") as should_stop:
-            result = task.finetune(base, train, val, minutes=args.minutes,
-                                   lr=args.lr or task.lr, semi_supervised=args.semi,
-                                   progress=bar, on_validate=_print_validation,
-                                   should_stop=should_stop)
-    finally:
-        bar.close()
+    with _bar("finetune") as bar, _ctrl_c_stops("fine-tuning") as should_stop:
+        result = task.finetune(base, train, val, minutes=args.minutes, lr=args.lr or task.lr,
+                               semi_supervised=args.semi, progress=bar,
+                               on_validate=_print_validation, should_stop=should_stop)
     task.save(result, args.out, str(base_name), train, val, semi_supervised=args.semi)
     summary = {"checkpoint": str(args.out), "steps": result.steps, "stopped": result.stopped,
                "seconds": round(result.seconds, 1), "history": result.history}

@@ -25,33 +25,24 @@ class Task:
 
     Attributes
     ----------
-    name : str
-        ``"renal"`` or ``"fetal"``; also the name of its bundled model.
-    description : str
-        How a user knows a model of this task ("a renal (kidney) Omni-Seg+ model").
-    architecture : str
-        Network of its models (:mod:`napari_omniseg.nets.registry`).
-    bundled_file : str
-        The bundled checkpoint, inside the package's ``weights/`` folder.
-    answers : str
-        The method every model of the task has (how a model's task is recognised).
+    name, description : str
+        ``"renal"`` or ``"fetal"`` (also its bundled model's name); how a user knows its models.
+    architecture, bundled_file, answers : str
+        Its network (:mod:`napari_omniseg.nets.registry`), bundled checkpoint (in the
+        package's ``weights/``) and the method every model of the task has.
     conditions : tuple of (label, code)
         What a user can ask for: the tissues, or the regions.
-    data_label : str
-        How the Fine-tune widget names the task's annotated data.
-    image : str
-        What an annotation is painted on: ``"rgb"`` (2D slide) or ``"volume"`` (3D MRI).
-    lr : float
-        Default fine-tuning learning rate.
-    semi_supervision : bool
-        Whether fine-tuning offers pseudo-labels and the consistency loss.
-    finetuned_file : str
-        Default file name of a fine-tuned model.
+    data_label, image : str
+        How the Fine-tune widget names its data; what annotations are painted on (``"rgb"``
+        2D slides or ``"volume"`` 3D MRI).
+    lr, semi_supervision, finetuned_file
+        Fine-tuning's default rate, whether it offers pseudo-labels and consistency, and the
+        default file name of its result.
     functions : dict
-        Role -> ``"module:function"``: ``read_manifest(path, split_column)``,
-        ``annotation_from_layers(...)``, ``make_batches(annotations, ...)``,
-        ``finetune(model, train, val, **kw)``, ``save(result, path, base, train, val, **kw)``,
-        ``evaluate(model, annotations)`` (the scorer).
+        Role -> ``"module:function"``, called as ``task.<role>(...)``: ``read_manifest(path,
+        split_column)``, ``annotation_from_layers``, ``make_batches``, ``finetune(model, train,
+        val, **engine)``, ``save(result, path, base, train, val, **kw)``, ``evaluate(model,
+        annotations)`` (the scorer).
     """
 
     name: str
@@ -67,35 +58,12 @@ class Task:
     finetuned_file: str
     functions: dict[str, str] = field(default_factory=dict)
 
-    def function(self, role: str) -> Callable:
-        """The task's function for ``role`` (imported now)."""
-        module, attr = self.functions[role].split(":")
+    def __getattr__(self, role: str) -> Callable:
+        functions = self.__dict__.get("functions", {})
+        if role not in functions:
+            raise AttributeError(role)
+        module, attr = functions[role].split(":")
         return getattr(importlib.import_module(module), attr)
-
-    def read_manifest(self, path: str | os.PathLike, split_column: str | None = "split"
-                      ) -> dict[str, list]:
-        """Annotations listed in a manifest, grouped by split."""
-        return self.function("read_manifest")(path, split_column)
-
-    def finetune(self, model: Any, train: list, val: list | None = None, **kw: Any):
-        """Fine-tune a copy of ``model`` (see :mod:`napari_omniseg.train.engine`)."""
-        if kw.get("semi_supervised") and not self.semi_supervision:
-            raise OmnisegInputError(f"semi-supervision applies to kidney patches, not to "
-                                    f"{self.name} annotations")
-        if not self.semi_supervision:
-            kw.pop("semi_supervised", None)
-        return self.function("finetune")(model, train, val, **kw)
-
-    def save(self, result: Any, path: str | os.PathLike, base: str, train: list,
-             val: list | None = None, **kw: Any) -> Path:
-        """Write a fine-tuned model with what it was trained on."""
-        if not self.semi_supervision:
-            kw.pop("semi_supervised", None)
-        return self.function("save")(result, path, base, train, val, **kw)
-
-    def evaluate(self, model: Any, annotations: list) -> dict:
-        """Per-condition Dice of ``model`` on annotated data."""
-        return self.function("evaluate")(model, annotations)
 
 
 _TRAIN = "napari_omniseg.train."

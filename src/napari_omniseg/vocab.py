@@ -8,6 +8,7 @@ widget and the CLI always agree on what "task 5" means.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import OmnisegInputError
 
@@ -88,6 +89,14 @@ FETAL_REGIONS: tuple[FetalRegion, ...] = (
 FETAL_REGION_CODES: tuple[str, ...] = tuple(r.code for r in FETAL_REGIONS)
 
 
+def _by_code(items: tuple, code: str, what: str) -> Any:
+    for item in items:
+        if item.code == code.lower():
+            return item
+    raise OmnisegInputError(
+        f"unknown {what} {code!r}; choose one of {', '.join(i.code for i in items)}")
+
+
 def tissue(code: str) -> Tissue:
     """Return the tissue with this code.
 
@@ -96,26 +105,12 @@ def tissue(code: str) -> Tissue:
     OmnisegInputError
         If the code is unknown; the message lists the valid codes (a ValueError).
     """
-    for t in TISSUES:
-        if t.code == code.lower():
-            return t
-    raise OmnisegInputError(f"unknown tissue {code!r}; choose one of {', '.join(TISSUE_CODES)}")
+    return _by_code(TISSUES, code, "tissue")
 
 
 def fetal_region(code: str) -> FetalRegion:
-    """Return the fetal region with this code.
-
-    Raises
-    ------
-    OmnisegInputError
-        If the code is unknown; the message lists the valid codes (a ValueError).
-    """
-    for r in FETAL_REGIONS:
-        if r.code == code.lower():
-            return r
-    raise OmnisegInputError(
-        f"unknown fetal region {code!r}; choose one of {', '.join(FETAL_REGION_CODES)}"
-    )
+    """Return the fetal region with this code (raises like :func:`tissue`)."""
+    return _by_code(FETAL_REGIONS, code, "fetal region")
 
 
 def scale_id(magnification: float) -> int:

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_omniseg.io.export import write_mask_pyramid
+from napari_omniseg.io.export import write_mask_pyramids
+from napari_omniseg.run import Stopped
 
 
 def _never(block):
@@ -23,7 +24,7 @@ def test_mask_pyramid_computes_level_0_once_and_samples_the_rest(tmp_path):
                                                       meta=np.empty((0, 0), np.uint8))
     coarse = [da.zeros(s, chunks=512, dtype=np.uint8).map_blocks(_never, dtype=np.uint8)
               for s in ((750, 650), (375, 325))]
-    n = write_mask_pyramid(tmp_path / "m.ome.tif", [level0, *coarse], 0.25, tile=256)
+    (n,) = write_mask_pyramids([(tmp_path / "m.ome.tif", [level0, *coarse], "m")], 0.25, tile=256)
     assert n == m.sum()
     assert len(calls) == 4  # each of the 2 x 2 chunks of level 0, once
     with tifffile.TiffFile(tmp_path / "m.ome.tif") as tif:
@@ -35,14 +36,13 @@ def test_mask_pyramid_computes_level_0_once_and_samples_the_rest(tmp_path):
 
 def test_stop_leaves_no_file(tmp_path):
     m = da.zeros((2048, 2048), chunks=512, dtype=np.uint8)
-    with pytest.raises(InterruptedError):
-        write_mask_pyramid(tmp_path / "m.ome.tif", [m, m[::2, ::2]], 0.25,
-                           should_stop=lambda: True)
+    with pytest.raises(Stopped):
+        write_mask_pyramids([(tmp_path / "m.ome.tif", [m, m[::2, ::2]], "m")], 0.25,
+                            should_stop=lambda: True)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_several_files_are_written_band_by_band_in_step(tmp_path):
-    from napari_omniseg.io.export import write_mask_pyramids
 
     rng = np.random.default_rng(1)
     masks = [(rng.random((1200, 1000)) > p).astype(np.uint8) for p in (0.5, 0.9)]
@@ -72,7 +72,6 @@ def test_several_files_are_written_band_by_band_in_step(tmp_path):
 
 
 def test_a_failing_file_leaves_no_file_behind(tmp_path):
-    from napari_omniseg.io.export import write_mask_pyramids
 
     def boom(block):
         raise RuntimeError("network failed")

@@ -6,6 +6,7 @@ import pytest
 from skimage.measure import label, regionprops
 
 from napari_omniseg import open_slide, simulate_renal
+from napari_omniseg.run import Stopped
 from napari_omniseg.simulate.renal import make_renderer, read_renal_masks, write_renal_slide
 
 
@@ -142,7 +143,7 @@ def test_stop_removes_partial_files(tmp_path):
         calls.append(1)
         return len(calls) > 1
 
-    with pytest.raises(InterruptedError):
+    with pytest.raises(Stopped):
         write_renal_slide(tmp_path / "x.ome.tif", 2048, 512, masks_path=tmp_path / "m.ome.tif",
                           should_stop=stop)
     assert list(tmp_path.iterdir()) == []

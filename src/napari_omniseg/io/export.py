@@ -87,22 +87,6 @@ def _file_tiles(band: np.ndarray, tile: int):
             yield np.ascontiguousarray(part)
 
 
-def write_mask_pyramid(path: str | os.PathLike, levels: list, mpp: float | None,
-                       tile: int = 512, name: str = "mask", progress=None,
-                       should_stop=None) -> int:
-    """Write a pyramid of 0/1 masks (numpy or dask, finest first) as a tiled OME-TIFF.
-
-    One file of :func:`write_mask_pyramids`; see there.
-
-    Returns
-    -------
-    int
-        Foreground pixels of level 0.
-    """
-    return write_mask_pyramids([(path, levels, name)], mpp, tile=tile, progress=progress,
-                               should_stop=should_stop)[0]
-
-
 def write_mask_pyramids(outputs: list[tuple], mpp: float | None, tile: int = 512,
                         progress=None, should_stop=None) -> list[int]:
     """Write several mask pyramids of one slide, band by band in step, as tiled OME-TIFFs.

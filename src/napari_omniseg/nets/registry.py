@@ -1,10 +1,8 @@
 """The architecture registry: how a checkpoint's ``architecture`` name becomes a network.
 
-Each network module registers its :class:`Architecture` when imported: a builder from the
-checkpoint's metadata, the settings a checkpoint must record to rebuild it, and the vocabulary
-its condition ids stand for. Built-in networks are imported on first use (torch stays unloaded
-until a network is needed); a new network (a generator, a discriminator) adds itself to
-:data:`BUILT_IN` and calls :func:`register`.
+A network module registers its :class:`Architecture` when imported; built-in ones are
+imported on first use (torch stays unloaded until a network is needed). A new network (a
+generator, a discriminator) adds its module to :data:`BUILT_IN` and calls :func:`register`.
 """
 
 from __future__ import annotations
@@ -23,19 +21,9 @@ BUILT_IN = {"omniseg_plus": "napari_omniseg.nets.omniseg",
 
 @dataclass(frozen=True)
 class Architecture:
-    """One kind of network a checkpoint can hold.
-
-    Attributes
-    ----------
-    name : str
-        Stored in checkpoint metadata as ``architecture``.
-    build : callable
-        ``build(metadata) -> torch.nn.Module`` with freshly initialised weights.
-    settings : callable
-        ``settings(module) -> dict``: the constructor settings ``build`` reads back.
-    vocabulary : callable
-        ``vocabulary() -> dict``: what the network's condition ids mean (stored with it).
-    """
+    """One kind of network: its checkpoint name, ``build(metadata)`` (fresh weights),
+    ``settings(module)`` (the constructor settings ``build`` reads back) and ``vocabulary()``
+    (what its condition ids mean), the last two stored in its checkpoints."""
 
     name: str
     build: Callable[[dict], Any]
@@ -53,13 +41,7 @@ def register(arch: Architecture) -> Architecture:
 
 
 def architecture(name: str) -> Architecture:
-    """The registered architecture ``name``.
-
-    Raises
-    ------
-    OmnisegInputError
-        When no network of that name exists in this version.
-    """
+    """The architecture ``name``; an :class:`OmnisegInputError` if this version has none."""
     if name not in _REGISTRY and name in BUILT_IN:
         importlib.import_module(BUILT_IN[name])
     if name not in _REGISTRY:
@@ -69,7 +51,7 @@ def architecture(name: str) -> Architecture:
 
 
 def architecture_of(module: Any) -> Architecture:
-    """The registered architecture of a network (its class names it in ``architecture``)."""
+    """The architecture of a network (its class names it in ``architecture``)."""
     name = getattr(module, "architecture", None)
     if not isinstance(name, str):
         raise OmnisegInputError(f"{type(module).__name__} is not a registered network")

@@ -390,12 +390,28 @@ def make_engines(
     mask_glass: bool = True,
     cache_rows: int | None = None,
 ) -> dict[str, tuple[TileEngine, int]]:
-    """For each tissue, the engine of its working magnification and its index in that engine.
+    """For each tissue, the engine of its working magnification and its index in that engine
+    (tissues that share a magnification share an engine: one backbone pass per tile).
 
-    Tissues that share a magnification share an engine (one backbone pass per tile).
-    ``tissues`` may be ``("all",)``; ``model`` a module, a checkpoint path or a bundled name.
-    ``mask_glass`` keeps predictions inside the tissue found on the slide's thumbnail
-    (see :mod:`~napari_omniseg.predict.tissue_mask`).
+    Parameters
+    ----------
+    slide : Slide
+        From :func:`~napari_omniseg.open_slide` (with a known pixel size).
+    tissues : sequence of str
+        Tissue codes, or ``("all",)``.
+    magnification : float, optional
+        Working magnification for every tissue; None uses each tissue's optimal one.
+    model : torch.nn.Module or str, optional
+        A loaded model, a checkpoint path, or a bundled name; default the bundled renal model.
+    tile, overlap : int
+        Network window and overlap.
+    bf16 : bool, optional
+        bfloat16 autocast; default on for CPU.
+    mask_glass : bool
+        Keep predictions off the glass around the tissue (found on the slide's thumbnail).
+    cache_rows : int, optional
+        Rows of network tiles each engine keeps (see :class:`TileEngine`); default: up to
+        512 MB per working magnification, for panning back and forth in a viewer.
     """
     from ..checkpoints import model_and_precision
 
@@ -424,43 +440,14 @@ def make_engines(
     return {c: out[c] for c in codes}
 
 
-def segment_slide(
-    slide: Slide,
-    tissues: Sequence[str] = ("ptc",),
-    magnification: float | None = None,
-    model: Any = None,
-    chunk: int = 512,
-    tile: int = 256,
-    overlap: int = 64,
-    bf16: bool | None = None,
-    mask_glass: bool = True,
-    cache_rows: int | None = None,
-) -> dict[str, list[da.Array]]:
+def segment_slide(slide: Slide, tissues: Sequence[str] = ("ptc",),
+                  magnification: float | None = None, model: Any = None, chunk: int = 512,
+                  **engine: Any) -> dict[str, list[da.Array]]:
     """Lazy per-tissue mask pyramids aligned with the slide's levels.
 
-    Parameters
-    ----------
-    slide : Slide
-        From :func:`~napari_omniseg.open_slide` (with a known pixel size).
-    tissues : sequence of str
-        Tissue codes, or ``("all",)``.
-    magnification : float, optional
-        Working magnification for every tissue; None uses each tissue's optimal one.
-    model : torch.nn.Module or str, optional
-        A loaded model, a checkpoint path, or a bundled name; default the bundled renal model.
-    chunk : int
-        Dask chunk size of the output levels (pixels). At the working level a 512 px chunk is
-        16 network tiles: the first answer comes quickly and little is computed outside the
-        view.
-    tile, overlap : int
-        Network window and overlap.
-    bf16 : bool, optional
-        bfloat16 autocast; default on for CPU.
-    mask_glass : bool
-        Keep predictions off the glass around the tissue (found on the slide's thumbnail).
-    cache_rows : int, optional
-        Rows of network tiles each engine keeps (see :class:`TileEngine`); default: up to
-        512 MB per working magnification, for panning back and forth in a viewer.
+    ``chunk`` is the dask chunk size of the output levels (pixels): at the working level a
+    512 px chunk is 16 network tiles, so the first answer comes quickly and little is computed
+    outside the view. The other parameters are :func:`make_engines`'s.
 
     Returns
     -------
@@ -468,8 +455,7 @@ def segment_slide(
         For each tissue, one ``(Y, X)`` uint8 0/1 array per slide level. Nothing is computed
         until a chunk is.
     """
-    engines = make_engines(slide, tissues, magnification, model, tile, overlap, bf16, mask_glass,
-                           cache_rows)
+    engines = make_engines(slide, tissues, magnification, model, **engine)
     return {code: [_level_array(engine, k, lv.shape[:2], chunk, i)
                    for k, lv in enumerate(slide.levels)]
             for code, (engine, i) in engines.items()}

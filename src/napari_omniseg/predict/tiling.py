@@ -7,11 +7,12 @@ border, so every pixel's result is dominated by tiles that see it with context o
 
 from __future__ import annotations
 
-from typing import Sequence
+import itertools
+from typing import Callable, Sequence
 
 import numpy as np
 
-from ..run import ShouldStop, check_stop
+from ..run import Progress, ShouldStop, check_stop, report
 
 
 def blend_weights(shape: tuple[int, ...], overlaps: tuple[int, ...],
@@ -50,6 +51,39 @@ def tile_starts(length: int, tile: int, stride: int) -> list[int]:
     starts = list(range(0, length - tile, stride))
     starts.append(length - tile)
     return starts
+
+
+def blend_windows(shape: tuple[int, ...], window: tuple[int, ...], overlap: int, channels: int,
+                  predict: Callable[[list], np.ndarray], weights: Callable[[tuple], np.ndarray],
+                  *, batch: int = 1, eps: float = 1e-6, progress: Progress | None = None,
+                  should_stop: ShouldStop | None = None) -> np.ndarray:
+    """Blend a network's answers over overlapping windows covering an array (2D or 3D).
+
+    ``predict(origins)`` returns ``(len(origins), channels, *window)`` float32 for up to
+    ``batch`` window origins; each answer is weighted by ``weights(origin)`` (a
+    :func:`blend_weights`) and the sum divided by the sum of weights (at least ``eps``).
+    ``progress`` and ``should_stop`` are the run contract, once per batch.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(channels, *shape)`` float32.
+    """
+    starts = [tile_starts(n, w, w - overlap) for n, w in zip(shape, window)]
+    origins = list(itertools.product(*starts))
+    acc = np.zeros((channels, *shape), np.float32)
+    wsum = np.zeros(shape, np.float32)
+    for i in range(0, len(origins), batch):
+        check_stop(should_stop)
+        chunk = origins[i:i + batch]
+        for origin, p in zip(chunk, predict(chunk)):
+            sl = tuple(slice(o, o + w) for o, w in zip(origin, window))
+            w = weights(origin)
+            acc[(slice(None), *sl)] += p * w
+            wsum[sl] += w
+        done = min(i + batch, len(origins))
+        report(progress, done, len(origins), f"window {done} of {len(origins)}")
+    return acc / np.maximum(wsum, eps)
 
 
 def predict_array(
@@ -94,23 +128,22 @@ def predict_array(
     if (ph, pw) != (h, w):
         image = np.pad(image, ((0, ph - h), (0, pw - w), (0, 0)), mode="reflect")
     dev = next(model.parameters()).device if device is None else torch.device(device)
-    acc = np.zeros((len(conditions), ph, pw), np.float32)
-    wsum = np.zeros((ph, pw), np.float32)
-    ys, xs = tile_starts(ph, tile, tile - overlap), tile_starts(pw, tile, tile - overlap)
-    origins = [(y, x) for y in ys for x in xs]
-    windows = {}
-    for i in range(0, len(origins), batch):
-        check_stop(should_stop)
-        chunk = origins[i:i + batch]
+    windows: dict = {}
+
+    def weights(origin: tuple) -> np.ndarray:
+        y, x = origin  # an edge on the image border keeps full weight
+        sides = (y > 0, y + tile < ph, x > 0, x + tile < pw)
+        if sides not in windows:
+            windows[sides] = blend_window(tile, overlap, sides)
+        return windows[sides]
+
+    def predict(chunk: list) -> np.ndarray:
         x = np.stack([image[y:y + tile, x0:x0 + tile] for y, x0 in chunk])
         xt = torch.from_numpy(x).to(dev).permute(0, 3, 1, 2).float().div_(255)
         with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model.forward_conditions(xt, list(conditions))
-        prob = torch.softmax(logits.float(), dim=2)[:, :, 1].cpu().numpy()
-        for (y, x0), p in zip(chunk, prob):
-            sides = (y > 0, y + tile < ph, x0 > 0, x0 + tile < pw)
-            if sides not in windows:
-                windows[sides] = blend_window(tile, overlap, sides)
-            acc[:, y:y + tile, x0:x0 + tile] += p * windows[sides]
-            wsum[y:y + tile, x0:x0 + tile] += windows[sides]
-    return (acc / np.maximum(wsum, 1e-6))[:, :h, :w]
+        return torch.softmax(logits.float(), dim=2)[:, :, 1].cpu().numpy()
+
+    out = blend_windows((ph, pw), (tile, tile), overlap, len(conditions), predict, weights,
+                        batch=batch, should_stop=should_stop)
+    return out[:, :h, :w]

@@ -20,8 +20,8 @@ import numpy as np
 from .. import vocab
 from ..errors import OmnisegInputError
 from ..io.volumes import Volume
-from ..run import Progress, ShouldStop, check_stop, report, scaled
-from .tiling import blend_weights, tile_starts
+from ..run import Progress, ShouldStop, scaled
+from .tiling import blend_weights, blend_windows
 
 #: Regions that are one connected piece of tissue: any other piece of their predicted mask is a
 #: false positive. (Not the eyes: two globes, and a thin prediction of one may break in two.)
@@ -146,30 +146,28 @@ def predict_regions(model: Any, volume: np.ndarray, region_ids: Sequence[int], w
     # only axes covered by several windows blend: a thick-slice stack (512 x 512 x 8) has one
     # window of 16 along its short axis, shorter than the overlap
     weights = blend_weights(tuple(win), tuple(overlap if p > window else 0 for p in padded))
-    acc = np.zeros((len(region_ids), *padded), np.float32)
-    wsum = np.zeros(padded, np.float32)
     dev = next(model.parameters()).device
-    zs, ys, xs = (tile_starts(p, w, w - overlap) for p, w in zip(padded, win))
-    origins = [(z, y, x) for z in zs for y in ys for x in xs]
-    for n, (z, y, x) in enumerate(origins):
-        check_stop(should_stop)
-        sl = (slice(z, z + win[0]), slice(y, y + win[1]), slice(x, x + win[2]))
+
+    def predict(chunk: list) -> np.ndarray:
+        sl = tuple(slice(o, o + w) for o, w in zip(chunk[0], win))
         t = torch.from_numpy(np.ascontiguousarray(vol[sl]))[None, None].to(dev)
-        # one region per pass: as fast as one batch of all regions (FiLM leaves
-        # nothing to share) and the batch of five 128^3 passes held 4 GB, not 1.5
-        for k, rid in enumerate(region_ids):
-            with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16,
-                                                 enabled=bf16):
+        # one region per pass: as fast as one batch of all regions (FiLM leaves nothing to
+        # share) and the batch of five 128^3 passes held 4 GB, not 1.5
+        probs = []
+        for rid in region_ids:
+            with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
                 p = torch.sigmoid(model.forward_regions(t, [rid]).float())
                 if flips:
                     for axis in (2, 3, 4):
                         f = model.forward_regions(t.flip(axis), [rid])
                         p = p + torch.sigmoid(f.float()).flip(axis)
                     p = p / 4
-            acc[k][sl] += p[0, 0].cpu().numpy() * weights
-        wsum[sl] += weights
-        report(progress, n + 1, len(origins), f"window {n + 1} of {len(origins)}")
-    out = acc / np.maximum(wsum, 1e-12)
+            probs.append(p[0, 0].cpu().numpy())
+        return np.stack(probs)[None]
+
+    out = blend_windows(tuple(padded), tuple(win), overlap, len(region_ids), predict,
+                        lambda origin: weights, eps=1e-12, progress=progress,
+                        should_stop=should_stop)
     return out[:, : shape[0], : shape[1], : shape[2]]
 
 

@@ -148,11 +148,6 @@ def stain_style(stain: str, seed: int, variation: float = 1.0) -> StainStyle:
     )
 
 
-def render_od(concentrations: np.ndarray, style: StainStyle) -> np.ndarray:
-    """Optical density ``(H, W, 3)`` of a ``(n_materials, H, W)`` concentration stack."""
-    return np.tensordot(concentrations, style.material_od, axes=([0], [0])).astype(np.float32)
-
-
 def od_to_rgb(od: np.ndarray, style: StainStyle, noise: np.ndarray | None = None) -> np.ndarray:
     """Beer-Lambert transmission ``I = I0 * 10**-OD`` as uint8 RGB, with optional sensor noise."""
     rgb = style.background * np.power(np.float32(10.0), -od)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -214,3 +215,37 @@ def summarize(annotations: list[Annotation]) -> dict:
         d["known_pixels"] += int(a.known.sum())
         d["tissue_pixels"] += int((a.mask & a.known).sum())
     return per
+
+
+def sampling_pools(annotations: list, condition: str, seed: int) -> tuple:
+    """What a batch builder draws with: a numpy generator, a torch generator (both seeded) and
+    the annotations grouped by their ``condition`` attribute (tissue or region), so that
+    conditions are drawn evenly however many annotations each has.
+
+    Raises
+    ------
+    ValueError
+        When there is no annotation.
+    """
+    import torch
+
+    if not annotations:
+        raise ValueError("no annotations to train on")
+    pools: dict[str, list] = {}
+    for a in annotations:
+        pools.setdefault(getattr(a, condition), []).append(a)
+    return np.random.default_rng(seed), torch.Generator().manual_seed(seed), pools
+
+
+def draw_evenly(rng: np.random.Generator, pools: dict) -> Any:
+    """One annotation: a condition drawn evenly (in sorted order), then one of its annotations."""
+    keys = sorted(pools)
+    pool = pools[keys[int(rng.integers(len(keys)))]]
+    return pool[int(rng.integers(len(pool)))]
+
+
+def targets_and_valid(code: Any) -> dict:
+    """``targets`` and ``valid`` of a batch from its ``code = mask + 2 * known`` tensor (the
+    two travel as one through spatial augmentation, which interpolates: hence the rounding)."""
+    c = code.round().long()
+    return {"targets": (c % 2).float(), "valid": (c >= 2).float()}

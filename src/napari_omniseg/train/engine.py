@@ -1,17 +1,10 @@
 """The one training engine: budget, learning-rate schedule, validation, keep-best, checkpoints,
 progress and Stop, around a pluggable step.
 
-A *step* is any object with
-
-- ``networks``: ``{name: torch.nn.Module}``, everything it trains (what keep-best snapshots);
-- ``optimizers``: the optimisers whose learning rate the schedule drives (each param group's
-  own starting ``lr`` is scaled, so a step may give its networks different rates);
-- ``__call__() -> dict[str, float]``: one optimisation step, returning its named losses, the
-  main one under ``"loss"``.
-
-:class:`SegmentationStep` is the step of every segmenter the product trains today; a GAN step
-(generator and discriminators) or an adversarial adaptation step owns several networks and
-optimisers and runs on the same engine.
+A *step* has ``networks`` (``{name: module}``: what keep-best snapshots), ``optimizers``
+(each param group's starting ``lr`` is scaled by the schedule) and ``__call__() -> {"loss":
+..., other named losses}``, one optimisation step. :class:`SegmentationStep` trains every
+segmenter; a GAN or adversarial step owns several networks and optimisers and runs the same way.
 """
 
 from __future__ import annotations
@@ -20,7 +13,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 from ..run import Progress, ShouldStop
 
@@ -30,32 +23,19 @@ WARMUP_STEPS = 50
 MIN_TRAINING_SECONDS = 3.0
 
 
-class TrainStep(Protocol):
-    """What :func:`run_training` drives (see the module docstring)."""
-
-    networks: dict[str, Any]
-    optimizers: list[Any]
-
-    def __call__(self) -> dict[str, float]: ...
-
-
 @dataclass
 class TrainResult:
     """What a training run did.
 
     Attributes
     ----------
-    steps, seconds : int, float
-        Optimiser steps taken and wall time since the caller started (preparation included).
-    losses : list of float
-        The main loss of every step.
+    steps, seconds, losses
+        Optimiser steps, wall time since the caller started, the main loss of every step.
     history : list of dict
-        ``{"step", "seconds", <each named loss: mean of recent steps>, "val_dice"}`` at every
-        validation (and, without validation, at the same cadence): what widgets plot.
-    stopped : bool
-        ``should_stop`` ended the run early.
-    best_score : float or None
-        Validation score of the weights the networks hold at the end (keep-best).
+        ``{"step", "seconds", <each named loss: recent mean>, "val_dice"}`` at each validation
+        (at the same cadence without one): what widgets plot.
+    stopped, best_score
+        Whether Stop ended the run; the validation score of the weights kept (keep-best).
     model : torch.nn.Module or None
         The trained network, for callers that trained a copy.
     """
@@ -75,7 +55,7 @@ def learning_rate_factor(step: int, fraction: float, warmup: int = WARMUP_STEPS)
 
 
 def run_training(
-    step: TrainStep,
+    step: Any,
     *,
     minutes: float | None = None,
     max_steps: int | None = None,
@@ -92,25 +72,21 @@ def run_training(
 
     Parameters
     ----------
-    step : TrainStep
-        The optimisation step.
+    step : object
+        The optimisation step (see the module docstring).
     minutes, max_steps : float, int
-        Budget: time (counted from ``started``, so preparation is included) or steps; the
-        learning rate follows :func:`learning_rate_factor` over whichever is given (time wins).
-    started : float, optional
-        ``time.perf_counter()`` when the caller began preparing; default now.
+        Budget: time (from ``started``, ``time.perf_counter()`` when the caller began
+        preparing; default now) or steps; the learning rate follows
+        :func:`learning_rate_factor` over it (time wins when both are given).
     score : callable, optional
-        Validation score of the networks as they are (higher is better), computed before the
-        first step, every ``validate_every`` seconds and at the end; the networks end with the
-        weights of the best score.
-    on_validate : callable, optional
-        Called with each history entry (a live plot).
+        Validation score of the networks (higher is better), before the first step, every
+        ``validate_every`` seconds and at the end; the networks end with the best weights.
+        ``on_validate`` gets each history entry (a live plot).
     checkpoint : callable, optional
-        ``checkpoint(step)`` every ``checkpoint_every`` seconds and at the end (after the best
-        weights are restored): a stop or a crash leaves a recent model on disk.
+        ``checkpoint(step)`` every ``checkpoint_every`` seconds and at the end.
     progress, should_stop : callable, optional
-        The run contract (:mod:`napari_omniseg.run`); the total is 1000 for a time budget.
-        Stop ends the run after the current step, with ``stopped`` set.
+        The run contract; the total is 1000 for a time budget. Stop ends the run after the
+        current step, with ``stopped`` set.
     """
     if minutes is None and max_steps is None:
         raise ValueError("give a time budget (minutes) or a step budget (max_steps)")
@@ -188,12 +164,12 @@ def run_training(
     return result
 
 
-def _set_training(step: TrainStep, mode: bool) -> None:
+def _set_training(step: Any, mode: bool) -> None:
     for net in step.networks.values():
         net.train(mode)
 
 
-def _snapshot(step: TrainStep) -> dict:
+def _snapshot(step: Any) -> dict:
     return {name: copy.deepcopy(net.state_dict()) for name, net in step.networks.items()}
 
 
@@ -205,19 +181,15 @@ class SegmentationStep:
     model : torch.nn.Module
         Called as ``model(images, *conditions)``.
     next_batch : callable
-        Returns a dict with ``images``, ``targets``, ``conditions`` (a tuple passed to the model
-        after the images: ``(tissue_ids, scale_ids)`` for Omni-Seg+, ``(region_ids,)`` for
-        CoNeMOS) and optionally ``valid`` (pixels whose label is known) and ``images2`` (a second
-        augmentation of the same images, for a consistency loss).
+        Returns ``images``, ``targets``, ``conditions`` (passed after the images:
+        ``(tissue_ids, scale_ids)`` for Omni-Seg+, ``(region_ids,)`` for CoNeMOS), optionally
+        ``valid`` (known pixels) and ``images2`` (another augmentation, for consistency).
     loss_fn : callable
         ``loss_fn(logits, targets, valid)``.
-    lr, weight_decay : float
-        AdamW's starting learning rate (the engine schedules it) and weight decay.
-    bf16 : bool, optional
-        bfloat16 autocast (the loss is computed in fp32); default: on CPU.
+    lr, weight_decay, bf16 : float, float, bool
+        AdamW's starting rate and weight decay; bfloat16 autocast (default: on CPU).
     consistency_weight : float
-        Weight of the mean squared difference between the foreground probabilities of
-        ``images`` and ``images2`` when batches carry both.
+        Weight of the squared difference of the foreground probabilities of the two views.
     """
 
     def __init__(self, model: Any, next_batch: Callable[[], dict], loss_fn: Callable, *,
@@ -260,6 +232,40 @@ class SegmentationStep:
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
         opt.step()
         return {"loss": loss.item()}
+
+
+def train_and_save(step: SegmentationStep, out: Any, recipe: dict, *, started: float,
+                   data_seconds: float, half: bool = False, **engine: Any) -> dict:
+    """Run a from-scratch recipe's step and write its model to ``out`` every few minutes
+    and at the end (a stop leaves a usable model); ``recipe`` plus the run's facts
+    (steps, timings, stopped, final loss) go into the checkpoint's metadata and are returned.
+    ``half`` stores the final weights in float16 (a bundled checkpoint)."""
+    import numpy as np
+
+    from ..checkpoints import save_checkpoint
+
+    def timings(steps: int) -> dict:
+        return dict(recipe, steps=steps, data_seconds=round(data_seconds, 1),
+                    training_seconds=round(time.perf_counter() - started - data_seconds, 1))
+
+    result = run_training(step, started=started, **engine,
+                          checkpoint=lambda n: save_checkpoint(step.model, out, **timings(n)))
+    recipe = dict(timings(result.steps), stopped=result.stopped,
+                  final_loss=float(np.mean(result.losses[-50:])) if result.losses else None)
+    save_checkpoint(step.model, out, half=half, **recipe)
+    return recipe
+
+
+#: Fine-tuning budget when the caller gives none (minutes).
+DEFAULT_FINETUNE_MINUTES = 10.0
+
+
+def with_default_budget(engine: dict) -> dict:
+    """:func:`run_training` keywords with :data:`DEFAULT_FINETUNE_MINUTES` when neither
+    ``minutes`` nor ``max_steps`` is given."""
+    if "minutes" not in engine and engine.get("max_steps") is None:
+        return {**engine, "minutes": DEFAULT_FINETUNE_MINUTES}
+    return engine
 
 
 def finetune_copy(model: Any, next_batch: Callable[[], dict], loss_fn: Callable,

@@ -208,9 +208,9 @@ def train_fetal(out, minutes: float = 100.0, volumes: int = 60, batch: int = 2,
         raise ValueError(f"loss must be one of {sorted(LOSSES)}, not {loss!r}")
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling must be one of {SAMPLINGS}, not {sampling!r}")
-    from ..checkpoints import pick_device, save_checkpoint
+    from ..checkpoints import pick_device
     from ..nets.conemos import CoNeMOS
-    from .engine import SegmentationStep, run_training
+    from .engine import SegmentationStep, train_and_save
 
     t0 = time.perf_counter()
     seeds = list(range(TRAIN_SEED0, TRAIN_SEED0 + volumes))
@@ -237,21 +237,11 @@ def train_fetal(out, minutes: float = 100.0, volumes: int = 60, batch: int = 2,
                         "field, gamma, contrast, noise, random crops",
         "device": str(device),
     }
-
-    def checkpoint(step: int) -> None:
-        save_checkpoint(model, out, **dict(
-            recipe, steps=step, data_seconds=round(t_data, 1),
-            training_seconds=round(time.perf_counter() - t0 - t_data, 1)))
-
     batches = make_fetal_batches(data, batch, crop, baseline=baseline,
                                  regions_per_crop=regions_per_crop, sampling=sampling)
-    result = run_training(SegmentationStep(model, batches, LOSSES[loss], lr=lr),
-                          minutes=minutes, started=t0, progress=progress,
-                          should_stop=should_stop, checkpoint=checkpoint)
-    recipe.update(steps=result.steps, data_seconds=round(t_data, 1),
-                  training_seconds=round(result.seconds - t_data, 1), stopped=result.stopped)
-    save_checkpoint(model, out, **recipe)
-    return recipe
+    return train_and_save(SegmentationStep(model, batches, LOSSES[loss], lr=lr), out, recipe,
+                          started=t0, data_seconds=t_data, minutes=minutes, progress=progress,
+                          should_stop=should_stop)
 
 
 def evaluate_fetal(model, seeds: list[int], size: int = 128, bf16: bool = True,
@@ -263,15 +253,13 @@ def evaluate_fetal(model, seeds: list[int], size: int = 128, bf16: bool = True,
     """
     from ..predict.volume import region_masks
     from ..simulate.fetal import simulate_fetal
+    from .metrics import PooledDice
 
-    inter = np.zeros(len(vocab.FETAL_REGION_CODES))
-    total = np.zeros(len(vocab.FETAL_REGION_CODES))
+    pooled = PooledDice(vocab.FETAL_REGION_CODES)
     for seed in seeds:
         f = simulate_fetal(seed, size=size)
         masks = region_masks(model, f.volume, vocab.FETAL_REGION_CODES, flips=flips, bf16=bf16,
                              clean_up=clean_up)
         for k, code in enumerate(vocab.FETAL_REGION_CODES):
-            pred, gt = masks[k] > 0, f.masks[code] > 0
-            inter[k] += (pred & gt).sum()
-            total[k] += pred.sum() + gt.sum()
-    return {c: float(2 * inter[k] / total[k]) for k, c in enumerate(vocab.FETAL_REGION_CODES)}
+            pooled.add(code, masks[k] > 0, f.masks[code] > 0)
+    return pooled.scores()

@@ -12,14 +12,13 @@ same answer for two colour augmentations of the same patch.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Any
 
 import numpy as np
 
 from .. import vocab
-from ..run import Progress, ShouldStop
-from .annotations import Annotation
-from .engine import TrainResult, finetune_copy
+from .annotations import Annotation, draw_evenly, sampling_pools, targets_and_valid
+from .engine import TrainResult, finetune_copy, with_default_budget
 from .metrics import dice, hausdorff95
 
 #: Pseudo-labels count only where the starting model is this sure (p below 1-x or above x).
@@ -52,14 +51,7 @@ def make_finetune_batches(annotations: list[Annotation], batch: int = 8, crop: i
 
     from .augment import colour, spatial
 
-    if not annotations:
-        raise ValueError("no annotations to train on")
-    rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
-    pools: dict[str, list[Annotation]] = {}
-    for a in annotations:
-        pools.setdefault(a.tissue, []).append(a)
-    tissues = sorted(pools)
+    rng, gen, pools = sampling_pools(annotations, "tissue", seed)
 
     def cut(a: Annotation):
         ky, kx = np.nonzero(a.known)
@@ -79,8 +71,7 @@ def make_finetune_batches(annotations: list[Annotation], batch: int = 8, crop: i
             if pseudo and rng.random() < pseudo_fraction:
                 a = pseudo[int(rng.integers(len(pseudo)))]
             else:
-                pool = pools[tissues[int(rng.integers(len(tissues)))]]
-                a = pool[int(rng.integers(len(pool)))]
+                a = draw_evenly(rng, pools)
             img, code = cut(a)
             images.append(img)
             codes.append(code)
@@ -95,8 +86,7 @@ def make_finetune_batches(annotations: list[Annotation], batch: int = 8, crop: i
             if consistency:
                 x2 = colour(x, gen)
             x = colour(x, gen)
-        c = c.round().long()
-        out = {"images": x, "targets": (c % 2).float(), "valid": (c >= 2).float(),
+        out = {"images": x, **targets_and_valid(c),
                "conditions": (torch.tensor(tids), torch.tensor(sids))}
         if x2 is not None:
             out["images2"] = x2
@@ -173,43 +163,16 @@ def evaluate_annotations(model, annotations: list[Annotation], bf16: bool | None
     return {"tissues": table, "mean_dice": round(mean, 4)}
 
 
-def finetune(
-    model,
-    train: list[Annotation],
-    val: list[Annotation] | None = None,
-    *,
-    minutes: float | None = 10.0,
-    max_steps: int | None = None,
-    lr: float = 1e-3,
-    batch: int = 8,
-    semi_supervised: bool = False,
-    consistency_weight: float = 1.0,
-    validate_every: float = 60.0,
-    seed: int = 0,
-    progress: Progress | None = None,
-    should_stop: ShouldStop | None = None,
-    on_validate: Callable[[dict], None] | None = None,
-) -> TrainResult:
-    """Fine-tune a copy of ``model`` on partial annotations.
+def finetune(model, train: list[Annotation], val: list[Annotation] | None = None, *,
+             lr: float = 1e-3, batch: int = 8, semi_supervised: bool = False,
+             consistency_weight: float = 1.0, seed: int = 0, **engine: Any) -> TrainResult:
+    """Fine-tune a copy of ``model`` (left unchanged) on partial annotations.
 
-    Parameters
-    ----------
-    model : torch.nn.Module
-        The starting model (left unchanged).
-    train, val : list of Annotation
-        Training annotations; validation patches (fully annotated) scored every
-        ``validate_every`` seconds and at the end.
-    minutes, max_steps : float, int
-        Budget (as :func:`~napari_omniseg.train.engine.run_training`); the minutes include
-        computing pseudo-labels and validating.
-    semi_supervised : bool
-        Add pseudo-labelled samples of the other tissues and the two-view consistency loss.
-    on_validate : callable, optional
-        Called with each history entry (for a live plot).
-
-    Returns
-    -------
-    TrainResult
+    ``val`` patches (fully annotated) are scored as the engine validates, and the best weights
+    are kept. ``semi_supervised`` adds pseudo-labelled samples of the other tissues and the
+    two-view consistency loss. ``engine`` are :func:`~napari_omniseg.train.engine.run_training`'s
+    keywords (budget, default 10 minutes, counting the pseudo-labels and validation;
+    ``validate_every``, ``progress``, ``should_stop``, ``on_validate``).
     """
     from .losses import dice_bce_loss
 
@@ -221,8 +184,7 @@ def finetune(
         model, batches, dice_bce_loss,
         (lambda m: evaluate_annotations(m, val)["mean_dice"]) if val else None, started=start,
         lr=lr, consistency_weight=consistency_weight if semi_supervised else 0.0,
-        minutes=minutes, max_steps=max_steps, validate_every=validate_every, progress=progress,
-        should_stop=should_stop, on_validate=on_validate)
+        **with_default_budget(engine))
 
 
 def save_finetuned(result: TrainResult, path, base: str, train: list[Annotation],

@@ -12,14 +12,14 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import numpy as np
 
 from .. import vocab
 from ..errors import OmnisegInputError
-from ..run import Progress, ShouldStop
-from .engine import TrainResult, finetune_copy
+from .annotations import draw_evenly, sampling_pools, targets_and_valid
+from .engine import TrainResult, finetune_copy, with_default_budget
 from .finetune import run_metadata
 
 #: Context kept around the known voxels when an annotation is cut out of a volume.
@@ -164,14 +164,7 @@ def make_volume_batches(annotations: list[VolumeAnnotation], batch: int = 2, cro
 
     from .augment3d import intensity3d, spatial3d
 
-    if not annotations:
-        raise ValueError("no annotations to train on")
-    rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
-    pools: dict[str, list[VolumeAnnotation]] = {}
-    for a in annotations:
-        pools.setdefault(a.region, []).append(a)
-    regions = sorted(pools)
+    rng, gen, pools = sampling_pools(annotations, "region", seed)
     size = _crop_size(max((a.volume.shape for a in annotations), key=max), crop)
 
     def cut(a: VolumeAnnotation):
@@ -189,8 +182,7 @@ def make_volume_batches(annotations: list[VolumeAnnotation], batch: int = 2, cro
     def next_batch():
         vols, codes, ids = [], [], []
         for _ in range(batch):
-            pool = pools[regions[int(rng.integers(len(regions)))]]
-            a = pool[int(rng.integers(len(pool)))]
+            a = draw_evenly(rng, pools)
             v, c = cut(a)
             vols.append(v)
             codes.append(c)
@@ -200,9 +192,7 @@ def make_volume_batches(annotations: list[VolumeAnnotation], batch: int = 2, cro
         if augment:
             v, c = spatial3d(v, c, gen)  # mask and known move together: code = mask + 2 known
             v = intensity3d(v, gen)
-        c = c.round().long()
-        return {"images": v, "targets": (c % 2).float(), "valid": (c >= 2).float(),
-                "conditions": (torch.tensor(ids),)}
+        return {"images": v, **targets_and_valid(c), "conditions": (torch.tensor(ids),)}
 
     return next_batch
 
@@ -232,40 +222,22 @@ def evaluate_volume_annotations(model, annotations: list[VolumeAnnotation],
     return {"regions": table, "mean_dice": round(mean, 4)}
 
 
-def finetune_fetal(
-    model,
-    train: list[VolumeAnnotation],
-    val: list[VolumeAnnotation] | None = None,
-    *,
-    minutes: float | None = 10.0,
-    max_steps: int | None = None,
-    lr: float = 2e-4,
-    batch: int = 2,
-    crop: int = 64,
-    validate_every: float = 60.0,
-    seed: int = 0,
-    progress: Progress | None = None,
-    should_stop: ShouldStop | None = None,
-    on_validate: Callable[[dict], None] | None = None,
-) -> TrainResult:
-    """Fine-tune a copy of a CoNeMOS model on partially annotated volumes.
+def finetune_fetal(model, train: list[VolumeAnnotation],
+                   val: list[VolumeAnnotation] | None = None, *, lr: float = 2e-4,
+                   batch: int = 2, crop: int = 64, seed: int = 0, semi_supervised: bool = False,
+                   **engine: Any) -> TrainResult:
+    """Fine-tune a copy of a region-conditioned CoNeMOS model (left unchanged) on partially
+    annotated volumes.
 
-    Parameters
-    ----------
-    model : torch.nn.Module
-        A region-conditioned CoNeMOS model (left unchanged).
-    train, val : list of VolumeAnnotation
-        Training annotations; validation volumes scored every ``validate_every`` seconds.
-    minutes, max_steps : float, int
-        Budget (as :func:`~napari_omniseg.train.engine.run_training`; minutes include
-        validation).
-
-    Returns
-    -------
-    TrainResult
+    ``val`` volumes are scored as the engine validates, and the best weights are kept.
+    ``engine`` are :func:`~napari_omniseg.train.engine.run_training`'s keywords (budget,
+    default 10 minutes, counting validation; ``validate_every``, ``progress``,
+    ``should_stop``, ``on_validate``). Semi-supervision exists for kidney patches only.
     """
     from .fetal import soft_dice_loss
 
+    if semi_supervised:
+        raise OmnisegInputError("semi-supervision applies to kidney patches, not to volumes")
     if not getattr(model, "conditioned", False):
         raise OmnisegInputError("fine-tuning on fetal volumes needs a region-conditioned "
                                 "(CoNeMOS) model; this one is not")
@@ -274,15 +246,14 @@ def finetune_fetal(
     return finetune_copy(
         model, batches, soft_dice_loss,
         (lambda m: evaluate_volume_annotations(m, val)["mean_dice"]) if val else None,
-        started=start, lr=lr, minutes=minutes, max_steps=max_steps,
-        validate_every=validate_every, progress=progress, should_stop=should_stop,
-        on_validate=on_validate)
+        started=start, lr=lr, **with_default_budget(engine))
 
 
 def save_finetuned_fetal(result: TrainResult, path, base: str,
                          train: list[VolumeAnnotation],
-                         val: list[VolumeAnnotation] | None = None):
-    """Write the fine-tuned fetal model with what it was trained on and what it started from."""
+                         val: list[VolumeAnnotation] | None = None, **_: Any):
+    """Write the fine-tuned fetal model with what it was trained on and what it started from
+    (keywords of the renal saver, such as ``semi_supervised``, do not apply)."""
     from ..checkpoints import save_checkpoint
 
     regions = sorted({a.region for a in train})

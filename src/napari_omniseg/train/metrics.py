@@ -45,3 +45,20 @@ def hausdorff95(pred: np.ndarray, truth: np.ndarray, spacing: float = 1.0) -> fl
     to_pred = ndimage.distance_transform_edt(~sp, sampling=spacing)
     distances = np.concatenate([to_truth[sp], to_pred[st]])
     return float(np.percentile(distances, 95))
+
+
+class PooledDice:
+    """Dice of each key (a tissue, a region) pooled over every pixel of many images."""
+
+    def __init__(self, keys) -> None:
+        self.inter = dict.fromkeys(keys, 0.0)
+        self.total = dict.fromkeys(keys, 0.0)
+
+    def add(self, key: str, pred: np.ndarray, truth: np.ndarray) -> None:
+        pred, truth = pred.astype(bool), truth.astype(bool)
+        self.inter[key] += float((pred & truth).sum())
+        self.total[key] += float(pred.sum() + truth.sum())
+
+    def scores(self) -> dict[str, float]:
+        """Dice per key (NaN where neither prediction nor truth has a pixel)."""
+        return {k: 2 * self.inter[k] / t if t else float("nan") for k, t in self.total.items()}

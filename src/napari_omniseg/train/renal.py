@@ -3,7 +3,6 @@ optimal and neighbouring magnifications, strong colour and spatial augmentation.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -11,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import vocab
-from ..checkpoints import save_checkpoint
 from ..run import Progress, ShouldStop
+from .metrics import PooledDice
 from .renal_data import ConditionSampler, PatchBank, build_patch_bank
 
 #: Seeds of training slides start here; evaluation uses seeds below it.
@@ -72,7 +71,7 @@ def train_renal(
 
     from ..checkpoints import pick_device
     from ..nets.omniseg import OmniSegPlus
-    from .engine import SegmentationStep, run_training
+    from .engine import SegmentationStep, train_and_save
     from .losses import dice_bce_loss
 
     t0 = time.perf_counter()
@@ -104,20 +103,9 @@ def train_renal(
                     "p=0.8",
         "device": str(device),
     }
-
-    def checkpoint(step: int) -> None:
-        meta = dict(recipe, steps=step, data_seconds=round(t_data, 1),
-                    training_seconds=round(time.perf_counter() - t0 - t_data, 1))
-        save_checkpoint(model, out, **meta)
-
-    result = run_training(SegmentationStep(model, make_batches(bank, batch), dice_bce_loss,
-                                           lr=lr), minutes=minutes, started=t0,
-                          progress=progress, should_stop=should_stop, checkpoint=checkpoint)
-    recipe.update(steps=result.steps, data_seconds=round(t_data, 1),
-                  training_seconds=round(result.seconds - t_data, 1), stopped=result.stopped,
-                  final_loss=float(np.mean(result.losses[-50:])) if result.losses else None)
-    save_checkpoint(model, out, half=half, **recipe)
-    return recipe
+    step = SegmentationStep(model, make_batches(bank, batch), dice_bce_loss, lr=lr)
+    return train_and_save(step, out, recipe, started=t0, data_seconds=t_data, half=half,
+                          minutes=minutes, progress=progress, should_stop=should_stop)
 
 
 def evaluation_seeds(n: int, size: int = 4096, start: int = 1) -> list[int]:
@@ -158,8 +146,7 @@ def evaluate_simulated(model, seeds: list[int], stains: tuple[str, ...] = tuple(
 
     out: dict[str, dict[str, float]] = {}
     for stain in stains:
-        inter = {t: 0.0 for t in tissues}
-        total = {t: 0.0 for t in tissues}
+        pooled = PooledDice(tissues)
         for seed in seeds:
             s = simulate_renal(size, size, stain=stain, seed=seed)
             by_mag: dict[int, list[str]] = {}
@@ -170,11 +157,8 @@ def evaluate_simulated(model, seeds: list[int], stains: tuple[str, ...] = tuple(
                 conds = [(vocab.tissue(c).task_id, vocab.scale_id(mag)) for c in codes]
                 probs = predict_array(model, s.image[level], conds, bf16=bf16)
                 for code, p in zip(codes, probs):
-                    pred = p > 0.5
-                    gt = s.masks[code][level] > 0
-                    inter[code] += float((pred & gt).sum())
-                    total[code] += float(pred.sum() + gt.sum())
-        out[stain] = {c: (2 * inter[c] / total[c] if total[c] else float("nan")) for c in tissues}
+                    pooled.add(code, p > 0.5, s.masks[code][level] > 0)
+        out[stain] = pooled.scores()
     return out
 
 
@@ -201,8 +185,7 @@ def evaluate_simulated_slides(model, seeds: list[int],
     out: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="omniseg-eval-") as tmp:
         for stain in stains:
-            inter = dict.fromkeys(vocab.TISSUE_CODES, 0.0)
-            total = dict.fromkeys(vocab.TISSUE_CODES, 0.0)
+            pooled = PooledDice(vocab.TISSUE_CODES)
             for seed in seeds:
                 image, masks = write_renal_slide(
                     Path(tmp) / f"{stain}{seed}.ome.tif", size, size, stain=stain, seed=seed,
@@ -213,12 +196,9 @@ def evaluate_simulated_slides(model, seeds: list[int],
                     truth = [lv.asarray() > 0 for lv in tif.series[0].levels]
                 for t in vocab.TISSUES:
                     level = vocab.MAGNIFICATIONS[::-1].index(t.optimal_magnification)
-                    p = pred[t.code][level].compute() > 0
-                    gt = truth[level][t.task_id]
-                    inter[t.code] += float((p & gt).sum())
-                    total[t.code] += float(p.sum() + gt.sum())
-            out[stain] = {c: (2 * inter[c] / total[c] if total[c] else float("nan"))
-                          for c in vocab.TISSUE_CODES}
+                    pooled.add(t.code, pred[t.code][level].compute() > 0,
+                               truth[level][t.task_id])
+            out[stain] = pooled.scores()
     return out
 
 
@@ -229,7 +209,3 @@ def dice_table(scores: dict) -> str:
     for stain, row in scores.items():
         lines.append(f"| {stain} | " + " | ".join(f"{row[t]:.3f}" for t in tissues) + " |")
     return "\n".join(lines)
-
-
-def write_json(obj: dict, path: str | os.PathLike) -> None:
-    Path(path).write_text(json.dumps(obj, indent=2))

@@ -30,10 +30,10 @@ class _Failure:
 
 
 def _forwarding(job: Job, should_stop: ShouldStop) -> Callable[[], Any]:
-    """A generator function for napari's ``thread_worker`` that runs ``job`` in a thread of
-    its own and yields its progress and events as they come (yielded values reach the GUI
-    thread). What ``job`` returns is returned; what it raises is returned as a
-    :class:`_Failure`, a stop as :class:`~napari_omniseg.run.Stopped`.
+    """A generator function for napari's ``thread_worker``: ``job`` runs in a thread of its
+    own and its progress and events are yielded (so they reach the GUI thread) as they come.
+    It returns what ``job`` returns, a :class:`_Failure` or the
+    :class:`~napari_omniseg.run.Stopped` it raised.
 
     Errors must not leave the worker as exceptions: superqt takes a ``RuntimeError`` (how
     torch reports most failures, running out of memory among them) for a deleted Qt object,
@@ -88,21 +88,16 @@ class WorkerControls:
         Parameters
         ----------
         job : callable
-            ``job(progress, should_stop, emit)`` (see :data:`Job`); Stop makes
-            ``should_stop()`` true.
-        status : str
-            The status line while running.
-        failure : str
-            Prefix of the message shown when the job raises anything but an
-            :class:`~napari_omniseg.errors.OmnisegInputError` (whose message is shown as is).
-        on_progress, on_event : callable, optional
-            Called in the GUI thread with each progress report (after the bar moved) and
-            with each emitted event.
-        on_returned : callable, optional
-            Called with what ``job`` returned (not after a failure or a
-            :class:`~napari_omniseg.run.Stopped`).
+            ``job(progress, should_stop, emit)`` (:data:`Job`); Stop makes ``should_stop()``
+            true.
+        status, failure : str
+            The status line while running; the prefix of the message shown when the job
+            raises anything but an :class:`~napari_omniseg.errors.OmnisegInputError`.
+        on_progress, on_event, on_returned : callable, optional
+            Called in the GUI thread with each progress report (after the bar moved), each
+            emitted event, and what ``job`` returned (unless it failed or stopped).
         on_finished : callable, optional
-            Called when the run ends for any reason (see ``run_failed``, ``run_stopped``),
+            Called when the run ends for any reason (``run_failed``, ``run_stopped``),
             before the controls return to idle.
         hide_progress : bool
             Hide the bar when the run ends.

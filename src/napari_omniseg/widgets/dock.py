@@ -13,9 +13,10 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from magicgui.widgets import Container
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton
 
 from ._worker_controls import WorkerControls
+from .model_in_use import MODELS_IN_USE
 
 
 class DockWidget(WorkerControls, Container):
@@ -28,9 +29,44 @@ class DockWidget(WorkerControls, Container):
         Plugins menu.
     """
 
+    #: The task whose model in use the widget's model choice follows ("" for none).
+    task_name = ""
+
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(labels=True)
         self.viewer = napari_viewer
+
+    def _run_controls(self, run_text: str) -> list:
+        """Run (calls ``start``) and Stop buttons, the progress bar and the status line."""
+        self.run_button = PushButton(text=run_text)
+        self.stop_button = PushButton(text="Stop", enabled=False)
+        self.progress = ProgressBar(label="progress", value=0, max=0, visible=False)
+        self.status = Label(value="")
+        self.run_button.changed.connect(self.start)
+        self.stop_button.changed.connect(self.stop)
+        return [self.run_button, self.stop_button, self.progress, self.status]
+
+    def _model_choice(self, task: str, bundled: str, file: str = "checkpoint file") -> list:
+        """The model choice of a widget that runs ``task``'s model: bundled, a checkpoint file
+        or the model in use, which it switches to when the user accepts a fine-tuned model."""
+        self.task_name = task
+        self.model_source = ComboBox(label="model", value="bundled", choices=[
+            (bundled, "bundled"), (file, "file"), ("fine-tuned model in use", "in use")])
+        self.model_file = FileEdit(label="checkpoint", filter="*.pt *.pth *.tar", visible=False)
+        self.model_source.changed.connect(
+            lambda v: setattr(self.model_file, "visible", v == "file"))
+        self.follow(MODELS_IN_USE.changed, self._use_fine_tuned)
+        return [self.model_source, self.model_file]
+
+    def _use_fine_tuned(self, task: str, name: str) -> None:
+        if task == self.task_name:
+            self.model_source.value = "in use"
+            self.status.value = f"model in use: {name}"
+
+    def _on_layers_changed(self, slot: Callable) -> None:
+        """Call ``slot`` whenever a layer is added to or removed from the viewer."""
+        self.viewer.layers.events.inserted.connect(slot)
+        self.viewer.layers.events.removed.connect(slot)
 
     def follow(self, signal: Any, slot: Callable) -> None:
         """Connect ``slot`` to a session-wide psygnal ``signal`` for as long as the widget lives.

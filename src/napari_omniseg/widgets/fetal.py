@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import napari
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, FileEdit, Label, ProgressBar, PushButton
+from magicgui.widgets import CheckBox, ComboBox
 
 from .. import vocab
 from ..errors import OmnisegInputError
 from .dock import DockWidget
-from .layers import volume_from_layer
+from .layers import image_layers, volume_from_layer
 from .model_in_use import MODELS_IN_USE
 
 
@@ -24,14 +24,10 @@ class FetalWidget(DockWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__(napari_viewer)
-        viewer = self.viewer
         self.volume = ComboBox(label="volume", choices=self._volume_layers)
         self.region = ComboBox(label="region", value="all", choices=[
             ("all regions", "all"), *[(r.name, r.code) for r in vocab.FETAL_REGIONS]])
-        self.model_source = ComboBox(label="model", value="bundled", choices=[
-            ("bundled fetal model", "bundled"), ("checkpoint file", "file"),
-            ("fine-tuned model in use", "in use")])
-        self.model_file = FileEdit(label="checkpoint", filter="*.pt", visible=False)
+        model = self._model_choice("fetal", "bundled fetal model")
         self.flips = CheckBox(label="flip averaging", value=True,
                               tooltip="average with the three mirrored predictions: more "
                                       "accurate (eyes most), 4x slower; untick for a preview")
@@ -39,31 +35,12 @@ class FetalWidget(DockWidget):
             label="clean up pieces", value=True,
             tooltip="uterus, body, brain and placenta keep only their largest connected piece; "
                     "the eyes only their pieces inside the fetal body (predicted too)")
-        self.run_button = PushButton(text="Segment")
-        self.stop_button = PushButton(text="Stop", enabled=False)
-        self.progress = ProgressBar(label="progress", value=0, max=0, visible=False)
-        self.status = Label(value="")
-        self.extend([self.volume, self.region, self.model_source, self.model_file, self.flips,
-                     self.clean_up, self.run_button, self.stop_button, self.progress,
-                     self.status])
-        self.model_source.changed.connect(
-            lambda v: setattr(self.model_file, "visible", v == "file"))
-        self.run_button.changed.connect(self.start)
-        self.stop_button.changed.connect(self.stop)
-        viewer.layers.events.inserted.connect(lambda e: self.volume.reset_choices())
-        viewer.layers.events.removed.connect(lambda e: self.volume.reset_choices())
-        self.follow(MODELS_IN_USE.changed, self._use_fine_tuned)
-
-    def _use_fine_tuned(self, task: str, name: str) -> None:
-        if task == "fetal":
-            self.model_source.value = "in use"
-            self.status.value = f"model in use: {name}"
+        self.extend([self.volume, self.region, *model, self.flips, self.clean_up,
+                     *self._run_controls("Segment")])
+        self._on_layers_changed(lambda e: self.volume.reset_choices())
 
     def _volume_layers(self, _=None) -> list:
-        from napari.layers import Image
-
-        return [(lyr.name, lyr) for lyr in self.viewer.layers
-                if isinstance(lyr, Image) and not lyr.rgb and lyr.ndim == 3]
+        return image_layers(self.viewer, "volume")
 
     def start(self) -> None:
         """Segment the chosen regions in a worker; each becomes a Labels layer at the end."""

@@ -23,8 +23,6 @@ from magicgui.widgets import (
     Container,
     FileEdit,
     FloatSpinBox,
-    Label,
-    ProgressBar,
     PushButton,
 )
 
@@ -148,7 +146,6 @@ class FinetuneWidget(DockWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__(napari_viewer)
-        viewer = self.viewer
         self.kind = ComboBox(label="data", value="renal", choices=[
             (t.data_label, t.name) for t in TASKS.values()])
         self.rows = Container(labels=False, label="annotations")
@@ -164,25 +161,19 @@ class FinetuneWidget(DockWidget):
                              tooltip="pseudo-labels for the other tissues + two-view consistency")
         self.save_to = FileEdit(label="save to", mode="w", filter="*.pt",
                                 value=str(DEFAULT_SAVE["renal"]))
-        self.run_button = PushButton(text="Train")
-        self.stop_button = PushButton(text="Stop", enabled=False)
-        self.progress = ProgressBar(label="progress", value=0, max=1000, visible=False)
         self.plot = LossPlot()
         self.use_button = PushButton(text="Use this model", enabled=False)
-        self.status = Label(value="")
+        *run, status = self._run_controls("Train")
         self.extend([self.kind, self.rows, self.add_row_button, self.magnification, self.start_from,
-                     self.model_file, self.minutes, self.semi, self.save_to, self.run_button,
-                     self.stop_button, self.progress, self.use_button, self.status])
+                     self.model_file, self.minutes, self.semi, self.save_to, *run,
+                     self.use_button, status])
         self.native.layout().insertWidget(self.native.layout().count() - 2, self.plot.native)
         self.add_row_button.changed.connect(lambda: self.add_row())
         self.kind.changed.connect(self._on_kind)
         self.start_from.changed.connect(
             lambda v: setattr(self.model_file, "visible", v == "file"))
-        self.run_button.changed.connect(self.start)
-        self.stop_button.changed.connect(self.stop)
         self.use_button.changed.connect(self.use_trained)
-        viewer.layers.events.inserted.connect(self._refresh)
-        viewer.layers.events.removed.connect(self._refresh)
+        self._on_layers_changed(self._refresh)
         self.trained = None
         self.add_row()
 
@@ -251,7 +242,7 @@ class FinetuneWidget(DockWidget):
         return train, val
 
     def _volume_annotation(self, row: AnnotationRow, image: Any, labels: Any):
-        return self.task.function("annotation_from_layers")(
+        return self.task.annotation_from_layers(
             np.asarray(image.data), np.asarray(labels.data), row.tissue.value,
             annotated=row.complete.value == WHOLE_LAYER, name=f"{labels.name} on {image.name}")
 
@@ -286,7 +277,7 @@ class FinetuneWidget(DockWidget):
         box = (max(0, rows_[0] - 64), min(lab.shape[0], rows_[-1] + 65),
                max(0, cols_[0] - 64), min(lab.shape[1], cols_[-1] + 65))
         sl = (slice(box[0], box[1]), slice(box[2], box[3]))
-        return at_optimal_magnification(self.task.function("annotation_from_layers")(
+        return at_optimal_magnification(self.task.annotation_from_layers(
             image_array(image, box), lab[sl], row.tissue.value, mag or slide.magnification,
             annotated=annotated[sl] if isinstance(annotated, np.ndarray) else annotated,
             name=f"{labels.name} on {image.name}"))

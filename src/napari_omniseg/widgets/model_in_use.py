@@ -27,17 +27,13 @@ class ModelsInUse:
         return self._models.get(task, (None, ""))[0]
 
     def name(self, task: str) -> str:
-        """What the user calls the task's model in use ("" when none)."""
+        """How the user knows the task's model in use ("" when none)."""
         return self._models.get(task, (None, ""))[1]
 
     def set(self, task: str, model: Any, name: str) -> None:
         """Make ``model`` the task's model in use; ``name`` is shown to the user."""
         self._models[task] = (model, name)
         self.changed.emit(task, name)
-
-    def forget(self, task: str) -> None:
-        """No model in use for ``task`` (the bundled one is used)."""
-        self._models.pop(task, None)
 
     def chosen(self, task: str, source: str, path: Any = None) -> tuple[Any, str]:
         """The model a widget's model choice names, and how to call it.

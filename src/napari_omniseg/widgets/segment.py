@@ -11,12 +11,12 @@ from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton
+from magicgui.widgets import ComboBox, FloatSpinBox
 
 from .. import vocab
 from ..errors import OmnisegInputError
 from .dock import DockWidget
-from .layers import slide_from_layer
+from .layers import image_layers, layers_of_type, slide_from_layer
 from .model_in_use import MODELS_IN_USE
 
 WHERE = ("current view", "whole slide", "inside shapes")
@@ -33,7 +33,6 @@ class SegmentWidget(DockWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__(napari_viewer)
-        viewer = self.viewer
         self.image = ComboBox(label="image", choices=self._image_layers)
         self.tissue = ComboBox(label="tissue", value="all", choices=[
             ("all (each at its best magnification)", "all"),
@@ -41,48 +40,25 @@ class SegmentWidget(DockWidget):
         self.magnification = ComboBox(label="magnification", value="auto", choices=[
             ("auto (optimal per tissue)", "auto"), *[(f"{m}x", str(m)) for m in
                                                      vocab.MAGNIFICATIONS]])
-        self.model_source = ComboBox(label="model", value="bundled", choices=[
-            ("bundled renal model", "bundled"), ("checkpoint file (ours or the authors')", "file"),
-            ("fine-tuned model in use", "in use")])
-        self.model_file = FileEdit(label="checkpoint", filter="*.pt *.pth *.tar", visible=False)
+        model = self._model_choice("renal", "bundled renal model",
+                                   "checkpoint file (ours or the authors')")
         self.where = ComboBox(label="where", value="current view", choices=list(WHERE))
         self.shapes = ComboBox(label="shapes", choices=self._shapes_layers, visible=False)
         self.mpp = FloatSpinBox(label="µm/px", value=0.0, min=0.0, max=50.0, step=0.01,
                                 tooltip="only for images without a pixel size (0 = from file)")
-        self.run_button = PushButton(text="Segment")
-        self.stop_button = PushButton(text="Stop", enabled=False)
-        self.progress = ProgressBar(label="progress", value=0, max=1, visible=False)
-        self.status = Label(value="")
-        self.extend([self.image, self.tissue, self.magnification, self.model_source,
-                     self.model_file, self.where, self.shapes, self.mpp, self.run_button,
-                     self.stop_button, self.progress, self.status])
-        self.model_source.changed.connect(
-            lambda v: setattr(self.model_file, "visible", v == "file"))
+        self.extend([self.image, self.tissue, self.magnification, *model, self.where,
+                     self.shapes, self.mpp, *self._run_controls("Segment")])
         self.where.changed.connect(lambda v: setattr(self.shapes, "visible", v == WHERE[2]))
-        self.run_button.changed.connect(self.start)
-        self.stop_button.changed.connect(self.stop)
-        viewer.layers.events.inserted.connect(self._refresh_choices)
-        viewer.layers.events.removed.connect(self._refresh_choices)
+        self._on_layers_changed(self._refresh_choices)
         self._model_cache: dict[str, Any] = {}
-        self.follow(MODELS_IN_USE.changed, self._use_fine_tuned)
-
-    def _use_fine_tuned(self, task: str, name: str) -> None:
-        if task == "renal":
-            self.model_source.value = "in use"
-            self.status.value = f"model in use: {name}"
 
     # -- choices -------------------------------------------------------------------------------
 
     def _image_layers(self, _=None) -> list:
-        from napari.layers import Image
-
-        return [(lyr.name, lyr) for lyr in self.viewer.layers
-                if isinstance(lyr, Image) and lyr.rgb]
+        return image_layers(self.viewer, "rgb")
 
     def _shapes_layers(self, _=None) -> list:
-        from napari.layers import Shapes
-
-        return [(lyr.name, lyr) for lyr in self.viewer.layers if isinstance(lyr, Shapes)]
+        return layers_of_type(self.viewer, "Shapes")
 
     def _refresh_choices(self, event=None) -> None:
         self.image.reset_choices()
