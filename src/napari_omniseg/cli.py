@@ -359,16 +359,17 @@ def _segment(args: argparse.Namespace) -> int:
 
     tissues = list(vocab.TISSUE_CODES) if args.tissue == "all" else [args.tissue]
     mag = None if args.magnification == "auto" else float(args.magnification)
-    with output_folder(args.out):
-        with _bar("segment") as bar:
-            summary = segment_slides(args.slides, tissues, mag, args.model, args.out,
-                                     mpp=args.mpp, scheduler=args.scheduler, progress=bar)
+    return _batch(args, "segment", lambda bar: segment_slides(
+        args.slides, tissues, mag, args.model, args.out, mpp=args.mpp, scheduler=args.scheduler,
+        progress=bar))
+
+
+def _batch(args: argparse.Namespace, name: str, work: Callable[..., dict]) -> int:
+    """Run a batch into the output folder it holds (``work(progress)`` returns the summary),
+    write summary.json, print it, then each failure as one line; exit 2 if any failed."""
+    with output_folder(args.out), _bar(name) as bar:
+        summary = work(bar)
         write_text_atomically(args.out / "summary.json", json.dumps(summary, indent=2))
-    return _print_summary(summary)
-
-
-def _print_summary(summary: dict) -> int:
-    """Print a batch's summary, then each failure as one line; exit 2 if any failed."""
     print(json.dumps(summary, indent=2))
     for err in summary["failed"].values():
         print(f"omniseg: error: {err}", file=sys.stderr)
@@ -395,12 +396,9 @@ def _train_fetal(args: argparse.Namespace) -> int:
 def _segment_volume(args: argparse.Namespace) -> int:
     from .predict.batch import segment_volumes
 
-    with output_folder(args.out):
-        with _bar("segment-volume") as bar:
-            summary = segment_volumes(args.volumes, (args.region,), args.model, args.out,
-                                      flips=args.flips, clean_up=args.clean_up, progress=bar)
-        write_text_atomically(args.out / "summary.json", json.dumps(summary, indent=2))
-    return _print_summary(summary)
+    return _batch(args, "segment-volume", lambda bar: segment_volumes(
+        args.volumes, (args.region,), args.model, args.out, flips=args.flips,
+        clean_up=args.clean_up, progress=bar))
 
 
 def _info(args: argparse.Namespace) -> int:

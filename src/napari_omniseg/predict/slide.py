@@ -43,30 +43,12 @@ _MAX_RUN_TILES = 32
 class TileEngine:
     """Probabilities of several tissues at one magnification, tile by tile, with a cache.
 
-    Parameters
-    ----------
-    slide : Slide
-        The slide (its magnification must be known).
-    model : torch.nn.Module
-        A conditional segmenter with ``forward_conditions``.
-    magnification : float
-        Working magnification.
-    tissues : sequence of str
-        Tissue codes to evaluate together.
-    tile, overlap : int
-        Network window and overlap between neighbouring windows (working pixels).
-    bf16 : bool
-        bfloat16 autocast.
-    cache_mb : float
-        Memory for computed tiles (float16 probabilities of every tissue); the least recently
-        used tiles are dropped beyond it.
-    cache_rows : int, optional
-        Instead, keep this many rows of tiles (across the whole working width): enough for
-        work that goes band by band, such as writing masks, in memory that does not grow with
-        the slide's height.
-    tissue_mask : TissueMask, optional
-        Where there is tissue rather than glass; tiles without tissue are skipped and
-        predictions off it are zero.
+    The parameters are :func:`make_engines`'s for one working ``magnification`` (a loaded
+    ``model``, a known ``bf16``), and: ``cache_mb``, memory for computed tiles (float16
+    probabilities of every tissue; the least recently used are dropped beyond it), unless
+    ``cache_rows`` rows of tiles are kept instead (band-by-band work, such as writing masks, in
+    memory that does not grow with the slide's height); ``tissue_mask``, where there is tissue
+    rather than glass (tiles without tissue are skipped, predictions off it are zero).
     """
 
     def __init__(self, slide: Slide, model: Any, magnification: float, tissues: Sequence[str],

@@ -100,6 +100,23 @@ def annotation_from_layers(
     if image.shape[:2] != labels.shape[:2]:
         raise OmnisegInputError(f"labels {labels.shape} and image {image.shape[:2]} differ in "
                                 "size; pick a labels layer drawn on this image")
+    mask, known = painted_and_known(labels, annotated, name)
+    sl = box_around(known, MARGIN)
+    return Annotation(np.array(image[sl][..., :3]), mask[sl].copy(), known[sl].copy(), tissue,
+                      nearest_magnification(magnification), name=name)
+
+
+def painted_and_known(labels: np.ndarray, annotated: bool | np.ndarray, name: str = ""
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Where the structure is painted (any non-zero label) and where the label is known:
+    painted pixels, plus everything (``annotated=True``) or a fully annotated region (a
+    boolean array). Any dimension.
+
+    Raises
+    ------
+    OmnisegInputError
+        When nothing is known: nothing to learn from.
+    """
     mask = labels != 0
     if isinstance(annotated, np.ndarray):
         known = mask | annotated.astype(bool)
@@ -108,12 +125,16 @@ def annotation_from_layers(
     if not known.any():
         raise OmnisegInputError(f"{name or 'this labels layer'} has nothing painted and no fully "
                                 "annotated region: nothing to learn from")
-    rows, cols = np.flatnonzero(known.any(1)), np.flatnonzero(known.any(0))
-    y0, y1 = max(0, rows[0] - MARGIN), min(mask.shape[0], rows[-1] + 1 + MARGIN)
-    x0, x1 = max(0, cols[0] - MARGIN), min(mask.shape[1], cols[-1] + 1 + MARGIN)
-    return Annotation(np.array(image[y0:y1, x0:x1, :3]), mask[y0:y1, x0:x1].copy(),
-                      known[y0:y1, x0:x1].copy(), tissue, nearest_magnification(magnification),
-                      name=name)
+    return mask, known
+
+
+def box_around(known: np.ndarray, margin: int) -> tuple[slice, ...]:
+    """The bounding box of the known pixels (or voxels) grown by ``margin``, inside the array."""
+    box = []
+    for axis, n in enumerate(known.shape):
+        idx = np.flatnonzero(known.any(axis=tuple(a for a in range(known.ndim) if a != axis)))
+        box.append(slice(max(0, idx[0] - margin), min(n, idx[-1] + 1 + margin)))
+    return tuple(box)
 
 
 def at_optimal_magnification(a: Annotation, min_side: int = 64) -> Annotation:

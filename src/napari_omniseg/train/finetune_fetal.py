@@ -18,7 +18,13 @@ import numpy as np
 
 from .. import vocab
 from ..errors import OmnisegInputError
-from .annotations import draw_evenly, sampling_pools, targets_and_valid
+from .annotations import (
+    box_around,
+    draw_evenly,
+    painted_and_known,
+    sampling_pools,
+    targets_and_valid,
+)
 from .engine import TrainResult, finetune_copy, with_default_budget
 from .finetune import run_metadata
 
@@ -91,16 +97,8 @@ def volume_annotation_from_layers(volume: np.ndarray, labels: np.ndarray, region
     if labels.shape != volume.shape:
         raise OmnisegInputError(f"labels {labels.shape} and volume {volume.shape} differ in "
                                 "shape; pick a labels layer drawn on this volume")
-    mask = labels != 0
-    known = np.ones_like(mask) if annotated else mask.copy()
-    if not known.any():
-        raise OmnisegInputError(f"{name or 'this labels layer'} has nothing painted: nothing "
-                                "to learn from")
-    box = []
-    for axis in range(3):
-        idx = np.flatnonzero(known.any(axis=tuple(a for a in range(3) if a != axis)))
-        box.append(slice(max(0, idx[0] - MARGIN), min(mask.shape[axis], idx[-1] + 1 + MARGIN)))
-    sl = tuple(box)
+    mask, known = painted_and_known(labels, bool(annotated), name)
+    sl = box_around(known, MARGIN)
     # percentiles over the whole volume, so the crop looks as it does at inference
     norm = normalize_intensity(volume.astype(np.float32))
     return VolumeAnnotation(np.ascontiguousarray(norm[sl]), mask[sl].copy(), known[sl].copy(),

@@ -29,13 +29,17 @@ class _Failure:
     error: Exception
 
 
+class _Stopped:
+    """The job stopped when asked (an exception instance may not be returned: see below)."""
+
+
 def _forwarding(job: Job, should_stop: ShouldStop) -> Callable[[], Any]:
     """A generator function for napari's ``thread_worker``: ``job`` runs in a thread of its
     own and its progress and events are yielded (so they reach the GUI thread) as they come.
-    It returns what ``job`` returns, a :class:`_Failure` or the
-    :class:`~napari_omniseg.run.Stopped` it raised.
+    It returns what ``job`` returns, a :class:`_Failure` or :class:`_Stopped`.
 
-    Errors must not leave the worker as exceptions: superqt takes a ``RuntimeError`` (how
+    Errors must not leave the worker as exceptions, nor be returned (superqt raises a returned
+    exception instance): superqt takes a ``RuntimeError`` (how
     torch reports most failures, running out of memory among them) for a deleted Qt object,
     drops it and never signals that the run ended, so the widget would wait forever; and
     napari 0.9's task-status hook on the ``errored`` signal raises a TypeError of its own.
@@ -48,8 +52,8 @@ def _forwarding(job: Job, should_stop: ShouldStop) -> Callable[[], Any]:
             try:
                 box["result"] = job(lambda d, t, m: events.put(("progress", d, t, m)),
                                     should_stop, lambda e: events.put(("event", e)))
-            except Stopped as e:
-                box["result"] = e
+            except Stopped:
+                box["result"] = _Stopped()
             except Exception as e:  # noqa: BLE001 (reported to the user by WorkerControls)
                 if not isinstance(e, OmnisegInputError):
                     _log.exception("%s failed", getattr(job, "__qualname__", "run"))
@@ -118,7 +122,7 @@ class WorkerControls:
                 self.run_failed = True
                 e = value.error
                 self._report(str(e) if isinstance(e, OmnisegInputError) else f"{failure}: {e}")
-            elif isinstance(value, Stopped):
+            elif isinstance(value, _Stopped):
                 self.run_stopped = True
             elif on_returned is not None:
                 on_returned(value)

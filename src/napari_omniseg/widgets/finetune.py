@@ -247,7 +247,12 @@ class FinetuneWidget(DockWidget):
             annotated=row.complete.value == WHOLE_LAYER, name=f"{labels.name} on {image.name}")
 
     def _slide_annotation(self, row: AnnotationRow, image: Any, labels: Any):
-        from ..train.annotations import at_optimal_magnification
+        from ..train.annotations import (
+            MARGIN,
+            at_optimal_magnification,
+            box_around,
+            painted_and_known,
+        )
 
         fixed = self.magnification.value != "from image"
         mag = float(self.magnification.value.rstrip("x")) if fixed else None
@@ -268,17 +273,11 @@ class FinetuneWidget(DockWidget):
             annotated = False
         else:
             annotated = shapes_region(complete, lab.shape[-2:], image)
-        known = (lab != 0) | (annotated if isinstance(annotated, np.ndarray)
-                              else bool(annotated))
-        rows_, cols_ = np.flatnonzero(known.any(1)), np.flatnonzero(known.any(0))
-        if not len(rows_):
-            raise OmnisegInputError(f"{labels.name} has nothing painted and no complete "
-                                    "region: nothing to learn from")
-        box = (max(0, rows_[0] - 64), min(lab.shape[0], rows_[-1] + 65),
-               max(0, cols_[0] - 64), min(lab.shape[1], cols_[-1] + 65))
-        sl = (slice(box[0], box[1]), slice(box[2], box[3]))
+        # only the painted part and its context is read from the (possibly whole-slide) image
+        _, known = painted_and_known(lab, annotated, labels.name)
+        sl = box_around(known, MARGIN)
         return at_optimal_magnification(self.task.annotation_from_layers(
-            image_array(image, box), lab[sl], row.tissue.value, mag or slide.magnification,
+            image_array(image, sl), lab[sl], row.tissue.value, mag or slide.magnification,
             annotated=annotated[sl] if isinstance(annotated, np.ndarray) else annotated,
             name=f"{labels.name} on {image.name}"))
 

@@ -68,11 +68,10 @@ def labels_array(layer: Any) -> np.ndarray:
     return np.asarray(data)
 
 
-def image_array(layer: Any, box: tuple[int, int, int, int]) -> np.ndarray:
-    """The RGB pixels of an image layer's finest level inside ``box`` (y0, y1, x0, x1)."""
-    y0, y1, x0, x1 = box
+def image_array(layer: Any, box: tuple[slice, slice]) -> np.ndarray:
+    """The RGB pixels of an image layer's finest level inside ``box`` (rows, columns)."""
     data = layer.data[0] if layer.multiscale else layer.data
-    return np.asarray(data[y0:y1, x0:x1, :3]).astype(np.uint8)
+    return np.asarray(data[box][..., :3]).astype(np.uint8)
 
 
 def shapes_region(shapes_layer, shape: tuple[int, int], image_layer) -> np.ndarray:
