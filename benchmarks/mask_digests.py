@@ -12,6 +12,12 @@ Covered: every renal tissue at every pyramid level of every stain's sample slide
 arrays of ``segment_slide``, the mask files of ``segment_slide_to_files``), the renal fine-tune
 evaluation path (``predict_array``), and every fetal region of the fetal sample with and
 without flips and clean-up (``segment_volume``).
+
+The lazy arrays are computed with dask's synchronous scheduler. Under the threaded scheduler
+the order in which chunks ask for network tiles varies from run to run, and with it how tiles
+are grouped into forward batches; in bfloat16 a tile's answer depends on its batch's size
+(logits differ by up to 0.27 between a batch of 8 and of 1), so a few pixels near 0.5 flip
+between two runs of the same code (2 of 15.7 million on the trichrome sample's 40x PTC mask).
 """
 
 from __future__ import annotations
@@ -45,7 +51,8 @@ def renal(stains: list[str]) -> None:
         masks = segment_slide(slide, ("all",), None, model)
         for code, levels in masks.items():
             for k, level in enumerate(levels):
-                print(f"renal {stain} {code} level{k} {digest(level.compute())}", flush=True)
+                print(f"renal {stain} {code} level{k} "
+                      f"{digest(level.compute(scheduler='synchronous'))}", flush=True)
         crop = np.asarray(slide.levels[0][:512, :512, :3])
         probs = predict_array(model, crop, [(0, 3), (5, 3)], tile=256, overlap=64, bf16=True)
         print(f"renal {stain} predict_array {digest(probs > 0.5)}", flush=True)
@@ -68,8 +75,8 @@ def fetal() -> None:
         for clean in (True, False):
             masks = segment_volume(vol, ("all",), model, flips=flips, **{_CLEAN: clean})
             for code, m in masks.items():
-                print(f"fetal flips={flips} clean={clean} {code} {digest(m.compute())}",
-                      flush=True)
+                print(f"fetal flips={flips} clean={clean} {code} "
+                      f"{digest(m.compute(scheduler='synchronous'))}", flush=True)
 
 
 def _clean_keyword() -> str:

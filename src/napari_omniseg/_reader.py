@@ -12,6 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import failure_sentence
+from .io.atomic import file_stem
 from .io.slides import SLIDE_SUFFIXES, Slide
 from .io.volumes import VOLUME_SUFFIXES, Volume, is_volume_file, volume_suffix
 
@@ -65,7 +66,7 @@ def slide_layer_data(slide: Slide, name: str | None = None) -> LayerData:
         "source": slide.source,
     }
     kwargs: dict[str, Any] = {
-        "name": name or (_stem(slide.path) if slide.path else "slide"),
+        "name": name or (file_stem(slide.path) if slide.path else "slide"),
         "rgb": True,
         "multiscale": len(slide.levels) > 1,
         "metadata": meta,
@@ -103,7 +104,7 @@ def volume_layer_data(volume: Volume, name: str | None = None) -> LayerData:
         show_warning(f"{volume.path.name if volume.path else 'volume'} has no voxel size; "
                      "showing it with 1 mm voxels")
     kwargs = {
-        "name": name or (_stem(volume.path) if volume.path else "volume"),
+        "name": name or (file_stem(volume.path) if volume.path else "volume"),
         "scale": volume.spacing,
         "units": ("mm", "mm", "mm"),
         "colormap": "gray",
@@ -116,11 +117,3 @@ def volume_layer_data(volume: Volume, name: str | None = None) -> LayerData:
         },
     }
     return (volume.data, kwargs, "image")
-
-
-def _stem(path: Path | None) -> str:
-    name = Path(path).name if path else ""
-    for suffix in (".ome.tiff", ".ome.tif", ".nii.gz"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem

@@ -6,6 +6,7 @@ opens the image and, hidden, its ground-truth labels.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -77,24 +78,8 @@ def _direct_colormap(colors: dict) -> object:
     return DirectLabelColormap(color_dict=colors)
 
 
-def renal_he() -> list[tuple]:
-    """Synthetic kidney biopsy, H&E."""
-    return _renal("he")
-
-
-def renal_pas() -> list[tuple]:
-    """Synthetic kidney biopsy, PAS."""
-    return _renal("pas")
-
-
-def renal_sil() -> list[tuple]:
-    """Synthetic kidney biopsy, Jones silver."""
-    return _renal("sil")
-
-
-def renal_tri() -> list[tuple]:
-    """Synthetic kidney biopsy, trichrome."""
-    return _renal("tri")
+#: The synthetic kidney biopsy in each stain (H&E, PAS, Jones silver, trichrome).
+renal_he, renal_pas, renal_sil, renal_tri = (partial(_renal, s) for s in SAMPLE_STAINS)
 
 
 def fetal_mri() -> list[tuple]:

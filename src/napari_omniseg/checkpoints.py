@@ -40,26 +40,13 @@ def pick_device(prefer: str | None = None) -> "torch.device":  # noqa: F821
 
 def save_checkpoint(model: Any, path: str | os.PathLike, half: bool = False,
                     **metadata: Any) -> Path:
-    """Write a model's weights and metadata to one file (via a temporary name, then renamed).
+    """Write a registered network's weights and metadata to one file (complete or absent).
 
-    Parameters
-    ----------
-    model : torch.nn.Module
-        The model to save.
-    path : path-like
-        Output file.
-    half : bool
-        Store floating-point weights as float16 (half the file; they are loaded back into
-        float32 parameters).
-    **metadata
-        JSON-serialisable facts: what it was trained on, recipe, base model... The network's
-        architecture, constructor settings and vocabulary are added from the architecture
-        registry.
-
-    Raises
-    ------
-    OmnisegInputError
-        When a weight is NaN or infinite (training diverged): such a model answers nothing.
+    ``metadata`` are JSON-serialisable facts (what it was trained on, recipe, base model);
+    the architecture, its settings and vocabulary come from the architecture registry.
+    ``half`` stores floating-point weights as float16 (half the file; loaded back into float32
+    parameters). A NaN or infinite weight (training diverged) is an
+    :class:`~napari_omniseg.errors.OmnisegInputError`: such a model answers nothing.
     """
     import torch
 

@@ -249,23 +249,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    commands = {("simulate", "renal"): _simulate_renal, ("simulate", "fetal"): _simulate_fetal,
+                ("simulate", "samples"): _simulate_samples, ("train", "renal"): _train_renal,
+                ("train", "fetal"): _train_fetal, ("info",): _info, ("segment",): _segment,
+                ("segment-volume",): _segment_volume, ("finetune",): _finetune,
+                ("evaluate",): _evaluate}
     try:
-        if args.command == "simulate":
-            with output_folder(args.out):
-                return {"renal": _simulate_renal, "fetal": _simulate_fetal,
-                        "samples": _simulate_samples}[args.what](args)
-        if args.command == "info":
-            return _info(args)
-        if args.command == "train":
-            return _train_renal(args) if args.what == "renal" else _train_fetal(args)
-        if args.command == "segment":
-            return _segment(args)
-        if args.command == "segment-volume":
-            return _segment_volume(args)
-        if args.command == "finetune":
-            return _finetune(args)
-        if args.command == "evaluate":
-            return _evaluate(args)
+        command = commands[(args.command, args.what) if hasattr(args, "what") else
+                           (args.command,)]
+        if args.command != "simulate":
+            return command(args)
+        with output_folder(args.out):
+            return command(args)
     except OmnisegInputError as e:
         print(f"omniseg: error: {e}", file=sys.stderr)
         return 2
@@ -280,7 +275,6 @@ def _run(args: argparse.Namespace) -> int:
         print(f"omniseg: error: {short_reason(e)} (set OMNISEG_DEBUG=1 to see where)",
               file=sys.stderr)
         return 1
-    return 1  # pragma: no cover
 
 
 @contextmanager

@@ -1,17 +1,10 @@
 """The contract every long piece of work keeps: it reports progress and obeys Stop.
 
-A long function takes two optional keywords:
-
-- ``progress(done, total, message)``: called as work advances (``total`` may change between
-  calls; a time-budgeted training reports 0-1000);
-- ``should_stop()``: polled between units of work (a tile band, a chunk, a training step).
-
-When ``should_stop()`` answers True the function either raises :class:`Stopped` (work whose
-partial result is useless, such as a half-written file, which it removes first) or returns
-what it has with a ``stopped`` flag (training keeps its best model). Widgets bridge the pair
-to napari's progress bar and Stop button, the CLI to tqdm and Ctrl-C.
-
-This module imports nothing from the package: everything may depend on it.
+A long function takes ``progress(done, total, message)``, called as work advances, and
+``should_stop()``, polled between units of work (a band, a chunk, a step). Asked to stop, it
+raises :class:`Stopped` (after removing a partial file, say) or returns what it has with a
+``stopped`` flag (training keeps its best model). Widgets bridge the pair to napari's progress
+bar and Stop button, the CLI to tqdm and Ctrl-C. Nothing here imports the package.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""The task registry: one object per modality (kidney slides, fetal MRI) saying everything the
-CLI, the widgets and the checkpoints need to know about it, so that none of them branches on
-the modality.
-
-The functions of a task are named as ``"module:function"`` and imported when first called:
-looking a task up costs nothing (no torch, no scipy).
+"""The task registry: one object per modality (kidney slides, fetal MRI) with what the CLI, the
+widgets and the checkpoints need to know, so that none of them branches on the modality. Its
+functions are named ``"module:function"`` and imported when called (a lookup loads nothing).
 """
 
 from __future__ import annotations
@@ -21,29 +18,16 @@ from .errors import OmnisegInputError
 
 @dataclass(frozen=True)
 class Task:
-    """One modality.
-
-    Attributes
-    ----------
-    name, description : str
-        ``"renal"`` or ``"fetal"`` (also its bundled model's name); how a user knows its models.
-    architecture, bundled_file, answers : str
-        Its network (:mod:`napari_omniseg.nets.registry`), bundled checkpoint (in the
-        package's ``weights/``) and the method every model of the task has.
-    conditions : tuple of (label, code)
-        What a user can ask for: the tissues, or the regions.
-    data_label, image : str
-        How the Fine-tune widget names its data; what annotations are painted on (``"rgb"``
-        2D slides or ``"volume"`` 3D MRI).
-    lr, semi_supervision, finetuned_file
-        Fine-tuning's default rate, whether it offers pseudo-labels and consistency, and the
-        default file name of its result.
-    functions : dict
-        Role -> ``"module:function"``, called as ``task.<role>(...)``: ``read_manifest(path,
-        split_column)``, ``annotation_from_layers``, ``make_batches``, ``finetune(model, train,
-        val, **engine)``, ``save(result, path, base, train, val, **kw)``, ``evaluate(model,
-        annotations)`` (the scorer).
-    """
+    """One modality: ``name`` (``"renal"``, ``"fetal"``, also its bundled model's),
+    ``description`` (how a user knows its models), its network ``architecture``,
+    ``bundled_file`` (in the package's ``weights/``), the method every model of it ``answers``,
+    the ``conditions`` a user can ask for (label, code), how the Fine-tune widget names its data
+    (``data_label``) and what annotations are painted on (``image``: ``"rgb"`` or
+    ``"volume"``), fine-tuning's default ``lr``, whether it offers ``semi_supervision`` and its
+    default ``finetuned_file``. ``functions`` maps a role to ``"module:function"``, called as
+    ``task.<role>(...)``: ``read_manifest(path, split_column)``, ``annotation_from_layers``,
+    ``make_batches``, ``finetune(model, train, val, **engine)``, ``save(result, path, base,
+    train, val, **kw)`` and ``evaluate(model, annotations)`` (the scorer)."""
 
     name: str
     description: str

@@ -173,3 +173,37 @@ def test_a_corrupt_jpeg_tile_fails_that_slide_only(inputs, tmp_path, capsys):
     assert list(summary["failed"]) == [str(broken)] and str(slide) in summary["slides"]
     assert summary["failed"][str(broken)].startswith("broken_tile.ome.tif failed:")
     assert not list(out.glob("broken_tile*")) and not list(out.glob(".*partial*"))
+
+
+def test_stop_ends_the_batch_and_leaves_no_file(inputs, tmp_path):
+    from napari_omniseg.run import Stopped
+
+    d, model, slide, bad, truth = inputs
+    asked = []
+    with pytest.raises(Stopped):  # a stop is not one slide's failure: the batch ends
+        segment_slides([slide, slide], ["ptc"], None, model, tmp_path,
+                       should_stop=lambda: len(asked.append(1) or asked) > 2)
+    # the first slide was complete (2 bands); nothing of the second is left, not even a part
+    assert [p.name for p in tmp_path.iterdir()] == ["a_ptc.ome.tif"]
+
+
+def test_volume_batch_reports_progress_goes_on_after_a_failure_and_stops(tmp_path):
+    from napari_omniseg.io.export import save_nifti
+    from napari_omniseg.predict.batch import segment_volumes
+    from napari_omniseg.run import Stopped
+    from napari_omniseg.simulate.fetal import simulate_fetal
+
+    f = simulate_fetal(1, size=32)
+    vol = save_nifti(f.volume, f.affine, tmp_path / "v.nii.gz")
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_text("not a volume")
+    reports = []
+    summary = segment_volumes([bad, vol], ("brain",), "fetal", tmp_path / "o", flips=False,
+                              progress=lambda d, t, m: reports.append((d, t)))
+    assert list(summary["failed"]) == [str(bad)] and list(summary["volumes"]) == [str(vol)]
+    # the bar moves inside the second volume (its share of the job is 1000 to 2000)
+    assert reports[-1] == (2000, 2000) and any(1000 < d < 2000 for d, _ in reports)
+    with pytest.raises(Stopped):
+        segment_volumes([vol], ("brain",), "fetal", tmp_path / "p", flips=False,
+                        should_stop=lambda: True)
+    assert not (tmp_path / "p").exists() or list((tmp_path / "p").iterdir()) == []

@@ -15,6 +15,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def file_stem(path: str | os.PathLike) -> str:
+    """The file name without its extension, double ones included: ``a/x.ome.tif`` -> ``x``,
+    ``v.nii.gz`` -> ``v``."""
+    name = Path(path).name
+    for suffix in (".ome.tiff", ".ome.tif", ".nii.gz"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(path).stem
+
+
 def partial_path(path: str | os.PathLike) -> Path:
     """A unique temporary name beside ``path``, ending in ``path``'s own name.
 

@@ -91,34 +91,17 @@ def write_mask_pyramids(outputs: list[tuple], mpp: float | None, tile: int = 512
                         progress=None, should_stop=None) -> list[int]:
     """Write several mask pyramids of one slide, band by band in step, as tiled OME-TIFFs.
 
-    Parameters
-    ----------
-    outputs : list of (path, levels, name)
-        For each file: its path, its pyramid of 0/1 masks (numpy or dask, finest first, the
-        same level-0 shape for every file) and the name stored in its metadata.
-    mpp : float or None
-        Level-0 pixel size in µm.
-    tile : int
-        File tile size.
-    progress : callable, optional
-        ``progress(done, total, message)``, over all files.
-    should_stop : callable, optional
-        Returning True stops the work; no file is left behind.
+    ``outputs`` lists ``(path, levels, name)``: a 0/1 mask pyramid (numpy or dask, finest
+    first, one level-0 shape for all) and the name stored in its metadata; ``mpp`` is the
+    level-0 pixel size in µm, ``tile`` the file tile; ``progress`` and ``should_stop`` are the
+    run contract, over all files. Returns the foreground pixels of each level 0.
 
-    Notes
-    -----
-    Only level 0 is computed. This thread computes one band of every file before the next
-    band, so tissues that share a network pass (one tile engine) are computed once per band
-    and the engine's cache needs to hold only about one band of tiles, whatever the slide's
-    size. One writer thread per file samples the coarser levels from level 0 by nearest
-    neighbour, keeps them as compressed tiles in memory, compresses and writes; it works
-    while this thread waits for the network. Each file is written under a temporary name and
-    renamed when all are complete; on a stop or an error none is left.
-
-    Returns
-    -------
-    list of int
-        Foreground pixels of level 0, per file.
+    Only level 0 is computed, one band of every file before the next band, so tissues sharing
+    a tile engine are computed once per band and its cache holds about one band of tiles
+    whatever the slide's size. One writer thread per file samples the coarser levels from
+    level 0 (nearest neighbour), keeps them as compressed tiles, compresses and writes while
+    the network runs. Files appear under their names when all are complete; after a stop or
+    an error none is left.
     """
     if not outputs:
         return []

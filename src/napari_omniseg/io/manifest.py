@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
+from typing import Any, Callable
 
 from ..errors import OmnisegInputError
 
@@ -47,6 +48,19 @@ def read_rows(path: str | os.PathLike, required: set[str]) -> list[tuple[int, di
         out.append((line, dict(zip(header, values))))
     if not out:
         raise OmnisegInputError(f"{path.name} lists no rows")
+    return out
+
+
+def read_grouped(path: str | os.PathLike, required: set[str], split_column: str | None,
+                 make: Callable[[dict[str, str], str], Any]) -> dict[str, list]:
+    """``make(row, where)`` of every row (``where`` names the line for messages), grouped by
+    the row's ``split_column`` (all under ``"train"`` when the column is absent or None)."""
+    path = Path(path)
+    out: dict[str, list] = {}
+    for line, row in read_rows(path, required):
+        item = make(row, f"{path.name} line {line}")
+        split = row.get(split_column, "train") if split_column else "train"
+        out.setdefault(split or "train", []).append(item)
     return out
 
 

@@ -8,21 +8,12 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import failure_sentence
+from ..io.atomic import file_stem
 from ..run import Progress, ShouldStop, Stopped, report, scaled
 
 #: Tile rows an engine keeps while masks are written: a band of 512 slide rows is at most four
 #: rows of network tiles at 40x, plus the rows shared with the next band.
 _WRITING_CACHE_ROWS = 8
-
-
-def file_stem(path: str | os.PathLike) -> str:
-    """The file name without its extension, double ones included: ``a/x.ome.tif`` -> ``x``,
-    ``v.nii.gz`` -> ``v``."""
-    name = Path(path).name
-    for suffix in (".ome.tiff", ".ome.tif", ".nii.gz"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(path).stem
 
 
 def output_stems(paths: Sequence[str | os.PathLike]) -> list[str]:
@@ -43,10 +34,11 @@ def output_stems(paths: Sequence[str | os.PathLike]) -> list[str]:
 def segment_slide_to_files(path: str | os.PathLike, tissues: Sequence[str],
                            magnification: float | None, model, out_dir: str | os.PathLike,
                            mpp: float | None = None, progress: Progress | None = None,
-                           stem: str | None = None) -> dict:
-    """Segment one slide and write one pyramidal OME-TIFF mask per tissue.
-
-    Files are named ``<stem>_<tissue>.ome.tif``; ``stem`` defaults to the slide's file stem.
+                           stem: str | None = None, should_stop: ShouldStop | None = None
+                           ) -> dict:
+    """Segment one slide and write one pyramidal OME-TIFF mask per tissue, named
+    ``<stem>_<tissue>.ome.tif`` (``stem``: the slide's file stem by default). A stop leaves no
+    file (:func:`~napari_omniseg.io.export.write_mask_pyramids`).
 
     Returns
     -------
@@ -70,7 +62,7 @@ def segment_slide_to_files(path: str | os.PathLike, tissues: Sequence[str],
     try:
         jobs = [(outs[code], levels, f"{code} mask of {path.name}")
                 for code, levels in masks.items()]
-        pixels = write_mask_pyramids(jobs, mpp0, progress=progress)
+        pixels = write_mask_pyramids(jobs, mpp0, progress=progress, should_stop=should_stop)
     finally:
         slide.close()
     return {code: {
@@ -91,14 +83,16 @@ def _run_one(path, tissues, magnification, model_ref, out_dir, mpp, stem):
 def segment_slides(paths: Sequence[str | os.PathLike], tissues: Sequence[str],
                    magnification: float | None, model_ref: str | os.PathLike,
                    out_dir: str | os.PathLike, mpp: float | None = None,
-                   scheduler: str | None = None, progress: Progress | None = None) -> dict:
+                   scheduler: str | None = None, progress: Progress | None = None,
+                   should_stop: ShouldStop | None = None) -> dict:
     """Segment every slide; a slide that fails is reported and the others go on.
 
     Parameters
     ----------
     scheduler : str, optional
         Address of a dask.distributed scheduler (or a ``Client``); one task per slide. None runs
-        here, one slide after another.
+        here, one slide after another, keeping the run contract (``progress``,
+        ``should_stop``: a stop ends the batch and leaves no partial file).
 
     Returns
     -------
@@ -117,7 +111,7 @@ def segment_slides(paths: Sequence[str | os.PathLike], tissues: Sequence[str],
             within = scaled(progress, i * 1000, 1000, len(paths) * 1000, f"{Path(p).name}: ")
             _each_file(p, slides, failed, lambda: segment_slide_to_files(
                 p, tissues, magnification, model, out_dir, mpp, progress=within,
-                stem=stems[i]))
+                stem=stems[i], should_stop=should_stop))
             report(progress, (i + 1) * 1000, len(paths) * 1000, f"{Path(p).name} done")
         return {"slides": slides, "failed": failed}
 
@@ -174,6 +168,7 @@ def segment_volume_to_files(path: str | os.PathLike, regions: Sequence[str], mod
     from .volume import segment_volume
 
     vol = open_volume(path)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     masks = segment_volume(vol, regions, model, flips=flips, clean_up=clean_up,
                            progress=progress, should_stop=should_stop)
     voxel_ml = float(np.prod(vol.spacing)) / 1000.0

@@ -379,21 +379,17 @@ def make_engines(
     ----------
     slide : Slide
         From :func:`~napari_omniseg.open_slide` (with a known pixel size).
-    tissues : sequence of str
-        Tissue codes, or ``("all",)``.
-    magnification : float, optional
-        Working magnification for every tissue; None uses each tissue's optimal one.
+    tissues, magnification
+        Tissue codes or ``("all",)``; one working magnification for all (None: each
+        tissue's optimal one).
     model : torch.nn.Module or str, optional
         A loaded model, a checkpoint path, or a bundled name; default the bundled renal model.
-    tile, overlap : int
-        Network window and overlap.
-    bf16 : bool, optional
-        bfloat16 autocast; default on for CPU.
-    mask_glass : bool
-        Keep predictions off the glass around the tissue (found on the slide's thumbnail).
+    tile, overlap, bf16, mask_glass
+        Network window and overlap; bfloat16 autocast (default on for CPU); keep predictions
+        off the glass around the tissue (found on the slide's thumbnail).
     cache_rows : int, optional
-        Rows of network tiles each engine keeps (see :class:`TileEngine`); default: up to
-        512 MB per working magnification, for panning back and forth in a viewer.
+        Rows of network tiles each engine keeps (:class:`TileEngine`); default: up to 512 MB
+        per working magnification, for panning back and forth in a viewer.
     """
     from ..checkpoints import model_and_precision
 
@@ -453,26 +449,12 @@ def fill_region(
 ) -> int:
     """Compute the masks of a level-0 box into writable per-level arrays, chunk by chunk.
 
+    ``engines`` come from :func:`make_engines`; ``outputs`` hold, per tissue, one array per
+    slide level supporting ``arr[y0:y1, x0:x1] = block`` (numpy, zarr); ``box`` is
+    ``(y0, y1, x0, x1)`` in level-0 pixels; ``chunk`` the chunk side on the working grid.
     Chunks nearest the box's centre come first. ``progress`` is called after each chunk and
-    ``should_stop`` before each (the run contract): a stop raises
-    :class:`~napari_omniseg.run.Stopped` and the chunks written so far stay (each is correct).
-
-    Parameters
-    ----------
-    engines : dict
-        From :func:`make_engines`.
-    outputs : dict
-        For each tissue, one array per slide level supporting ``arr[y0:y1, x0:x1] = block``
-        (numpy, zarr).
-    box : (y0, y1, x0, x1)
-        Region in level-0 pixels.
-    chunk : int
-        Chunk size on the working grid.
-
-    Returns
-    -------
-    int
-        Chunks computed.
+    ``should_stop`` before each: a stop raises :class:`~napari_omniseg.run.Stopped` and the
+    chunks written so far stay (each is correct). Returns the number of chunks computed.
     """
     y0, y1, x0, x1 = box
     by_engine: dict[int, tuple[TileEngine, list[tuple[str, int]]]] = {}

@@ -99,25 +99,11 @@ def predict_array(
 ) -> np.ndarray:
     """Foreground probability of each condition over a whole RGB image.
 
-    Parameters
-    ----------
-    model : OmniSegPlus-like
-        Has ``forward_conditions(images, conditions)``.
-    image : numpy.ndarray
-        ``(H, W, 3)`` uint8.
-    conditions : sequence of (task_id, scale_id)
-        What to segment; all share one backbone pass per tile.
-    tile, overlap : int
-        Window size (a multiple of 16) and overlap between neighbouring windows.
-    batch : int
-        Tiles per forward pass.
-    bf16 : bool
-        Run under bfloat16 autocast (CPU) / autocast (CUDA).
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(len(conditions), H, W)`` float32 in [0, 1].
+    ``model`` has ``forward_conditions(images, conditions)``; ``image`` is ``(H, W, 3)``
+    uint8; the ``(task_id, scale_id)`` ``conditions`` share one backbone pass per tile of
+    ``tile`` pixels (a multiple of 16), ``overlap`` with its neighbours, ``batch`` tiles per
+    forward pass, under bfloat16 autocast when ``bf16``. Returns ``(len(conditions), H, W)``
+    float32 in [0, 1].
     """
     import torch
 

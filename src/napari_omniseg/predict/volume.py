@@ -203,10 +203,8 @@ def segment_volume(volume: Volume, regions: Sequence[str] = ("brain",), model: A
 
     Parameters
     ----------
-    volume : Volume
-        From :func:`~napari_omniseg.open_volume`.
-    regions : sequence of str
-        Region codes, or ``("all",)``.
+    volume, regions
+        From :func:`~napari_omniseg.open_volume`; region codes, or ``("all",)``.
     model : torch.nn.Module or str, optional
         A CoNeMOS model, a checkpoint path or a bundled name (default ``"fetal"``).
     window : int
@@ -216,13 +214,12 @@ def segment_volume(volume: Volume, regions: Sequence[str] = ("brain",), model: A
         slower). On by default: on held-out phantoms it raised every region's Dice, the eyes
         most (0.74 -> 0.88; docs/fetal.md). ``False`` for a quick preview.
     clean_up : bool
-        Keep only the largest connected piece of the regions that are one
-        piece of tissue (:data:`SINGLE_PIECE_REGIONS`), and only the pieces of the eyes that
-        are at least half inside the fetal body (:data:`INSIDE_REGIONS`; the body is then
-        predicted too, even if not asked for).
+        Keep only the largest piece of the regions that are one piece of tissue
+        (:data:`SINGLE_PIECE_REGIONS`), and the pieces of the eyes at least half inside the
+        fetal body (:data:`INSIDE_REGIONS`; the body is then predicted too).
     progress, should_stop : callable, optional
-        The run contract, while the masks are computed (the first compute of any region);
-        a stop raises :class:`~napari_omniseg.run.Stopped` from that compute.
+        The run contract, during the first compute of any region (a stop raises
+        :class:`~napari_omniseg.run.Stopped` from it).
 
     Returns
     -------

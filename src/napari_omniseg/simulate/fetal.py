@@ -29,18 +29,15 @@ class FetalSample:
 
     Attributes
     ----------
-    volume : numpy.ndarray
-        ``(Z, Y, X)`` float32 intensities, roughly in [0, 1].
-    masks : dict of str to numpy.ndarray
-        ``(Z, Y, X)`` uint8 0/1 mask of every region (all are known in simulation).
+    volume, masks
+        ``(Z, Y, X)`` float32 intensities, roughly in [0, 1]; a ``(Z, Y, X)`` uint8 0/1 mask
+        of every region (all are known in simulation).
     labelled : tuple of str
-        The regions this volume is *annotated* for (its partial label set); training must use
-        only these.
-    spacing : tuple of float
-        Voxel size in mm along ``(Z, Y, X)``.
-    affine : numpy.ndarray
-        NIfTI voxel-to-world matrix for the ``(X, Y, Z)`` = ``(i, j, k)`` storage order.
-    seed : int
+        The regions the volume is *annotated* for (its partial label set); training uses only
+        these.
+    spacing, affine, seed
+        Voxel size in mm along ``(Z, Y, X)``; the NIfTI voxel-to-world matrix of the
+        ``(X, Y, Z)`` = ``(i, j, k)`` storage order; the phantom's seed.
     """
 
     volume: np.ndarray
@@ -198,24 +195,10 @@ def simulate_fetal(seed: int = 0, size: int = 128, spacing: float = 3.0) -> Feta
 
 def write_fetal_nifti(sample: FetalSample, out_dir: str | os.PathLike, stem: str | None = None,
                       all_masks: bool = False) -> dict[str, Path]:
-    """Write a phantom as NIfTI: the volume, one mask per labelled region, and a label list.
-
-    Parameters
-    ----------
-    sample : FetalSample
-        The phantom.
-    out_dir : path-like
-        Folder to write into (created).
-    stem : str, optional
-        File name stem; default ``fetal_seed<seed>``.
-    all_masks : bool
-        Also write masks of regions the volume is not labelled for.
-
-    Returns
-    -------
-    dict
-        ``"volume"``, ``"labels"`` (JSON) and one entry per written region mask.
-    """
+    """Write a phantom as NIfTI into ``out_dir`` (created): the volume, one mask per labelled
+    region (``all_masks``: every region) and a label list, named ``<stem>...`` (default
+    ``fetal_seed<seed>``). Returns the paths: ``"volume"``, ``"labels"`` (JSON) and one per
+    region mask."""
     from ..io.export import save_nifti
 
     out = Path(out_dir)

@@ -40,15 +40,12 @@ class RenalSample:
 
     Attributes
     ----------
-    image : list of array
-        RGB ``(Y, X, 3)`` uint8 per level, finest (40x) first; numpy, or dask when lazy.
-    masks : dict of str to list of array
-        Per tissue code, a ``(Y, X)`` uint8 0/1 mask per level. Masks may overlap (the tuft lies
-        inside the capsule). A level's mask marks pixels at least half covered by the tissue.
-    mpp : float
-        Micrometres per pixel at level 0.
-    magnifications : tuple of int
-        Objective power of each level.
+    image, masks : list of array; dict of str to list of array
+        RGB ``(Y, X, 3)`` uint8 per level, finest (40x) first (numpy, or dask when lazy); per
+        tissue code a ``(Y, X)`` uint8 0/1 mask per level, marking pixels at least half covered
+        by the tissue (masks may overlap: the tuft lies inside the capsule).
+    mpp, magnifications
+        Micrometres per pixel at level 0; objective power of each level.
     stain, seed, shape : str, int, str
         How the slide was made.
     """
@@ -91,26 +88,18 @@ def simulate_renal(
 
     Parameters
     ----------
-    height, width : int
-        Size of level 0 in pixels (0.25 um/px).
-    stain : {"he", "pas", "sil", "tri"}
-        Stain to render.
-    seed : int
-        Same seed, same slide (layout, stain variation, texture).
+    height, width, levels : int
+        Size of level 0 in pixels (0.25 um/px); pyramid levels, 1 to 4 (40, 20, 10, 5x).
+    stain, seed : str, int
+        ``"he"``, ``"pas"``, ``"sil"`` or ``"tri"``; same seed, same slide (layout, stain
+        variation, texture).
     shape : {"full", "biopsy"}
         Tissue everywhere, or a needle-biopsy core along the long axis with glass around it.
-    levels : int
-        Pyramid levels, 1 to 4 (40, 20, 10, 5x).
-    lazy : bool
-        Return dask arrays computed chunk by chunk on demand instead of numpy arrays.
-    chunk : int
-        Level-0 chunk size in pixels (a multiple of 8).
+    lazy, chunk : bool, int
+        Return dask arrays computed on demand, in level-0 chunks of ``chunk`` pixels (a
+        multiple of 8), instead of numpy arrays.
     variation : float
         Spread of the per-slide stain appearance; 0 gives the textbook stain.
-
-    Returns
-    -------
-    RenalSample
     """
     if not 1 <= levels <= len(LEVEL_MAGNIFICATIONS):
         raise OmnisegInputError(f"levels must be 1 to {len(LEVEL_MAGNIFICATIONS)}, got {levels}")
@@ -210,32 +199,16 @@ def write_renal_slide(
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
 ) -> tuple[Path, Path | None]:
-    """Render a slide band by band straight into a pyramidal OME-TIFF.
+    """Render a slide band by band straight into a pyramidal OME-TIFF (``path``).
 
-    Memory holds one band of ``tile`` rows at a time whatever the slide's height; lower pyramid
-    levels are collected in a compressed scratch store on disk. The image is JPEG-compressed like
-    a scanner's output; the masks file holds the six masks as 0/1 channels (``C`` axis in the
-    vocabulary's task order) with the same pyramid.
-
-    Parameters
-    ----------
-    path : path-like
-        Output image, usually ``*.ome.tif``.
-    height, width : int
-        Level-0 size in pixels at 0.25 um/px.
-    stain, seed, shape, levels, variation
-        As in :func:`simulate_renal`.
-    masks_path : path-like, optional
-        Where to write the masks; None writes none.
-    tile : int
-        TIFF tile size (a multiple of 16 and of ``2**(levels-1)``).
-    quality : int
-        JPEG quality of the image.
-    progress : callable, optional
-        ``progress(done, total, message)``, called once per band.
-    should_stop : callable, optional
-        Polled once per band; when it returns True the partial files are removed and
-        ``InterruptedError`` is raised.
+    Memory holds one band of ``tile`` rows whatever the slide's height; lower levels collect
+    in a compressed scratch store on disk. The image is JPEG-compressed (``quality``) like a
+    scanner's output; ``masks_path`` (None: none) gets the six masks as 0/1 channels (``C`` in
+    the vocabulary's task order) with the same pyramid. ``height``, ``width``, ``stain``,
+    ``seed``, ``shape``, ``levels`` and ``variation`` are :func:`simulate_renal`'s; ``tile``
+    (the TIFF tile) is a multiple of 16 and of ``2**(levels-1)``. ``progress`` and
+    ``should_stop`` are the run contract, once per band: a stop removes the partial files and
+    raises :class:`~napari_omniseg.run.Stopped`.
 
     Returns
     -------

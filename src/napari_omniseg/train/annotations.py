@@ -28,17 +28,11 @@ class Annotation:
 
     Attributes
     ----------
-    image : numpy.ndarray
-        ``(H, W, 3)`` uint8 RGB.
-    mask : numpy.ndarray
-        ``(H, W)`` bool: the tissue is here.
-    known : numpy.ndarray
-        ``(H, W)`` bool: the label of this pixel is known (painted, or inside a fully
-        annotated region). Only known pixels contribute to the loss.
-    tissue : str
-        Tissue code.
-    magnification : float
-        Objective power of the image.
+    image, mask, known : numpy.ndarray
+        ``(H, W, 3)`` uint8 RGB; ``(H, W)`` bool, the tissue is here; ``(H, W)`` bool, the
+        label is known (painted, or inside a fully annotated region): only known pixels count.
+    tissue, magnification
+        Tissue code; objective power of the image.
     name, stain : str
         For summaries.
     """
@@ -72,28 +66,12 @@ def annotation_from_layers(
     annotated: bool | np.ndarray = False,
     name: str = "",
 ) -> Annotation:
-    """An annotation from an RGB image and a labels array of the same size.
+    """An annotation from an RGB ``(H, W, 3)`` image and a labels array of the same size
+    (every non-zero label is the ``tissue``), cut to the known pixels plus :data:`MARGIN` of
+    context; the inputs are not modified.
 
-    Parameters
-    ----------
-    image : numpy.ndarray
-        ``(H, W, 3)`` uint8.
-    labels : numpy.ndarray
-        ``(H, W)``; every non-zero pixel is the tissue.
-    tissue : str
-        What the labels show.
-    magnification : float
-        The image's objective power (nearest of 5, 10, 20, 40 is used).
-    annotated : bool or numpy.ndarray
-        ``True``: the whole image is fully annotated (unpainted = background); ``False``: only
-        painted pixels are known; a boolean ``(H, W)`` array: fully annotated inside it.
-    name : str
-        Shown in summaries.
-
-    Returns
-    -------
-    Annotation
-        Cut to the known pixels plus :data:`MARGIN` of context; the inputs are not modified.
+    ``magnification`` is the image's objective power (the nearest of 5, 10, 20, 40 is used);
+    ``annotated`` is as in :func:`painted_and_known`; ``name`` is shown in summaries.
     """
     image = np.asarray(image)
     labels = np.asarray(labels)
@@ -193,13 +171,9 @@ def read_manifest(path: str | os.PathLike, split_column: str | None = "split"
             return np.asarray(im.convert("RGB") if im.mode not in ("L", "1", "I", "RGB")
                               else im)
 
-    from .. import vocab
-    from ..io.manifest import number, read_rows
+    from ..io.manifest import number, read_grouped
 
-    path = Path(path)
-    out: dict[str, list[Annotation]] = {}
-    for i, row in read_rows(path, {"image", "mask", "tissue", "magnification"}):
-        where = f"{path.name} line {i}"
+    def annotation(row: dict[str, str], where: str) -> Annotation:
         try:
             vocab.tissue(row["tissue"])
         except OmnisegInputError as e:
@@ -208,23 +182,22 @@ def read_manifest(path: str | os.PathLike, split_column: str | None = "split"
         if not 1 <= magnification <= 100:
             raise OmnisegInputError(f"{where}: magnification {row['magnification']} is not a "
                                     "microscope objective's (1x to 100x)")
-        img_path, mask_path = path.parent / row["image"], path.parent / row["mask"]
         try:
-            image = imread(img_path)
-            mask = imread(mask_path)
+            image = imread(Path(path).parent / row["image"])
+            mask = imread(Path(path).parent / row["mask"])
         except (OSError, ValueError, UnidentifiedImageError) as e:
-            raise OmnisegInputError(f"{path.name} line {i}: cannot read {e}") from None
+            raise OmnisegInputError(f"{where}: cannot read {e}") from None
         if image.ndim == 2:
             raise OmnisegInputError(f"{where}: {row['image']} is a grayscale image; the "
                                     "kidney models learn from RGB brightfield patches")
-        if mask.ndim == 3:
-            mask = mask[..., 0]
-        split = row.get(split_column, "train") if split_column else "train"
-        ann = annotation_from_layers(image[..., :3], mask, row["tissue"], magnification,
-                                     annotated=True, name=row["image"])
+        ann = annotation_from_layers(image[..., :3], mask[..., 0] if mask.ndim == 3 else mask,
+                                     row["tissue"], magnification, annotated=True,
+                                     name=row["image"])
         ann.stain = row.get("stain", "")
-        out.setdefault(split or "train", []).append(ann)
-    return out
+        return ann
+
+    return read_grouped(path, {"image", "mask", "tissue", "magnification"}, split_column,
+                        annotation)
 
 
 def summarize(annotations: list[Annotation]) -> dict:

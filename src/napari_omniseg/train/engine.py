@@ -25,20 +25,11 @@ MIN_TRAINING_SECONDS = 3.0
 
 @dataclass
 class TrainResult:
-    """What a training run did.
-
-    Attributes
-    ----------
-    steps, seconds, losses
-        Optimiser steps, wall time since the caller started, the main loss of every step.
-    history : list of dict
-        ``{"step", "seconds", <each named loss: recent mean>, "val_dice"}`` at each validation
-        (at the same cadence without one): what widgets plot.
-    stopped, best_score
-        Whether Stop ended the run; the validation score of the weights kept (keep-best).
-    model : torch.nn.Module or None
-        The trained network, for callers that trained a copy.
-    """
+    """What a training run did: optimiser ``steps``, wall time since the caller started
+    (``seconds``), the main loss of every step (``losses``), whether Stop ended it
+    (``stopped``), the validation score of the weights kept (``best_score``), the trained
+    network when a copy was trained (``model``), and the ``history`` widgets plot:
+    ``{"step", "seconds", <each named loss: recent mean>, "val_dice"}`` at each validation."""
 
     steps: int = 0
     seconds: float = 0.0
@@ -68,25 +59,15 @@ def run_training(
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
 ) -> TrainResult:
-    """Run ``step`` until the budget is spent or Stop, keeping the best-scoring weights.
+    """Run ``step`` (see the module docstring) until the budget is spent or Stop.
 
-    Parameters
-    ----------
-    step : object
-        The optimisation step (see the module docstring).
-    minutes, max_steps : float, int
-        Budget: time (from ``started``, ``time.perf_counter()`` when the caller began
-        preparing; default now) or steps; the learning rate follows
-        :func:`learning_rate_factor` over it (time wins when both are given).
-    score : callable, optional
-        Validation score of the networks (higher is better), before the first step, every
-        ``validate_every`` seconds and at the end; the networks end with the best weights.
-        ``on_validate`` gets each history entry (a live plot).
-    checkpoint : callable, optional
-        ``checkpoint(step)`` every ``checkpoint_every`` seconds and at the end.
-    progress, should_stop : callable, optional
-        The run contract; the total is 1000 for a time budget. Stop ends the run after the
-        current step, with ``stopped`` set.
+    The budget is ``minutes`` (from ``started``, ``time.perf_counter()`` when the caller began
+    preparing; default now) or ``max_steps``; the learning rate follows
+    :func:`learning_rate_factor` over it. ``score()`` (higher is better) runs before the first
+    step, every ``validate_every`` seconds and at the end, and the networks end with the best
+    weights; ``on_validate`` gets each history entry. ``checkpoint(step)`` runs every
+    ``checkpoint_every`` seconds and at the end. ``progress`` and ``should_stop`` are the run
+    contract (total 1000 for a time budget); Stop ends the run after the step in progress.
     """
     if minutes is None and max_steps is None:
         raise ValueError("give a time budget (minutes) or a step budget (max_steps)")
@@ -174,22 +155,13 @@ def _snapshot(step: Any) -> dict:
 
 
 class SegmentationStep:
-    """One AdamW step of a conditional segmenter on a batch.
+    """One AdamW step of a conditional segmenter, ``model(images, *conditions)``.
 
-    Parameters
-    ----------
-    model : torch.nn.Module
-        Called as ``model(images, *conditions)``.
-    next_batch : callable
-        Returns ``images``, ``targets``, ``conditions`` (passed after the images:
-        ``(tissue_ids, scale_ids)`` for Omni-Seg+, ``(region_ids,)`` for CoNeMOS), optionally
-        ``valid`` (known pixels) and ``images2`` (another augmentation, for consistency).
-    loss_fn : callable
-        ``loss_fn(logits, targets, valid)``.
-    lr, weight_decay, bf16 : float, float, bool
-        AdamW's starting rate and weight decay; bfloat16 autocast (default: on CPU).
-    consistency_weight : float
-        Weight of the squared difference of the foreground probabilities of the two views.
+    ``next_batch()`` returns ``images``, ``targets``, ``conditions`` (``(tissue_ids,
+    scale_ids)`` for Omni-Seg+, ``(region_ids,)`` for CoNeMOS) and optionally ``valid`` (known
+    pixels) and ``images2`` (another augmentation: ``consistency_weight`` weighs the squared
+    difference of the two views' foreground probabilities). The loss is ``loss_fn(logits,
+    targets, valid)``; ``bf16`` autocast defaults to on for CPU.
     """
 
     def __init__(self, model: Any, next_batch: Callable[[], dict], loss_fn: Callable, *,

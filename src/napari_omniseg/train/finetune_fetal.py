@@ -68,25 +68,10 @@ class VolumeAnnotation:
 
 def volume_annotation_from_layers(volume: np.ndarray, labels: np.ndarray, region: str,
                                   annotated: bool = False, name: str = "") -> VolumeAnnotation:
-    """An annotation from a 3D volume and a labels array of the same shape.
-
-    Parameters
-    ----------
-    volume : numpy.ndarray
-        ``(Z, Y, X)`` intensities (any range; rescaled here by the 0.5 / 99.5 percentiles).
-    labels : numpy.ndarray
-        ``(Z, Y, X)``; every non-zero voxel is the region.
-    region : str
-        What the labels show.
-    annotated : bool
-        ``True``: the whole volume is annotated for the region (unpainted = background).
-    name : str
-        Shown in summaries.
-
-    Returns
-    -------
-    VolumeAnnotation
-        Cut to the known voxels plus :data:`MARGIN`; the inputs are not modified.
+    """An annotation from a ``(Z, Y, X)`` volume (any intensity range: rescaled here by the
+    0.5 / 99.5 percentiles) and a labels array of the same shape (every non-zero voxel is the
+    ``region``), cut to the known voxels plus :data:`MARGIN`; the inputs are not modified.
+    ``annotated=True``: the whole volume is annotated for the region (unpainted = background).
     """
     from ..predict.volume import normalize_intensity
 
@@ -120,28 +105,25 @@ def read_volume_manifest(path: str | os.PathLike, split_column: str | None = "sp
     case only painted voxels are known. Returns the rows grouped by ``split_column`` (all under
     ``"train"`` when the column is absent or None).
     """
-    from ..io.manifest import read_rows
+    from ..io.manifest import read_grouped
     from ..io.volumes import open_volume
 
-    path = Path(path)
-    out: dict[str, list[VolumeAnnotation]] = {}
-    for i, row in read_rows(path, {"image", "mask", "region"}):
+    def annotation(row: dict[str, str], where: str) -> VolumeAnnotation:
         try:
-            volume = np.asarray(open_volume(path.parent / row["image"]).data)
-            labels = np.asarray(open_volume(path.parent / row["mask"]).data)
+            volume = np.asarray(open_volume(Path(path).parent / row["image"]).data)
+            labels = np.asarray(open_volume(Path(path).parent / row["mask"]).data)
             vocab.fetal_region(row["region"])
         except (OmnisegInputError, ValueError) as e:
-            raise OmnisegInputError(f"{path.name} line {i}: {e}") from None
+            raise OmnisegInputError(f"{where}: {e}") from None
         annotated = row.get("annotated", "").strip().lower()
         if annotated not in _PARTIAL | _COMPLETE:
-            raise OmnisegInputError(f"{path.name} line {i}: annotated {row['annotated']!r} "
-                                    "should be yes (the whole volume) or no (painted only)")
-        partial = annotated in _PARTIAL
-        ann = volume_annotation_from_layers(volume, labels, row["region"], annotated=not partial,
-                                            name=row["image"])
-        split = row.get(split_column, "train") if split_column else "train"
-        out.setdefault(split or "train", []).append(ann)
-    return out
+            raise OmnisegInputError(f"{where}: annotated {row['annotated']!r} should be yes "
+                                    "(the whole volume) or no (painted only)")
+        return volume_annotation_from_layers(volume, labels, row["region"],
+                                             annotated=annotated not in _PARTIAL,
+                                             name=row["image"])
+
+    return read_grouped(path, {"image", "mask", "region"}, split_column, annotation)
 
 
 def _crop_size(shape: tuple[int, ...], crop: int) -> int:

@@ -84,25 +84,12 @@ def build_patch_bank(
     should_stop: ShouldStop | None = None,
     biopsy_fraction: float = 0.0,
 ) -> PatchBank:
-    """Simulate one slide per seed (stain drawn from ``stains``) and crop patches from it.
-
-    Parameters
-    ----------
-    seeds : list of int
-        Slide seeds; keep training and evaluation seeds apart.
-    stains : tuple of str
-        Stains to draw from, one per slide.
-    size : int
-        Level-0 side of each simulated slide (40x pixels).
-    patch : int
-        Patch side in pixels at every magnification.
-    crops : dict, optional
-        Crops per slide per magnification (default :data:`CROPS_PER_SLIDE`).
-    progress, should_stop : callable, optional
-        ``progress(done, total, message)`` after each slide; ``should_stop()`` before each.
-    biopsy_fraction : float
-        Share of slides drawn as needle biopsies with glass around them, so the model learns
-        that glass and tissue edges hold no structure.
+    """Simulate one slide per seed (keep training and evaluation seeds apart), its stain
+    drawn from ``stains``, ``size`` pixels a side at 40x, and crop ``patch``-pixel patches
+    from it at every magnification (``crops`` per slide per magnification, default
+    :data:`CROPS_PER_SLIDE`). A ``biopsy_fraction`` of slides are needle biopsies with glass
+    around them, so the model learns that glass and tissue edges hold no structure.
+    ``progress`` and ``should_stop`` are the run contract, once per slide.
     """
     crops = crops or CROPS_PER_SLIDE
     images, masks, mags, stain_of, slide_of = [], [], [], [], []

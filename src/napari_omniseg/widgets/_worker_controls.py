@@ -87,25 +87,14 @@ class WorkerControls:
                 on_returned: Callable[[Any], None] | None = None,
                 on_finished: Callable[[], None] | None = None,
                 hide_progress: bool = True) -> None:
-        """Run ``job`` in a worker thread, the controls showing it.
-
-        Parameters
-        ----------
-        job : callable
-            ``job(progress, should_stop, emit)`` (:data:`Job`); Stop makes ``should_stop()``
-            true.
-        status, failure : str
-            The status line while running; the prefix of the message shown when the job
-            raises anything but an :class:`~napari_omniseg.errors.OmnisegInputError`.
-        on_progress, on_event, on_returned : callable, optional
-            Called in the GUI thread with each progress report (after the bar moved), each
-            emitted event, and what ``job`` returned (unless it failed or stopped).
-        on_finished : callable, optional
-            Called when the run ends for any reason (``run_failed``, ``run_stopped``),
-            before the controls return to idle.
-        hide_progress : bool
-            Hide the bar when the run ends.
-        """
+        """Run ``job(progress, should_stop, emit)`` (:data:`Job`; Stop makes ``should_stop()``
+        true) in a worker thread, the controls showing it: ``status`` while it runs; a
+        failure other than an :class:`~napari_omniseg.errors.OmnisegInputError` is shown
+        after the ``failure`` prefix. In the GUI thread, ``on_progress`` gets each report
+        (after the bar moved), ``on_event`` each emitted event, ``on_returned`` what the job
+        returned (unless it failed or stopped) and ``on_finished`` the end, whatever it was
+        (``run_failed``, ``run_stopped``), before the controls go idle and the bar hides
+        (unless ``hide_progress`` is False)."""
         def yielded(ev: tuple) -> None:
             if ev[0] == "progress":
                 _, done, total, message = ev

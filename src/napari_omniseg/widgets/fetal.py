@@ -1,9 +1,9 @@
 """The Fetal MRI dock widget: "segment <region>" on a 3D volume layer with CoNeMOS.
 
-The network runs in a napari ``thread_worker``; each region becomes its own 3D Labels layer
-(regions nest or overlap, so they cannot share one), named and coloured from the vocabulary and
-scaled like the volume. Regions run one after the other, so the bar moves and Stop takes effect
-after the region being computed; a stopped run adds nothing.
+:func:`~napari_omniseg.predict.volume.segment_volume` runs in a worker thread, its progress on
+the bar and Stop taking effect after the window in progress; a stopped run adds nothing. Each
+region becomes its own 3D Labels layer (regions nest or overlap, so they cannot share one),
+named and coloured from the vocabulary and scaled like the volume.
 """
 
 from __future__ import annotations

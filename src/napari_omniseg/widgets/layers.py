@@ -1,8 +1,5 @@
-"""Layer adapters shared by the dock widgets: napari layers read as the core's inputs.
-
-Every widget reads layers through these functions, which only read (a user's layer is never
-modified) and turn a wrong choice into one sentence.
-"""
+"""Layer adapters shared by the dock widgets: napari layers read as the core's inputs. They
+only read (a user's layer is never modified) and turn a wrong choice into one sentence."""
 
 from __future__ import annotations
 

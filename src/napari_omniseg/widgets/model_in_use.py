@@ -1,8 +1,6 @@
 """The models the dock widgets use in this napari session: one evented state for all tasks.
-
-Fine-tune replaces a task's model only when the user accepts a trained one; the segmenting
-widgets of that task offer it as a model choice and switch to it when it changes.
-"""
+Fine-tune sets a task's model when the user accepts a trained one; that task's segmenting
+widget switches to it."""
 
 from __future__ import annotations
 
@@ -36,10 +34,8 @@ class ModelsInUse:
         self.changed.emit(task, name)
 
     def chosen(self, task: str, source: str, path: Any = None) -> tuple[Any, str]:
-        """The model a widget's model choice names, and how to call it.
-
-        ``source`` is ``"in use"`` (this state's), ``"bundled"`` or ``"file"`` (``path``).
-        """
+        """The model (and its name) a widget's choice names: ``source`` is ``"in use"``,
+        ``"bundled"`` or ``"file"`` (``path``)."""
         from ..checkpoints import load_model
 
         if source == "in use":
