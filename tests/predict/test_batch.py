@@ -198,10 +198,10 @@ def test_volume_batch_reports_progress_goes_on_after_a_failure_and_stops(tmp_pat
     bad = tmp_path / "bad.nii.gz"
     bad.write_text("not a volume")
     reports = []
-    summary = segment_volumes([bad, vol], ("brain",), "fetal", tmp_path / "o", flips=False,
+    summary = segment_volumes([bad, vol], ("all",), "fetal", tmp_path / "o", flips=False,
                               progress=lambda d, t, m: reports.append((d, t)))
     assert list(summary["failed"]) == [str(bad)] and list(summary["volumes"]) == [str(vol)]
-    # the bar moves inside the second volume (its share of the job is 1000 to 2000)
+    # the bar moves region by region inside the second volume (its share: 1000 to 2000)
     assert reports[-1] == (2000, 2000) and any(1000 < d < 2000 for d, _ in reports)
     with pytest.raises(Stopped):
         segment_volumes([vol], ("brain",), "fetal", tmp_path / "p", flips=False,
