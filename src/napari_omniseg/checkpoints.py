@@ -17,7 +17,7 @@ from typing import Any
 from ._version import __version__
 from .errors import OmnisegInputError
 from .nets.registry import architecture, architecture_of
-from .tasks import TASKS
+from .tasks import TASKS, task, task_of_model
 
 FORMAT = "napari-omniseg-checkpoint/1"
 #: Bundled checkpoints, by name (each task's), inside the package's ``weights/`` folder.
@@ -155,8 +155,6 @@ def model_and_precision(model: Any, task_name: str, bf16: bool | None) -> tuple[
         When the model does not answer the task ``task_name`` (a fetal checkpoint given to
         the kidney tools, say).
     """
-    from .tasks import task, task_of_model
-
     wanted = task(task_name)
     if model is None or isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
         model = load_model(model or wanted.name)

@@ -19,19 +19,18 @@ from .errors import OmnisegInputError
 @dataclass(frozen=True)
 class Task:
     """One modality: ``name`` (``"renal"``, ``"fetal"``, also its bundled model's),
-    ``description`` (how a user knows its models), its network ``architecture``,
-    ``bundled_file`` (in the package's ``weights/``), the method every model of it ``answers``,
-    the ``conditions`` a user can ask for (label, code), how the Fine-tune widget names its data
-    (``data_label``) and what annotations are painted on (``image``: ``"rgb"`` or
-    ``"volume"``), fine-tuning's default ``lr``, whether it offers ``semi_supervision`` and its
-    default ``finetuned_file``. ``functions`` maps a role to ``"module:function"``, called as
-    ``task.<role>(...)``: ``read_manifest(path, split_column)``, ``annotation_from_layers``,
-    ``make_batches``, ``finetune(model, train, val, **engine)``, ``save(result, path, base,
-    train, val, **kw)`` and ``evaluate(model, annotations)`` (the scorer)."""
+    ``description`` (how a user knows its models), ``bundled_file`` (in the package's
+    ``weights/``), the method every model of it ``answers``, the ``conditions`` a user can ask
+    for (label, code), how the Fine-tune widget names its data (``data_label``) and what
+    annotations are painted on (``image``: ``"rgb"`` or ``"volume"``), fine-tuning's default
+    ``lr``, whether it offers ``semi_supervision`` and its default ``finetuned_file``.
+    ``functions`` maps a role to ``"module:function"``, called as ``task.<role>(...)``:
+    ``read_manifest(path, split_column)``, ``annotation_from_layers``, ``make_batches``,
+    ``finetune(model, train, val, **engine)``, ``save(result, path, base, train, val, **kw)``
+    and ``evaluate(model, annotations)`` (the scorer)."""
 
     name: str
     description: str
-    architecture: str
     bundled_file: str
     answers: str
     conditions: tuple[tuple[str, str], ...]
@@ -55,7 +54,7 @@ _TRAIN = "napari_omniseg.train."
 TASKS: dict[str, Task] = {
     "renal": Task(
         name="renal", description="a renal (kidney) Omni-Seg+ model",
-        architecture="omniseg_plus", bundled_file="omniseg_renal.pt",
+        bundled_file="omniseg_renal.pt",
         answers="forward_conditions",
         conditions=tuple((t.label, t.code) for t in vocab.TISSUES),
         data_label="kidney slides (RGB images)", image="rgb", lr=1e-3,
@@ -67,7 +66,7 @@ TASKS: dict[str, Task] = {
                    "save": _TRAIN + "finetune:save_finetuned",
                    "evaluate": _TRAIN + "finetune:evaluate_annotations"}),
     "fetal": Task(
-        name="fetal", description="a fetal MRI (CoNeMOS) model", architecture="conemos",
+        name="fetal", description="a fetal MRI (CoNeMOS) model",
         bundled_file="conemos_fetal.pt", answers="forward_regions",
         conditions=tuple((r.name, r.code) for r in vocab.FETAL_REGIONS),
         data_label="fetal MRI (3D volumes)", image="volume",

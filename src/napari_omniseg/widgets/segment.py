@@ -67,13 +67,13 @@ class SegmentWidget(DockWidget):
     # -- running -------------------------------------------------------------------------------
 
     def _model(self):
-        ref = (self.model_source.value, str(self.model_file.value))
-        if ref[0] == "in use" or ref not in self._model_cache:
-            model = MODELS_IN_USE.chosen("renal", *ref)[0]
-            if ref[0] == "in use":
-                return model
-            self._model_cache = {ref: model}  # reused while the choice stays
-        return self._model_cache[ref]
+        source, path = self.model_source.value, str(self.model_file.value)
+        if source == "in use":
+            return MODELS_IN_USE.chosen("renal", source)[0]
+        key = path if source == "file" else source
+        if key not in self._model_cache:  # loaded once while the choice stays
+            self._model_cache = {key: MODELS_IN_USE.chosen("renal", source, path)[0]}
+        return self._model_cache[key]
 
     def _box(self, slide, layer) -> tuple[int, int, int, int]:
         """The level-0 pixel box to segment."""
