@@ -16,7 +16,6 @@ Sub-commands::
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import os
@@ -119,7 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
     simsub = sim.add_subparsers(dest="what", required=True)
 
     r = simsub.add_parser("renal", help="synthetic kidney cortex as pyramidal OME-TIFF + masks")
-    r.set_defaults(run=_simulate_renal)
     r.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     r.add_argument("--stain", default="he", choices=[*vocab.STAINS, "all"])
     r.add_argument("--height", type=_slide_side, default=4096, help="pixels at 40x")
@@ -131,7 +129,6 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-masks", action="store_true", help="write the image only")
 
     f = simsub.add_parser("fetal", help="fetal MRI phantoms as NIfTI + region masks")
-    f.set_defaults(run=_simulate_fetal)
     f.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--count", type=_positive_int, default=1)
@@ -141,13 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write masks of regions a volume is not labelled for")
 
     s = simsub.add_parser("samples", help="regenerate the bundled napari sample files")
-    s.set_defaults(run=_simulate_samples)
     s.add_argument("-o", "--out", type=Path, default=Path("sample_data"))
 
     tr = sub.add_parser("train", help="train a model")
     trsub = tr.add_subparsers(dest="what", required=True)
     tr_r = trsub.add_parser("renal", help="train the renal Omni-Seg+ model on simulated slides")
-    tr_r.set_defaults(run=_train_renal)
     tr_r.add_argument("-o", "--out", type=Path, required=True, help="checkpoint to write (.pt)")
     tr_r.add_argument("--minutes", type=_positive_float, default=90.0,
                       help="total budget, simulation included")
@@ -164,7 +159,6 @@ def build_parser() -> argparse.ArgumentParser:
                       help="store the final weights in float16 (half the file)")
 
     seg = sub.add_parser("segment", help="segment renal tissues on whole-slide images")
-    seg.set_defaults(run=_segment)
     seg.add_argument("slides", nargs="+", type=Path)
     seg.add_argument("--tissue", default="all", choices=[*vocab.TISSUE_CODES, "all"])
     seg.add_argument("--magnification", default="auto",
@@ -177,7 +171,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="address of a dask.distributed scheduler; one task per slide")
 
     tr_f = trsub.add_parser("fetal", help="train CoNeMOS (or the baseline) on fetal phantoms")
-    tr_f.set_defaults(run=_train_fetal)
     tr_f.add_argument("-o", "--out", type=Path, required=True, help="checkpoint to write (.pt)")
     tr_f.add_argument("--minutes", type=_positive_float, default=100.0)
     tr_f.add_argument("--volumes", type=_positive_int, default=60)
@@ -198,7 +191,6 @@ def build_parser() -> argparse.ArgumentParser:
                       help="afterwards, Dice per region on N held-out phantoms")
 
     sv = sub.add_parser("segment-volume", help="segment fetal MRI regions in 3D volumes")
-    sv.set_defaults(run=_segment_volume)
     sv.add_argument("volumes", nargs="+", type=Path)
     sv.add_argument("--region", default="all", choices=[*vocab.FETAL_REGION_CODES, "all"])
     sv.add_argument("--model", default="fetal", help="checkpoint file or bundled model name")
@@ -214,7 +206,6 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("-o", "--out", type=Path, required=True, help="output folder")
 
     ft = sub.add_parser("finetune", help="fine-tune on annotated kidney patches or fetal volumes")
-    ft.set_defaults(run=_finetune)
     ft.add_argument("--manifest", type=Path, required=True,
                     help="CSV with columns image, mask, tissue, stain, magnification[, split] "
                          "(kidney patches), or image, mask, region[, annotated, split] (fetal "
@@ -235,7 +226,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="per-tissue Dice and 95%% Hausdorff (µm) on a manifest "
                                          "(per-region Dice for fetal volumes)")
-    ev.set_defaults(run=_evaluate)
     ev.add_argument("--manifest", type=Path, required=True)
     ev.add_argument("--model", default=None,
                     help="checkpoint file or bundled model name (default: the bundled model of "
@@ -245,10 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default=None, help="only rows of this split (e.g. val)")
 
     info = sub.add_parser("info", help="describe slides or volumes (levels, pixel size)")
-    info.set_defaults(run=_info)
     info.add_argument("paths", nargs="+", type=Path)
     info.add_argument("--mpp", type=_positive_float, default=None,
                       help="µm per pixel, for slides whose file does not say")
+    # what each (sub-)command runs: main() calls args.run(args)
+    for parser, run in ((r, _simulate_renal), (f, _simulate_fetal), (s, _simulate_samples),
+                        (tr_r, _train_renal), (tr_f, _train_fetal), (seg, _segment),
+                        (sv, _segment_volume), (ft, _finetune), (ev, _evaluate), (info, _info)):
+        parser.set_defaults(run=run)
     return p
 
 
@@ -294,7 +288,6 @@ def _terminate_like_ctrl_c():
 def _holding_output_folder(command: Callable[[argparse.Namespace], int]
                            ) -> Callable[[argparse.Namespace], int]:
     """``command`` run while it holds its output folder (``-o``): one run at a time."""
-    @functools.wraps(command)
     def held(args: argparse.Namespace) -> int:
         with output_folder(args.out):
             return command(args)

@@ -54,9 +54,8 @@ class FetalWidget(DockWidget):
             if layer is None:
                 raise OmnisegInputError("open a 3D MRI volume first (File > Open, or a sample)")
             vol = volume_from_layer(layer)
-            model, _ = MODELS_IN_USE.chosen("fetal", self.model_source.value,
-                                            self.model_file.value)
-            model, bf16 = model_and_precision(model, "fetal", None)
+            model, bf16 = model_and_precision(MODELS_IN_USE.chosen(
+                "fetal", self.model_source.value, self.model_file.value)[0], "fetal", None)
         except OmnisegInputError as e:
             self._report(str(e))
             return
@@ -79,12 +78,11 @@ class FetalWidget(DockWidget):
 
         for code, mask in result.items():
             region = vocab.fetal_region(code)
-            name = f"{region.name}"
-            if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
+            if region.name in self.viewer.layers:  # running again replaces the layer
+                self.viewer.layers.remove(region.name)
             self.viewer.add_labels(
-                mask, name=name, scale=layer.scale, translate=layer.translate, units=layer.units,
-                opacity=0.5, colormap=DirectLabelColormap(
+                mask, name=region.name, scale=layer.scale, translate=layer.translate,
+                units=layer.units, opacity=0.5, colormap=DirectLabelColormap(
                     color_dict={1: region.color, None: (0, 0, 0, 0)}),
                 metadata={"region": code, "source_layer": layer.name})
 
