@@ -290,15 +290,67 @@ def test_reader_opens_every_claimed_format(make_napari_viewer, tmp_path, pattern
 
 # -- writers -----------------------------------------------------------------------------------
 
-WRITER_CASES: dict = {}  # display name -> (layer factory, file name); none are contributed yet
+def _mask_layer(viewer):
+    """A PTC mask as the Segment widget leaves it: 0/1, µm scale, the tissue in metadata."""
+    data = np.zeros((600, 700), np.uint8)
+    data[100:180, 200:260] = 1
+    data[300:420, 400:430] = 1
+    data[350:360, 410:420] = 0  # a hole
+    return viewer.add_labels(data, name="PTC 40x", scale=(0.25, 0.25), units=("µm", "µm"),
+                             metadata={"tissue": "ptc"})
+
+
+def _check_geojson(path, layer, viewer):
+    import json
+
+    from rasterio import features
+    from shapely.geometry import shape
+
+    fc = json.loads(Path(path).read_text())
+    assert fc["type"] == "FeatureCollection" and len(fc["features"]) == 2
+    assert {f["properties"]["classification"]["name"] for f in fc["features"]} == {"PTC"}
+    back = features.rasterize([shape(f["geometry"]) for f in fc["features"]],
+                              out_shape=layer.data.shape)
+    np.testing.assert_array_equal(back, layer.data)
+
+
+def _check_ome_tiff(path, layer, viewer):
+    back = viewer.open(path, plugin=PLUGIN)[0]
+    np.testing.assert_array_equal(np.asarray(back.data[0] if back.multiscale else back.data),
+                                  layer.data)
+    np.testing.assert_allclose(back.scale, layer.scale)
+    assert back.metadata["tissue"] == "ptc"
+
+
+def _check_csv(path, layer, viewer):
+    import csv
+
+    rows = list(csv.DictReader(open(path, encoding="utf-8")))
+    assert sorted(float(r["Area µm^2"]) for r in rows) == [
+        (120 * 30 - 100) * 0.0625, 80 * 60 * 0.0625]
+
+
+#: display name -> (file name, check of the written file)
+WRITER_CASES: dict = {
+    "QuPath GeoJSON": ("mask.geojson", _check_geojson),
+    "OME-TIFF labels pyramid": ("mask.ome.tif", _check_ome_tiff),
+    "CSV of objects": ("mask.csv", _check_csv),
+}
 
 
 @pytest.mark.parametrize("name", WRITERS)
 def test_writer_saves_through_napari(make_napari_viewer, tmp_path, name):
     assert name in WRITER_CASES, f"the writer '{name}' is not tested: add a save case"
-    make_layer, filename = WRITER_CASES[name]
+    filename, check = WRITER_CASES[name]
     viewer = make_napari_viewer()
-    layer = make_layer(viewer)
+    layer = _mask_layer(viewer)
     written = viewer.layers.save(str(tmp_path / filename), selected=False, plugin=PLUGIN)
     assert written and Path(written[0]).is_file()
-    np.testing.assert_array_equal(np.asarray(viewer.open(written[0])[0].data), layer.data)
+    check(written[0], layer, viewer)
+
+
+def test_layer_save_picks_the_writer_by_extension(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    layer = _mask_layer(viewer)
+    layer.save(str(tmp_path / "one.geojson"), plugin=PLUGIN)
+    _check_geojson(tmp_path / "one.geojson", layer, viewer)

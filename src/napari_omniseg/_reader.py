@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import vocab
 from .errors import failure_sentence
 from .io.atomic import file_stem
 from .io.slides import SLIDE_SUFFIXES, Slide
@@ -49,9 +50,38 @@ def layer_data_for_path(path: str | Path) -> list[LayerData]:
     from .io.slides import open_slide
     from .io.volumes import open_volume
 
+    from .io.labels import is_label_file, open_labels
+
     if is_volume_file(path):
         return [volume_layer_data(open_volume(path))]
+    if is_label_file(path):
+        return [labels_layer_data(im) for im in open_labels(path)]
     return [slide_layer_data(open_slide(path))]
+
+
+def labels_layer_data(image) -> LayerData:
+    """Labels layer data of a mask or label image, in µm, in the vocabulary's colours."""
+    from .io.labels import LabelImage
+
+    assert isinstance(image, LabelImage)
+    colours: dict[Any, Any] = {None: (0, 0, 0, 0)}
+    if image.tissue:
+        colours[1] = vocab.tissue(image.tissue).color
+    else:
+        colours.update({t.task_id + 1: t.color for t in vocab.TISSUES})
+    kwargs: dict[str, Any] = {
+        "name": image.name,
+        "multiscale": len(image.levels) > 1,
+        "opacity": 0.6,
+        "colormap": colours,  # napari makes a dict a DirectLabelColormap
+        "metadata": {"tissue": image.tissue, "mpp": image.mpp,
+                     "path": str(image.path) if image.path else None},
+    }
+    if image.mpp is not None:
+        kwargs["scale"] = (image.mpp, image.mpp)
+        kwargs["units"] = ("µm", "µm")
+    data = image.levels if len(image.levels) > 1 else image.levels[0]
+    return (data, kwargs, "labels")
 
 
 def slide_layer_data(slide: Slide, name: str | None = None) -> LayerData:

@@ -48,10 +48,10 @@ class _CoarseTiles:
     row being filled is held uncompressed (``tile`` rows of the level).
     """
 
-    def __init__(self, shape: tuple[int, int], tile: int) -> None:
-        self.shape, self.tile = shape, tile
+    def __init__(self, shape: tuple[int, int], tile: int, dtype: np.dtype = np.uint8) -> None:
+        self.shape, self.tile, self.dtype = shape, tile, np.dtype(dtype)
         self.row = 0  # first level row of the tile row being filled
-        self.buffer = np.zeros((tile, shape[1]), np.uint8)
+        self.buffer = np.zeros((tile, shape[1]), self.dtype)
         self.tiles: list[bytes] = []  # finished tiles, row-major
 
     def put(self, y0: int, rows: np.ndarray) -> None:
@@ -73,7 +73,7 @@ class _CoarseTiles:
         """Each tile row as a list of ``(tile, tile)`` arrays."""
         per_row = -(-self.shape[1] // self.tile)
         for i in range(0, len(self.tiles), per_row):
-            yield [np.frombuffer(zlib.decompress(b), np.uint8).reshape(self.tile, self.tile)
+            yield [np.frombuffer(zlib.decompress(b), self.dtype).reshape(self.tile, self.tile)
                    for b in self.tiles[i:i + per_row]]
 
 
@@ -88,13 +88,15 @@ def _file_tiles(band: np.ndarray, tile: int):
 
 
 def write_mask_pyramids(outputs: list[tuple], mpp: float | None, tile: int = 512,
-                        progress=None, should_stop=None) -> list[int]:
+                        progress=None, should_stop=None, dtype: np.dtype = np.uint8
+                        ) -> list[int]:
     """Write several mask pyramids of one slide, band by band in step, as tiled OME-TIFFs.
 
-    ``outputs`` lists ``(path, levels, name)``: a 0/1 mask pyramid (numpy or dask, finest
-    first, one level-0 shape for all) and the name stored in its metadata; ``mpp`` is the
-    level-0 pixel size in µm, ``tile`` the file tile; ``progress`` and ``should_stop`` are the
-    run contract, over all files. Returns the foreground pixels of each level 0.
+    ``outputs`` lists ``(path, levels, name)``: a 0/1 mask or label pyramid (numpy, dask or
+    zarr, finest first, one level-0 shape for all) and the name stored in its metadata;
+    ``mpp`` is the level-0 pixel size in µm, ``tile`` the file tile, ``dtype`` the stored
+    type; ``progress`` and ``should_stop`` are the run contract, over all files. Returns the
+    foreground (non-zero) pixels of each level 0.
 
     Only level 0 is computed, one band of every file before the next band, so tissues sharing
     a tile engine are computed once per band and its cache holds about one band of tiles
@@ -107,7 +109,9 @@ def write_mask_pyramids(outputs: list[tuple], mpp: float | None, tile: int = 512
         return []
     levels0 = outputs[0][1][0]
     h0, w0 = levels0.shape
-    chunk_rows = levels0.chunks[0][0] if hasattr(levels0, "chunks") else tile
+    chunks = getattr(levels0, "chunks", None)
+    chunk_rows = tile if chunks is None else (
+        chunks[0] if isinstance(chunks[0], int) else chunks[0][0])  # zarr's, or dask's
     band_rows = max(tile, (chunk_rows // tile) * tile)  # whole dask chunks, whole file tiles
     n_bands = -(-h0 // band_rows)
     lock = threading.Lock()
@@ -123,7 +127,7 @@ def write_mask_pyramids(outputs: list[tuple], mpp: float | None, tile: int = 512
     abort = threading.Event()
     failures: list[BaseException] = []  # what made the writers stop, first cause first
     writers = [_PyramidWriter(Path(p), levels, mpp, tile, name, band_rows, report, abort,
-                              failures) for p, levels, name in outputs]
+                              failures, dtype) for p, levels, name in outputs]
     try:  # the writers create their files when they start: from then on, clean up
         for w in writers:
             w.start()
@@ -135,7 +139,7 @@ def write_mask_pyramids(outputs: list[tuple], mpp: float | None, tile: int = 512
                     # local scheduler: inside a cluster task the graph (holding a model) must
                     # not be shipped back to the cluster
                     band = band.compute(scheduler="synchronous")
-                w.put(np.asarray(band, np.uint8))
+                w.put(np.asarray(band, dtype))
         for w in writers:
             w.put(None)
             w.join()
@@ -157,13 +161,15 @@ class _PyramidWriter:
     """A thread writing one mask pyramid from level-0 bands handed to it in order."""
 
     def __init__(self, path: Path, levels: list, mpp: float | None, tile: int, name: str,
-                 band_rows: int, report, abort, failures: list) -> None:
+                 band_rows: int, report, abort, failures: list,
+                 dtype: np.dtype = np.uint8) -> None:
         self.path, self.levels, self.mpp, self.tile, self.name = path, levels, mpp, tile, name
         self.tmp = partial_path(path)
         self.band_rows, self.report, self.abort = band_rows, report, abort
         self.failures = failures
         self.shapes = [tuple(lv.shape) for lv in levels]
-        self.coarse = [_CoarseTiles(shp, tile) for shp in self.shapes[1:]]
+        self.dtype = np.dtype(dtype)
+        self.coarse = [_CoarseTiles(shp, tile, dtype) for shp in self.shapes[1:]]
         h0, w0 = self.shapes[0]
         # level-0 row/column that each coarse pixel samples (nearest neighbour)
         self.rows = [np.minimum((np.arange(h) * (h0 / h)).astype(int), h0 - 1)
@@ -215,7 +221,7 @@ class _PyramidWriter:
                 continue
             if band is None:
                 return
-            self.pixels += int(band.sum())
+            self.pixels += int(np.count_nonzero(band))
             for store, r, c in zip(self.coarse, self.rows, self.cols):
                 sel = np.flatnonzero((r >= y) & (r < y + len(band)))
                 if len(sel):
@@ -253,7 +259,7 @@ class _PyramidWriter:
                         kw.update(resolution=(1e4 / (self.mpp * h0 / shp[0]),) * 2,
                                   resolutionunit="CENTIMETER")
                     tif.write(self._level0_tiles() if k == 0 else self._coarse_tiles(k),
-                              shape=shp, dtype=np.uint8, tile=(self.tile, self.tile),
+                              shape=shp, dtype=self.dtype, tile=(self.tile, self.tile),
                               photometric="minisblack", compression="zlib",
                               compressionargs={"level": 1}, **kw)
         except BaseException as e:  # handed to the computing thread

@@ -266,7 +266,7 @@ def _slide_from_tiff(tif: Any, path: Path) -> Slide:
     _check_not_truncated(tif, series_list, level_series, path)
     levels = [_level_array(tif, s, lv, path) for s, lv in level_series]
 
-    mpp, mag = _tiff_pixel_size(tif)
+    mpp, mag = tiff_pixel_size(tif)
     return _assemble(levels, mpp, mag, path, source, handles=[tif])
 
 
@@ -371,7 +371,7 @@ def _downsamples(levels: list[da.Array]) -> list[float]:
 # Pixel size
 
 
-def _tiff_pixel_size(tif: Any) -> tuple[float | None, float | None]:
+def tiff_pixel_size(tif: Any) -> tuple[float | None, float | None]:
     """Micrometres per pixel and objective power from OME, Aperio or TIFF resolution tags."""
     if tif.is_ome and tif.ome_metadata:
         mpp, mag = _ome_pixel_size(tif.ome_metadata)
