@@ -47,10 +47,9 @@ def read_path(path: str | list[str]) -> list[LayerData]:
 
 def layer_data_for_path(path: str | Path) -> list[LayerData]:
     """Layer data for a slide or a volume; raises OmnisegInputError on bad input."""
+    from .io.labels import is_label_file, open_labels
     from .io.slides import open_slide
     from .io.volumes import open_volume
-
-    from .io.labels import is_label_file, open_labels
 
     if is_volume_file(path):
         return [volume_layer_data(open_volume(path))]
