@@ -83,6 +83,9 @@ def trace_objects(level0: Any, region: Any = None, band_rows: int = BAND_ROWS,
     # pieces of objects that touch the previous band's last row, by their label in that band
     open_pieces: dict[int, list] = {}
     open_values: dict[int, int] = {}
+    # an object can leave a band through several pieces of its last row (a U shape): each
+    # such label points at the one its pieces are kept under
+    open_alias: dict[int, int] = {}
     prev_labels = prev_row = None
     four = ndimage.generate_binary_structure(2, 1)
     for b, y0 in enumerate(range(0, h, band_rows)):
@@ -100,7 +103,7 @@ def trace_objects(level0: Any, region: Any = None, band_rows: int = BAND_ROWS,
         if open_pieces:
             same = (prev_row == band[0]) & (band[0] != 0)
             for a, c in set(zip(prev_labels[same].tolist(), comps[0][same].tolist())):
-                groups.union(("old", a), ("new", c))
+                groups.union(("old", open_alias[a]), ("new", c))
         merged: dict[Any, list] = {}
         merged_values: dict[Any, int] = {}
         for a, ps in open_pieces.items():
@@ -112,8 +115,10 @@ def trace_objects(level0: Any, region: Any = None, band_rows: int = BAND_ROWS,
             merged.setdefault(root, []).append(p)
             merged_values[root] = int(values[c])
         last = set(np.unique(comps[-1]).tolist()) - {0} if y1 < h else set()
-        open_pieces, open_values = {}, {}
-        carried = {groups.find(("new", c)): c for c in last}
+        open_pieces, open_values, open_alias = {}, {}, {}
+        carried: dict[Any, int] = {}
+        for c in sorted(last):
+            open_alias[c] = carried.setdefault(groups.find(("new", c)), c)
         for root, ps in merged.items():
             if root in carried:
                 open_pieces[carried[root]] = ps

@@ -40,6 +40,7 @@ from .layers import (
     slide_from_layer,
 )
 from .model_in_use import MODELS_IN_USE
+from .plots import LossPlot
 
 PAINTED_ONLY = "painted pixels only"
 WHOLE_LAYER = "whole layer (unpainted = background)"
@@ -85,60 +86,6 @@ class AnnotationRow(Container):
     def reset_choices(self, *_: Any) -> None:
         for w in (self.image, self.labels, self.tissue, self.complete):
             w.reset_choices()
-
-
-class LossPlot:
-    """A small live plot of training loss and validation Dice (Qt painter, no extra package)."""
-
-    def __init__(self) -> None:
-        from qtpy.QtWidgets import QWidget
-
-        plot = self
-
-        class _Canvas(QWidget):
-            def paintEvent(self, event):  # noqa: N802 (Qt name)
-                plot._paint(self)
-
-        self.native = _Canvas()
-        self.native.setMinimumHeight(110)
-        self.history: list[dict] = []
-
-    def add(self, entry: dict) -> None:
-        self.history.append(entry)
-        self.native.update()
-
-    def clear(self) -> None:
-        self.history = []
-        self.native.update()
-
-    def _paint(self, canvas) -> None:
-        from qtpy.QtCore import QPointF, Qt
-        from qtpy.QtGui import QColor, QPainter, QPen
-
-        p = QPainter(canvas)
-        w, h = canvas.width(), canvas.height()
-        p.fillRect(0, 0, w, h, QColor(38, 41, 48))
-        p.setPen(QColor(200, 200, 200))
-        p.drawText(6, 14, "loss (orange), validation Dice (cyan)")
-        series = [("loss", QColor(255, 150, 60)), ("val_dice", QColor(60, 200, 220))]
-        for key, colour in series:
-            pts = [(e["seconds"], e[key]) for e in self.history if e.get(key) is not None]
-            if len(pts) < 1:
-                continue
-            t1 = max(1e-6, max(e["seconds"] for e in self.history))
-            hi = 1.0 if key == "val_dice" else max(1e-6, max(v for _, v in pts))
-            pen = QPen(colour)
-            pen.setWidth(2)
-            p.setPen(pen)
-            poly = [QPointF(6 + (w - 12) * x / t1, h - 6 - (h - 26) * v / hi) for x, v in pts]
-            for a, b in zip(poly, poly[1:]):
-                p.drawLine(a, b)
-            for q in poly:
-                p.drawEllipse(q, 2, 2)
-            last = pts[-1][1]
-            p.drawText(w - 70, 14 if key == "loss" else 28, f"{last:.3f}")
-        p.setPen(Qt.NoPen)
-        p.end()
 
 
 class FinetuneWidget(DockWidget):

@@ -1,0 +1,105 @@
+"""Plots docked in napari: matplotlib figures on a Qt canvas, with axes, units and a legend.
+
+One place draws every plot of the plugin (the Fine-tune widget's training curves, the Quantify
+widget's bars and size histogram), in napari's dark colours.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+_BACKGROUND = "#262930"  # napari's dark theme
+_FOREGROUND = "#d0d0d0"
+
+
+class Plot:
+    """One matplotlib figure on a Qt canvas (``native``) that can be redrawn any time."""
+
+    def __init__(self, height_px: int = 180) -> None:
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(4, height_px / 100), dpi=100, facecolor=_BACKGROUND,
+                             layout="constrained")
+        self.native = FigureCanvasQTAgg(self.figure)
+        self.native.setMinimumHeight(height_px)
+        self.axes = self.figure.add_subplot()
+
+    def _style(self, ax) -> None:
+        ax.set_facecolor(_BACKGROUND)
+        ax.tick_params(colors=_FOREGROUND, labelsize=7)
+        for side in ax.spines.values():
+            side.set_color(_FOREGROUND)
+        ax.xaxis.label.set_color(_FOREGROUND)
+        ax.yaxis.label.set_color(_FOREGROUND)
+        ax.title.set_color(_FOREGROUND)
+        for item in (ax.xaxis.label, ax.yaxis.label, ax.title):
+            item.set_fontsize(8)
+
+    def _reset(self):
+        self.figure.clear()
+        self.axes = self.figure.add_subplot()
+        self._style(self.axes)
+        return self.axes
+
+    def draw(self) -> None:
+        self.native.draw_idle()
+
+    def bars(self, names: Sequence[str], values: Sequence[float], colours: Sequence, ylabel: str,
+             title: str = "") -> None:
+        """Bars, one per name, in the given colours."""
+        ax = self._reset()
+        ax.bar(list(names), list(values), color=list(colours))
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        self.draw()
+
+    def histogram(self, values: np.ndarray, xlabel: str, colour, title: str = "") -> None:
+        """A histogram of object sizes on a logarithmic size axis."""
+        ax = self._reset()
+        values = np.asarray(values, float)
+        values = values[values > 0]
+        if len(values):
+            lo, hi = values.min(), values.max()
+            bins = np.geomspace(lo, hi * 1.0001, 25) if hi > lo else 10
+            ax.hist(values, bins=bins, color=colour)
+            if hi > lo:
+                ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("objects")
+        ax.set_title(title)
+        self.draw()
+
+
+class LossPlot(Plot):
+    """Training loss and validation Dice against time, updated as training reports."""
+
+    def __init__(self) -> None:
+        super().__init__(height_px=170)
+        self.history: list[dict] = []
+        self._redraw()
+
+    def add(self, entry: dict) -> None:
+        self.history.append(entry)
+        self._redraw()
+
+    def clear(self) -> None:
+        self.history = []
+        self._redraw()
+
+    def _redraw(self) -> None:
+        ax = self._reset()
+        dice_ax = ax.twinx()
+        self._style(dice_ax)
+        for axis, key, colour, label in ((ax, "loss", "#ff963c", "training loss"),
+                                         (dice_ax, "val_dice", "#3cc8dc", "validation Dice")):
+            pts = [(e["seconds"], e[key]) for e in self.history if e.get(key) is not None]
+            if pts:
+                x, y = zip(*pts)
+                axis.plot(x, y, "o-", color=colour, markersize=3, label=label)
+            axis.set_ylabel(label, color=colour)
+        dice_ax.set_ylim(0, 1)
+        ax.set_xlabel("time (s)")
+        self.draw()
