@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -38,7 +39,7 @@ def test_help_of_the_installed_command(words):
     assert out.stderr == ""
     if not words:  # the top level lists every sub-command
         for name in ("simulate", "train", "segment", "segment-volume", "finetune", "evaluate",
-                     "info"):
+                     "info", "export", "quantify"):
             assert f"    {name}" in out.stdout
 
 
@@ -108,12 +109,14 @@ def test_a_killed_simulation_leaves_nothing_behind(tmp_path):
     assert list(out.iterdir()) == []
 
 
-def test_a_killed_segmentation_leaves_no_mask_and_releases_the_folder(slide_and_truth,
-                                                                       tmp_path):
+def test_a_killed_segmentation_leaves_no_mask_and_releases_the_folder(tmp_path):
     import signal
     import time
 
-    slide, _ = slide_and_truth
+    from napari_omniseg.simulate.renal import write_renal_slide
+
+    # big enough that the run is still writing when the signal lands, even on a busy machine
+    slide, _ = write_renal_slide(tmp_path / "big.ome.tif", 2048, 3072, seed=4, stain="pas")
     out = tmp_path / "masks"
     proc = subprocess.Popen([shutil.which("omniseg"), "segment", str(slide), "--tissue", "all",
                              "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -124,3 +127,41 @@ def test_a_killed_segmentation_leaves_no_mask_and_releases_the_folder(slide_and_
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and b"Traceback" not in err, err.decode()[-1000:]
     assert list(out.iterdir()) == []  # no mask, no temporary file, no lock
+
+
+def test_segment_with_geojson_then_export_and_quantify(slide_and_truth, tmp_path):
+    """segment --geojson writes a QuPath file beside the masks; export and quantify read the
+    masks back, as a person chains them."""
+    import csv
+    import json
+
+    from rasterio import features
+    from shapely.geometry import shape
+
+    slide, truth = slide_and_truth
+    out = tmp_path / "masks"
+    summary = _segment_and_check(slide, truth, out, "--geojson")
+    geojson = Path(summary["geojson"][str(slide)])
+    assert geojson == out / "biopsy.geojson"
+    fc = json.loads(geojson.read_text())
+    cap_file = summary["slides"][str(slide)]["cap"]["mask"]
+    import tifffile
+
+    mask = tifffile.imread(cap_file) > 0
+    back = features.rasterize([shape(f["geometry"]) for f in fc["features"]],
+                              out_shape=mask.shape) > 0
+    assert {f["properties"]["classification"]["name"] for f in fc["features"]} == {"CAP"}
+    assert 2 * (mask & back).sum() / (mask.sum() + back.sum()) >= 0.99
+
+    exe = shutil.which("omniseg")
+    run = subprocess.run([exe, "export", cap_file, "--format", "csv", "-o", str(tmp_path / "x")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    rows = list(csv.DictReader(open(tmp_path / "x" / "biopsy_objects.csv", encoding="utf-8")))
+    assert len(rows) == len(fc["features"]) and rows[0]["class"] == "CAP"
+    run = subprocess.run([exe, "quantify", cap_file, "--slide", str(slide), "-o",
+                          str(tmp_path / "q.csv")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    (row,) = list(csv.DictReader(open(tmp_path / "q.csv", encoding="utf-8")))
+    assert float(row["area mm2"]) == pytest.approx(mask.sum() * 0.25 ** 2 / 1e6, rel=1e-4)
+    assert float(row["objects per mm2 of tissue"]) > 0
