@@ -128,10 +128,27 @@ def run_finetune(viewer, widget, qtbot, tmp_path) -> None:
     assert MODELS_IN_USE.name("renal").startswith("ft.pt")
 
 
+def run_quantify(viewer, widget, qtbot, tmp_path) -> None:
+    from scipy import ndimage
+
+    viewer.open_sample(PLUGIN, "renal_pas")  # the slide and its ground-truth labels layer
+    assert [lyr.name for lyr in widget.masks.value] == ["ground truth (simulated)"]
+    widget.run_button.clicked()
+    _wait(qtbot, widget)
+    assert "measured" in widget.status.value, widget.status.value
+    found = {s.cls.name: s for s in widget.summaries}
+    truth = np.asarray(viewer.layers["ground truth (simulated)"].data[0])
+    labels, n = ndimage.label(truth == 6)
+    big = (np.bincount(labels.ravel())[1:] * 0.25 ** 2 >= widget.min_area.value).sum()
+    assert found["PTC"].count == big and found["PTC"].density > 0
+    assert widget.table.rowCount() == len(found)
+
+
 WIDGET_RUNS = {
     "Segment (kidney)": run_segment_kidney,
     "Segment (fetal MRI)": run_segment_fetal,
     "Fine-tune": run_finetune,
+    "Quantify": run_quantify,
 }
 
 

@@ -123,10 +123,15 @@ def is_label_file(path: str | os.PathLike) -> bool:
 
             with tifffile.TiffFile(path) as tif:
                 s = tif.series[0]
-                rgb = s.axes.endswith("S") and s.shape[-1] in (3, 4) or (
-                    "C" in s.axes and s.shape[s.axes.index("C")] in (3, 4)
-                    and s.dtype == np.uint8 and s.keyframe.photometric == 2)
-                return not rgb and np.issubdtype(s.dtype, np.integer)
+                if not np.issubdtype(s.dtype, np.integer):
+                    return False
+                channels = [n for a, n in zip(s.axes, s.shape) if a in "CS" and n > 1]
+                if not channels:
+                    return True
+                # several channels are masks only when each is named as a tissue (or there
+                # are the simulator's six): a two-channel or RGB image is not
+                return len(channels) == 1 and all(
+                    tissue_in_name(n) for n in _channel_names(tif, channels[0]))
         if suffix == ".png":
             from PIL import Image
 
