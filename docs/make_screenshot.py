@@ -1,7 +1,7 @@
 """Regenerate docs/images/*.png: napari with the plugin, as a user sees it.
 
 Run under a display (or ``xvfb-run -a python docs/make_screenshot.py [renal] [finetune]
-[fetal]``; all three by default). Uses the bundled models and the sample data. Widgets are
+[fetal] [quantify]``; all four by default). Uses the bundled models and the sample data. Widgets are
 opened the way a person opens them, from the Plugins menu (``add_plugin_dock_widget``), and
 samples from File > Open Sample.
 """
@@ -50,6 +50,8 @@ def main(parts: set[str]) -> None:
         finetune(viewer)
     if "fetal" in parts:
         fetal(viewer)
+    if "quantify" in parts:
+        quantify(viewer)
     viewer.close()
 
 
@@ -124,5 +126,26 @@ def fetal(viewer) -> None:
     viewer.screenshot(str(OUT / "fetal_segment.png"), canvas_only=False)
 
 
+def quantify(viewer) -> None:
+    """Quantify: the PAS sample's six masks measured, then Visium spots coloured by PT."""
+    viewer.window.remove_dock_widget("all")
+    viewer.layers.clear()
+    root = Path(__file__).resolve().parents[1] / "sample_data"
+    viewer.open(str(root / "renal_pas.ome.tif"), plugin=PLUGIN)
+    masks = viewer.open(str(root / "renal_pas_masks.ome.tif"), plugin=PLUGIN)
+    widget = open_widget(viewer, "Quantify")
+    widget.masks.value = masks
+    widget.run_button.clicked()
+    _wait_for(widget)
+    widget.colour_by.value = "PT"
+    widget.spots_button.clicked()
+    _wait_for(widget)
+    for layer in masks:
+        layer.visible = False
+    viewer.reset_view()
+    _settle()
+    viewer.screenshot(str(OUT / "quantify_widget.png"), canvas_only=False)
+
+
 if __name__ == "__main__":
-    main(set(sys.argv[1:]) or {"renal", "finetune", "fetal"})
+    main(set(sys.argv[1:]) or {"renal", "finetune", "fetal", "quantify"})

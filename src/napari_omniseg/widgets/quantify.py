@@ -23,8 +23,8 @@ from .plots import Plot
 
 HEX_GRID = "hexagonal grid over the tissue"
 SPACERANGER = "Space Ranger positions file"
-_SUMMARY_COLUMNS = ("class", "area mm2", "objects", "objects per mm2 of tissue",
-                    "median object um2")
+_SUMMARY_COLUMNS = ("class", "area (mm²)", "objects", "per mm² of tissue",
+                    "median size (µm²)")
 
 
 def label_image_of_layer(layer: Any) -> LabelImage:
@@ -55,6 +55,8 @@ class QuantifyWidget(DockWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__(napari_viewer)
+        self.summaries: list = []
+        self.spot_rows: list[dict] = []
         self.masks = Select(label="masks", choices=self._mask_layers,
                             tooltip="labels layers of one slide (Segment's masks, or painted)")
         self.image = ComboBox(label="slide", choices=self._image_choices,
@@ -64,7 +66,7 @@ class QuantifyWidget(DockWidget):
         self.min_area = FloatSpinBox(label="min object µm²", value=5.0, min=0.0, max=1e6,
                                      step=1.0)
         *run, status = self._run_controls("Quantify")
-        self.histogram_of = ComboBox(label="sizes of", choices=[])
+        self.histogram_of = ComboBox(label="sizes of", choices=self._class_choices)
         self.save_button = PushButton(text="Save table as CSV...", enabled=False)
         self.spots_from = ComboBox(label="spots", value=HEX_GRID,
                                    choices=[HEX_GRID, SPACERANGER])
@@ -77,23 +79,20 @@ class QuantifyWidget(DockWidget):
         self.compare_column = LineEdit(label="its column")
         self.compare_button = PushButton(text="Correlate")
         self.correlation = Label(value="")
-        self.extend([self.masks, self.image, self.region, self.min_area, *run,
-                     self.histogram_of, self.save_button, self.spots_from, self.positions,
+        self.extend([self.masks, self.image, self.region, self.min_area, *run, status,
+                     self.save_button, self.histogram_of, self.spots_from, self.positions,
                      self.colour_by, self.spots_button, self.compare_table,
-                     self.compare_column, self.compare_button, self.correlation, status])
-        from qtpy.QtWidgets import QTableWidget
+                     self.compare_column, self.compare_button, self.correlation])
+        from qtpy.QtWidgets import QHeaderView, QTableWidget
 
         self.table = QTableWidget(0, len(_SUMMARY_COLUMNS))
         self.table.setHorizontalHeaderLabels(list(_SUMMARY_COLUMNS))
-        self.table.setMinimumHeight(140)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.table.setMinimumHeight(150)
         self.bars = Plot(height_px=170)
         self.sizes = Plot(height_px=170)
-        layout = self.native.layout()
-        at = layout.indexOf(self.histogram_of.native)
-        for k, w in enumerate((self.table, self.bars.native, self.sizes.native)):
-            layout.insertWidget(at + k, w)
-        self.summaries: list = []
-        self.spot_rows: list[dict] = []
+        self._insert_after(status, self.table, self.bars.native)
+        self._insert_after(self.histogram_of, self.sizes.native)
         self.spots_from.changed.connect(
             lambda v: setattr(self.positions, "visible", v == SPACERANGER))
         self.histogram_of.changed.connect(self._draw_sizes)
@@ -103,7 +102,20 @@ class QuantifyWidget(DockWidget):
         self._on_layers_changed(self._refresh)
         self._refresh()
 
+    def _insert_after(self, widget: Any, *natives: Any) -> None:
+        """Place Qt widgets (table, plots) right below a magicgui widget of the container."""
+        layout = self.native.layout()
+        row = widget.native
+        while row is not None and layout.indexOf(row) < 0:  # labelled rows are wrapped
+            row = row.parentWidget()
+        at = layout.indexOf(row) if row is not None else layout.count() - 1
+        for k, w in enumerate(natives):
+            layout.insertWidget(at + 1 + k, w)
+
     # -- choices -------------------------------------------------------------------------------
+
+    def _class_choices(self, _=None) -> list:
+        return [s.cls.name for s in self.summaries]
 
     def _mask_layers(self, _=None) -> list:
         return layers_of_type(self.viewer, "Labels", ndim=2)
@@ -173,7 +185,7 @@ class QuantifyWidget(DockWidget):
                        [np.asarray(s.cls.color) / 255 for s in summaries],
                        "area (mm²)" if summaries and summaries[0].mpp else "area (px)",
                        "area per tissue")
-        self.histogram_of.choices = [s.cls.name for s in summaries]
+        self.histogram_of.reset_choices()
         if summaries:
             busiest = max(summaries, key=lambda s: s.count)
             self.histogram_of.value = busiest.cls.name
