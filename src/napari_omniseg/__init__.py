@@ -22,6 +22,8 @@ _API = {
     "load_model": ("napari_omniseg.checkpoints", "load_model"),
     "segment_slide": ("napari_omniseg.predict.slide", "segment_slide"),
     "segment_volume": ("napari_omniseg.predict.volume", "segment_volume"),
+    "open_labels": ("napari_omniseg.io.labels", "open_labels"),
+    "LabelImage": ("napari_omniseg.io.labels", "LabelImage"),
 }
 
 __all__ = sorted(_API)
@@ -29,6 +31,7 @@ __all__ = sorted(_API)
 if TYPE_CHECKING:  # pragma: no cover
     from .checkpoints import load_model
     from .errors import OmnisegInputError
+    from .io.labels import LabelImage, open_labels
     from .io.slides import Slide, open_slide
     from .io.volumes import Volume, open_volume
     from .predict.slide import segment_slide

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from pathlib import Path
 from typing import Any, Sequence
 
 from ..io.atomic import written_atomically
@@ -120,6 +119,3 @@ def _annotations(objects, tolerance: float):
             f"Area {u}^2": round(sum(m.obj.polygon.area for m in items) * s * s, 3),
             "Num objects": len(items)})
 
-
-def geojson_path_for(out_dir: str | os.PathLike, stem: str) -> Path:
-    return Path(out_dir) / f"{stem}.geojson"

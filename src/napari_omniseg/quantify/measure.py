@@ -6,7 +6,6 @@ import csv
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -193,10 +192,3 @@ def write_object_csv(path: str | os.PathLike, images: Sequence[LabelImage], regi
     return write_csv(path, (m.row() for m in measured_objects(
         images, region, min_area_um2, progress, should_stop)))
 
-
-def summary_rows(summaries: Sequence[ClassSummary]) -> list[dict]:
-    return [s.row() for s in summaries]
-
-
-def default_csv_name(stem: str) -> Path:
-    return Path(f"{stem}_objects.csv")

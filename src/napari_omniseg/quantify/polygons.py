@@ -5,7 +5,7 @@ area is its object's pixel count and rasterising it by pixel centres gives the o
 Pieces are 4-connected: two pixels touching only at a corner are two objects (an 8-connected
 outline would touch itself at that corner, which QuPath and shapely call invalid).
 
-Only one band of rows is read at a time. An object still touching the band's last row is held
+Only one band of rows (about four million pixels) is read at a time. An object still touching the band's last row is held
 back until the next band shows whether it goes on, so a whole-slide mask is traced with memory
 bounded by one band plus the objects crossing it.
 """
@@ -19,8 +19,10 @@ import numpy as np
 
 from ..run import Progress, ShouldStop, check_stop, report
 
-#: Rows read at a time.
-BAND_ROWS = 1024
+#: Pixels read at a time: a band is as many whole rows as fit (at most 1024), so the memory a
+#: band takes does not grow with the slide's width either.
+BAND_PIXELS = 4 * 1024 * 1024
+_MAX_BAND_ROWS = 1024
 
 
 @dataclass
@@ -54,7 +56,7 @@ def read_band(level0: Any, y0: int, y1: int) -> np.ndarray:
     return np.asarray(band)
 
 
-def trace_objects(level0: Any, region: Any = None, band_rows: int = BAND_ROWS,
+def trace_objects(level0: Any, region: Any = None, band_rows: int | None = None,
                   progress: Progress | None = None, should_stop: ShouldStop | None = None
                   ) -> Iterator[TracedObject]:
     """Every connected object of a 2D label image (value 0 is background), as polygons.
@@ -66,8 +68,8 @@ def trace_objects(level0: Any, region: Any = None, band_rows: int = BAND_ROWS,
     region : shapely geometry, optional
         Only what lies inside it (level-0 pixel coordinates, pixel centres decide) is traced;
         objects are cut at its border.
-    band_rows : int
-        Rows per band.
+    band_rows : int, optional
+        Rows per band (default: as many as :data:`BAND_PIXELS` allows, at most 1024).
     progress, should_stop
         The run contract (:mod:`napari_omniseg.run`), one step per band.
 
@@ -79,6 +81,8 @@ def trace_objects(level0: Any, region: Any = None, band_rows: int = BAND_ROWS,
     from scipy import ndimage
 
     h, w = level0.shape[:2]
+    if band_rows is None:
+        band_rows = int(min(_MAX_BAND_ROWS, max(16, BAND_PIXELS // max(1, w))))
     n_bands = -(-h // band_rows)
     # pieces of objects that touch the previous band's last row, by their label in that band
     open_pieces: dict[int, list] = {}
