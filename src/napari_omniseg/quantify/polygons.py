@@ -5,9 +5,9 @@ area is its object's pixel count and rasterising it by pixel centres gives the o
 Pieces are 4-connected: two pixels touching only at a corner are two objects (an 8-connected
 outline would touch itself at that corner, which QuPath and shapely call invalid).
 
-Only one band of rows (about four million pixels) is read at a time. An object still touching the band's last row is held
-back until the next band shows whether it goes on, so a whole-slide mask is traced with memory
-bounded by one band plus the objects crossing it.
+Only one band of rows (about four million pixels) is read at a time. An object still touching
+the band's last row is held back until the next band shows whether it goes on, so a whole-slide
+mask is traced with memory bounded by one band plus the objects crossing it.
 """
 
 from __future__ import annotations

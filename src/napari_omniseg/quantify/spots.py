@@ -28,8 +28,8 @@ SPOT_PITCH_UM = 100.0
 #: Space Ranger's spot_diameter_fullres describes a spot of this size.
 SPACERANGER_SPOT_UM = 65.0
 #: Percentages are computed on the coarsest level where a spot is at least this many pixels
-#: across (a 55 µm spot at 10x), not at 40x: 16 times fewer pixels, within 1 percentage point
-#: (docs/export.md).
+#: across (a 55 µm spot at 10x), not at 40x: 16 times fewer pixels, 0.2 percentage points
+#: from the 40x figures on average, 1.2 at most (docs/export.md).
 MIN_SPOT_PIXELS = 48
 _POSITION_COLUMNS = ("barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres",
                      "pxl_col_in_fullres")
