@@ -170,3 +170,11 @@ def darkness_model(thresholds=(0.62, 0.75), context: int = 9):
             return logits + self.dummy
 
     return _Model().eval()
+
+
+@pytest.fixture
+def renal_masks_file():
+    """The bundled PAS sample's six masks (0.25 µm/px, 2560 x 6144)."""
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[1] / "sample_data" / "renal_pas_masks.ome.tif"
