@@ -144,11 +144,32 @@ def run_quantify(viewer, widget, qtbot, tmp_path) -> None:
     assert widget.table.rowCount() == len(found)
 
 
+def run_synthesize(viewer, widget, qtbot, tmp_path) -> None:
+    viewer.open_sample(PLUGIN, "renal_pas")
+    slide = viewer.layers[0]
+    crop = np.asarray(slide.data[0][:512, :512])
+    field = viewer.add_image(crop, rgb=True, name="field of view", scale=slide.scale,
+                             units=slide.units)
+    viewer.layers.selection.active = field
+    mask = widget.new_mask_layer()  # over the selected image, in its µm
+    assert mask.data.shape == (512, 512)
+    yy, xx = np.mgrid[:512, :512]
+    mask.data[(yy - 256) ** 2 + (xx - 256) ** 2 < 100 ** 2] = 3  # a glomerular unit
+    mask.data[(yy - 256) ** 2 + (xx - 256) ** 2 < 60 ** 2] = 4  # its tuft
+    widget.run_button.clicked()  # the bundled generator, at 40x from the mask's µm
+    _wait(qtbot, widget)
+    assert widget.status.value.startswith("added"), widget.status.value
+    out = viewer.layers["synthetic PAS (seed 0)"]
+    assert out.rgb and out.data.shape == (512, 512, 3)
+    np.testing.assert_allclose(out.scale, mask.scale)
+
+
 WIDGET_RUNS = {
     "Segment (kidney)": run_segment_kidney,
     "Segment (fetal MRI)": run_segment_fetal,
     "Fine-tune": run_finetune,
     "Quantify": run_quantify,
+    "Synthesize": run_synthesize,
 }
 
 

@@ -21,7 +21,9 @@ from .tasks import TASKS, task, task_of_model
 
 FORMAT = "napari-omniseg-checkpoint/1"
 #: Bundled checkpoints, by name (each task's), inside the package's ``weights/`` folder.
-BUNDLED = {t.name: t.bundled_file for t in TASKS.values()}
+#: The histology generator (docs/synthesis.md) is bundled beside the segmenters.
+BUNDLED = {**{t.name: t.bundled_file for t in TASKS.values()},
+           "synthesis": "pyramid_gan_renal.pt"}
 
 
 def pick_device(prefer: str | None = None) -> "torch.device":  # noqa: F821

@@ -158,6 +158,45 @@ def build_parser() -> argparse.ArgumentParser:
     tr_r.add_argument("--half", action="store_true",
                       help="store the final weights in float16 (half the file)")
 
+    tr_s = trsub.add_parser("synthesis", help="train a pyramid generator of histology from "
+                                              "tissue masks")
+    tr_s.add_argument("-o", "--out", type=Path, required=True, help="checkpoint to write (.pt)")
+    tr_s.add_argument("--manifest", type=Path, default=None,
+                      help="annotated patches (the fine-tuning CSV: image, mask, tissue, stain, "
+                           "magnification[, split]); only rows of --split train")
+    tr_s.add_argument("--split", default="train",
+                      help="rows of this split (default train; 'all' for every row)")
+    tr_s.add_argument("--simulated", type=int, default=4, metavar="SLIDES",
+                      help="also simulated 1 mm² slides of every stain (0: none)")
+    tr_s.add_argument("--minutes", type=_positive_float, default=30.0)
+    tr_s.add_argument("--crop", type=_positive_int, default=128,
+                      help="training crop side (a multiple of 8)")
+    tr_s.add_argument("--batch", type=_positive_int, default=4)
+    tr_s.add_argument("--width", type=_positive_int, default=32)
+    tr_s.add_argument("--levels", type=int, default=4, choices=[2, 3, 4, 5],
+                      help="pyramid levels (each half the side of the next)")
+    tr_s.add_argument("--perceptual", choices=["segmenter", "none"], default="segmenter",
+                      help="L1 on the bundled renal segmenter's encoder features (default), or "
+                           "no perceptual loss")
+    tr_s.add_argument("--seed", type=int, default=0)
+
+    syn = sub.add_parser("synthesize", help="histology from a painted mask, as a pyramidal "
+                                            "OME-TIFF")
+    syn.add_argument("mask", type=Path,
+                     help="label image (1 DT, 2 PT, 3 CAP, 4 TUFT, 5 VES, 6 PTC; 0 unpainted), "
+                          "or masks written by 'omniseg segment'")
+    syn.add_argument("--stain", required=True, choices=list(vocab.STAINS))
+    syn.add_argument("--magnification", type=int, default=None,
+                     choices=list(vocab.MAGNIFICATIONS),
+                     help="of the mask's pixels (default: from its pixel size)")
+    syn.add_argument("--seed", type=int, default=0,
+                     help="one seed gives one image, another a variation")
+    syn.add_argument("--generator", default="synthesis",
+                     help="generator checkpoint (default: the bundled one)")
+    syn.add_argument("--mpp", type=_positive_float, default=None,
+                     help="µm per pixel, for masks whose file does not say")
+    syn.add_argument("-o", "--out", type=Path, required=True, help="image to write (.ome.tif)")
+
     seg = sub.add_parser("segment", help="segment renal tissues on whole-slide images")
     seg.add_argument("slides", nargs="+", type=Path)
     seg.add_argument("--tissue", default="all", choices=[*vocab.TISSUE_CODES, "all"])
@@ -279,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     for parser, run in ((r, _simulate_renal), (f, _simulate_fetal), (s, _simulate_samples),
                         (tr_r, _train_renal), (tr_f, _train_fetal), (seg, _segment),
                         (sv, _segment_volume), (ft, _finetune), (ev, _evaluate), (info, _info),
-                        (ex, _export), (qu, _quantify)):
+                        (ex, _export), (qu, _quantify), (tr_s, _train_synthesis),
+                        (syn, _synthesize)):
         parser.set_defaults(run=run)
     return p
 
@@ -409,6 +449,50 @@ def _segment(args: argparse.Namespace) -> int:
         return result
 
     return _batch(args, "segment", work)
+
+
+def _train_synthesis(args: argparse.Namespace) -> int:
+    import time
+
+    from .train.synthesis import pairs_from_bank, pairs_from_manifest, train_generator
+
+    started = time.perf_counter()
+    parts, sources = [], []
+    if args.manifest is not None:
+        split = None if args.split == "all" else args.split
+        parts.append(pairs_from_manifest(args.manifest, split=split))
+        sources.append(f"{args.manifest.name} ({args.split} rows, {len(parts[-1])} patches)")
+    if args.simulated:
+        from .train.renal_data import build_patch_bank
+
+        with _bar("simulate") as bar:
+            bank = build_patch_bank(list(range(7000, 7000 + args.simulated)), size=4096,
+                                    patch=256, progress=bar)
+        parts.append(pairs_from_bank(bank))
+        sources.append(f"simulator ({args.simulated} slides, {len(bank)} patches)")
+    if not parts:
+        raise OmnisegInputError("nothing to train on: give --manifest or --simulated N")
+    pairs = parts[0]
+    for p in parts[1:]:
+        pairs = pairs + p
+    with _bar("train synthesis") as bar:
+        recipe = train_generator(args.out, pairs, minutes=args.minutes, crop=args.crop,
+                                 batch=args.batch, width=args.width, levels=args.levels,
+                                 perceptual=args.perceptual, seed=args.seed,
+                                 trained_on=" + ".join(sources), started=started, progress=bar)
+    print(json.dumps(recipe, indent=2))
+    return 0
+
+
+def _synthesize(args: argparse.Namespace) -> int:
+    from .synth.files import synthesize_file
+
+    with _bar("synthesize") as bar:
+        result = synthesize_file(args.mask, args.out, args.stain, args.magnification,
+                                 seed=args.seed, generator=args.generator, mpp=args.mpp,
+                                 progress=bar)
+    print(json.dumps(result, indent=2))
+    return 0
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import queue
 import threading
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -78,12 +79,14 @@ class _CoarseTiles:
 
 
 def _file_tiles(band: np.ndarray, tile: int):
-    """The ``(tile, tile)`` file tiles of a band of rows, row-major, zero-padded at the edges."""
+    """The ``(tile, tile[, channels])`` file tiles of a band of rows, row-major, zero-padded
+    at the edges."""
     for r0 in range(0, len(band), tile):
         for x in range(0, band.shape[1], tile):
             part = band[r0:r0 + tile, x:x + tile]
-            if part.shape != (tile, tile):
-                part = np.pad(part, ((0, tile - part.shape[0]), (0, tile - part.shape[1])))
+            if part.shape[:2] != (tile, tile):
+                part = np.pad(part, [(0, tile - part.shape[0]), (0, tile - part.shape[1])]
+                              + [(0, 0)] * (part.ndim - 2))
             yield np.ascontiguousarray(part)
 
 
@@ -267,3 +270,80 @@ class _PyramidWriter:
             if not (isinstance(e, Stopped) and self.abort.is_set()):
                 self.failures.append(e)
             self.abort.set()
+
+
+def write_rgb_pyramid(path: str | os.PathLike, image: Any, mpp: float | None, name: str = "",
+                      tile: int = 512, progress=None, should_stop=None) -> Path:
+    """Write a ``(H, W, 3)`` uint8 image (numpy or dask, computed band by band) as a tiled
+    pyramidal OME-TIFF, levels halved by area averaging down to 512 px, JPEG at quality 90
+    like a scanner's output, level-0 pixel size ``mpp`` µm.
+
+    Memory holds one band of ``tile`` rows; coarser levels collect in a scratch store on
+    disk beside ``path``. Written complete or not at all; a stop raises
+    :class:`~napari_omniseg.run.Stopped`. ``progress`` is called once per band.
+    """
+    import shutil
+    import tempfile
+
+    import tifffile
+    import zarr
+
+    path = Path(path)
+    h, w = image.shape[:2]
+    shapes = [(h, w)]
+    while max(shapes[-1]) > 512 and min(shapes[-1]) >= 2:
+        shapes.append((shapes[-1][0] // 2, shapes[-1][1] // 2))
+    levels = len(shapes)
+    tile_rows = tile * 2 ** (levels - 1)  # whole rows of every level's tiles per band
+    scratch = Path(tempfile.mkdtemp(prefix=".omniseg-pyramid-", dir=path.parent))
+    n_bands = -(-h // tile_rows)
+    try:
+        store = zarr.open_group(str(scratch / "levels.zarr"), mode="w")
+        for k, (lh, lw) in enumerate(shapes[1:], start=1):
+            store.create_array(str(k), shape=(lh, lw, 3), dtype=np.uint8,
+                               chunks=(min(lh, tile), min(lw, 4096), 3))
+
+        def level0_tiles():
+            for b in range(n_bands):
+                check_stop(should_stop)
+                y = b * tile_rows
+                band = image[y:y + tile_rows]
+                if hasattr(band, "compute"):
+                    band = band.compute(scheduler="synchronous")
+                band = np.asarray(band, np.uint8)
+                for k in range(1, levels):
+                    f = 2 ** k
+                    bh, bw = band.shape[0] // f, shapes[k][1]
+                    if bh == 0:
+                        continue
+                    small = band[:bh * f, :bw * f].reshape(bh, f, bw, f, 3).mean((1, 3))
+                    yk = y // f
+                    rows = min(bh, shapes[k][0] - yk)
+                    if rows > 0:
+                        store[str(k)][yk:yk + rows] = np.round(small[:rows]).astype(np.uint8)
+                if progress is not None:
+                    progress(b + 1, n_bands, f"band {b + 1} of {n_bands}")
+                yield from _file_tiles(band, tile)
+
+        meta = {"axes": "YXS", "Name": name}
+        if mpp:
+            meta.update(PhysicalSizeX=mpp, PhysicalSizeY=mpp, PhysicalSizeXUnit="µm",
+                        PhysicalSizeYUnit="µm")
+        jpeg = dict(photometric="rgb", compression="jpeg", compressionargs={"level": 90})
+        with written_atomically(path) as tmp:
+            with tifffile.TiffWriter(tmp, bigtiff=True, ome=True) as tif:
+                for k, shp in enumerate(shapes):
+                    kw = dict(subifds=levels - 1, metadata=meta) if k == 0 else dict(
+                        subfiletype=1, metadata=None)
+                    if mpp:
+                        kw.update(resolution=(1e4 / (mpp * 2 ** k),) * 2,
+                                  resolutionunit="CENTIMETER")
+                    data = level0_tiles() if k == 0 else (
+                        t for y in range(0, shp[0], tile)
+                        for t in _file_tiles(store[str(k)][y:y + tile], tile))
+                    tif.write(data, shape=(*shp, 3), dtype=np.uint8, tile=(tile, tile),
+                              **jpeg, **kw)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return path
+

@@ -16,7 +16,8 @@ from ..errors import OmnisegInputError
 
 #: Architecture name -> module that registers it.
 BUILT_IN = {"omniseg_plus": "napari_omniseg.nets.omniseg",
-            "conemos": "napari_omniseg.nets.conemos"}
+            "conemos": "napari_omniseg.nets.conemos",
+            "pyramid_cgan": "napari_omniseg.nets.pyramid_gan"}
 
 
 @dataclass(frozen=True)

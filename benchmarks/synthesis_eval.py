@@ -1,0 +1,229 @@
+"""Quality and speed of synthesis: the tables of docs/synthesis.md.
+
+Usage::
+
+    python benchmarks/synthesis_eval.py realism MANIFEST NAME=GENERATOR.pt [NAME=...]
+    python benchmarks/synthesis_eval.py speed GENERATOR.pt [--side 4096]
+
+realism: for every ``val`` row of the manifest (ki-dev), each generator synthesises an image
+    from the row's mask (only its tissue known, as in training), in the row's stain and at its
+    magnification. Against the real ``val`` images: Fréchet distance and KID on the product's
+    own feature space (the bundled renal segmenter's encoder: its global-average-pooled
+    deepest features, no ImageNet network), and the cross-validated accuracy of a logistic
+    classifier telling real from synthetic on those features (0.5: indistinguishable). Floors:
+    real ``train`` images against real ``val`` ones; simulator patches (its own layouts) as a
+    row of their own. Fidelity: Dice between each mask and what the bundled segmenter finds
+    in the synthetic image, per tissue.
+speed: a 4096 x 4096 painted mask at 40x to an image (seconds, peak RSS, fresh process), and
+    the time from Synthesize to a filled 512 x 512 view.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _cpu() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def features(model, images: list[np.ndarray]) -> np.ndarray:
+    """Encoder features (global-average-pooled deepest layer) of RGB uint8 images."""
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for img in images:
+            x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+            out.append(model.backbone(x)[1][0].numpy())
+    return np.stack(out)
+
+
+def frechet(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy import linalg
+
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = linalg.sqrtm(s1 @ s2)
+    covmean = covmean.real if np.iscomplexobj(covmean) else covmean
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+
+
+def kid(a: np.ndarray, b: np.ndarray) -> float:
+    """Unbiased MMD² with the cubic polynomial kernel (Bińkowski et al.)."""
+    d = a.shape[1]
+
+    def k(x, y):
+        return (x @ y.T / d + 1) ** 3
+
+    m, n = len(a), len(b)
+    kxx, kyy, kxy = k(a, a), k(b, b), k(a, b)
+    return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+                 + (kyy.sum() - np.trace(kyy)) / (n * (n - 1)) - 2 * kxy.mean())
+
+
+def classifier_accuracy(real: np.ndarray, fake: np.ndarray, folds: int = 5, seed: int = 0
+                        ) -> float:
+    """Cross-validated accuracy of a logistic regression telling real (1) from synthetic."""
+    import torch
+
+    x = np.concatenate([real, fake]).astype(np.float32)
+    y = np.concatenate([np.ones(len(real)), np.zeros(len(fake))]).astype(np.float32)
+    order = np.random.default_rng(seed).permutation(len(x))
+    correct = 0
+    for f in range(folds):
+        test = order[f::folds]
+        train = np.setdiff1d(order, test)
+        mu, sd = x[train].mean(0), x[train].std(0) + 1e-6
+        xt = torch.from_numpy((x[train] - mu) / sd)
+        yt = torch.from_numpy(y[train])
+        lin = torch.nn.Linear(x.shape[1], 1)
+        opt = torch.optim.LBFGS(lin.parameters(), max_iter=200)
+
+        def closure():
+            opt.zero_grad()
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                lin(xt)[:, 0], yt) + 1e-2 * (lin.weight ** 2).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        with torch.no_grad():
+            pred = lin(torch.from_numpy((x[test] - mu) / sd))[:, 0] > 0
+        correct += int((pred.numpy() == (y[test] > 0.5)).sum())
+    return correct / len(x)
+
+
+def realism(manifest: str, generators: list[str], seed: int = 0) -> None:
+    import torch
+
+    from napari_omniseg import vocab
+    from napari_omniseg.checkpoints import load_model
+    from napari_omniseg.predict.synthesize import generate_window
+    from napari_omniseg.train.synthesis import pairs_from_manifest
+
+    torch.set_num_threads(2)
+    seg = load_model("renal", device="cpu").float().eval()
+    val = pairs_from_manifest(manifest, split="val")
+    train = pairs_from_manifest(manifest, split="train")
+    real_val = features(seg, list(val.images))
+    print(f"CPU: {_cpu()}; {time.strftime('%Y-%m-%d')}; {len(val)} val, {len(train)} train "
+          "patches; features: bundled renal segmenter, pooled deepest layer "
+          f"({real_val.shape[1]}-d)")
+    rows = [("real train vs real val (floor)", features(seg, list(train.images)), None)]
+    from napari_omniseg.train.renal_data import build_patch_bank
+
+    bank = build_patch_bank([9100, 9101, 9102], stains=("he", "pas"), size=2048,
+                            crops={40: 4, 20: 0, 10: 6, 5: 4})
+    rows.append(("simulator's own images (its layouts)", features(seg, list(bank.images)),
+                 None))
+    for spec in generators:
+        name, path = spec.split("=", 1)
+        g = load_model(path, device="cpu").float().eval()
+        fakes = []
+        for i in range(len(val)):
+            fakes.append(generate_window(g, val.masks[i], val.stains[i], val.magnifications[i],
+                                         seed, known=val.known[i]))
+        rows.append((name, features(seg, fakes), fakes))
+    print("| images | Fréchet distance | KID x 1000 | real/synthetic classifier accuracy |")
+    print("|---|---|---|---|")
+    for name, feats, _ in rows:
+        print(f"| {name} | {frechet(real_val, feats):.2f} | {1000 * kid(real_val, feats):.2f} | "
+              f"{classifier_accuracy(real_val, feats):.2f} |")
+    print()
+    print("Fidelity: Dice between the mask and the bundled segmenter on the synthetic image")
+    print("| generator | " + " | ".join(t.label for t in vocab.TISSUES) + " | real val images |")
+    print("|---|" + "---|" * (len(vocab.TISSUES) + 1))
+    real_dice = _fidelity(seg, val, list(val.images))
+    for name, _, fakes in rows:
+        if fakes is None:
+            continue
+        d = _fidelity(seg, val, fakes)
+        print(f"| {name} | " + " | ".join(f"{np.mean(d[t.code]):.3f}" if d[t.code] else "-"
+                                          for t in vocab.TISSUES)
+              + f" | {np.mean([v for vs in real_dice.values() for v in vs]):.3f} |")
+    print("| real val images | " + " | ".join(
+        f"{np.mean(real_dice[t.code]):.3f}" if real_dice[t.code] else "-"
+        for t in vocab.TISSUES) + " | |")
+
+
+def _fidelity(seg, pairs, images) -> dict:
+    import torch
+
+    from napari_omniseg import vocab
+
+    out = {t.code: [] for t in vocab.TISSUES}
+    for i, img in enumerate(images):
+        t = int(np.flatnonzero(pairs.known[i])[0])
+        code = vocab.TISSUES[t].code
+        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255
+        with torch.no_grad():
+            logits = seg(x, torch.tensor([t]), torch.tensor([vocab.scale_id(
+                pairs.magnifications[i])]))
+        pred = (logits[0, 1] > logits[0, 0]).numpy()
+        truth = pairs.masks[i, t] > 0
+        if truth.sum() + pred.sum():
+            out[code].append(2 * (pred & truth).sum() / (pred.sum() + truth.sum()))
+    return out
+
+
+_SPEED_CHILD = r"""
+import json, resource, sys, time
+import numpy as np
+path, side = sys.argv[1], int(sys.argv[2])
+from napari_omniseg.checkpoints import load_model
+from napari_omniseg.predict.synthesize import synthesize
+g = load_model(path, device="cpu")
+rng = np.random.default_rng(0)
+lab = np.zeros((side, side), np.uint8)
+yy, xx = np.ogrid[:side, :side]
+for v, n, r in ((2, 60, 90), (1, 40, 70), (3, 6, 220), (6, 400, 12)):
+    for _ in range(n * side * side // 4096 ** 2):
+        cy, cx = rng.integers(0, side, 2)
+        lab[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = v
+t = time.perf_counter()
+img = synthesize(g, lab, "pas", 40, seed=0).compute(num_workers=2)
+full = time.perf_counter() - t
+t = time.perf_counter()
+view = synthesize(g, lab[:512, :512], "pas", 40, seed=0).compute()
+first = time.perf_counter() - t
+print(json.dumps({"side": side, "seconds": full, "view_seconds": first,
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def speed(generator: str, side: int) -> None:
+    out = subprocess.run([sys.executable, "-c", _SPEED_CHILD, generator, str(side)],
+                         capture_output=True, text=True, check=True)
+    print(f"CPU: {_cpu()}; {time.strftime('%Y-%m-%d')}")
+    print(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="what", required=True)
+    r = sub.add_parser("realism")
+    r.add_argument("manifest")
+    r.add_argument("generators", nargs="+", help="NAME=checkpoint.pt")
+    s = sub.add_parser("speed")
+    s.add_argument("generator")
+    s.add_argument("--side", type=int, default=4096)
+    a = p.parse_args()
+    if a.what == "realism":
+        realism(a.manifest, a.generators)
+    else:
+        speed(a.generator, a.side)
+
+
+if __name__ == "__main__":
+    main()

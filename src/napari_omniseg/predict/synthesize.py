@@ -1,0 +1,148 @@
+"""Painted masks to histology with a pyramid generator, lazily and in tiles without seams.
+
+A large mask is generated chunk by chunk: each chunk is generated with a halo of context
+around it and cropped, and the halo covers the generator's reach, so a chunk's pixels are
+those the whole image would have. The noise of every pyramid level is drawn per block of a
+fixed grid, from the seed and the block's place, so one seed gives one image whatever the
+chunking, and another seed a variation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import OmnisegInputError
+
+#: Side of the noise blocks (pixels of each level).
+NOISE_BLOCK = 64
+#: Output chunk side and the context generated around it (level-0 pixels); the halo is more
+#: than the generator's reach (about 165 pixels across at four levels) on each side.
+CHUNK = 512
+HALO = 128
+
+
+def level_noise(seed: int, level: int, y0: int, x0: int, h: int, w: int) -> np.ndarray:
+    """``(3, h, w)`` standard normal noise of one pyramid level at level pixels
+    ``(y0, x0)``, the same for the same place whatever window asks for it."""
+    out = np.empty((3, h, w), np.float32)
+    b = NOISE_BLOCK
+    for by in range(y0 // b, -(-(y0 + h) // b)):
+        for bx in range(x0 // b, -(-(x0 + w) // b)):
+            block = np.random.default_rng([seed, level, by + 2**20, bx + 2**20]
+                                          ).standard_normal((3, b, b), dtype=np.float32)
+            ys, xs = max(y0, by * b), max(x0, bx * b)
+            ye, xe = min(y0 + h, (by + 1) * b), min(x0 + w, (bx + 1) * b)
+            out[:, ys - y0:ye - y0, xs - x0:xe - x0] = block[:, ys - by * b:ye - by * b,
+                                                             xs - bx * b:xe - bx * b]
+    return out
+
+
+def generate_window(generator: Any, masks: np.ndarray, stain: str, magnification: float,
+                    seed: int, y0: int = 0, x0: int = 0, bf16: bool = False,
+                    known: np.ndarray | None = None) -> np.ndarray:
+    """RGB uint8 ``(H, W, 3)`` for ``(6, H, W)`` tissue masks whose top-left pixel is level-0
+    ``(y0, x0)``; H, W, y0 and x0 are multiples of ``generator.factor``. ``known`` (per
+    tissue) says which masks are stated; default all (a painted mask)."""
+    import torch
+
+    from ..nets.pyramid_gan import condition_pyramid
+    from ..synth.condition import condition_planes
+
+    levels, f = generator.levels, generator.factor
+    if y0 % f or x0 % f or masks.shape[1] % f or masks.shape[2] % f:
+        raise ValueError(f"windows must be aligned to multiples of {f} pixels")
+    device = next(generator.parameters()).device
+    cond = torch.from_numpy(condition_planes(masks, known, stain, magnification))[None]
+    conds = condition_pyramid(cond.to(device), levels)
+    noises = []
+    for n, c in enumerate(conds):
+        s = 2 ** (levels - 1 - n)
+        noises.append(torch.from_numpy(level_noise(seed, n, y0 // s, x0 // s,
+                                                   *c.shape[-2:]))[None].to(device))
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        rgb = generator.eval()(conds, noises)[-1][0].float()
+    return ((rgb.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def check_labels(labels: Any, name: str = "the mask") -> None:
+    """Refuse what cannot be a painted mask, from a cheap look (one sentence): an RGB layer,
+    a mask with nothing painted, values outside the vocabulary."""
+    from ..synth.condition import masks_from_labels
+
+    shape = getattr(labels, "shape", ())
+    if len(shape) != 2:
+        raise OmnisegInputError(f"{name} is not a 2D label image (shape {tuple(shape)}); choose "
+                                "a Labels layer painted with tissue values 1-6")
+    dtype = np.dtype(getattr(labels, "dtype", np.uint8))
+    if dtype.kind not in "iub":
+        raise OmnisegInputError(f"{name} holds {dtype} values, not labels")
+    # a mask of up to 16 Mpx is read whole; a larger one (a painted slide, lazily read) is
+    # judged from a strided sample, and each chunk checks its own values when generated
+    whole = shape[0] * shape[1] <= 16 * 1024 * 1024
+    step = 1 if whole else max(1, int(max(shape) // 2048))
+    sample = np.asarray(labels[::step, ::step])
+    masks_from_labels(sample, name)
+    if whole and not sample.any():
+        raise OmnisegInputError(f"{name} is empty: paint some tissue (1 DT, 2 PT, 3 CAP, "
+                                "4 TUFT, 5 VES, 6 PTC) first")
+
+
+def synthesize(generator: Any, labels: Any, stain: str, magnification: float, seed: int = 0,
+               chunk: int = CHUNK, bf16: bool | None = None, name: str = "the mask") -> Any:
+    """A lazy ``(H, W, 3)`` uint8 dask array of histology for a painted label image.
+
+    Parameters
+    ----------
+    generator : PyramidGenerator
+        A trained generator (:func:`~napari_omniseg.checkpoints.load_model`).
+    labels : array
+        ``(H, W)`` labels (numpy, dask or zarr): the tissue's task id + 1, 0 for unpainted.
+    stain : str
+        Stain code of the image to make.
+    magnification : float
+        Objective power of the mask's pixels (5, 10, 20 or 40).
+    seed : int
+        One seed gives one image; another seed gives a variation.
+    chunk : int
+        Chunk side (a multiple of 16); memory is about one chunk and its halo per worker.
+    bf16 : bool, optional
+        bfloat16 autocast on CPU (default: off; see docs/synthesis.md).
+
+    Raises
+    ------
+    OmnisegInputError
+        Values outside the vocabulary, an empty mask, or not a 2D label image.
+    """
+    import dask.array as da
+
+    from .. import vocab
+    from ..synth.condition import masks_from_labels
+
+    check_labels(labels, name)
+    vocab.stain(stain)
+    vocab.scale_id(magnification)
+    if chunk % max(16, generator.factor):
+        raise ValueError("chunk must be a multiple of 16 and of the generator's factor")
+    h, w = labels.shape
+    halo = HALO
+    use_bf16 = bool(bf16)
+
+    def block(block_info=None) -> np.ndarray:
+        (ys, ye), (xs, xe), _ = block_info[None]["array-location"]
+        wy0, wx0 = ys - halo, xs - halo
+        wh = -(-(ye - ys + 2 * halo) // generator.factor) * generator.factor
+        ww = -(-(xe - xs + 2 * halo) // generator.factor) * generator.factor
+        window = np.zeros((wh, ww), np.int64)
+        sy0, sx0 = max(0, wy0), max(0, wx0)
+        sy1, sx1 = min(h, wy0 + wh), min(w, wx0 + ww)
+        window[sy0 - wy0:sy1 - wy0, sx0 - wx0:sx1 - wx0] = np.asarray(labels[sy0:sy1, sx0:sx1])
+        rgb = generate_window(generator, masks_from_labels(window, name), stain, magnification,
+                              seed, wy0, wx0, use_bf16)
+        return rgb[halo:halo + ye - ys, halo:halo + xe - xs]
+
+    chunks = (tuple(min(chunk, h - y) for y in range(0, h, chunk)),
+              tuple(min(chunk, w - x) for x in range(0, w, chunk)), (3,))
+    return da.map_blocks(block, dtype=np.uint8, chunks=chunks, meta=np.empty((0, 0, 3),
+                                                                              np.uint8))

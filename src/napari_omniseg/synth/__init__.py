@@ -1,0 +1,1 @@
+"""Synthesis of histology from painted masks: conditions, generation and its training data."""

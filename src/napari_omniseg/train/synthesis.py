@@ -1,0 +1,282 @@
+"""Training the pyramid generator on (image, tissue masks) pairs, on the training engine.
+
+Pairs come from the simulator (every tissue known) and from annotated patches such as ki-dev's
+(one tissue known per patch: the condition's known maps say so, and nothing is assumed about
+the other tissues). All pyramid levels train together, each against its own discriminators:
+the paper trains them one after another, coarsest first, with a budget per level that this CPU
+cannot give.
+
+Generator losses (the paper's Eq. 2): least-squares adversarial loss, reconstruction
+(alpha 0.001, L2 to the real image at each level), discriminator feature matching (beta 10) and,
+in place of the paper's VGG loss (its weights would have to be downloaded), optionally an L1
+between features of the product's own renal segmenter's encoder (gamma 10).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import vocab
+from ..run import Progress, ShouldStop
+from ..synth.condition import N_TISSUES, condition_planes, implied
+
+ALPHA_REC = 0.001
+BETA_FM = 10.0
+GAMMA_PERCEPTUAL = 10.0
+
+
+@dataclass
+class SynthesisPairs:
+    """Training pairs: ``images`` ``(N, P, P, 3)`` uint8, ``masks`` ``(N, 6, P, P)`` uint8,
+    ``known`` ``(N, 6)`` bool, and per pair its stain code and magnification."""
+
+    images: np.ndarray
+    masks: np.ndarray
+    known: np.ndarray
+    stains: list[str]
+    magnifications: list[int]
+    sources: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __add__(self, other: "SynthesisPairs") -> "SynthesisPairs":
+        return SynthesisPairs(np.concatenate([self.images, other.images]),
+                              np.concatenate([self.masks, other.masks]),
+                              np.concatenate([self.known, other.known]),
+                              self.stains + other.stains,
+                              self.magnifications + other.magnifications,
+                              self.sources + other.sources)
+
+    def subset(self, index: np.ndarray) -> "SynthesisPairs":
+        index = list(np.asarray(index))
+        return SynthesisPairs(self.images[index], self.masks[index], self.known[index],
+                              [self.stains[i] for i in index],
+                              [self.magnifications[i] for i in index],
+                              [self.sources[i] for i in index] if self.sources else [])
+
+
+def pairs_from_bank(bank: Any) -> SynthesisPairs:
+    """Simulated patches (a :class:`~napari_omniseg.train.renal_data.PatchBank`): every tissue
+    known everywhere."""
+    masks = np.stack([(bank.masks >> t.task_id) & 1 for t in vocab.TISSUES], 1).astype(np.uint8)
+    masks = np.stack([implied(m) for m in masks])
+    n = len(bank)
+    return SynthesisPairs(bank.images, masks, np.ones((n, N_TISSUES), bool),
+                          [str(s) for s in bank.stains], [int(m) for m in bank.magnifications],
+                          ["simulator"] * n)
+
+
+def pairs_from_manifest(path: str | Path, split: str | None = "train",
+                        split_column: str | None = "split", size: int = 256) -> SynthesisPairs:
+    """Annotated patches of a renal manifest (the ki-dev format: one tissue per patch, its mask
+    complete for that tissue): only that tissue is known. Rows of other splits are left out
+    (``split`` None keeps all); patches are cropped or padded to ``size``."""
+    from .annotations import read_manifest
+
+    groups = read_manifest(path, split_column)
+    rows = [a for name, g in groups.items() if split is None or name == split for a in g]
+    images, masks, known, stains, mags = [], [], [], [], []
+    for a in rows:
+        img, m = _fit(a.image, size), _fit(a.mask.astype(np.uint8), size)
+        tm = np.zeros((N_TISSUES, size, size), np.uint8)
+        t = vocab.tissue(a.tissue).task_id
+        tm[t] = m
+        k = np.zeros(N_TISSUES, bool)
+        k[t] = True
+        if a.tissue == "tuft":  # a tuft is inside a capsule: that much is known of the capsule
+            tm = implied(tm)
+        images.append(img)
+        masks.append(tm)
+        known.append(k)
+        stains.append(vocab.stain(a.stain or "he"))
+        mags.append(int(a.magnification))
+    return SynthesisPairs(np.stack(images), np.stack(masks), np.stack(known), stains, mags,
+                          [str(Path(path).name)] * len(rows))
+
+
+def _fit(a: np.ndarray, size: int) -> np.ndarray:
+    a = a[:size, :size]
+    pad = [(0, size - a.shape[0]), (0, size - a.shape[1])] + [(0, 0)] * (a.ndim - 2)
+    return np.pad(a, pad, mode="reflect") if any(p[1] for p in pad) else a
+
+
+class PairSampler:
+    """Random batches of (image in [-1, 1], condition) tensors with flips and right-angle
+    rotations, ``crop`` pixels a side."""
+
+    def __init__(self, pairs: SynthesisPairs, batch: int, crop: int, seed: int = 0) -> None:
+        self.pairs, self.batch, self.crop = pairs, batch, crop
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self) -> tuple[Any, Any]:
+        import torch
+
+        imgs, conds = [], []
+        p = self.pairs
+        for i in self.rng.integers(0, len(p), self.batch):
+            side = p.images.shape[1]
+            y, x = self.rng.integers(0, side - self.crop + 1, 2)
+            img = p.images[i, y:y + self.crop, x:x + self.crop].transpose(2, 0, 1)
+            cond = condition_planes(p.masks[i, :, y:y + self.crop, x:x + self.crop],
+                                    p.known[i], p.stains[i], p.magnifications[i])
+            k = int(self.rng.integers(4))
+            flip = bool(self.rng.integers(2))
+            img, cond = (np.rot90(a, k, axes=(1, 2)) for a in (img, cond))
+            if flip:
+                img, cond = img[:, :, ::-1], cond[:, :, ::-1]
+            imgs.append(np.ascontiguousarray(img))
+            conds.append(np.ascontiguousarray(cond))
+        images = torch.from_numpy(np.stack(imgs)).float() / 127.5 - 1
+        return images, torch.from_numpy(np.stack(conds))
+
+
+class SegmenterFeatures:
+    """The first three stages of the renal segmenter's encoder, frozen: a perceptual feature
+    space the product has without downloading anything."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    def __call__(self, image: Any) -> list[Any]:
+        m = self.model
+        x = (image + 1) / 2  # the segmenter reads [0, 1]
+        x = m.conv1(x)
+        f0 = m.layer0(x)
+        f1 = m.layer1(f0)
+        f2 = m.layer2(f1)
+        return [f0, f1, f2]
+
+
+class SynthesisStep:
+    """One discriminator update, then one generator update, over every pyramid level."""
+
+    def __init__(self, generator: Any, discriminators: Any, sample: Callable[[], tuple],
+                 lr_g: float = 2e-4, lr_d: float = 2e-4, perceptual: Any = None,
+                 seed: int = 0) -> None:
+        import torch
+
+        self.generator, self.discriminators, self.sample = generator, discriminators, sample
+        self.perceptual = perceptual
+        self.networks = {"generator": generator, "discriminators": discriminators}
+        self.optimizers = [torch.optim.Adam(generator.parameters(), lr=lr_g, betas=(0.5, 0.999)),
+                           torch.optim.Adam(discriminators.parameters(), lr=lr_d,
+                                            betas=(0.5, 0.999))]
+        self.torch_rng = torch.Generator().manual_seed(seed)
+
+    def __call__(self) -> dict[str, float]:
+        import torch
+        import torch.nn.functional as F
+
+        from ..nets.pyramid_gan import condition_pyramid, image_pyramid
+
+        g, ds = self.generator, self.discriminators.per_level
+        images, cond = self.sample()
+        levels = g.levels
+        conds = condition_pyramid(cond, levels)
+        reals = image_pyramid(images, levels)
+        noises = [torch.randn(c.shape[0], 3, *c.shape[-2:], generator=self.torch_rng)
+                  for c in conds]
+        fakes = g(conds, noises)
+
+        opt_g, opt_d = self.optimizers
+        d_loss = 0.0
+        for d, real, fake, c in zip(ds, reals, fakes, conds):
+            for out in d(real, c):
+                d_loss = d_loss + F.mse_loss(out[-1], torch.ones_like(out[-1]))
+            for out in d(fake.detach(), c):
+                d_loss = d_loss + F.mse_loss(out[-1], torch.zeros_like(out[-1]))
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+
+        adv = fm = rec = perc = 0.0
+        for d, real, fake, c in zip(ds, reals, fakes, conds):
+            with torch.no_grad():
+                real_feats = d(real, c)
+            for fake_out, real_out in zip(d(fake, c), real_feats):
+                adv = adv + F.mse_loss(fake_out[-1], torch.ones_like(fake_out[-1]))
+                fm = fm + sum(F.l1_loss(a, b) for a, b in zip(fake_out[:-1], real_out[:-1])
+                              ) / (len(fake_out) - 1)
+            rec = rec + F.mse_loss(fake, real)
+        if self.perceptual is not None:
+            with torch.no_grad():
+                real_f = self.perceptual(reals[-1])
+            perc = sum(F.l1_loss(a, b) for a, b in zip(self.perceptual(fakes[-1]), real_f))
+        g_loss = adv + BETA_FM * fm + ALPHA_REC * rec + GAMMA_PERCEPTUAL * perc
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        return {name: float(v.detach()) if hasattr(v, "detach") else float(v)
+                for name, v in (("loss", g_loss), ("d", d_loss), ("adv", adv), ("fm", fm),
+                                ("perceptual", perc))}
+
+
+def train_generator(out: str | Path, pairs: SynthesisPairs, *, minutes: float | None = None,
+                    max_steps: int | None = None, levels: int = 4, width: int = 32,
+                    crop: int = 256, batch: int = 4, perceptual: str = "segmenter",
+                    seed: int = 0, trained_on: str = "", started: float | None = None,
+                    progress: Progress | None = None, should_stop: ShouldStop | None = None
+                    ) -> dict:
+    """Train a pyramid generator on ``pairs`` and save it to ``out`` (every few minutes and at
+    the end, so a stop leaves a usable generator).
+
+    Parameters
+    ----------
+    perceptual : {"segmenter", "none"}
+        The perceptual loss on the bundled renal segmenter's encoder features, or none.
+    trained_on : str
+        What the pairs were, for the checkpoint's metadata (e.g. "simulator + ki-dev train").
+
+    Returns
+    -------
+    dict
+        The recipe and the run's facts, as stored in the checkpoint's metadata.
+    """
+    import torch
+
+    from ..checkpoints import save_checkpoint
+    from ..nets.pyramid_gan import PyramidDiscriminators, PyramidGenerator
+    from .engine import run_training
+
+    started = time.perf_counter() if started is None else started
+    torch.manual_seed(seed)
+    from ..errors import OmnisegInputError
+
+    f = 2 ** (levels - 1)
+    if crop % f or crop < 16 * f:
+        raise OmnisegInputError(f"a {levels}-level generator trains on crops that are a "
+                                f"multiple of {f} pixels and at least {16 * f} (its coarsest "
+                                f"level must be 16 pixels for the discriminator); got {crop}")
+    g = PyramidGenerator(levels=levels, width=width)
+    d = PyramidDiscriminators(levels, crop)
+    features = None
+    if perceptual == "segmenter":
+        from ..checkpoints import load_model
+
+        features = SegmenterFeatures(load_model("renal", device="cpu").float())
+    elif perceptual != "none":
+        raise ValueError(f"perceptual must be 'segmenter' or 'none', not {perceptual!r}")
+    step = SynthesisStep(g, d, PairSampler(pairs, batch, crop, seed), perceptual=features,
+                         seed=seed)
+    recipe = {"task": "synthesis", "levels": levels, "width": width, "crop": crop,
+              "batch": batch, "perceptual": perceptual, "pairs": len(pairs),
+              "trained_on": trained_on, "seed": seed,
+              "losses": {"alpha_rec": ALPHA_REC, "beta_fm": BETA_FM,
+                         "gamma_perceptual": GAMMA_PERCEPTUAL if features else 0.0}}
+    result = run_training(step, minutes=minutes, max_steps=max_steps, started=started,
+                          checkpoint=lambda n: save_checkpoint(g, out, **recipe, steps=n),
+                          progress=progress, should_stop=should_stop)
+    recipe.update(steps=result.steps, stopped=result.stopped,
+                  seconds=round(time.perf_counter() - started, 1),
+                  final_losses={k: v for k, v in (result.history[-1].items()
+                                                  if result.history else []) if k != "step"})
+    save_checkpoint(g, out, **recipe)
+    return recipe
