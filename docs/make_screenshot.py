@@ -1,9 +1,9 @@
 """Regenerate docs/images/*.png: napari with the plugin, as a user sees it.
 
 Run under a display (or ``xvfb-run -a python docs/make_screenshot.py [renal] [finetune]
-[fetal] [quantify]``; all four by default). Uses the bundled models and the sample data. Widgets are
-opened the way a person opens them, from the Plugins menu (``add_plugin_dock_widget``), and
-samples from File > Open Sample.
+[fetal] [quantify] [synthesize]``; all five by default). Uses the bundled models and the
+sample data. Widgets are opened the way a person opens them, from the Plugins menu
+(``add_plugin_dock_widget``), and samples from File > Open Sample.
 """
 
 import sys
@@ -52,6 +52,8 @@ def main(parts: set[str]) -> None:
         fetal(viewer)
     if "quantify" in parts:
         quantify(viewer)
+    if "synthesize" in parts:
+        synthesize(viewer)
     viewer.close()
 
 
@@ -147,5 +149,35 @@ def quantify(viewer) -> None:
     viewer.screenshot(str(OUT / "quantify_widget.png"), canvas_only=False)
 
 
+def synthesize(viewer) -> None:
+    """Synthesize: a mask painted at 10x (tubules, a glomerulus, an artery), two variations."""
+    import numpy as np
+
+    viewer.window.remove_dock_widget("all")
+    viewer.layers.clear()
+    widget = open_widget(viewer, "Synthesize")
+    mask = widget.new_mask_layer()  # no image: over the view at 40x
+    mask.scale = (1.0, 1.0)  # 10x
+    yy, xx = np.mgrid[:1024, :1024]
+    rng = np.random.default_rng(1)
+    for _ in range(40):  # tubules
+        cy, cx = rng.integers(0, 1024, 2)
+        ry, rx = rng.integers(22, 40, 2)
+        mask.data[((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1] = int(rng.choice([1, 2, 2]))
+    mask.data[(yy - 500) ** 2 + (xx - 480) ** 2 < 110 ** 2] = 3
+    mask.data[(yy - 500) ** 2 + (xx - 480) ** 2 < 85 ** 2] = 4
+    mask.data[(yy - 850) ** 2 + (xx - 200) ** 2 < 60 ** 2] = 5
+    mask.refresh()
+    widget.magnification.value = "10"
+    widget.variations.value = 2
+    widget.run_button.clicked()
+    _wait_for(widget)
+    mask.visible = False
+    viewer.grid.enabled = False
+    viewer.reset_view()
+    _settle()
+    viewer.screenshot(str(OUT / "synthesize_widget.png"), canvas_only=False)
+
+
 if __name__ == "__main__":
-    main(set(sys.argv[1:]) or {"renal", "finetune", "fetal", "quantify"})
+    main(set(sys.argv[1:]) or {"renal", "finetune", "fetal", "quantify", "synthesize"})

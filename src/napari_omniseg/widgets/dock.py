@@ -46,12 +46,13 @@ class DockWidget(WorkerControls, Container):
         self.stop_button.changed.connect(self.stop)
         return [self.run_button, self.stop_button, self.progress, self.status]
 
-    def _model_choice(self, task: str, bundled: str, file: str = "checkpoint file") -> list:
+    def _model_choice(self, task: str, bundled: str, file: str = "checkpoint file",
+                      in_use: str = "fine-tuned model in use") -> list:
         """The model choice of a widget that runs ``task``'s model: bundled, a checkpoint file
         or the model in use, which it switches to when the user accepts a fine-tuned model."""
         self.task_name = task
         self.model_source = ComboBox(label="model", value="bundled", choices=[
-            (bundled, "bundled"), (file, "file"), ("fine-tuned model in use", "in use")])
+            (bundled, "bundled"), (file, "file"), (in_use, "in use")])
         self.model_file = FileEdit(label="checkpoint", filter="*.pt *.pth *.tar", visible=False)
         self.model_source.changed.connect(
             lambda v: setattr(self.model_file, "visible", v == "file"))

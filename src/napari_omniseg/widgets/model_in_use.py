@@ -40,8 +40,11 @@ class ModelsInUse:
 
         if source == "in use":
             if self.model(task) is None:
-                raise OmnisegInputError("no fine-tuned model yet: train one in the Fine-tune "
-                                        "widget and click 'Use this model'")
+                raise OmnisegInputError(
+                    "no generator of yours in use yet: train one with `omniseg train "
+                    "synthesis` and choose it as a file" if task == "synthesis" else
+                    "no fine-tuned model yet: train one in the Fine-tune widget and click "
+                    "'Use this model'")
             return self.model(task), self.name(task)
         if source == "file":
             if not path or not Path(str(path)).is_file():

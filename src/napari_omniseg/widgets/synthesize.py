@@ -47,7 +47,8 @@ class SynthesizeWidget(DockWidget):
             *[(f"{m}x", str(m)) for m in vocab.MAGNIFICATIONS]])
         self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
         self.variations = SpinBox(label="variations", value=1, min=1, max=8)
-        model = self._model_choice("synthesis", "bundled generator", "generator file")
+        model = self._model_choice("synthesis", "bundled generator", "generator file",
+                                   "your generator in use")
         self.extend([self.mask, self.new_mask_button, self.stain, self.magnification, self.seed,
                      self.variations, *model, *self._run_controls("Synthesize")])
         self.new_mask_button.changed.connect(self.new_mask_layer)
