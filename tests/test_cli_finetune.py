@@ -219,3 +219,28 @@ def test_fetal_fine_tuning_on_a_volume_with_nan_voxels_learns_finite_weights(tmp
     assert summary["steps"] > 0
     model = load_model(tmp_path / "ft.pt", device="cpu")  # refuses non-finite weights
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_finetune_with_synthetic_pairs_records_them(tmp_path, capsys):
+    import torch
+
+    from napari_omniseg.checkpoints import save_checkpoint
+    from napari_omniseg.nets.pyramid_gan import PyramidGenerator
+
+    manifest = write_manifest(tmp_path, n_train=2, n_val=1)
+    base = tiny_renal_checkpoint(tmp_path / "base.pt")
+    torch.manual_seed(0)
+    gen = save_checkpoint(PyramidGenerator(levels=3, width=8), tmp_path / "g.pt") or (
+        tmp_path / "g.pt")
+    out = tmp_path / "ft.pt"
+    assert main(["finetune", "--manifest", str(manifest), "--base", str(base), "--minutes",
+                 "0.2", "--synthetic", "2", "--generator", str(gen), "-o", str(out)]) == 0
+    meta = read_metadata(out)
+    assert meta["synthetic_pairs"] == 2 and meta["generator"] == str(gen)
+    capsys.readouterr()
+    # a segmenter is not a generator: one sentence, nothing written
+    assert main(["finetune", "--manifest", str(manifest), "--base", str(base), "--minutes",
+                 "0.2", "--synthetic", "2", "--generator", str(base), "-o",
+                 str(tmp_path / "no.pt")]) == 2
+    assert "not a histology generator" in capsys.readouterr().err
+    assert not (tmp_path / "no.pt").exists()

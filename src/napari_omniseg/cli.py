@@ -263,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "lowered validation Dice on real kidney patches, see the docs)")
     ft.add_argument("--lr", type=_positive_float, default=None,
                     help="learning rate (default 1e-3 kidney, 2e-4 fetal)")
+    ft.add_argument("--synthetic", type=int, default=0, metavar="N",
+                    help="kidney: N synthetic pairs per trained tissue (simulated layouts made "
+                         "into images by --generator) join the batches after half the budget, "
+                         "at loss weight 0.03")
+    ft.add_argument("--generator", default="synthesis",
+                    help="with --synthetic: generator checkpoint (default: the bundled one)")
     ft.add_argument("-o", "--out", type=Path, required=True, help="checkpoint to write (.pt)")
 
     ev = sub.add_parser("evaluate", help="per-tissue Dice and 95%% Hausdorff (µm) on a manifest "
@@ -637,17 +643,39 @@ def _finetune(args: argparse.Namespace) -> int:
                                 f"{args.manifest.name} lists volumes")
     base_name = args.base or task.name
     base = load_model(base_name)
+    extra: dict = {}
+    if args.synthetic:
+        if not task.semi_supervision:  # the generator makes kidney histology only
+            raise OmnisegInputError("--synthetic applies to kidney patch manifests only")
+        extra["synthetic"] = _synthetic_pairs(args, train)
     with _bar("finetune") as bar, _ctrl_c_stops("fine-tuning") as should_stop:
         result = task.finetune(base, train, val, minutes=args.minutes, lr=args.lr or task.lr,
                                semi_supervised=args.semi, progress=bar,
-                               on_validate=_print_validation, should_stop=should_stop)
-    task.save(result, args.out, str(base_name), train, val, semi_supervised=args.semi)
+                               on_validate=_print_validation, should_stop=should_stop,
+                               **extra)
+    meta = {"synthetic_pairs": len(extra["synthetic"]),
+            "generator": str(args.generator)} if extra else {}
+    task.save(result, args.out, str(base_name), train, val, semi_supervised=args.semi, **meta)
     summary = {"checkpoint": str(args.out), "steps": result.steps, "stopped": result.stopped,
                "seconds": round(result.seconds, 1), "history": result.history}
     if val:
         summary["val"] = task.evaluate(result.model, val)
     print(json.dumps(summary, indent=2))
     return 130 if result.stopped else 0
+
+
+def _synthetic_pairs(args: argparse.Namespace, train: list) -> list:
+    from .checkpoints import load_model
+    from .train.synthesis import synthetic_annotations
+
+    g = load_model(args.generator, device="cpu")
+    if getattr(g, "architecture", None) != "pyramid_cgan":
+        raise OmnisegInputError(f"{getattr(g, 'omniseg_source', args.generator)} is not a "
+                                "histology generator")
+    tissues = sorted({a.tissue for a in train})
+    stains = sorted({a.stain for a in train if a.stain}) or ["he"]
+    with _bar("synthetic pairs") as bar:
+        return synthetic_annotations(g, args.synthetic, tissues, stains, progress=bar)
 
 
 def _print_validation(entry: dict) -> None:

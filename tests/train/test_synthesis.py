@@ -59,3 +59,26 @@ def test_manifest_pairs_know_only_their_tissue(tmp_path):
     assert pairs.known[0].tolist() == [False, False, False, True, False, False]
     assert pairs.masks[0, 3].sum() == 400 and pairs.masks[0, 2].sum() == 400  # tuft in a cap
     assert pairs.images.shape == (1, 64, 64, 3)
+
+
+def test_synthetic_pairs_join_finetuning_after_warm_up_at_weight_003(tmp_path):
+    from napari_omniseg.nets.pyramid_gan import PyramidGenerator
+    from napari_omniseg.train.annotations import Annotation
+    from napari_omniseg.train.finetune import SYNTHETIC_WEIGHT, make_finetune_batches
+    from napari_omniseg.train.synthesis import synthetic_annotations
+
+    torch.manual_seed(0)
+    g = PyramidGenerator(levels=3, width=8).eval()
+    synthetic = synthetic_annotations(g, 2, ["pt", "ptc"], ["pas"], size=64)
+    assert len(synthetic) == 4 and all(a.extra["synthetic"] for a in synthetic)
+    assert {a.magnification for a in synthetic} == {10, 40}  # each at its optimal power
+    assert all(a.image.shape == (64, 64, 3) and a.known.all() for a in synthetic)
+    real = [Annotation(np.full((64, 64, 3), 200, np.uint8), np.eye(64, dtype=bool),
+                       np.ones((64, 64), bool), "pt", 10)]
+    joined = {"now": False}
+    batches = make_finetune_batches(real, batch=16, crop=64, synthetic=synthetic,
+                                    synthetic_joined=lambda: joined["now"])
+    assert set(batches()["sample_weight"].tolist()) == {1.0}  # warm-up: real pairs only
+    joined["now"] = True
+    weights = torch.cat([batches()["sample_weight"] for _ in range(5)])
+    assert (weights == SYNTHETIC_WEIGHT).any() and (weights == 1).any()

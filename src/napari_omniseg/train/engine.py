@@ -192,7 +192,11 @@ class SegmentationStep:
         conditions = [c.to(dev) for c in batch["conditions"]]
         valid = batch["valid"].to(dev) if batch.get("valid") is not None else None
         logits = self._forward(batch["images"], conditions)
-        loss = self.loss_fn(logits, batch["targets"].to(dev), valid)
+        if batch.get("sample_weight") is not None:  # synthetic pairs weigh less
+            loss = self.loss_fn(logits, batch["targets"].to(dev), valid,
+                                sample_weight=batch["sample_weight"])
+        else:
+            loss = self.loss_fn(logits, batch["targets"].to(dev), valid)
         if batch.get("images2") is not None:
             logits2 = self._forward(batch["images2"], conditions)
             p1 = torch.softmax(logits, dim=1)[:, 1]

@@ -37,15 +37,26 @@ def _pad_to(x: np.ndarray, size: int, mode: str) -> np.ndarray:
     return np.pad(x, pad, mode=mode)
 
 
+#: Synthetic pairs: their share of a batch once they join, and their loss weight (the
+#: pyramid cGAN paper's cross-entropy coefficient for synthetic pairs).
+SYNTHETIC_FRACTION = 0.25
+SYNTHETIC_WEIGHT = 0.03
+
+
 def make_finetune_batches(annotations: list[Annotation], batch: int = 8, crop: int = 256,
                           seed: int = 0, augment: bool = True,
                           pseudo: list[Annotation] | None = None, pseudo_fraction: float = 0.3,
-                          consistency: bool = False):
+                          consistency: bool = False,
+                          synthetic: list[Annotation] | None = None,
+                          synthetic_joined: Any = None):
     """``next_batch()`` for :func:`~napari_omniseg.train.engine.run_training`.
 
     Tissues are drawn evenly, then an annotation of that tissue, then a crop around one of its
     known pixels. ``valid`` marks known pixels (padding and pixels rotated in from outside are
-    unknown). A ``pseudo_fraction`` of each batch comes from ``pseudo`` when given.
+    unknown). A ``pseudo_fraction`` of each batch comes from ``pseudo`` when given. Once
+    ``synthetic_joined()`` says so (after a warm-up on real pairs alone), a
+    :data:`SYNTHETIC_FRACTION` of each batch comes from ``synthetic``, weighted
+    :data:`SYNTHETIC_WEIGHT` in the loss (``sample_weight``).
     """
     import torch
 
@@ -66,9 +77,14 @@ def make_finetune_batches(annotations: list[Annotation], batch: int = 8, crop: i
         return img, code
 
     def next_batch():
-        images, codes, tids, sids = [], [], [], []
+        images, codes, tids, sids, weights = [], [], [], [], []
+        joined = bool(synthetic) and (synthetic_joined is None or synthetic_joined())
         for _ in range(batch):
-            if pseudo and rng.random() < pseudo_fraction:
+            weights.append(1.0)
+            if joined and rng.random() < SYNTHETIC_FRACTION:
+                a = synthetic[int(rng.integers(len(synthetic)))]
+                weights[-1] = SYNTHETIC_WEIGHT
+            elif pseudo and rng.random() < pseudo_fraction:
                 a = pseudo[int(rng.integers(len(pseudo)))]
             else:
                 a = draw_evenly(rng, pools)
@@ -90,6 +106,8 @@ def make_finetune_batches(annotations: list[Annotation], batch: int = 8, crop: i
                "conditions": (torch.tensor(tids), torch.tensor(sids))}
         if x2 is not None:
             out["images2"] = x2
+        if synthetic:
+            out["sample_weight"] = torch.tensor(weights)
         return out
 
     return next_batch
@@ -165,31 +183,46 @@ def evaluate_annotations(model, annotations: list[Annotation], bf16: bool | None
 
 def finetune(model, train: list[Annotation], val: list[Annotation] | None = None, *,
              lr: float = 1e-3, batch: int = 8, semi_supervised: bool = False,
-             consistency_weight: float = 1.0, seed: int = 0, **engine: Any) -> TrainResult:
+             consistency_weight: float = 1.0, seed: int = 0,
+             synthetic: list[Annotation] | None = None, synthetic_after: float = 0.5,
+             **engine: Any) -> TrainResult:
     """Fine-tune a copy of ``model`` (left unchanged) on partial annotations.
 
     ``val`` patches (fully annotated) are scored as the engine validates, and the best weights
     are kept. ``semi_supervised`` adds pseudo-labelled samples of the other tissues and the
     two-view consistency loss. ``engine`` are :func:`~napari_omniseg.train.engine.run_training`'s
     keywords (budget, default 10 minutes, counting the pseudo-labels and validation;
-    ``validate_every``, ``progress``, ``should_stop``, ``on_validate``).
+    ``validate_every``, ``progress``, ``should_stop``, ``on_validate``). ``synthetic`` pairs
+    (:func:`~napari_omniseg.train.synthesis.synthetic_annotations`) join the batches once
+    ``synthetic_after`` of the time budget has passed (the paper's warm-up: half), at the
+    paper's weight 0.03.
     """
     from .losses import dice_bce_loss
 
     start = time.perf_counter()
     pseudo = pseudo_labels(model, train) if semi_supervised else None
+    engine = with_default_budget(engine)
+    joined = None
+    if synthetic and engine.get("minutes"):
+        join_at = start + synthetic_after * engine["minutes"] * 60
+
+        def joined() -> bool:
+            return time.perf_counter() >= join_at
+
     batches = make_finetune_batches(train, batch=batch, seed=seed, pseudo=pseudo,
-                                    consistency=semi_supervised)
+                                    consistency=semi_supervised, synthetic=synthetic,
+                                    synthetic_joined=joined)
     return finetune_copy(
         model, batches, dice_bce_loss,
         (lambda m: evaluate_annotations(m, val)["mean_dice"]) if val else None, started=start,
-        lr=lr, consistency_weight=consistency_weight if semi_supervised else 0.0,
-        **with_default_budget(engine))
+        lr=lr, consistency_weight=consistency_weight if semi_supervised else 0.0, **engine)
 
 
 def save_finetuned(result: TrainResult, path, base: str, train: list[Annotation],
-                   val: list[Annotation] | None = None, semi_supervised: bool = False):
-    """Write the fine-tuned model with what it was trained on and what it started from."""
+                   val: list[Annotation] | None = None, semi_supervised: bool = False,
+                   **extra: Any):
+    """Write the fine-tuned model with what it was trained on and what it started from
+    (``extra``: more metadata, e.g. the synthetic pairs it saw)."""
     from ..checkpoints import save_checkpoint
     from .annotations import summarize
 
@@ -198,7 +231,7 @@ def save_finetuned(result: TrainResult, path, base: str, train: list[Annotation]
         trained_on=f"fine-tuned on {len(train)} annotated patches",
         tissues_trained=sorted({a.tissue for a in train}),
         data=summarize(train), validation_patches=len(val or []),
-        semi_supervised=semi_supervised, **run_metadata(result, base))
+        semi_supervised=semi_supervised, **extra, **run_metadata(result, base))
 
 
 def run_metadata(result: TrainResult, base: str) -> dict:

@@ -16,8 +16,10 @@ def ring_weights(target: torch.Tensor, ring_px: int = 2, ring_weight: float = 1.
 
 
 def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None,
-                  ring_px: int = 2, ring_weight: float = 1.2) -> torch.Tensor:
-    """Mean over the batch of Dice + weighted BCE.
+                  ring_px: int = 2, ring_weight: float = 1.2,
+                  sample_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over the batch of Dice + weighted BCE (each sample weighted by ``sample_weight``,
+    default 1: synthetic pairs count less than real ones).
 
     Parameters
     ----------
@@ -36,9 +38,16 @@ def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tenso
     if valid is not None:
         w = w * valid.float()
     w = w[:, None]
-    bce = F.binary_cross_entropy(prob.clamp(1e-6, 1 - 1e-6), onehot, weight=w.expand_as(prob),
-                                 reduction="sum") / (w.sum() * 2).clamp(min=1)
     inter = (prob * onehot * w).sum((2, 3))
     denom = (prob * w).sum((2, 3)) + (onehot * w).sum((2, 3))
     dice = 1 - (2 * inter + 1) / (denom + 1)
-    return dice.mean() + bce
+    if sample_weight is None:
+        bce = F.binary_cross_entropy(prob.clamp(1e-6, 1 - 1e-6), onehot,
+                                     weight=w.expand_as(prob), reduction="sum")
+        return dice.mean() + bce / (w.sum() * 2).clamp(min=1)
+    sw = sample_weight.float().to(logits.device)
+    per_pixel = F.binary_cross_entropy(prob.clamp(1e-6, 1 - 1e-6), onehot,
+                                       weight=w.expand_as(prob), reduction="none")
+    bce = (per_pixel.sum((1, 2, 3)) * sw).sum() / ((w.sum((1, 2, 3)) * 2 * sw).sum()).clamp(
+        min=1e-6)
+    return (dice.mean(1) * sw).sum() / sw.sum().clamp(min=1e-6) + bce

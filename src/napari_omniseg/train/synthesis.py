@@ -280,3 +280,46 @@ def train_generator(out: str | Path, pairs: SynthesisPairs, *, minutes: float | 
                                                   if result.history else []) if k != "step"})
     save_checkpoint(g, out, **recipe)
     return recipe
+
+
+def synthetic_annotations(generator: Any, n: int, tissues: list[str], stains: list[str],
+                          seed: int = 0, size: int = 256, progress: Progress | None = None,
+                          should_stop: ShouldStop | None = None) -> list:
+    """``n`` synthetic training pairs per tissue for fine-tuning: the simulator's layouts
+    (masks only) turned into images by ``generator``, each tissue at its optimal
+    magnification, in the given stains in turn; every pixel's label is known.
+
+    Returns
+    -------
+    list of Annotation
+        With ``extra["synthetic"] = True``.
+    """
+    from ..predict.synthesize import generate_window
+    from ..run import check_stop, report
+    from ..simulate.renal import LEVEL_MAGNIFICATIONS, simulate_renal
+    from .annotations import Annotation
+
+    rng = np.random.default_rng([seed, 0x5EED])
+    out = []
+    total = n * len(tissues)
+    for k in range(n):
+        stain = stains[k % len(stains)]
+        sim = simulate_renal(8 * size, 8 * size, stain=stain, seed=int(rng.integers(1 << 30)),
+                             levels=4)
+        for code in tissues:
+            check_stop(should_stop)
+            t = vocab.tissue(code)
+            level = LEVEL_MAGNIFICATIONS.index(t.optimal_magnification)
+            masks = np.stack([np.asarray(sim.masks[c.code][level]) for c in vocab.TISSUES])
+            h, w = masks.shape[1:]
+            y = int(rng.integers(0, h - size + 1)) if h > size else 0
+            x = int(rng.integers(0, w - size + 1)) if w > size else 0
+            crop = implied(masks[:, y:y + size, x:x + size].astype(np.uint8))
+            image = generate_window(generator, crop, stain, t.optimal_magnification,
+                                    seed=int(rng.integers(1 << 30)))
+            out.append(Annotation(image, crop[t.task_id] > 0, np.ones(crop.shape[1:], bool),
+                                  code, t.optimal_magnification,
+                                  name=f"synthetic {code} {k}", stain=stain,
+                                  extra={"synthetic": True}))
+            report(progress, len(out), total, f"synthetic pair {len(out)} of {total}")
+    return out
