@@ -37,15 +37,24 @@ def _cpu() -> str:
     return platform.processor()
 
 
-def features(model, images: list[np.ndarray]) -> np.ndarray:
-    """Encoder features (global-average-pooled deepest layer) of RGB uint8 images."""
+def features(model, images: list[np.ndarray], space: str = "deep") -> np.ndarray:
+    """Features of RGB uint8 images in one of the renal segmenter's encoder spaces: "deep"
+    (its global-average-pooled deepest layer, what the segmenter's conditions read) or
+    "texture" (channel means and standard deviations of its first two stages: colour and
+    fine texture, where nuclei and membranes show)."""
     import torch
 
     out = []
     with torch.no_grad():
         for img in images:
-            x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
-            out.append(model.backbone(x)[1][0].numpy())
+            x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255
+            if space == "deep":
+                out.append(model.backbone(x)[1][0].numpy())
+                continue
+            f0 = model.layer0(model.conv1(x))
+            f1 = model.layer1(f0)
+            out.append(torch.cat([f.mean((2, 3))[0] for f in (f0, f1)] +
+                                 [f.std((2, 3))[0] for f in (f0, f1)]).numpy())
     return np.stack(out)
 
 
@@ -116,30 +125,31 @@ def realism(manifest: str, generators: list[str], seed: int = 0) -> None:
     seg = load_model("renal", device="cpu").float().eval()
     val = pairs_from_manifest(manifest, split="val")
     train = pairs_from_manifest(manifest, split="train")
-    real_val = features(seg, list(val.images))
-    print(f"CPU: {_cpu()}; {time.strftime('%Y-%m-%d')}; {len(val)} val, {len(train)} train "
-          "patches; features: bundled renal segmenter, pooled deepest layer "
-          f"({real_val.shape[1]}-d)")
-    rows = [("real train vs real val (floor)", features(seg, list(train.images)), None)]
+    rows = []
     from napari_omniseg.train.renal_data import build_patch_bank
 
     bank = build_patch_bank([9100, 9101, 9102], stains=("he", "pas"), size=2048,
                             crops={40: 4, 20: 0, 10: 6, 5: 4})
-    rows.append(("simulator's own images (its layouts)", features(seg, list(bank.images)),
-                 None))
+    rows.append(("real train vs real val (floor)", list(train.images), None))
+    rows.append(("simulator's own images (its layouts)", list(bank.images), None))
     for spec in generators:
         name, path = spec.split("=", 1)
         g = load_model(path, device="cpu").float().eval()
-        fakes = []
-        for i in range(len(val)):
-            fakes.append(generate_window(g, val.masks[i], val.stains[i], val.magnifications[i],
-                                         seed, known=val.known[i]))
-        rows.append((name, features(seg, fakes), fakes))
-    print("| images | Fréchet distance | KID x 1000 | real/synthetic classifier accuracy |")
-    print("|---|---|---|---|")
-    for name, feats, _ in rows:
-        print(f"| {name} | {frechet(real_val, feats):.2f} | {1000 * kid(real_val, feats):.2f} | "
-              f"{classifier_accuracy(real_val, feats):.2f} |")
+        fakes = [generate_window(g, val.masks[i], val.stains[i], val.magnifications[i], seed,
+                                 known=val.known[i]) for i in range(len(val))]
+        rows.append((name, fakes, fakes))
+    print(f"CPU: {_cpu()}; {time.strftime('%Y-%m-%d')}; {len(val)} val, {len(train)} train "
+          "patches; features of the bundled renal segmenter's encoder")
+    for space in ("deep", "texture"):
+        real_val = features(seg, list(val.images), space)
+        print(f"\nfeature space: {space} ({real_val.shape[1]}-d)")
+        print("| images | Fréchet distance | KID x 1000 | real/synthetic classifier accuracy |")
+        print("|---|---|---|---|")
+        for name, images, _ in rows:
+            feats = features(seg, images, space)
+            print(f"| {name} | {frechet(real_val, feats):.3f} | "
+                  f"{1000 * kid(real_val, feats):.2f} | "
+                  f"{classifier_accuracy(real_val, feats):.2f} |")
     print()
     print("Fidelity: Dice between the mask and the bundled segmenter on the synthetic image")
     print("| generator | " + " | ".join(t.label for t in vocab.TISSUES) + " | real val images |")
