@@ -34,12 +34,21 @@ def test_noise_is_the_same_for_the_same_place():
 
 def test_same_seed_same_image_and_no_seams(generator):
     lab = painted()
-    a = synthesize(generator, lab, "pas", 10, seed=1, chunk=128).compute()
-    b = synthesize(generator, lab, "pas", 10, seed=1, chunk=256).compute()
+    a = synthesize(generator, lab, "pas", 10, seed=1, chunk=128, bf16=False).compute()
+    b = synthesize(generator, lab, "pas", 10, seed=1, chunk=256, bf16=False).compute()
     assert a.shape == (300, 340, 3) and a.dtype == np.uint8
     np.testing.assert_array_equal(a, b)  # chunks computed apart agree bit for bit
-    c = synthesize(generator, lab, "pas", 10, seed=2, chunk=256).compute()
+    c = synthesize(generator, lab, "pas", 10, seed=2, chunk=256, bf16=False).compute()
     assert not np.array_equal(a, c)  # another seed, a variation
+    # bfloat16 (the CPU default): the same image again, and within a few grey levels of
+    # float32 whatever the chunking
+    d = synthesize(generator, lab, "pas", 10, seed=1, chunk=128, bf16=True).compute()
+    np.testing.assert_array_equal(
+        d, synthesize(generator, lab, "pas", 10, seed=1, chunk=128, bf16=True).compute())
+    e = synthesize(generator, lab, "pas", 10, seed=1, chunk=256, bf16=True).compute()
+    diff = np.abs(d.astype(int) - e)
+    assert diff.max() <= 12 and diff.mean() < 1.0
+    assert np.abs(d.astype(int) - a).mean() < 2.0
 
 
 def test_the_mask_is_not_modified(generator):

@@ -108,7 +108,9 @@ def synthesize(generator: Any, labels: Any, stain: str, magnification: float, se
     chunk : int
         Chunk side (a multiple of 16); memory is about one chunk and its halo per worker.
     bf16 : bool, optional
-        bfloat16 autocast on CPU (default: off; see docs/synthesis.md).
+        bfloat16 autocast (default: on for a CPU generator: 1.3-1.5x faster, images within a
+        mean 0.4 grey levels of float32's; float32 chunks agree with a single pass bit for bit,
+        bfloat16 ones within a few grey levels; docs/synthesis.md).
 
     Raises
     ------
@@ -127,7 +129,7 @@ def synthesize(generator: Any, labels: Any, stain: str, magnification: float, se
         raise ValueError("chunk must be a multiple of 16 and of the generator's factor")
     h, w = labels.shape
     halo = HALO
-    use_bf16 = bool(bf16)
+    use_bf16 = (next(generator.parameters()).device.type == "cpu") if bf16 is None else bf16
 
     def block(block_info=None) -> np.ndarray:
         (ys, ye), (xs, xe), _ = block_info[None]["array-location"]
