@@ -294,7 +294,8 @@ def write_rgb_pyramid(path: str | os.PathLike, image: Any, mpp: float | None, na
     while max(shapes[-1]) > 512 and min(shapes[-1]) >= 2:
         shapes.append((shapes[-1][0] // 2, shapes[-1][1] // 2))
     levels = len(shapes)
-    tile_rows = tile * 2 ** (levels - 1)  # whole rows of every level's tiles per band
+    # a band is one row of level-0 tiles (more only if a coarse level would get no whole row)
+    tile_rows = max(tile, 2 ** (levels - 1))
     scratch = Path(tempfile.mkdtemp(prefix=".omniseg-pyramid-", dir=path.parent))
     n_bands = -(-h // tile_rows)
     try:
