@@ -173,7 +173,6 @@ def synthesize(viewer) -> None:
     widget.run_button.clicked()
     _wait_for(widget)
     mask.visible = False
-    viewer.grid.enabled = False
     viewer.reset_view()
     _settle()
     viewer.screenshot(str(OUT / "synthesize_widget.png"), canvas_only=False)
