@@ -147,6 +147,23 @@ def load_model(path_or_name: str | os.PathLike, device: str | None = None) -> An
     return model.to(pick_device(device)).eval()
 
 
+def check_generator(model: Any, name: str | os.PathLike | None = None) -> Any:
+    """``model`` if it is a histology generator (a pyramid or single-scale one); otherwise an
+    :class:`~napari_omniseg.errors.OmnisegInputError` naming it."""
+    if not getattr(model, "histology_generator", False):
+        who = getattr(model, "omniseg_source", None) or name or "the chosen model"
+        raise OmnisegInputError(f"{who} is not a histology generator; give one trained with "
+                                "`omniseg train synthesis`")
+    return model
+
+
+def load_generator(path_or_name: str | os.PathLike = "synthesis", device: str | None = None
+                   ) -> Any:
+    """Load a histology generator (the bundled one by default) like :func:`load_model`, and
+    refuse, in one sentence, a checkpoint that is not one."""
+    return check_generator(load_model(path_or_name, device), path_or_name)
+
+
 def model_and_precision(model: Any, task_name: str, bf16: bool | None) -> tuple[Any, bool]:
     """A loaded model (from a module, a checkpoint path or a bundled name; None means the
     task's bundled model) and whether to run it under bfloat16 (default: yes on CPU).

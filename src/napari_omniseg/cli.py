@@ -11,6 +11,10 @@ Sub-commands::
     omniseg segment-volume VOLUME [VOLUME...] [--region R] -o OUT
     omniseg finetune --manifest CSV [--base MODEL] [--minutes M] -o OUT.pt   (kidney or fetal)
     omniseg evaluate --manifest CSV [--model MODEL]
+    omniseg train synthesis [--manifest CSV] [--simulated N] [--segmenter-out S.pt] -o G.pt
+    omniseg synthesize MASK --stain S [--magnification M] [--seed N] -o OUT.ome.tif
+    omniseg export MASKS... --format geojson|ome-tiff|csv -o OUT
+    omniseg quantify MASKS... [--slide SLIDE] [--spots hex|POSITIONS] -o OUT.csv
 """
 
 from __future__ import annotations
@@ -169,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr_s.add_argument("--simulated", type=int, default=4, metavar="SLIDES",
                       help="also simulated 1 mm² slides of every stain (0: none)")
     tr_s.add_argument("--minutes", type=_positive_float, default=30.0)
+    tr_s.add_argument("--steps", type=_positive_int, default=None,
+                      help="stop after this many steps (or --minutes, whichever comes first)")
     tr_s.add_argument("--crop", type=_positive_int, default=128,
                       help="training crop side (a multiple of 8)")
     tr_s.add_argument("--batch", type=_positive_int, default=4)
@@ -178,6 +184,18 @@ def build_parser() -> argparse.ArgumentParser:
     tr_s.add_argument("--perceptual", choices=["segmenter", "none"], default="segmenter",
                       help="L1 on the bundled renal segmenter's encoder features (default), or "
                            "no perceptual loss")
+    tr_s.add_argument("--architecture", choices=["pyramid", "single"], default="pyramid",
+                      help="the pyramid generator (default) or the single-scale pix2pix-style "
+                           "baseline")
+    tr_s.add_argument("--segmenter-out", type=Path, default=None, metavar="S.pt",
+                      help="play the three-player game: also train a renal segmenter (from the "
+                           "bundled one) against the discriminators and write it here")
+    tr_s.add_argument("--unlabelled", type=Path, default=None, metavar="CSV",
+                      help="with --segmenter-out: a manifest whose images (rows of --split) "
+                           "are used without their masks (semi-supervised)")
+    tr_s.add_argument("--init", default=None, metavar="G.pt",
+                      help="with --segmenter-out: start from this generator ('synthesis': the "
+                           "bundled one)")
     tr_s.add_argument("--seed", type=int, default=0)
 
     syn = sub.add_parser("synthesize", help="histology from a painted mask, as a pyramidal "
@@ -481,11 +499,39 @@ def _train_synthesis(args: argparse.Namespace) -> int:
     pairs = parts[0]
     for p in parts[1:]:
         pairs = pairs + p
+    if args.segmenter_out is not None:
+        return _train_three_player(args, pairs, sources, started)
+    if args.unlabelled is not None or args.init is not None:
+        raise OmnisegInputError("--unlabelled and --init belong to the three-player game: "
+                                "give --segmenter-out too")
     with _bar("train synthesis") as bar:
-        recipe = train_generator(args.out, pairs, minutes=args.minutes, crop=args.crop,
-                                 batch=args.batch, width=args.width, levels=args.levels,
-                                 perceptual=args.perceptual, seed=args.seed,
+        recipe = train_generator(args.out, pairs, minutes=args.minutes, max_steps=args.steps,
+                                 crop=args.crop, batch=args.batch, width=args.width,
+                                 levels=args.levels, perceptual=args.perceptual,
+                                 architecture=args.architecture, seed=args.seed,
                                  trained_on=" + ".join(sources), started=started, progress=bar)
+    print(json.dumps(recipe, indent=2))
+    return 0
+
+
+def _train_three_player(args: argparse.Namespace, pairs, sources: list[str],
+                        started: float) -> int:
+    from .train.synthesis import pairs_from_manifest
+    from .train.three_player import train_three_player
+
+    unlabelled = None
+    if args.unlabelled is not None:
+        split = None if args.split == "all" else args.split
+        unlabelled = pairs_from_manifest(args.unlabelled, split=split)
+        sources.append(f"{args.unlabelled.name} images without masks ({len(unlabelled)})")
+    with _bar("three-player game") as bar:
+        recipe = train_three_player(args.out, args.segmenter_out, pairs,
+                                    unlabelled=unlabelled, generator_init=args.init,
+                                    minutes=args.minutes, max_steps=args.steps,
+                                    levels=args.levels, crop=args.crop, batch=args.batch,
+                                    perceptual=args.perceptual, seed=args.seed,
+                                    trained_on=" + ".join(sources), started=started,
+                                    progress=bar)
     print(json.dumps(recipe, indent=2))
     return 0
 
@@ -665,13 +711,10 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _synthetic_pairs(args: argparse.Namespace, train: list) -> list:
-    from .checkpoints import load_model
+    from .checkpoints import load_generator
     from .train.synthesis import synthetic_annotations
 
-    g = load_model(args.generator, device="cpu")
-    if getattr(g, "architecture", None) != "pyramid_cgan":
-        raise OmnisegInputError(f"{getattr(g, 'omniseg_source', args.generator)} is not a "
-                                "histology generator")
+    g = load_generator(args.generator, device="cpu")
     tissues = sorted({a.tissue for a in train})
     stains = sorted({a.stain for a in train if a.stain}) or ["he"]
     with _bar("synthetic pairs") as bar:

@@ -78,7 +78,7 @@ def test_bad_input_is_one_sentence_and_nothing_written(tmp_path, generator, caps
     assert not out.exists() and not list(tmp_path.glob(".*partial*"))
 
 
-def test_train_synthesis_from_a_manifest(tmp_path, capsys):
+def toy_manifest(tmp_path):
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -91,6 +91,11 @@ def test_train_synthesis_from_a_manifest(tmp_path, capsys):
         Image.fromarray(mask).save(tmp_path / f"p{i}_mask.png")
         lines.append(f"p{i}.png,p{i}_mask.png,pt,pas,10,{'val' if i == 2 else 'train'}")
     (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    return tmp_path / "m.csv"
+
+
+def test_train_synthesis_from_a_manifest(tmp_path, capsys):
+    toy_manifest(tmp_path)
     code = main(["train", "synthesis", "--manifest", str(tmp_path / "m.csv"), "--simulated",
                  "0", "--minutes", "0.05", "--crop", "64", "--levels", "3", "--width", "8",
                  "--perceptual", "none", "-o", str(tmp_path / "g.pt")])
@@ -98,3 +103,25 @@ def test_train_synthesis_from_a_manifest(tmp_path, capsys):
     recipe = json.loads(capsys.readouterr().out)
     assert recipe["pairs"] == 2 and "m.csv (train rows, 2 patches)" in recipe["trained_on"]
     assert (tmp_path / "g.pt").is_file()
+
+
+def test_the_three_player_game_writes_a_generator_and_a_segmenter(tmp_path, capsys):
+    from napari_omniseg.checkpoints import read_metadata
+
+    m = str(toy_manifest(tmp_path))
+    code = main(["train", "synthesis", "--manifest", m, "--simulated", "0", "--steps", "1",
+                 "--crop", "64", "--levels", "3", "--perceptual", "none", "--unlabelled", m,
+                 "--segmenter-out", str(tmp_path / "s.pt"), "-o", str(tmp_path / "g.pt")])
+    assert code == 0, capsys.readouterr().err
+    recipe = json.loads(capsys.readouterr().out)
+    assert recipe["game"] == "three-player" and recipe["unlabelled_images"] == 2
+    assert read_metadata(tmp_path / "s.pt")["architecture"] == "omniseg_plus"
+    assert read_metadata(tmp_path / "g.pt")["architecture"] == "pyramid_cgan"
+
+
+def test_three_player_options_alone_are_refused(tmp_path, capsys):
+    m = str(toy_manifest(tmp_path))
+    code = main(["train", "synthesis", "--manifest", m, "--simulated", "0", "--init",
+                 "synthesis", "-o", str(tmp_path / "g.pt")])
+    assert code == 2 and "--segmenter-out" in capsys.readouterr().err
+    assert not (tmp_path / "g.pt").exists()

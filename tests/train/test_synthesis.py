@@ -82,3 +82,23 @@ def test_synthetic_pairs_join_finetuning_after_warm_up_at_weight_003(tmp_path):
     joined["now"] = True
     weights = torch.cat([batches()["sample_weight"] for _ in range(5)])
     assert (weights == SYNTHETIC_WEIGHT).any() and (weights == 1).any()
+
+
+def test_the_single_scale_baseline_trains_loads_and_generates(tmp_path):
+    from napari_omniseg.checkpoints import load_generator
+    from napari_omniseg.predict.synthesize import generate_window
+
+    recipe = train_generator(tmp_path / "p2p.pt", toy_pairs(), max_steps=2, width=8, crop=64,
+                             batch=2, perceptual="none", architecture="single")
+    assert recipe["generator"] == "single" and recipe["levels"] == 1
+    g = load_generator(tmp_path / "p2p.pt", device="cpu")
+    assert type(g).__name__ == "UNetGenerator"
+    masks = toy_pairs(1).masks[0]
+    a = generate_window(g, masks, "pas", 10, seed=1)
+    assert a.shape == (64, 64, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, generate_window(g, masks, "pas", 10, seed=1))
+
+
+def test_an_unknown_generator_architecture_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="pyramid"):
+        train_generator(tmp_path / "x.pt", toy_pairs(), max_steps=1, architecture="vq")

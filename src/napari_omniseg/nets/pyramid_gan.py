@@ -52,6 +52,7 @@ class PyramidGenerator(nn.Module):
     """
 
     architecture = "pyramid_cgan"
+    histology_generator = True
 
     def __init__(self, levels: int = 4, width: int = 32, noise_amp: float = 0.1) -> None:
         super().__init__()
@@ -148,6 +149,12 @@ class PyramidDiscriminators(nn.Module):
             for s in sides)
 
 
+def generator_vocabulary() -> dict:
+    """What a histology generator's label values, stains and magnifications mean."""
+    return {"tissues": {t.code: t.task_id + 1 for t in vocab.TISSUES},
+            "stains": list(vocab.STAINS), "magnifications": list(vocab.MAGNIFICATIONS)}
+
+
 def _settings(model: PyramidGenerator) -> dict:
     return {"levels": model.levels, "width": model.width, "noise_amp": model.noise_amp}
 
@@ -157,7 +164,5 @@ register(Architecture(
     build=lambda meta: PyramidGenerator(**{k: meta[k] for k in ("levels", "width", "noise_amp")
                                            if k in meta}),
     settings=_settings,
-    vocabulary=lambda: {"tissues": {t.code: t.task_id + 1 for t in vocab.TISSUES},
-                        "stains": list(vocab.STAINS),
-                        "magnifications": list(vocab.MAGNIFICATIONS)},
+    vocabulary=generator_vocabulary,
 ))

@@ -17,7 +17,8 @@ from ..errors import OmnisegInputError
 #: Architecture name -> module that registers it.
 BUILT_IN = {"omniseg_plus": "napari_omniseg.nets.omniseg",
             "conemos": "napari_omniseg.nets.conemos",
-            "pyramid_cgan": "napari_omniseg.nets.pyramid_gan"}
+            "pyramid_cgan": "napari_omniseg.nets.pyramid_gan",
+            "pix2pix_unet": "napari_omniseg.nets.pix2pix"}
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ def synthesize_file(mask: str | os.PathLike, out: str | os.PathLike, stain: str,
     dict
         Output file, shape, stain, magnification, seed and generator.
     """
-    from ..checkpoints import load_model
+    from ..checkpoints import load_generator
     from ..io.export import write_rgb_pyramid
     from ..io.labels import open_labels
     from ..predict.synthesize import synthesize
@@ -64,11 +64,7 @@ def synthesize_file(mask: str | os.PathLike, out: str | os.PathLike, stain: str,
                                         "--magnification (or --mpp)")
             magnification = min(vocab.MAGNIFICATIONS, key=lambda m: abs(
                 vocab.magnification_of_mpp(pixel) / m - 1))
-        g = load_model(generator, device="cpu")
-        if getattr(g, "architecture", None) != "pyramid_cgan":
-            raise OmnisegInputError(f"{getattr(g, 'omniseg_source', generator)} is not a "
-                                    "histology generator; give one trained with `omniseg "
-                                    "train synthesis`")
+        g = load_generator(generator, device="cpu")
         labels = vocabulary_labels(images)
         image = synthesize(g, labels, stain, magnification, seed=seed, name=Path(mask).name)
         write_rgb_pyramid(out, image, pixel or vocab.mpp_of_magnification(magnification),

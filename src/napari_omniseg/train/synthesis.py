@@ -186,13 +186,11 @@ class SynthesisStep:
                   for c in conds]
         fakes = g(conds, noises)
 
-        opt_g, opt_d = self.optimizers
+        opt_g, opt_d = self.optimizers[:2]
         d_loss = 0.0
         for d, real, fake, c in zip(ds, reals, fakes, conds):
-            for out in d(real, c):
-                d_loss = d_loss + F.mse_loss(out[-1], torch.ones_like(out[-1]))
-            for out in d(fake.detach(), c):
-                d_loss = d_loss + F.mse_loss(out[-1], torch.zeros_like(out[-1]))
+            d_loss = d_loss + _lsgan(d(real, c), 1.0) + _lsgan(d(fake.detach(), c), 0.0)
+        d_loss = d_loss + self.more_discriminator_loss(images, cond)
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
@@ -201,8 +199,9 @@ class SynthesisStep:
         for d, real, fake, c in zip(ds, reals, fakes, conds):
             with torch.no_grad():
                 real_feats = d(real, c)
-            for fake_out, real_out in zip(d(fake, c), real_feats):
-                adv = adv + F.mse_loss(fake_out[-1], torch.ones_like(fake_out[-1]))
+            fake_feats = d(fake, c)
+            adv = adv + _lsgan(fake_feats, 1.0)
+            for fake_out, real_out in zip(fake_feats, real_feats):
                 fm = fm + sum(F.l1_loss(a, b) for a, b in zip(fake_out[:-1], real_out[:-1])
                               ) / (len(fake_out) - 1)
             rec = rec + F.mse_loss(fake, real)
@@ -214,15 +213,32 @@ class SynthesisStep:
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
+        losses = {"loss": g_loss, "d": d_loss, "adv": adv, "fm": fm, "perceptual": perc,
+                  **self.third_player(images, cond, fakes[-1].detach())}
         return {name: float(v.detach()) if hasattr(v, "detach") else float(v)
-                for name, v in (("loss", g_loss), ("d", d_loss), ("adv", adv), ("fm", fm),
-                                ("perceptual", perc))}
+                for name, v in losses.items()}
+
+    def more_discriminator_loss(self, images: Any, condition: Any) -> Any:
+        """Terms a variant adds to the discriminators' loss (none here)."""
+        return 0.0
+
+    def third_player(self, images: Any, condition: Any, fakes: Any) -> dict[str, Any]:
+        """A variant's third player's update after the generator's (none here)."""
+        return {}
+
+
+def _lsgan(outputs: list[list[Any]], target: float) -> Any:
+    """Least-squares GAN loss of every scale's patch scores against ``target``."""
+    import torch.nn.functional as F
+
+    return sum(F.mse_loss(out[-1], out[-1].new_full(out[-1].shape, target)) for out in outputs)
 
 
 def train_generator(out: str | Path, pairs: SynthesisPairs, *, minutes: float | None = None,
                     max_steps: int | None = None, levels: int = 4, width: int = 32,
                     crop: int = 256, batch: int = 4, perceptual: str = "segmenter",
-                    seed: int = 0, trained_on: str = "", started: float | None = None,
+                    architecture: str = "pyramid", seed: int = 0, trained_on: str = "",
+                    started: float | None = None,
                     progress: Progress | None = None, should_stop: ShouldStop | None = None
                     ) -> dict:
     """Train a pyramid generator on ``pairs`` and save it to ``out`` (every few minutes and at
@@ -232,6 +248,9 @@ def train_generator(out: str | Path, pairs: SynthesisPairs, *, minutes: float | 
     ----------
     perceptual : {"segmenter", "none"}
         The perceptual loss on the bundled renal segmenter's encoder features, or none.
+    architecture : {"pyramid", "single"}
+        The pyramid generator (``levels`` levels), or the single-scale pix2pix-style U-Net
+        baseline (one level, one set of discriminators; ``width`` is its first layer's).
     trained_on : str
         What the pairs were, for the checkpoint's metadata (e.g. "simulator + ki-dev train").
 
@@ -250,12 +269,19 @@ def train_generator(out: str | Path, pairs: SynthesisPairs, *, minutes: float | 
     torch.manual_seed(seed)
     from ..errors import OmnisegInputError
 
-    f = 2 ** (levels - 1)
-    if crop % f or crop < 16 * f:
-        raise OmnisegInputError(f"a {levels}-level generator trains on crops that are a "
-                                f"multiple of {f} pixels and at least {16 * f} (its coarsest "
+    if architecture == "single":
+        from ..nets.pix2pix import UNetGenerator
+
+        g, levels = UNetGenerator(width=width), 1
+    elif architecture == "pyramid":
+        g = PyramidGenerator(levels=levels, width=width)
+    else:
+        raise ValueError(f"architecture must be 'pyramid' or 'single', not {architecture!r}")
+    f = g.factor
+    if crop % f or crop < 16 * 2 ** (levels - 1):
+        raise OmnisegInputError(f"this generator trains on crops that are a multiple of {f} "
+                                f"pixels and at least {16 * 2 ** (levels - 1)} (its coarsest "
                                 f"level must be 16 pixels for the discriminator); got {crop}")
-    g = PyramidGenerator(levels=levels, width=width)
     d = PyramidDiscriminators(levels, crop)
     features = None
     if perceptual == "segmenter":
@@ -266,7 +292,8 @@ def train_generator(out: str | Path, pairs: SynthesisPairs, *, minutes: float | 
         raise ValueError(f"perceptual must be 'segmenter' or 'none', not {perceptual!r}")
     step = SynthesisStep(g, d, PairSampler(pairs, batch, crop, seed), perceptual=features,
                          seed=seed)
-    recipe = {"task": "synthesis", "levels": levels, "width": width, "crop": crop,
+    recipe = {"task": "synthesis", "generator": architecture, "levels": levels,
+              "width": width, "crop": crop,
               "batch": batch, "perceptual": perceptual, "pairs": len(pairs),
               "trained_on": trained_on, "seed": seed,
               "losses": {"alpha_rec": ALPHA_REC, "beta_fm": BETA_FM,

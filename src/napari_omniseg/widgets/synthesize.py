@@ -16,6 +16,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, PushButton, SpinBox
 
 from .. import vocab
+from ..checkpoints import check_generator
 from ..errors import OmnisegInputError
 from .dock import DockWidget
 from .layers import image_layers, layers_of_type
@@ -114,10 +115,7 @@ class SynthesizeWidget(DockWidget):
             return MODELS_IN_USE.chosen("synthesis", source)[0]
         key = path if source == "file" else source
         if key not in self._generator_cache:
-            g = MODELS_IN_USE.chosen("synthesis", source, path)[0]
-            if getattr(g, "architecture", None) != "pyramid_cgan":
-                raise OmnisegInputError(f"{getattr(g, 'omniseg_source', path)} is not a "
-                                        "histology generator")
+            g = check_generator(MODELS_IN_USE.chosen("synthesis", source, path)[0], path)
             self._generator_cache = {key: g.cpu()}
         return self._generator_cache[key]
 
