@@ -55,10 +55,42 @@ def test_manifest_pairs_know_only_their_tissue(tmp_path):
                                     "a.png,a_mask.png,tuft,pas,5,train\n"
                                     "a.png,a_mask.png,ptc,pas,40,val\n")
     pairs = pairs_from_manifest(tmp_path / "m.csv", size=64)
-    assert len(pairs) == 1  # the val row is not trained on
-    assert pairs.known[0].tolist() == [False, False, False, True, False, False]
-    assert pairs.masks[0, 3].sum() == 400 and pairs.masks[0, 2].sum() == 400  # tuft in a cap
-    assert pairs.images.shape == (1, 64, 64, 3)
+    assert len(pairs) == 4  # 80 x 90 in 64-px windows; the val row is not trained on
+    assert pairs.magnifications == [5] * 4
+    known = pairs.known[0]
+    assert known[3].all() and not known[[0, 1, 4, 5]].any()  # the tuft, nothing else...
+    assert known[2].sum() == 400  # ...but the capsule where the tuft is: a tuft is in a cap
+    assert pairs.masks[0, 3].sum() == 400 and pairs.masks[0, 2].sum() == 400
+
+
+def test_painted_annotations_know_only_painted_pixels_and_are_cut_into_windows():
+    from napari_omniseg.synth.condition import condition_planes
+    from napari_omniseg.train.annotations import Annotation
+    from napari_omniseg.train.synthesis import pairs_from_annotations
+
+    mask = np.zeros((100, 150), bool)
+    mask[10:30, 10:30] = True
+    known = mask.copy()
+    known[60:70, 100:140] = True  # painted background
+    a = Annotation(np.full((100, 150, 3), 180, np.uint8), mask, known, "pt", 10, stain="pas")
+    pairs = pairs_from_annotations([a], size=64)
+    # windows at x 0, 64 and a flush 86; rows 0 and a flush 36; (36, 0) knows nothing
+    assert len(pairs) == 5 and pairs.images.shape[1:] == (64, 64, 3)
+    assert pairs.known.shape == (5, 6, 64, 64)
+    assert sum(int(k[1].sum()) for k in pairs.known) >= 400 + 400
+    cond = condition_planes(pairs.masks[0], pairs.known[0], "pas", 10)
+    assert cond[7].sum() == pairs.known[0][1].sum()  # the known map is per pixel
+    with pytest.raises(Exception, match="know no pixel"):
+        pairs_from_annotations([Annotation(a.image, mask, np.zeros_like(mask), "pt", 10)])
+
+
+def test_pairs_known_everywhere_and_per_pixel_join():
+    painted = toy_pairs(2)
+    painted.known = np.broadcast_to(painted.known[:, :, None, None], (2, 6, 64, 64)).copy()
+    joined = toy_pairs(3) + painted
+    assert joined.known.shape == (5, 6, 64, 64) and joined.known.all()
+    images, cond = PairSampler(joined, batch=2, crop=32)()
+    assert cond.shape == (2, 20, 32, 32)
 
 
 def test_synthetic_pairs_join_finetuning_after_warm_up_at_weight_003(tmp_path):

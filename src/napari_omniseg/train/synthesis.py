@@ -25,6 +25,8 @@ from .. import vocab
 from ..run import Progress, ShouldStop
 from ..synth.condition import N_TISSUES, condition_planes, implied
 
+_CAP = vocab.tissue("cap").task_id
+
 ALPHA_REC = 0.001
 BETA_FM = 10.0
 GAMMA_PERCEPTUAL = 10.0
@@ -33,7 +35,8 @@ GAMMA_PERCEPTUAL = 10.0
 @dataclass
 class SynthesisPairs:
     """Training pairs: ``images`` ``(N, P, P, 3)`` uint8, ``masks`` ``(N, 6, P, P)`` uint8,
-    ``known`` ``(N, 6)`` bool, and per pair its stain code and magnification."""
+    ``known`` ``(N, 6)`` or ``(N, 6, P, P)`` bool (which tissues are known, everywhere or per
+    pixel), and per pair its stain code and magnification."""
 
     images: np.ndarray
     masks: np.ndarray
@@ -46,9 +49,14 @@ class SynthesisPairs:
         return len(self.images)
 
     def __add__(self, other: "SynthesisPairs") -> "SynthesisPairs":
+        a, b = self.known, other.known
+        if a.ndim != b.ndim:  # one set known everywhere, the other per pixel
+            side = self.masks.shape[-2:]
+            a, b = (k if k.ndim == 4 else np.broadcast_to(k[:, :, None, None], k.shape + side)
+                    for k in (a, b))
         return SynthesisPairs(np.concatenate([self.images, other.images]),
                               np.concatenate([self.masks, other.masks]),
-                              np.concatenate([self.known, other.known]),
+                              np.concatenate([a, b]),
                               self.stains + other.stains,
                               self.magnifications + other.magnifications,
                               self.sources + other.sources)
@@ -72,38 +80,66 @@ def pairs_from_bank(bank: Any) -> SynthesisPairs:
                           ["simulator"] * n)
 
 
+def pairs_from_annotations(annotations: list, size: int = 256, source: str = "annotations",
+                           default_stain: str = "he") -> SynthesisPairs:
+    """Pairs from annotations of one tissue each (a manifest's rows, layers painted in
+    napari): each is cut into ``size`` windows (padded when smaller), and only its tissue is
+    known, where its label is known (painted, or inside a fully annotated region); windows
+    with nothing known are left out. A tuft is inside a capsule: that much is known of the
+    capsule too."""
+    from ..errors import OmnisegInputError
+
+    images, masks, known, stains, mags = [], [], [], [], []
+    for a in annotations:
+        t = vocab.tissue(a.tissue).task_id
+        image = _padded(a.image, size, "reflect")
+        mask, ok = (_padded(m.astype(np.uint8), size, "constant") for m in (a.mask, a.known))
+        h, w = mask.shape
+        for y in _starts(h, size):
+            for x in _starts(w, size):
+                k = ok[y:y + size, x:x + size] > 0
+                if not k.any():
+                    continue
+                tm = np.zeros((N_TISSUES, size, size), np.uint8)
+                tk = np.zeros((N_TISSUES, size, size), bool)
+                tm[t], tk[t] = mask[y:y + size, x:x + size] * k, k
+                if a.tissue == "tuft":
+                    tm = implied(tm)
+                    tk[_CAP] |= tm[t] > 0
+                images.append(image[y:y + size, x:x + size])
+                masks.append(tm)
+                known.append(tk)
+                stains.append(vocab.stain(a.stain or default_stain))
+                mags.append(int(round(a.magnification)))
+    if not images:
+        raise OmnisegInputError("the annotations know no pixel: paint some tissue, or mark "
+                                "the annotation complete")
+    return SynthesisPairs(np.stack(images), np.stack(masks), np.stack(known), stains, mags,
+                          [source] * len(images))
+
+
 def pairs_from_manifest(path: str | Path, split: str | None = "train",
                         split_column: str | None = "split", size: int = 256) -> SynthesisPairs:
     """Annotated patches of a renal manifest (the ki-dev format: one tissue per patch, its mask
-    complete for that tissue): only that tissue is known. Rows of other splits are left out
-    (``split`` None keeps all); patches are cropped or padded to ``size``."""
+    complete for that tissue; :func:`pairs_from_annotations`). Rows of other splits are left
+    out (``split`` None keeps all)."""
     from .annotations import read_manifest
 
     groups = read_manifest(path, split_column)
     rows = [a for name, g in groups.items() if split is None or name == split for a in g]
-    images, masks, known, stains, mags = [], [], [], [], []
-    for a in rows:
-        img, m = _fit(a.image, size), _fit(a.mask.astype(np.uint8), size)
-        tm = np.zeros((N_TISSUES, size, size), np.uint8)
-        t = vocab.tissue(a.tissue).task_id
-        tm[t] = m
-        k = np.zeros(N_TISSUES, bool)
-        k[t] = True
-        if a.tissue == "tuft":  # a tuft is inside a capsule: that much is known of the capsule
-            tm = implied(tm)
-        images.append(img)
-        masks.append(tm)
-        known.append(k)
-        stains.append(vocab.stain(a.stain or "he"))
-        mags.append(int(a.magnification))
-    return SynthesisPairs(np.stack(images), np.stack(masks), np.stack(known), stains, mags,
-                          [str(Path(path).name)] * len(rows))
+    return pairs_from_annotations(rows, size, str(Path(path).name))
 
 
-def _fit(a: np.ndarray, size: int) -> np.ndarray:
-    a = a[:size, :size]
-    pad = [(0, size - a.shape[0]), (0, size - a.shape[1])] + [(0, 0)] * (a.ndim - 2)
-    return np.pad(a, pad, mode="reflect") if any(p[1] for p in pad) else a
+def _padded(a: np.ndarray, size: int, mode: str) -> np.ndarray:
+    pad = [(0, max(0, size - a.shape[0])), (0, max(0, size - a.shape[1]))]
+    pad += [(0, 0)] * (a.ndim - 2)
+    return np.pad(a, pad, mode=mode) if any(p[1] for p in pad) else a
+
+
+def _starts(n: int, size: int) -> list[int]:
+    """Window starts covering ``n`` pixels with windows of ``size`` (the last one flush)."""
+    starts = list(range(0, n - size + 1, size))
+    return starts + [n - size] if starts[-1] != n - size else starts
 
 
 class PairSampler:
@@ -123,8 +159,11 @@ class PairSampler:
             side = p.images.shape[1]
             y, x = self.rng.integers(0, side - self.crop + 1, 2)
             img = p.images[i, y:y + self.crop, x:x + self.crop].transpose(2, 0, 1)
+            known = p.known[i]
+            if known.ndim == 3:
+                known = known[:, y:y + self.crop, x:x + self.crop]
             cond = condition_planes(p.masks[i, :, y:y + self.crop, x:x + self.crop],
-                                    p.known[i], p.stains[i], p.magnifications[i])
+                                    known, p.stains[i], p.magnifications[i])
             k = int(self.rng.integers(4))
             flip = bool(self.rng.integers(2))
             img, cond = (np.rot90(a, k, axes=(1, 2)) for a in (img, cond))

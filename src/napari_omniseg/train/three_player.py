@@ -98,8 +98,9 @@ class ThreePlayerStep(SynthesisStep):
         scale = condition[:, _MAG0:, 0, 0].argmax(1)
         tissues = []
         for i in range(condition.shape[0]):
-            if labelled:
-                choices = np.flatnonzero(condition[i, N_TISSUES:2 * N_TISSUES, 0, 0].numpy())
+            if labelled:  # a tissue known somewhere in the crop
+                choices = np.flatnonzero(
+                    condition[i, N_TISSUES:2 * N_TISSUES].amax((1, 2)).numpy() > 0)
             else:
                 mag = vocab.MAGNIFICATIONS[int(scale[i])]
                 choices = [t.task_id for t in vocab.TISSUES if t.optimal_magnification == mag]
@@ -149,13 +150,14 @@ class ThreePlayerStep(SynthesisStep):
         tissues, scales = self._asked
         rows = range(images.shape[0])
         target = (condition[rows, tissues] > 0.5).long()
+        valid = condition[rows, N_TISSUES + tissues] > 0.5  # only known pixels teach
         logits = self._segment(images, tissues, scales)
-        ce = dice_bce_loss(logits, target)
+        ce = dice_bce_loss(logits, target, valid)
         p = torch.softmax(logits, 1)[:, 1]
         adv = _lsgan(d(images, self._answer_condition(condition, tissues, p)), 1.0)
         synthetic = torch.zeros(())
         if self.synthetic_joined():
-            synthetic = dice_bce_loss(self._segment(fakes, tissues, scales), target)
+            synthetic = dice_bce_loss(self._segment(fakes, tissues, scales), target, valid)
         loss = ce + ADV_WEIGHT * adv + SYNTHETIC_WEIGHT * synthetic
         opt = self.optimizers[2]
         opt.zero_grad(set_to_none=True)

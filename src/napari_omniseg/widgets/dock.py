@@ -46,6 +46,19 @@ class DockWidget(WorkerControls, Container):
         self.stop_button.changed.connect(self.stop)
         return [self.run_button, self.stop_button, self.progress, self.status]
 
+    def _visible_world_corners(self) -> Any:
+        """The view's top-left and bottom-right corners in world coordinates, ``(2, 2)``
+        (y, x): what the canvas shows at the camera's centre and zoom."""
+        import numpy as np
+
+        v = self.viewer
+        # napari >= 0.9 keeps the camera and canvas on the scene/canvas models
+        cam = v.scene.camera if hasattr(v, "scene") else v.camera
+        size = v.canvas.size if hasattr(v, "canvas") else v._canvas_size
+        half = np.asarray(size, float) / cam.zoom / 2  # canvas size is (height, width) px
+        cy, cx = cam.center[-2:]
+        return np.array([[cy - half[0], cx - half[1]], [cy + half[0], cx + half[1]]])
+
     def _model_choice(self, task: str, bundled: str, file: str = "checkpoint file",
                       in_use: str = "fine-tuned model in use") -> list:
         """The model choice of a widget that runs ``task``'s model: bundled, a checkpoint file

@@ -259,14 +259,14 @@ class QuantifyWidget(DockWidget):
             return spots, pct
 
         self._launch(job, status="measuring spots...", failure="spots failed",
-                     on_returned=lambda value: self._show_spots(layers[0], *value))
+                     on_returned=lambda value: self._show_spots(layers[0], mpp, *value))
 
-    def _show_spots(self, mask_layer: Any, spots, pct: dict) -> None:
+    def _show_spots(self, mask_layer: Any, mpp: float, spots, pct: dict) -> None:
         from napari.layers import Points
 
         from ..quantify.spots import spot_rows
 
-        self.spot_rows = spot_rows(spots, pct, self.spots_mpp(mask_layer))
+        self.spot_rows = spot_rows(spots, pct, mpp)
         features = {f"{name} %": values for name, values in pct.items()}
         chosen = f"{self.colour_by.value} %"
         if chosen not in features:
@@ -286,10 +286,6 @@ class QuantifyWidget(DockWidget):
         skipped = f"; {spots.skipped} outside the slide skipped" if spots.skipped else ""
         self.status.value = f"{len(spots)} spots, coloured by {chosen}{skipped}"
         self.save_button.enabled = True
-
-    @staticmethod
-    def spots_mpp(mask_layer: Any) -> float | None:
-        return label_image_of_layer(mask_layer).mpp
 
     def correlate(self) -> None:
         """Pearson and Spearman correlation of the colouring tissue's spot percentage with a

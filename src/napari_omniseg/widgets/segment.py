@@ -96,16 +96,6 @@ class SegmentWidget(DockWidget):
             raise OmnisegInputError("the chosen region does not overlap the image")
         return y0, y1, x0, x1
 
-    def _visible_world_corners(self) -> np.ndarray:
-        v = self.viewer
-        # napari >= 0.9 keeps the camera and canvas on the scene/canvas models
-        cam = v.scene.camera if hasattr(v, "scene") else v.camera
-        size = v.canvas.size if hasattr(v, "canvas") else v._canvas_size
-        canvas = np.asarray(size, float)  # (height, width) in screen pixels
-        half = canvas / cam.zoom / 2
-        cy, cx = cam.center[-2:]
-        return np.array([[cy - half[0], cx - half[1]], [cy + half[0], cx + half[1]]])
-
     def start(self) -> None:
         """Read the choices, add or reset the Labels layers, and start the worker."""
         from ..predict.slide import fill_region, make_engines

@@ -170,12 +170,7 @@ class SynthesizeWidget(DockWidget):
                      on_event=lambda ev: self._add_image(layer, ev, (y0, x0), stain, seed))
 
     def _visible_box(self, layer, h: int, w: int) -> tuple[int, int, int, int]:
-        v = self.viewer
-        cam = v.scene.camera if hasattr(v, "scene") else v.camera
-        size = v.canvas.size if hasattr(v, "canvas") else v._canvas_size
-        half = np.asarray(size, float) / cam.zoom / 2
-        cy, cx = cam.center[-2:]
-        corners = [[cy - half[0], cx - half[1]], [cy + half[0], cx + half[1]]]
+        corners = self._visible_world_corners()
         data = np.asarray([layer.world_to_data(c) for c in corners])[:, -2:]
         f = 16
         y0, x0 = (np.floor(data.min(0)) // f * f).astype(int)
