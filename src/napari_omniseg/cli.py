@@ -194,8 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="with --segmenter-out: a manifest whose images (rows of --split) "
                            "are used without their masks (semi-supervised)")
     tr_s.add_argument("--init", default=None, metavar="G.pt",
-                      help="with --segmenter-out: start from this generator ('synthesis': the "
-                           "bundled one)")
+                      help="go on training this generator ('synthesis': the bundled one) "
+                           "instead of a new one")
     tr_s.add_argument("--seed", type=int, default=0)
 
     syn = sub.add_parser("synthesize", help="histology from a painted mask, as a pyramidal "
@@ -501,14 +501,15 @@ def _train_synthesis(args: argparse.Namespace) -> int:
         pairs = pairs + p
     if args.segmenter_out is not None:
         return _train_three_player(args, pairs, sources, started)
-    if args.unlabelled is not None or args.init is not None:
-        raise OmnisegInputError("--unlabelled and --init belong to the three-player game: "
-                                "give --segmenter-out too")
+    if args.unlabelled is not None:
+        raise OmnisegInputError("--unlabelled belongs to the three-player game: give "
+                                "--segmenter-out too")
     with _bar("train synthesis") as bar:
         recipe = train_generator(args.out, pairs, minutes=args.minutes, max_steps=args.steps,
                                  crop=args.crop, batch=args.batch, width=args.width,
                                  levels=args.levels, perceptual=args.perceptual,
-                                 architecture=args.architecture, seed=args.seed,
+                                 architecture=args.architecture, init=args.init,
+                                 seed=args.seed,
                                  trained_on=" + ".join(sources), started=started, progress=bar)
     print(json.dumps(recipe, indent=2))
     return 0

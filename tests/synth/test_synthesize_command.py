@@ -121,7 +121,17 @@ def test_the_three_player_game_writes_a_generator_and_a_segmenter(tmp_path, caps
 
 def test_three_player_options_alone_are_refused(tmp_path, capsys):
     m = str(toy_manifest(tmp_path))
-    code = main(["train", "synthesis", "--manifest", m, "--simulated", "0", "--init",
-                 "synthesis", "-o", str(tmp_path / "g.pt")])
+    code = main(["train", "synthesis", "--manifest", m, "--simulated", "0", "--unlabelled",
+                 m, "-o", str(tmp_path / "g.pt")])
     assert code == 2 and "--segmenter-out" in capsys.readouterr().err
     assert not (tmp_path / "g.pt").exists()
+
+
+def test_train_synthesis_goes_on_from_a_generator(tmp_path, capsys, generator):
+    m = str(toy_manifest(tmp_path))
+    code = main(["train", "synthesis", "--manifest", m, "--simulated", "0", "--steps", "1",
+                 "--crop", "64", "--perceptual", "none", "--init", str(generator),
+                 "-o", str(tmp_path / "g2.pt")])
+    assert code == 0, capsys.readouterr().err
+    recipe = json.loads(capsys.readouterr().out)
+    assert recipe["init"] == str(generator) and recipe["levels"] == 3 and recipe["width"] == 8

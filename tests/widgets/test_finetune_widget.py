@@ -159,3 +159,56 @@ def test_fetal_volumes_retrain_the_fetal_model(make_napari_viewer, qtbot, tmp_pa
     w.use_button.clicked()
     assert MODELS_IN_USE.model("fetal") is w.trained[1]
     assert fetal_widget.model_source.value == "in use"
+
+
+def tiny_generator(path):
+    from napari_omniseg.checkpoints import save_checkpoint
+    from napari_omniseg.nets.pyramid_gan import PyramidGenerator
+
+    torch.manual_seed(0)
+    save_checkpoint(PyramidGenerator(levels=3, width=8), path)
+    return path
+
+
+def test_the_rows_train_a_generator_the_synthesize_widget_then_uses(make_napari_viewer, qtbot,
+                                                                    tmp_path):
+    viewer = make_napari_viewer()
+    w, image, labels = _setup(viewer, tmp_path, minutes=0.1)
+    before = labels.data.copy()
+    w.train_what.value = "generator"
+    assert w.semi.native.isHidden() and w.synthetic.native.isHidden()
+    assert not w.stain.native.isHidden()
+    w.model_file.value = tiny_generator(tmp_path / "g0.pt")
+    w.save_to.value = tmp_path / "g.pt"
+    w.run_button.clicked()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=180_000)
+    assert w.use_button.enabled, w.status.value
+    meta = read_metadata(tmp_path / "g.pt")
+    assert meta["architecture"] == "pyramid_cgan" and meta["steps"] >= 1
+    assert "napari" in meta["trained_on"] and meta["init"] == "g0.pt"
+    np.testing.assert_array_equal(labels.data, before)
+    synth = _open(viewer, "Synthesize")
+    w.use_button.clicked()
+    assert MODELS_IN_USE.model("synthesis") is w.trained[1]
+    assert synth.model_source.value == "in use"
+
+
+def test_a_segmenter_start_is_refused_when_training_a_generator(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    w, _, _ = _setup(viewer, tmp_path)
+    w.train_what.value = "generator"  # the start-from file is still the tiny segmenter
+    w.run_button.clicked()
+    assert w.worker is None and "not a histology generator" in w.status.value
+
+
+def test_synthetic_pairs_join_the_fine_tuning(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    w, _, _ = _setup(viewer, tmp_path, minutes=0.1)
+    w.synthetic.value = 1
+    assert not w.generator_file.native.isHidden()
+    w.generator_file.value = tiny_generator(tmp_path / "g.pt")
+    w.run_button.clicked()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=180_000)
+    assert w.use_button.enabled, w.status.value
+    meta = read_metadata(tmp_path / "ft.pt")
+    assert meta["synthetic_pairs"] == 1 and meta["generator"] == "g.pt"

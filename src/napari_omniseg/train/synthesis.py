@@ -276,10 +276,11 @@ def _lsgan(outputs: list[list[Any]], target: float) -> Any:
 def train_generator(out: str | Path, pairs: SynthesisPairs, *, minutes: float | None = None,
                     max_steps: int | None = None, levels: int = 4, width: int = 32,
                     crop: int = 256, batch: int = 4, perceptual: str = "segmenter",
-                    architecture: str = "pyramid", seed: int = 0, trained_on: str = "",
-                    started: float | None = None,
-                    progress: Progress | None = None, should_stop: ShouldStop | None = None
-                    ) -> dict:
+                    architecture: str = "pyramid", init: Any = None, seed: int = 0,
+                    trained_on: str = "", started: float | None = None,
+                    progress: Progress | None = None, should_stop: ShouldStop | None = None,
+                    on_validate: Callable[[dict], None] | None = None,
+                    validate_every: float = 60.0) -> dict:
     """Train a pyramid generator on ``pairs`` and save it to ``out`` (every few minutes and at
     the end, so a stop leaves a usable generator).
 
@@ -290,6 +291,12 @@ def train_generator(out: str | Path, pairs: SynthesisPairs, *, minutes: float | 
     architecture : {"pyramid", "single"}
         The pyramid generator (``levels`` levels), or the single-scale pix2pix-style U-Net
         baseline (one level, one set of discriminators; ``width`` is its first layer's).
+    init : str or PyramidGenerator, optional
+        A generator (a checkpoint, "synthesis" for the bundled one, or a loaded generator,
+        which is copied) to go on training; its
+        architecture and size replace ``architecture``, ``levels`` and ``width``.
+    on_validate, validate_every
+        The engine's history entries (losses), every ``validate_every`` seconds.
     trained_on : str
         What the pairs were, for the checkpoint's metadata (e.g. "simulator + ki-dev train").
 
@@ -308,7 +315,16 @@ def train_generator(out: str | Path, pairs: SynthesisPairs, *, minutes: float | 
     torch.manual_seed(seed)
     from ..errors import OmnisegInputError
 
-    if architecture == "single":
+    if init is not None and hasattr(init, "parameters"):  # a generator in memory: a copy
+        import copy
+
+        g = copy.deepcopy(init).float().cpu().train()
+        init = getattr(init, "omniseg_source", "a generator in use")
+    elif init:
+        from ..checkpoints import load_generator
+
+        g = load_generator(init, device="cpu").float().train()
+    elif architecture == "single":
         from ..nets.pix2pix import UNetGenerator
 
         g, levels = UNetGenerator(width=width), 1
@@ -316,6 +332,9 @@ def train_generator(out: str | Path, pairs: SynthesisPairs, *, minutes: float | 
         g = PyramidGenerator(levels=levels, width=width)
     else:
         raise ValueError(f"architecture must be 'pyramid' or 'single', not {architecture!r}")
+    if init:  # the generator it goes on from decides its shape
+        levels, width = g.levels, getattr(g, "width", width)
+        architecture = "single" if levels == 1 else "pyramid"
     f = g.factor
     if crop % f or crop < 16 * 2 ** (levels - 1):
         raise OmnisegInputError(f"this generator trains on crops that are a multiple of {f} "
@@ -334,12 +353,13 @@ def train_generator(out: str | Path, pairs: SynthesisPairs, *, minutes: float | 
     recipe = {"task": "synthesis", "generator": architecture, "levels": levels,
               "width": width, "crop": crop,
               "batch": batch, "perceptual": perceptual, "pairs": len(pairs),
-              "trained_on": trained_on, "seed": seed,
+              "trained_on": trained_on, "seed": seed, "init": init or "",
               "losses": {"alpha_rec": ALPHA_REC, "beta_fm": BETA_FM,
                          "gamma_perceptual": GAMMA_PERCEPTUAL if features else 0.0}}
     result = run_training(step, minutes=minutes, max_steps=max_steps, started=started,
                           checkpoint=lambda n: save_checkpoint(g, out, **recipe, steps=n),
-                          progress=progress, should_stop=should_stop)
+                          progress=progress, should_stop=should_stop,
+                          on_validate=on_validate, validate_every=validate_every)
     recipe.update(steps=result.steps, stopped=result.stopped,
                   seconds=round(time.perf_counter() - started, 1),
                   final_losses={k: v for k, v in (result.history[-1].items()

@@ -24,6 +24,7 @@ from magicgui.widgets import (
     FileEdit,
     FloatSpinBox,
     PushButton,
+    SpinBox,
 )
 
 from .. import vocab
@@ -45,8 +46,11 @@ from .plots import LossPlot
 PAINTED_ONLY = "painted pixels only"
 WHOLE_LAYER = "whole layer (unpainted = background)"
 USES = ("train", "validation")
-#: Where a fine-tuned model of each task is saved unless the user chooses.
-DEFAULT_SAVE = {t.name: Path.home() / t.finetuned_file for t in TASKS.values()}
+#: Where a fine-tuned model of each task (and a trained generator) is saved unless the user
+#: chooses.
+DEFAULT_SAVE = {**{t.name: Path.home() / t.finetuned_file for t in TASKS.values()},
+                "synthesis": Path.home() / "omniseg_generator.pt"}
+SEGMENTER, GENERATOR = "segmenter", "generator"
 
 
 class AnnotationRow(Container):
@@ -95,6 +99,13 @@ class FinetuneWidget(DockWidget):
         super().__init__(napari_viewer)
         self.kind = ComboBox(label="data", value="renal", choices=[
             (t.data_label, t.name) for t in TASKS.values()])
+        self.train_what = ComboBox(label="train", value=SEGMENTER, choices=[
+            ("segmenter (fine-tune)", SEGMENTER), ("histology generator", GENERATOR)],
+            tooltip="fine-tune the segmenter on the rows, or train the Synthesize widget's "
+                    "generator on them (each row's tissue is known where it is painted)")
+        self.stain = ComboBox(label="stain", value="pas", choices=[
+            (name, code) for code, name in vocab.STAINS.items()],
+            tooltip="the stain of the rows' images (the generator's condition)")
         self.rows = Container(labels=False, label="annotations")
         self.add_row_button = PushButton(text="Add annotation row")
         self.magnification = ComboBox(label="magnification", value="from image", choices=[
@@ -106,17 +117,27 @@ class FinetuneWidget(DockWidget):
         self.minutes = FloatSpinBox(label="minutes", value=5.0, min=0.1, max=240, step=1.0)
         self.semi = CheckBox(label="semi-supervised", value=False,
                              tooltip="pseudo-labels for the other tissues + two-view consistency")
+        self.synthetic = SpinBox(label="synthetic pairs", value=0, min=0, max=200,
+                                 tooltip="per tissue: simulated layouts made into images by "
+                                         "the generator; they join after half the time at "
+                                         "loss weight 0.03 (0: none)")
+        self.generator_file = FileEdit(label="generator", filter="*.pt", visible=False,
+                                       tooltip="the generator of the synthetic pairs (empty: "
+                                               "the bundled one)")
         self.save_to = FileEdit(label="save to", mode="w", filter="*.pt",
                                 value=str(DEFAULT_SAVE["renal"]))
         self.plot = LossPlot()
         self.use_button = PushButton(text="Use this model", enabled=False)
         *run, status = self._run_controls("Train")
-        self.extend([self.kind, self.rows, self.add_row_button, self.magnification, self.start_from,
-                     self.model_file, self.minutes, self.semi, self.save_to, *run,
-                     self.use_button, status])
+        self.extend([self.kind, self.train_what, self.rows, self.add_row_button,
+                     self.magnification, self.stain, self.start_from, self.model_file,
+                     self.minutes, self.semi, self.synthetic, self.generator_file,
+                     self.save_to, *run, self.use_button, status])
         self.native.layout().insertWidget(self.native.layout().count() - 2, self.plot.native)
         self.add_row_button.changed.connect(lambda: self.add_row())
         self.kind.changed.connect(self._on_kind)
+        self.train_what.changed.connect(self._on_kind)
+        self.synthetic.changed.connect(self._on_kind)
         self.start_from.changed.connect(
             lambda v: setattr(self.model_file, "visible", v == "file"))
         self.use_button.changed.connect(self.use_trained)
@@ -131,11 +152,19 @@ class FinetuneWidget(DockWidget):
         """The task of the rows (kidney slides or fetal MRI volumes)."""
         return TASKS[self.kind.value]
 
+    @property
+    def trains_generator(self) -> bool:
+        """Whether the rows train the histology generator (kidney slides only)."""
+        return self.task.image == "rgb" and self.train_what.value == GENERATOR
+
     def _on_kind(self, _=None) -> None:
-        self.magnification.visible = self.task.image == "rgb"
-        self.semi.visible = self.task.semi_supervision
+        rgb, generator = self.task.image == "rgb", self.trains_generator
+        self.magnification.visible = self.train_what.visible = self.stain.visible = rgb
+        self.semi.visible = self.task.semi_supervision and not generator
+        self.synthetic.visible = rgb and not generator
+        self.generator_file.visible = rgb and not generator and self.synthetic.value > 0
         if Path(str(self.save_to.value)) in DEFAULT_SAVE.values():  # not chosen by the user
-            self.save_to.value = str(DEFAULT_SAVE[self.task.name])
+            self.save_to.value = str(DEFAULT_SAVE["synthesis" if generator else self.task.name])
         self._refresh()
         for row in self.rows:
             row._guess_tissue()
@@ -229,10 +258,27 @@ class FinetuneWidget(DockWidget):
             name=f"{labels.name} on {image.name}"))
 
     def _base_model(self) -> tuple[Any, str]:
+        """The model to start from: the task's segmenter, or a generator."""
+        name = "synthesis" if self.trains_generator else self.task.name
         source = self.start_from.value
-        if source == "in use" and MODELS_IN_USE.model(self.task.name) is None:
+        if source == "in use" and MODELS_IN_USE.model(name) is None:
             source = "bundled"  # "fine-tuned, else bundled"
-        return MODELS_IN_USE.chosen(self.task.name, source, self.model_file.value)
+        model, label = MODELS_IN_USE.chosen(name, source, self.model_file.value)
+        if self.trains_generator:
+            from ..checkpoints import check_generator
+
+            check_generator(model, label)
+        return model, label
+
+    def _synthetic_generator(self) -> tuple[Any, str] | None:
+        """The generator of the synthetic pairs, if any are asked for."""
+        if self.task.image != "rgb" or self.trains_generator or not self.synthetic.value:
+            return None
+        from ..checkpoints import load_generator
+
+        path = str(self.generator_file.value or "")
+        chosen = path if path not in ("", ".") else "synthesis"
+        return load_generator(chosen, device="cpu"), Path(chosen).name
 
     # -- training ------------------------------------------------------------------------------
 
@@ -243,6 +289,7 @@ class FinetuneWidget(DockWidget):
         try:
             train, val = self.annotations()
             base, base_name = self._base_model()
+            generator = self._synthetic_generator()
             out = Path(str(self.save_to.value))
             if not out.parent.is_dir():
                 raise OmnisegInputError(f"cannot save to {out}: {out.parent} does not exist")
@@ -250,21 +297,55 @@ class FinetuneWidget(DockWidget):
             self._report(str(e))
             return
         minutes, semi, task = float(self.minutes.value), bool(self.semi.value), self.task
+        stain, n_synthetic = self.stain.value, int(self.synthetic.value)
+        every = max(10.0, minutes * 60 / 12)
+        if self.trains_generator:
+            job = self._generator_job(train, base, out, minutes, stain, every)
+        else:
+            def job(progress, should_stop, emit):
+                extra: dict = {}
+                if generator is not None:
+                    from ..train.synthesis import synthetic_annotations
 
-        def job(progress, should_stop, emit):
-            result = task.finetune(base, train, val or None, minutes=minutes,
-                                   semi_supervised=semi,
-                                   validate_every=max(10.0, minutes * 60 / 12),
-                                   progress=progress, should_stop=should_stop,
-                                   on_validate=emit)
-            task.save(result, out, base_name, train, val, semi_supervised=semi)
-            return result, out, task.name
+                    made = synthetic_annotations(
+                        generator[0], n_synthetic, sorted({a.tissue for a in train}), [stain],
+                        progress=progress, should_stop=should_stop)
+                    extra = {"synthetic": made}
+                result = task.finetune(base, train, val or None, minutes=minutes,
+                                       semi_supervised=semi, validate_every=every,
+                                       progress=progress, should_stop=should_stop,
+                                       on_validate=emit, **extra)
+                meta = ({"synthetic_pairs": len(extra["synthetic"]),
+                         "generator": generator[1]} if extra else {})
+                task.save(result, out, base_name, train, val, semi_supervised=semi, **meta)
+                return result, out, task.name
 
         self.plot.clear()
         self.use_button.enabled = False
         self._launch(job, status=f"training on {len(train)} annotation(s)...",
                      failure="training failed", on_event=self.plot.add,
                      on_returned=self._on_done)
+
+    @staticmethod
+    def _generator_job(train: list, base: Any, out: Path, minutes: float, stain: str,
+                       every: float):
+        """The worker's job when the rows train the histology generator (validation rows are
+        not used: a generator has no Dice to keep the best by)."""
+        def job(progress, should_stop, emit):
+            from ..checkpoints import load_generator
+            from ..train.engine import TrainResult
+            from ..train.synthesis import pairs_from_annotations, train_generator
+
+            pairs = pairs_from_annotations(train, 256, "layers painted in napari", stain)
+            recipe = train_generator(out, pairs, minutes=minutes, crop=128, init=base,
+                                     trained_on=f"{len(train)} annotations painted in napari",
+                                     progress=progress, should_stop=should_stop,
+                                     on_validate=emit, validate_every=every)
+            result = TrainResult(steps=recipe["steps"], stopped=recipe["stopped"])
+            result.model = load_generator(out, device="cpu")
+            return result, out, "synthesis"
+
+        return job
 
     def _on_done(self, value) -> None:
         result, out, task = value

@@ -41,8 +41,9 @@ class ModelsInUse:
         if source == "in use":
             if self.model(task) is None:
                 raise OmnisegInputError(
-                    "no generator of yours in use yet: train one with `omniseg train "
-                    "synthesis` and choose it as a file" if task == "synthesis" else
+                    "no generator of yours in use yet: train one in the Fine-tune widget "
+                    "(train: histology generator) and click 'Use this model'"
+                    if task == "synthesis" else
                     "no fine-tuned model yet: train one in the Fine-tune widget and click "
                     "'Use this model'")
             return self.model(task), self.name(task)
