@@ -14,8 +14,9 @@ realism: for every ``val`` row of the manifest (ki-dev), each generator synthesi
     real ``train`` images against real ``val`` ones; simulator patches (its own layouts) as a
     row of their own. Fidelity: Dice between each mask and what the bundled segmenter finds
     in the synthetic image, per tissue.
-speed: a 4096 x 4096 painted mask at 40x to an image (seconds, peak RSS, fresh process), and
-    the time from Synthesize to a filled 512 x 512 view.
+speed: a 4096 x 4096 painted mask at 40x to an image (seconds, peak RSS, fresh process):
+    the function in float32 and bfloat16 (with the time from Synthesize to a filled
+    512 x 512 view), then ``omniseg synthesize`` as a user runs it.
 """
 
 from __future__ import annotations
@@ -191,33 +192,77 @@ def _fidelity(seg, pairs, images) -> dict:
 _SPEED_CHILD = r"""
 import json, resource, sys, time
 import numpy as np
-path, side = sys.argv[1], int(sys.argv[2])
+path, side, bf16 = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "bf16"
 from napari_omniseg.checkpoints import load_model
 from napari_omniseg.predict.synthesize import synthesize
+sys.path.insert(0, sys.argv[4])
+from synthesis_eval import painted_mask
 g = load_model(path, device="cpu")
-rng = np.random.default_rng(0)
-lab = np.zeros((side, side), np.uint8)
-yy, xx = np.ogrid[:side, :side]
-for v, n, r in ((2, 60, 90), (1, 40, 70), (3, 6, 220), (6, 400, 12)):
-    for _ in range(n * side * side // 4096 ** 2):
-        cy, cx = rng.integers(0, side, 2)
-        lab[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = v
+lab = painted_mask(side)
 t = time.perf_counter()
-img = synthesize(g, lab, "pas", 40, seed=0).compute(num_workers=2)
+img = synthesize(g, lab, "pas", 40, seed=0, bf16=bf16).compute(num_workers=2)
 full = time.perf_counter() - t
 t = time.perf_counter()
-view = synthesize(g, lab[:512, :512], "pas", 40, seed=0).compute()
+view = synthesize(g, lab[:512, :512], "pas", 40, seed=0, bf16=bf16).compute()
 first = time.perf_counter() - t
-print(json.dumps({"side": side, "seconds": full, "view_seconds": first,
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({"path": "synthesize(...).compute(num_workers=2)",
+                  "precision": "bfloat16" if bf16 else "float32", "side": side,
+                  "seconds": round(full, 1), "view_seconds": round(first, 2),
+                  "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
 """
 
 
+_TIMED_COMMAND = r"""
+import json, resource, subprocess, sys, time
+t = time.perf_counter()
+subprocess.run(json.loads(sys.argv[1]), check=True, capture_output=True)
+print(json.dumps([time.perf_counter() - t,
+                  resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024]))
+"""
+
+
+def painted_mask(side: int) -> np.ndarray:
+    """A painted 40x mask of ``side`` pixels: tubules, glomeruli and capillaries as discs."""
+    rng = np.random.default_rng(0)
+    lab = np.zeros((side, side), np.uint8)
+    yy, xx = np.ogrid[:side, :side]
+    for v, n, r in ((2, 60, 90), (1, 40, 70), (3, 6, 220), (6, 400, 12)):
+        for _ in range(n * side * side // 4096 ** 2):
+            cy, cx = rng.integers(0, side, 2)
+            lab[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = v
+    return lab
+
+
 def speed(generator: str, side: int) -> None:
-    out = subprocess.run([sys.executable, "-c", _SPEED_CHILD, generator, str(side)],
-                         capture_output=True, text=True, check=True)
-    print(f"CPU: {_cpu()}; {time.strftime('%Y-%m-%d')}")
-    print(out.stdout.strip().splitlines()[-1])
+    """The function in both precisions and the command, each in a fresh process."""
+    import json
+    import shutil
+    import tempfile
+
+    import tifffile
+
+    here = str(Path(__file__).parent)
+    print(f"CPU: {_cpu()}; {time.strftime('%Y-%m-%d')}; a {side} x {side} mask at 40x")
+    for precision in ("fp32", "bf16"):
+        out = subprocess.run([sys.executable, "-c", _SPEED_CHILD, generator, str(side),
+                              precision, here], capture_output=True, text=True, check=True)
+        print(out.stdout.strip().splitlines()[-1])
+    work = Path(tempfile.mkdtemp(prefix="synth-speed-"))
+    try:
+        mask = work / "painted.tif"
+        tifffile.imwrite(mask, painted_mask(side), resolution=(1e4 / 0.25, 1e4 / 0.25),
+                         resolutionunit="CENTIMETER")
+        cmd = [shutil.which("omniseg"), "synthesize", str(mask), "--stain", "pas",
+               "--generator", generator, "-o", str(work / "out.ome.tif")]
+        # a fresh parent, so that its children's peak memory is the command's alone
+        out = subprocess.run([sys.executable, "-c", _TIMED_COMMAND, json.dumps(cmd)],
+                             capture_output=True, text=True, check=True)
+        seconds, peak = json.loads(out.stdout.strip().splitlines()[-1])
+        print(json.dumps({"path": "omniseg synthesize", "precision": "bfloat16",
+                          "side": side, "seconds": round(seconds, 1),
+                          "peak_mb": round(peak)}))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> None:
