@@ -3,10 +3,16 @@
 Usage::
 
     python benchmarks/synthesis_usefulness.py MANIFEST GENERATOR.pt [--minutes 4] [--synthetic 10]
+        [--seeds 0 1 2] [--three-player]
 
 Fine-tunes the bundled renal model on (a) every ``train`` row of the manifest (ki-dev), (b) the
 same plus synthetic pairs, (c) 20% of the train rows (at least one per tissue), (d) that 20%
 plus synthetic pairs; the same time budget each, with ``omniseg finetune`` as a user runs it.
+With ``--three-player``, also the paper's game with ``omniseg train synthesis
+--segmenter-out`` (the generator starting from GENERATOR.pt, the segmenter from the bundled
+one), same budget: (e) on every train row, (f) on the 20% with the other 80% as unlabelled
+images (semi-supervised). Every arm runs once per seed (the fine-tuning's and the synthetic
+pairs' seed; the 20% subset stays the same).
 The ``val`` rows are never trained on nor used to pick weights: each result is scored on them
 afterwards with ``omniseg evaluate --split val``. Synthetic pairs: ``--synthetic`` per trained
 tissue, made by the generator from simulated layouts (their making is timed apart).
@@ -54,45 +60,77 @@ def fifth(rows: list[dict], seed: int = 0) -> list[dict]:
     return keep
 
 
+def _score(exe: str, manifest: Path, model: Path) -> dict:
+    ev = subprocess.run([exe, "evaluate", "--manifest", str(manifest), "--model", str(model),
+                         "--split", "val"], check=True, capture_output=True, text=True)
+    return json.loads(ev.stdout)
+
+
+TISSUES = ("dt", "pt", "cap", "tuft", "ves", "ptc")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("manifest", type=Path)
     p.add_argument("generator")
     p.add_argument("--minutes", type=float, default=4.0)
     p.add_argument("--synthetic", type=int, default=10)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--three-player", action="store_true")
     a = p.parse_args()
     exe = shutil.which("omniseg")
     rows = _rows(a.manifest)
     train = [r for r in rows if r.get("split") == "train"]
+    few = fifth(train)
+    rest = [r for r in train if r not in few]
     work = Path(tempfile.mkdtemp(prefix="usefulness-"))
     base = a.manifest.resolve().parent
     sets = {"train": _write(train, work, "train.csv", base),
-            "20% of train": _write(fifth(train), work, "fifth.csv", base)}
-    n_rows = {"train": len(train), "20% of train": len(fifth(train))}
+            "20% of train": _write(few, work, "fifth.csv", base)}
+    unlabelled = _write(rest, work, "rest.csv", base)
+    arms = [(name, manifest, synth, "finetune") for name, manifest in sets.items()
+            for synth in (0, a.synthetic)]
+    if a.three_player:
+        arms += [("train", sets["train"], 0, "three-player"),
+                 ("20% of train", sets["20% of train"], 0, "three-player + unlabelled")]
+    n_rows = {"train": len(train), "20% of train": len(few)}
     print(f"{time.strftime('%Y-%m-%d')}; budget {a.minutes} min each; synthetic "
-          f"{a.synthetic} per tissue")
-    print("| training data | rows | synthetic pairs | val Dice (mean) | " +
-          " | ".join(["DT", "PT", "CAP", "TUFT", "VES", "PTC"]) + " | seconds |")
-    print("|---|---|---|---|" + "---|" * 7)
-    for name, manifest in sets.items():
-        for synth in (0, a.synthetic):
-            out = work / f"{manifest.stem}_{synth}.pt"
-            cmd = [exe, "finetune", "--manifest", str(manifest), "--minutes", str(a.minutes),
-                   "-o", str(out)]
-            if synth:
-                cmd += ["--synthetic", str(synth), "--generator", a.generator]
+          f"{a.synthetic} per tissue; seeds {a.seeds}")
+    print("| training data | how | rows | synthetic pairs | seed | val Dice (mean) | " +
+          " | ".join(t.upper() for t in TISSUES) + " | seconds |")
+    print("|---|---|---|---|---|---|" + "---|" * 7)
+    means: dict[tuple, list[float]] = {}
+    for seed in a.seeds:
+        for name, manifest, synth, how in arms:
+            out = work / f"{manifest.stem}_{synth}_{how[:5]}_{seed}.pt"
+            if how == "finetune":
+                cmd = [exe, "finetune", "--manifest", str(manifest), "--minutes",
+                       str(a.minutes), "--seed", str(seed), "-o", str(out)]
+                if synth:
+                    cmd += ["--synthetic", str(synth), "--generator", a.generator]
+            else:
+                cmd = [exe, "train", "synthesis", "--manifest", str(manifest), "--simulated",
+                       "0", "--init", a.generator, "--minutes", str(a.minutes), "--seed",
+                       str(seed), "--segmenter-out", str(out), "-o", str(work / "g.pt")]
+                if "unlabelled" in how:
+                    cmd += ["--unlabelled", str(unlabelled)]
             t = time.perf_counter()
             subprocess.run(cmd, check=True, capture_output=True, text=True)
             seconds = time.perf_counter() - t
-            ev = subprocess.run([exe, "evaluate", "--manifest", str(a.manifest), "--model",
-                                 str(out), "--split", "val"], check=True, capture_output=True,
-                                text=True)
-            scores = json.loads(ev.stdout)
+            scores = _score(exe, a.manifest, out)
             cells = [f"{scores['tissues'][c]['dice']:.3f}" if c in scores["tissues"] else "-"
-                     for c in ("dt", "pt", "cap", "tuft", "ves", "ptc")]
-            print(f"| {name} | {n_rows[name]} | {synth * 6 if synth else 0} | "
+                     for c in TISSUES]
+            key = (name, how, synth)
+            means.setdefault(key, []).append(scores["mean_dice"])
+            print(f"| {name} | {how} | {n_rows[name]} | {synth * 6 if synth else 0} | {seed} | "
                   f"{scores['mean_dice']:.3f} | " + " | ".join(cells) + f" | {seconds:.0f} |",
                   flush=True)
+    print("\n| training data | how | synthetic pairs | val Dice, mean over seeds | sd | runs |")
+    print("|---|---|---|---|---|---|")
+    for (name, how, synth), values in means.items():
+        print(f"| {name} | {how} | {synth * 6 if synth else 0} | {np.mean(values):.3f} | "
+              f"{np.std(values, ddof=1) if len(values) > 1 else float('nan'):.3f} | "
+              f"{len(values)} |")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -5,7 +5,7 @@ import pytest
 from napari_omniseg.checkpoints import BUNDLED, _resolve, load_model, read_metadata
 from napari_omniseg.train.fetal import TRAIN_SEED0, evaluate_fetal
 
-SEEDS = [1, 2, 3, 4, 5, 6]  # held out: training uses seeds from TRAIN_SEED0 on
+SEEDS = [1, 2, 3]  # held out: training uses seeds from TRAIN_SEED0 on (4-6 score alike)
 
 
 @pytest.fixture(scope="module")

@@ -234,7 +234,7 @@ def test_finetune_with_synthetic_pairs_records_them(tmp_path, capsys):
         tmp_path / "g.pt")
     out = tmp_path / "ft.pt"
     assert main(["finetune", "--manifest", str(manifest), "--base", str(base), "--minutes",
-                 "0.2", "--synthetic", "2", "--generator", str(gen), "-o", str(out)]) == 0
+                 "0.1", "--synthetic", "2", "--generator", str(gen), "-o", str(out)]) == 0
     meta = read_metadata(out)
     assert meta["synthetic_pairs"] == 2 and meta["generator"] == str(gen)
     capsys.readouterr()

@@ -388,10 +388,14 @@ def synthetic_annotations(generator: Any, n: int, tissues: list[str], stains: li
     rng = np.random.default_rng([seed, 0x5EED])
     out = []
     total = n * len(tissues)
+    # a layout just large enough for a window at the coarsest magnification asked for
+    levels = 1 + max(LEVEL_MAGNIFICATIONS.index(vocab.tissue(c).optimal_magnification)
+                     for c in tissues)
+    side = size << (levels - 1)
     for k in range(n):
         stain = stains[k % len(stains)]
-        sim = simulate_renal(8 * size, 8 * size, stain=stain, seed=int(rng.integers(1 << 30)),
-                             levels=4)
+        sim = simulate_renal(side, side, stain=stain, seed=int(rng.integers(1 << 30)),
+                             levels=levels)
         for code in tissues:
             check_stop(should_stop)
             t = vocab.tissue(code)
