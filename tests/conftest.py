@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # two test workers share two cores: one thread each (set before numpy or torch load,
+    # and inherited by the commands the tests run) instead of two each fighting for them
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[_var] = "1"
+
 import zlib
 from pathlib import Path
 

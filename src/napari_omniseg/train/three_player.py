@@ -15,7 +15,8 @@ level's discriminators judge (image, condition) pairs:
 Each step updates the discriminators, then the generator (its losses as in
 :class:`~napari_omniseg.train.synthesis.SynthesisStep`), then the segmenter: Dice + BCE on the
 labelled pairs (weight 1), the adversarial loss of its answers (weight :data:`ADV_WEIGHT`), and
-once the warm-up is over Dice + BCE on the generated pairs at the paper's weight 0.03.
+once the warm-up is over Dice + BCE on the generated pairs at the paper's weight 0.03; AdamW at
+the paper's segmenter rate 5e-4.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class ThreePlayerStep(SynthesisStep):
 
     def __init__(self, generator: Any, discriminators: Any, segmenter: Any,
                  sample: Callable[[], tuple], *, synthetic_joined: Callable[[], bool],
-                 unlabelled: Callable[[], tuple] | None = None, lr_s: float = 1e-4,
+                 unlabelled: Callable[[], tuple] | None = None, lr_s: float = 5e-4,
                  perceptual: Any = None, seed: int = 0) -> None:
         import torch
 
