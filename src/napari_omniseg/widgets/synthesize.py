@@ -163,6 +163,7 @@ class SynthesizeWidget(DockWidget):
                     out[ys, xs] = block.compute(scheduler="synchronous")
                     done += 1
                     progress(done, total, f"variation {k + 1} of {n}")
+                check_stop(should_stop)  # Stop pressed during the last block: no layer either
                 emit((k, out))
 
         # each variation becomes a layer when it is complete: a stop leaves no partial image
