@@ -77,6 +77,9 @@ def main() -> None:
     p.add_argument("--synthetic", type=int, default=10)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--three-player", action="store_true")
+    p.add_argument("--only-three-player", action="store_true",
+                   help="run the three-player arms alone")
+    p.add_argument("--segmenter-adversarial", type=float, default=1.0)
     a = p.parse_args()
     exe = shutil.which("omniseg")
     rows = _rows(a.manifest)
@@ -88,9 +91,10 @@ def main() -> None:
     sets = {"train": _write(train, work, "train.csv", base),
             "20% of train": _write(few, work, "fifth.csv", base)}
     unlabelled = _write(rest, work, "rest.csv", base)
-    arms = [(name, manifest, synth, "finetune") for name, manifest in sets.items()
-            for synth in (0, a.synthetic)]
-    if a.three_player:
+    arms = [] if a.only_three_player else [
+        (name, manifest, synth, "finetune") for name, manifest in sets.items()
+        for synth in (0, a.synthetic)]
+    if a.three_player or a.only_three_player:
         arms += [("train", sets["train"], 0, "three-player"),
                  ("20% of train", sets["20% of train"], 0, "three-player + unlabelled")]
     n_rows = {"train": len(train), "20% of train": len(few)}
@@ -111,7 +115,8 @@ def main() -> None:
             else:
                 cmd = [exe, "train", "synthesis", "--manifest", str(manifest), "--simulated",
                        "0", "--init", a.generator, "--minutes", str(a.minutes), "--seed",
-                       str(seed), "--segmenter-out", str(out), "-o", str(work / "g.pt")]
+                       str(seed), "--segmenter-out", str(out), "-o", str(work / "g.pt"),
+                       "--segmenter-adversarial", str(a.segmenter_adversarial)]
                 if "unlabelled" in how:
                     cmd += ["--unlabelled", str(unlabelled)]
             t = time.perf_counter()

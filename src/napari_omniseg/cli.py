@@ -193,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr_s.add_argument("--unlabelled", type=Path, default=None, metavar="CSV",
                       help="with --segmenter-out: a manifest whose images (rows of --split) "
                            "are used without their masks (semi-supervised)")
+    tr_s.add_argument("--segmenter-adversarial", type=float, default=1.0, metavar="W",
+                      help="with --segmenter-out: weight of the segmenter's adversarial loss "
+                           "(the paper's: 1)")
     tr_s.add_argument("--init", default=None, metavar="G.pt",
                       help="go on training this generator ('synthesis': the bundled one) "
                            "instead of a new one")
@@ -531,6 +534,7 @@ def _train_three_player(args: argparse.Namespace, pairs, sources: list[str],
     with _bar("three-player game") as bar:
         recipe = train_three_player(args.out, args.segmenter_out, pairs,
                                     unlabelled=unlabelled, generator_init=args.init,
+                                    adv_weight=args.segmenter_adversarial,
                                     minutes=args.minutes, max_steps=args.steps,
                                     levels=args.levels, crop=args.crop, batch=args.batch,
                                     perceptual=args.perceptual, seed=args.seed,

@@ -111,10 +111,12 @@ def test_the_three_player_game_writes_a_generator_and_a_segmenter(tmp_path, caps
     m = str(toy_manifest(tmp_path))
     code = main(["train", "synthesis", "--manifest", m, "--simulated", "0", "--steps", "1",
                  "--crop", "64", "--levels", "3", "--perceptual", "none", "--unlabelled", m,
-                 "--segmenter-out", str(tmp_path / "s.pt"), "-o", str(tmp_path / "g.pt")])
+                 "--segmenter-adversarial", "0.1", "--segmenter-out", str(tmp_path / "s.pt"),
+                 "-o", str(tmp_path / "g.pt")])
     assert code == 0, capsys.readouterr().err
     recipe = json.loads(capsys.readouterr().out)
     assert recipe["game"] == "three-player" and recipe["unlabelled_images"] == 2
+    assert recipe["weights"]["segmenter_adversarial"] == 0.1
     assert read_metadata(tmp_path / "s.pt")["architecture"] == "omniseg_plus"
     assert read_metadata(tmp_path / "g.pt")["architecture"] == "pyramid_cgan"
 

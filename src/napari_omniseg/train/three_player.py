@@ -77,12 +77,13 @@ class ThreePlayerStep(SynthesisStep):
     def __init__(self, generator: Any, discriminators: Any, segmenter: Any,
                  sample: Callable[[], tuple], *, synthetic_joined: Callable[[], bool],
                  unlabelled: Callable[[], tuple] | None = None, lr_s: float = 5e-4,
-                 perceptual: Any = None, seed: int = 0) -> None:
+                 adv_weight: float = ADV_WEIGHT, perceptual: Any = None, seed: int = 0
+                 ) -> None:
         import torch
 
         super().__init__(generator, discriminators, sample, perceptual=perceptual, seed=seed)
         self.segmenter, self.unlabelled = segmenter, unlabelled
-        self.synthetic_joined = synthetic_joined
+        self.synthetic_joined, self.adv_weight = synthetic_joined, adv_weight
         self.networks["segmenter"] = segmenter
         self.optimizers.append(torch.optim.AdamW(segmenter.parameters(), lr=lr_s,
                                                  weight_decay=1e-4))
@@ -159,7 +160,7 @@ class ThreePlayerStep(SynthesisStep):
         synthetic = torch.zeros(())
         if self.synthetic_joined():
             synthetic = dice_bce_loss(self._segment(fakes, tissues, scales), target, valid)
-        loss = ce + ADV_WEIGHT * adv + SYNTHETIC_WEIGHT * synthetic
+        loss = ce + self.adv_weight * adv + SYNTHETIC_WEIGHT * synthetic
         opt = self.optimizers[2]
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -172,7 +173,8 @@ def train_three_player(generator_out: str | Path, segmenter_out: str | Path,
                        pairs: SynthesisPairs, *, unlabelled: SynthesisPairs | None = None,
                        generator_init: str | None = None, segmenter_init: str = "renal",
                        minutes: float = 10.0, max_steps: int | None = None,
-                       warmup: float = 0.5, levels: int = 4, crop: int = 128,
+                       warmup: float = 0.5, adv_weight: float = ADV_WEIGHT,
+                       levels: int = 4, crop: int = 128,
                        batch: int = 4, perceptual: str = "segmenter", seed: int = 0,
                        trained_on: str = "", started: float | None = None,
                        progress: Progress | None = None, should_stop: ShouldStop | None = None
@@ -194,6 +196,8 @@ def train_three_player(generator_out: str | Path, segmenter_out: str | Path,
     warmup : float
         Share of the time budget before generated pairs join the segmenter's training (the
         paper's: half).
+    adv_weight : float
+        Weight of the segmenter's adversarial loss (the paper's: 1).
     levels : int
         Levels of a new generator (``generator_init`` brings its own).
 
@@ -224,13 +228,14 @@ def train_three_player(generator_out: str | Path, segmenter_out: str | Path,
     join_at = started + warmup * minutes * 60
     step = ThreePlayerStep(g, d, s, PairSampler(pairs, batch, crop, seed),
                            synthetic_joined=lambda: time.perf_counter() >= join_at,
-                           unlabelled=sampler, perceptual=features, seed=seed)
+                           unlabelled=sampler, adv_weight=adv_weight, perceptual=features,
+                           seed=seed)
     recipe = {"task": "synthesis", "game": "three-player", "crop": crop, "batch": batch,
               "perceptual": perceptual, "pairs": len(pairs),
               "unlabelled_images": len(unlabelled) if sampler else 0,
               "trained_on": trained_on, "seed": seed, "generator_init": generator_init or "",
               "segmenter_init": segmenter_init, "warmup": warmup,
-              "weights": {"synthetic": SYNTHETIC_WEIGHT, "segmenter_adversarial": ADV_WEIGHT,
+              "weights": {"synthetic": SYNTHETIC_WEIGHT, "segmenter_adversarial": adv_weight,
                           "unlabelled_positive": UNLABELLED_POSITIVE}}
 
     def save(n: int) -> None:
