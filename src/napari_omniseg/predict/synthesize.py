@@ -108,7 +108,7 @@ def synthesize(generator: Any, labels: Any, stain: str, magnification: float, se
     chunk : int
         Chunk side (a multiple of 16); memory is about one chunk and its halo per worker.
     bf16 : bool, optional
-        bfloat16 autocast (default: on for a CPU generator: 1.3-1.5x faster, images within a
+        bfloat16 autocast (default: on for a CPU generator: 1.2-1.5x faster, images within a
         mean 0.4 grey levels of float32's; float32 chunks agree with a single pass bit for bit,
         bfloat16 ones within a few grey levels; docs/synthesis.md).
 
