@@ -308,12 +308,47 @@ def train_generator(out: str | Path, pairs: SynthesisPairs, *, minutes: float | 
     import torch
 
     from ..checkpoints import save_checkpoint
-    from ..nets.pyramid_gan import PyramidDiscriminators, PyramidGenerator
+    from ..nets.pyramid_gan import PyramidDiscriminators
     from .engine import run_training
 
     started = time.perf_counter() if started is None else started
     torch.manual_seed(seed)
+    g, init = generator_to_train(init, architecture, levels, width, crop)
+    levels, width = g.levels, getattr(g, "width", width)
+    architecture = "single" if levels == 1 else "pyramid"
+    d = PyramidDiscriminators(levels, crop)
+    features = perceptual_features(perceptual)
+    step = SynthesisStep(g, d, PairSampler(pairs, batch, crop, seed), perceptual=features,
+                         seed=seed)
+    recipe = {"task": "synthesis", "generator": architecture, "levels": levels,
+              "width": width, "crop": crop,
+              "batch": batch, "perceptual": perceptual, "pairs": len(pairs),
+              "trained_on": trained_on, "seed": seed, "init": init,
+              "losses": {"alpha_rec": ALPHA_REC, "beta_fm": BETA_FM,
+                         "gamma_perceptual": GAMMA_PERCEPTUAL if features else 0.0}}
+    result = run_training(step, minutes=minutes, max_steps=max_steps, started=started,
+                          checkpoint=lambda n: save_checkpoint(g, out, **recipe, steps=n),
+                          progress=progress, should_stop=should_stop,
+                          on_validate=on_validate, validate_every=validate_every)
+    recipe.update(steps=result.steps, stopped=result.stopped,
+                  seconds=round(time.perf_counter() - started, 1),
+                  final_losses={k: v for k, v in (result.history[-1].items()
+                                                  if result.history else []) if k != "step"})
+    save_checkpoint(g, out, **recipe)
+    return recipe
+
+
+def generator_to_train(init: Any, architecture: str = "pyramid", levels: int = 4,
+                       width: int = 32, crop: int = 128) -> tuple[Any, str]:
+    """The generator a training run starts from, in training mode on the CPU, and how its
+    metadata names the start ("" for a new one).
+
+    ``init`` is None (a new ``architecture`` generator: "pyramid" with ``levels`` and
+    ``width``, or "single"), a checkpoint or "synthesis" (the bundled one), or a loaded
+    generator (copied). A ``crop`` the generator cannot train on is one sentence.
+    """
     from ..errors import OmnisegInputError
+    from ..nets.pyramid_gan import PyramidGenerator
 
     if init is not None and hasattr(init, "parameters"):  # a generator in memory: a copy
         import copy
@@ -327,45 +362,29 @@ def train_generator(out: str | Path, pairs: SynthesisPairs, *, minutes: float | 
     elif architecture == "single":
         from ..nets.pix2pix import UNetGenerator
 
-        g, levels = UNetGenerator(width=width), 1
+        g = UNetGenerator(width=width)
     elif architecture == "pyramid":
         g = PyramidGenerator(levels=levels, width=width)
     else:
         raise ValueError(f"architecture must be 'pyramid' or 'single', not {architecture!r}")
-    if init:  # the generator it goes on from decides its shape
-        levels, width = g.levels, getattr(g, "width", width)
-        architecture = "single" if levels == 1 else "pyramid"
-    f = g.factor
-    if crop % f or crop < 16 * 2 ** (levels - 1):
+    f, coarsest = g.factor, 16 * 2 ** (g.levels - 1)
+    if crop % f or crop < coarsest:
         raise OmnisegInputError(f"this generator trains on crops that are a multiple of {f} "
-                                f"pixels and at least {16 * 2 ** (levels - 1)} (its coarsest "
-                                f"level must be 16 pixels for the discriminator); got {crop}")
-    d = PyramidDiscriminators(levels, crop)
-    features = None
-    if perceptual == "segmenter":
-        from ..checkpoints import load_model
+                                f"pixels and at least {coarsest} (its coarsest level must be "
+                                f"16 pixels for the discriminator); got {crop}")
+    return g, str(init or "")
 
-        features = SegmenterFeatures(load_model("renal", device="cpu").float())
-    elif perceptual != "none":
+
+def perceptual_features(perceptual: str) -> "SegmenterFeatures | None":
+    """The perceptual loss's feature space: "segmenter" (the bundled renal segmenter's
+    encoder) or "none"."""
+    if perceptual == "none":
+        return None
+    if perceptual != "segmenter":
         raise ValueError(f"perceptual must be 'segmenter' or 'none', not {perceptual!r}")
-    step = SynthesisStep(g, d, PairSampler(pairs, batch, crop, seed), perceptual=features,
-                         seed=seed)
-    recipe = {"task": "synthesis", "generator": architecture, "levels": levels,
-              "width": width, "crop": crop,
-              "batch": batch, "perceptual": perceptual, "pairs": len(pairs),
-              "trained_on": trained_on, "seed": seed, "init": init or "",
-              "losses": {"alpha_rec": ALPHA_REC, "beta_fm": BETA_FM,
-                         "gamma_perceptual": GAMMA_PERCEPTUAL if features else 0.0}}
-    result = run_training(step, minutes=minutes, max_steps=max_steps, started=started,
-                          checkpoint=lambda n: save_checkpoint(g, out, **recipe, steps=n),
-                          progress=progress, should_stop=should_stop,
-                          on_validate=on_validate, validate_every=validate_every)
-    recipe.update(steps=result.steps, stopped=result.stopped,
-                  seconds=round(time.perf_counter() - started, 1),
-                  final_losses={k: v for k, v in (result.history[-1].items()
-                                                  if result.history else []) if k != "step"})
-    save_checkpoint(g, out, **recipe)
-    return recipe
+    from ..checkpoints import load_model
+
+    return SegmenterFeatures(load_model("renal", device="cpu").float())
 
 
 def synthetic_annotations(generator: Any, n: int, tissues: list[str], stains: list[str],

@@ -30,7 +30,14 @@ import numpy as np
 from .. import vocab
 from ..run import Progress, ShouldStop
 from ..synth.condition import N_TISSUES, STAIN_CODES, condition_planes
-from .synthesis import PairSampler, SynthesisPairs, SynthesisStep, _lsgan
+from .synthesis import (
+    PairSampler,
+    SynthesisPairs,
+    SynthesisStep,
+    _lsgan,
+    generator_to_train,
+    perceptual_features,
+)
 
 #: Loss weight of generated pairs in the segmenter's training after the warm-up (the paper's).
 SYNTHETIC_WEIGHT = 0.03
@@ -208,19 +215,16 @@ def train_three_player(generator_out: str | Path, segmenter_out: str | Path,
     """
     import torch
 
-    from ..checkpoints import load_generator, load_model, save_checkpoint
-    from ..nets.pyramid_gan import PyramidDiscriminators, PyramidGenerator
+    from ..checkpoints import load_model, save_checkpoint
+    from ..nets.pyramid_gan import PyramidDiscriminators
     from .engine import run_training
-    from .synthesis import SegmenterFeatures
 
     started = time.perf_counter() if started is None else started
     torch.manual_seed(seed)
-    g = (load_generator(generator_init, device="cpu").float().train() if generator_init
-         else PyramidGenerator(levels=levels))
+    g, _ = generator_to_train(generator_init, "pyramid", levels, crop=crop)
     s = load_model(segmenter_init, device="cpu").float().train()
     d = PyramidDiscriminators(g.levels, crop)
-    features = (SegmenterFeatures(load_model("renal", device="cpu").float())
-                if perceptual == "segmenter" else None)
+    features = perceptual_features(perceptual)
     sampler = None
     if unlabelled is not None and len(unlabelled):
         sampler = UnlabelledSampler(list(unlabelled.images), unlabelled.stains,
