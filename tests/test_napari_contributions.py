@@ -116,6 +116,9 @@ def run_finetune(viewer, widget, qtbot, tmp_path) -> None:
     widget.minutes.value = widget.minutes.min  # the shortest run the widget allows
     widget.save_to.value = str(tmp_path / "ft.pt")
     widget.run_button.clicked()
+    # the default "painted pixels only" knows no background: the person is warned first
+    assert widget.worker is None and "no known background" in widget.status.value
+    widget.run_button.clicked()  # and trains as it is when clicking again
     _wait(qtbot, widget)
     assert widget.status.value.startswith("done"), widget.status.value
     assert np.array_equal(labels.data, painted)  # layers are only read
@@ -139,7 +142,10 @@ def run_quantify(viewer, widget, qtbot, tmp_path) -> None:
     found = {s.cls.name: s for s in widget.summaries}
     truth = np.asarray(viewer.layers["ground truth (simulated)"].data[0])
     labels, n = ndimage.label(truth == 6)
-    big = (np.bincount(labels.ravel())[1:] * 0.25 ** 2 >= widget.min_area.value).sum()
+    from napari_omniseg import vocab
+
+    assert widget.min_area_um2() is None  # the default: each tissue's own minimum size
+    big = (np.bincount(labels.ravel())[1:] * 0.25 ** 2 >= vocab.MIN_OBJECT_UM2["ptc"]).sum()
     assert found["PTC"].count == big and found["PTC"].density > 0
     assert widget.table.rowCount() == len(found)
 

@@ -60,7 +60,7 @@ def layer_data_for_path(path: str | Path) -> list[LayerData]:
 
 def labels_layer_data(image) -> LayerData:
     """Labels layer data of a mask or label image, in µm, in the vocabulary's colours."""
-    from .io.labels import LabelImage
+    from .io.labels import LabelImage, label_names
 
     assert isinstance(image, LabelImage)
     colours: dict[Any, Any] = {None: (0, 0, 0, 0)}
@@ -73,6 +73,7 @@ def labels_layer_data(image) -> LayerData:
         "multiscale": len(image.levels) > 1,
         "opacity": 0.6,
         "colormap": colours,  # napari makes a dict a DirectLabelColormap
+        "features": label_names(image.tissue),  # the tissue's name under the cursor
         "metadata": {"tissue": image.tissue, "mpp": image.mpp,
                      "path": str(image.path) if image.path else None},
     }

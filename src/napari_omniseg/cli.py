@@ -73,6 +73,17 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _non_negative_float(text: str) -> float:
+    v = float(text)
+    if not (v >= 0 and math.isfinite(v)):  # "nan" would silently drop every object
+        raise argparse.ArgumentTypeError(f"must be a finite number of 0 or more, got {text}")
+    return v
+
+
+#: The per-tissue minimum object sizes, as the help states them.
+_MIN_SIZES = ", ".join(f"{code.upper()} {v:g}" for code, v in vocab.MIN_OBJECT_UM2.items())
+
+
 @contextmanager
 def _ctrl_c_stops(what: str):
     """While inside, the first Ctrl-C asks long work to stop at its next step (it then keeps
@@ -314,8 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--objects", default="detection", choices=["detection", "annotation"],
                     help="GeoJSON: one detection per object (default) or one annotation per "
                          "tissue")
-    ex.add_argument("--min-area", type=float, default=0.0, metavar="UM2",
-                    help="leave out objects smaller than this (µm²)")
+    ex.add_argument("--min-area", type=_non_negative_float, default=None, metavar="UM2",
+                    help="leave out objects smaller than this (µm²; default per tissue: "
+                         f"{_MIN_SIZES}); the file states the sizes used")
     ex.add_argument("--mpp", type=_positive_float, default=None,
                     help="µm per pixel, for files that do not say")
     ex.add_argument("-o", "--out", type=Path, required=True, help="output folder")
@@ -329,8 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     qu.add_argument("--spots", default=None, metavar="POSITIONS",
                     help="Space Ranger's tissue_positions.csv (scalefactors_json.json beside "
                          "it), or 'hex' for a grid of 55 µm spots 100 µm apart over the tissue")
-    qu.add_argument("--min-area", type=float, default=None, metavar="UM2",
-                    help="smallest object counted (default 5 µm²)")
+    qu.add_argument("--min-area", type=_non_negative_float, default=None, metavar="UM2",
+                    help=f"smallest object counted (µm²; default per tissue: {_MIN_SIZES})")
     qu.add_argument("--mpp", type=_positive_float, default=None,
                     help="µm per pixel, for files that do not say")
     qu.add_argument("--table", type=Path, default=None,

@@ -52,6 +52,11 @@ TISSUES: tuple[Tissue, ...] = (
     Tissue("ptc", "peritubular capillary", 5, 40, (0.09, 0.75, 0.81, 1.0)),
 )
 TISSUE_CODES: tuple[str, ...] = tuple(t.code for t in TISSUES)
+#: Smallest object of each tissue (µm²) that Quantify counts and export writes; smaller pieces
+#: are specks (they still count in a tissue's area). Each is well below the tissue's smallest
+#: real section: a 5 µm capillary lumen is 20 µm², a tubule cut by the view edge some hundreds.
+MIN_OBJECT_UM2: dict[str, float] = {"dt": 25.0, "pt": 25.0, "cap": 100.0, "tuft": 100.0,
+                                    "ves": 50.0, "ptc": 5.0}
 
 #: Objective powers the model knows, with their scale id in the scale one-hot.
 MAGNIFICATIONS: tuple[int, ...] = (5, 10, 20, 40)

@@ -77,7 +77,8 @@ def test_an_empty_mask_is_an_empty_feature_collection(tmp_path):
                       [LabelImage([np.zeros((64, 64), np.uint8)], 0.25, "m", tissue="dt")])
     assert n == 0
     assert json.loads((tmp_path / "e.geojson").read_text()) == {
-        "type": "FeatureCollection", "features": []}
+        "type": "FeatureCollection", "features": [],
+        "properties": {"minimum object area µm^2": {"DT": 25.0}}}
 
 
 def test_a_stopped_export_leaves_no_file(tmp_path):

@@ -147,6 +147,10 @@ def test_fetal_volumes_retrain_the_fetal_model(make_napari_viewer, qtbot, tmp_pa
     w.save_to.value = tmp_path / "ft.pt"
     fetal_widget = _open(viewer, "Segment (fetal MRI)")
     w.run_button.clicked()
+    # strokes only: the person is told that no background is known (a 3D layer has no
+    # Shapes advice), and trains as it is by clicking again
+    assert "'whole layer'" in w.status.value and "Shapes" not in w.status.value
+    w.run_button.clicked()
     qtbot.waitUntil(lambda: w.worker is None, timeout=180_000)
     assert w.use_button.enabled, w.status.value
     np.testing.assert_array_equal(labels.data, before)
@@ -193,12 +197,14 @@ def test_the_rows_train_a_generator_the_synthesize_widget_then_uses(make_napari_
     assert synth.model_source.value == "in use"
 
 
-def test_a_segmenter_start_is_refused_when_training_a_generator(make_napari_viewer, tmp_path):
+def test_a_segmenter_start_is_refused_when_training_a_generator(make_napari_viewer, qtbot,
+                                                                tmp_path):
     viewer = make_napari_viewer()
     w, _, _ = _setup(viewer, tmp_path)
     w.train_what.value = "generator"  # the start-from file is still the tiny segmenter
     w.run_button.clicked()
-    assert w.worker is None and "not a histology generator" in w.status.value
+    qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)  # loaded in the worker
+    assert "not a histology generator" in w.status.value and not w.use_button.enabled
 
 
 def test_synthetic_pairs_join_the_fine_tuning(make_napari_viewer, qtbot, tmp_path):

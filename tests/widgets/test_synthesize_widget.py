@@ -86,5 +86,7 @@ def test_bad_input_is_one_sentence(make_napari_viewer, qtbot, tiny_generator, ca
 
         w.model_file.value = tiny_renal_checkpoint(tiny_generator.parent / "seg.pt")
     w.run_button.clicked()
-    assert words in w.status.value and w.worker is None
+    # the mask is checked at the click; the generator is loaded (and checked) in the worker
+    qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
+    assert words in w.status.value
     assert not [lyr for lyr in viewer.layers if lyr.name.startswith("synthetic")]

@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -24,6 +25,8 @@ from .atomic import file_stem
 
 #: A level coarser than this on its long side ends a built pyramid.
 _SMALLEST_LEVEL = 512
+#: A single-channel PNG with more distinct values than this is a grayscale picture, not labels.
+MAX_PNG_LABELS = 64
 #: Grey for label values the vocabulary does not name.
 _UNNAMED_COLOUR = (160, 160, 160)
 
@@ -90,6 +93,16 @@ def label_class(value: int, tissue: str | None = None) -> LabelClass:
     return LabelClass(t.label, tuple(int(round(255 * c)) for c in t.color[:3]), t.code)
 
 
+def label_names(tissue: str | None = None) -> dict[str, list]:
+    """A labels layer's table of what its values mean, as napari's ``features`` (an ``index``
+    column of label values and a ``tissue`` column of names, shown under the cursor): 0/1 for
+    a one-tissue mask, else the vocabulary's values."""
+    if tissue is not None:
+        return {"index": [0, 1], "tissue": ["background", vocab.tissue(tissue).label]}
+    return {"index": [0, *[t.task_id + 1 for t in vocab.TISSUES]],
+            "tissue": ["background", *[t.label for t in vocab.TISSUES]]}
+
+
 def tissue_in_name(name: str) -> str | None:
     """The tissue a mask's name or file stem names (``"x_ptc"``, ``"ptc mask of x"``,
     ``"PTC 40x"``), or None."""
@@ -136,7 +149,11 @@ def is_label_file(path: str | os.PathLike) -> bool:
             from PIL import Image
 
             with Image.open(path) as im:
-                return im.mode in ("L", "I", "I;16", "1")
+                if im.mode not in ("L", "I", "I;16", "1"):
+                    return False
+                # a painted label image has a few values; a grayscale picture has a range
+                # of them (it is the slide reader's to explain that it is not an RGB scan)
+                return len(np.unique(np.asarray(im))) <= MAX_PNG_LABELS
     except Exception:  # noqa: BLE001 (an unreadable file is the slide reader's to explain)
         return False
     return False
@@ -304,7 +321,9 @@ def label_image_of(data: Any, name: str, scale: Sequence[float] | None = None,
     OmnisegInputError
         If the layer is not 2D.
     """
-    levels = list(data) if isinstance(data, (list, tuple)) else [data]
+    # a multiscale layer's data is a sequence of levels (napari hands writers its own
+    # MultiScaleData, a Sequence that is neither list nor tuple); an array is not a Sequence
+    levels = list(data) if isinstance(data, Sequence) else [data]
     if levels[0].ndim != 2:
         raise OmnisegInputError(f"{name} has {levels[0].ndim} dimensions; only 2D labels "
                                 "(on a slide) can be exported or measured")

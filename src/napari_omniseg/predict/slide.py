@@ -361,6 +361,22 @@ def _downsample(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
                          antialias=True)[0].numpy()
 
 
+def working_magnifications(tissues: Sequence[str] | str,
+                           magnification: float | None = None) -> dict[str, float]:
+    """Each tissue's working magnification: ``magnification`` for all, else (None) its optimal
+    one. ``tissues`` are codes or ``("all",)``; unknown codes and powers are told."""
+    if isinstance(tissues, str):  # "ptc" is one tissue, not three letters
+        tissues = (tissues,)
+    codes = list(vocab.TISSUE_CODES) if list(tissues) == ["all"] else [
+        vocab.tissue(t).code for t in tissues]
+    out = {}
+    for code in codes:
+        mag = float(magnification) if magnification else vocab.tissue(code).optimal_magnification
+        vocab.scale_id(mag)
+        out[code] = float(mag)
+    return out
+
+
 def make_engines(
     slide: Slide,
     tissues: Sequence[str] = ("ptc",),
@@ -395,18 +411,14 @@ def make_engines(
 
     if slide.magnification is None:
         slide.require_mpp()
-    if isinstance(tissues, str):  # "ptc" is one tissue, not three letters
-        tissues = (tissues,)
     if min(slide.shape) < 64:
         raise OmnisegInputError(f"the image is {slide.shape[0]} x {slide.shape[1]} pixels; the "
                                 "kidney models need at least 64 x 64 (a field of view)")
-    codes = list(vocab.TISSUE_CODES) if list(tissues) == ["all"] else [
-        vocab.tissue(t).code for t in tissues]
+    mags = working_magnifications(tissues, magnification)
+    codes = list(mags)
     model, bf16 = model_and_precision(model, "renal", bf16)
     groups: dict[float, list[str]] = {}
-    for code in codes:
-        mag = float(magnification) if magnification else vocab.tissue(code).optimal_magnification
-        vocab.scale_id(mag)
+    for code, mag in mags.items():
         groups.setdefault(mag, []).append(code)
     on_tissue = tissue_mask(slide) if mask_glass else None
     out: dict[str, tuple[TileEngine, int]] = {}

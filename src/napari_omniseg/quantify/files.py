@@ -42,7 +42,7 @@ def open_mask_files(paths: Sequence[str | os.PathLike], mpp: float | None = None
 
 def export_masks(paths: Sequence[str | os.PathLike], fmt: str, out_dir: str | os.PathLike,
                  mpp: float | None = None, object_type: str = "detection",
-                 min_area_um2: float = 0.0, progress: Progress | None = None,
+                 min_area_um2: float | None = None, progress: Progress | None = None,
                  should_stop: ShouldStop | None = None) -> dict:
     """Export mask files of one or more slides.
 
@@ -53,6 +53,9 @@ def export_masks(paths: Sequence[str | os.PathLike], fmt: str, out_dir: str | os
         ``<mask>.ome.tif`` per mask, or ``<slide>_objects.csv``.
     mpp : float, optional
         µm per pixel for files that do not say.
+    min_area_um2 : float, optional
+        Smallest object written to GeoJSON and CSV (µm²); None: each tissue's default
+        (:func:`~napari_omniseg.quantify.measure.min_object_um2`).
 
     Returns
     -------
@@ -144,7 +147,7 @@ def quantify_files(paths: Sequence[str | os.PathLike], out_csv: str | os.PathLik
         ``{"csv": path, "rows": n, "failed": {...}}`` plus ``"skipped"`` spots outside the
         slide.
     """
-    from .measure import MIN_OBJECT_UM2, summarize, tissue_area_mm2, write_csv
+    from .measure import summarize, tissue_area_mm2, write_csv
 
     groups, failed = open_mask_files(paths, mpp)
     if not groups:
@@ -164,9 +167,8 @@ def quantify_files(paths: Sequence[str | os.PathLike], out_csv: str | os.PathLik
             tissue = tissue_area_mm2(image) if image is not None else None
             for i, (stem, images) in enumerate(groups.items()):
                 part = scaled(progress, i * 1000, 1000, len(groups) * 1000, f"{stem}: ")
-                found = summarize(images, tissue, min_area_um2=(
-                    MIN_OBJECT_UM2 if min_area_um2 is None else min_area_um2),
-                    progress=part, should_stop=should_stop)
+                found = summarize(images, tissue, min_area_um2=min_area_um2,
+                                  progress=part, should_stop=should_stop)
                 rows += [{"slide": stem, **s.row()} for s in found]
         summary["rows"] = write_csv(out_csv, rows)
     finally:

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from ..io.atomic import written_atomically
 from ..io.labels import LabelImage
 from ..run import Progress, ShouldStop
-from .measure import Measured, measured_objects
+from .measure import Measured, measured_objects, minimum_sizes
 
 #: Douglas-Peucker tolerance (pixels) for outlines: straightens the pixel staircase while a
 #: rasterised outline still gives the mask back (Dice >= 0.99, docs/export.md).
@@ -57,7 +57,7 @@ def feature(geom: Any, object_type: str, cls: Any, measurements: dict) -> dict:
 
 def write_geojson(path: str | os.PathLike, images: Sequence[LabelImage],
                   object_type: str = "detection", region: Any = None,
-                  min_area_um2: float = 0.0, tolerance: float = SIMPLIFY_PX,
+                  min_area_um2: float | None = None, tolerance: float = SIMPLIFY_PX,
                   progress: Progress | None = None, should_stop: ShouldStop | None = None
                   ) -> int:
     """Write the objects of label images of one slide as a QuPath FeatureCollection.
@@ -73,8 +73,9 @@ def write_geojson(path: str | os.PathLike, images: Sequence[LabelImage],
         MultiPolygon).
     region : shapely geometry, optional
         Only what lies inside it (level-0 pixels).
-    min_area_um2 : float
-        Objects smaller than this are left out.
+    min_area_um2 : float, optional
+        Objects smaller than this (µm²) are left out; None: each tissue's default. The sizes
+        used are stated in the collection's ``properties`` (QuPath ignores them).
     tolerance : float
         Outline simplification in pixels (0 keeps the exact pixel outline).
 
@@ -88,7 +89,10 @@ def write_geojson(path: str | os.PathLike, images: Sequence[LabelImage],
     objects = measured_objects(images, region, min_area_um2, progress, should_stop)
     n = 0
     with written_atomically(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        f.write('{"type": "FeatureCollection", "features": [')
+        unit = "µm^2" if all(im.mpp for im in images) else "px^2"
+        stated = {f"minimum object area {unit}": minimum_sizes(images, min_area_um2)}
+        f.write('{"type": "FeatureCollection", "properties": '
+                f'{json.dumps(stated, ensure_ascii=False)}, "features": [')
         for feat in (_detections(objects, tolerance) if object_type == "detection"
                      else _annotations(objects, tolerance)):
             f.write(("\n" if n == 0 else ",\n") + json.dumps(feat, ensure_ascii=False))

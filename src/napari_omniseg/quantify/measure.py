@@ -15,8 +15,36 @@ from ..io.labels import LabelClass, LabelImage
 from ..run import Progress, ShouldStop, scaled
 from .polygons import TracedObject, trace_objects
 
-#: Pieces smaller than this (µm²) are specks, not objects; they still count in a tissue's area.
+#: Pieces smaller than this (µm²) of classes that are not tissues ("Label 7") are specks;
+#: each tissue has its own default (:data:`napari_omniseg.vocab.MIN_OBJECT_UM2`).
 MIN_OBJECT_UM2 = 5.0
+
+
+def min_object_um2(cls: LabelClass, min_area_um2: float | None = None) -> float:
+    """The smallest object of a class that counts: ``min_area_um2`` for every class when
+    given, else the class's tissue default (:data:`napari_omniseg.vocab.MIN_OBJECT_UM2`)."""
+    if min_area_um2 is not None:
+        return float(min_area_um2)
+    from .. import vocab
+
+    return vocab.MIN_OBJECT_UM2.get(cls.code or "", MIN_OBJECT_UM2)
+
+
+def minimum_sizes(images: Sequence[LabelImage], min_area_um2: float | None = None
+                  ) -> dict[str, float]:
+    """Each class's smallest object (µm², or px² without a pixel size), by class name, as the
+    exported files state it."""
+    from .. import vocab
+
+    out: dict[str, float] = {}
+    for im in images:
+        values = [1] if im.tissue else [t.task_id + 1 for t in vocab.TISSUES]
+        for v in values:
+            cls = im.label_class(v)
+            out[cls.name] = min_object_um2(cls, min_area_um2)
+    if any(not im.tissue for im in images):
+        out["other labels"] = min_object_um2(LabelClass("other", (0, 0, 0)), min_area_um2)
+    return out
 
 
 @dataclass
@@ -52,16 +80,17 @@ class Measured:
 
 
 def measured_objects(images: Sequence[LabelImage], region: Any = None,
-                     min_area_um2: float = 0.0, progress: Progress | None = None,
+                     min_area_um2: float | None = None, progress: Progress | None = None,
                      should_stop: ShouldStop | None = None) -> Iterator[Measured]:
     """Every object of every label image, with its class; objects below ``min_area_um2``
-    (pixels when an image has no pixel size) are left out. ``region`` is in level-0 pixels."""
+    (µm², px² when an image has no pixel size; None: each tissue's default,
+    :func:`min_object_um2`) are left out. ``region`` is in level-0 pixels."""
     for i, im in enumerate(images):
         part = scaled(progress, i * 1000, 1000, len(images) * 1000, f"{im.name}: ")
-        floor = min_area_um2 / (im.mpp or 1.0) ** 2
         for obj in trace_objects(im.level0, region, progress=part, should_stop=should_stop):
-            if obj.polygon.area >= floor:
-                yield Measured(im, im.label_class(obj.value), obj)
+            cls = im.label_class(obj.value)
+            if obj.polygon.area >= min_object_um2(cls, min_area_um2) / (im.mpp or 1.0) ** 2:
+                yield Measured(im, cls, obj)
 
 
 @dataclass
@@ -111,7 +140,7 @@ class ClassSummary:
 
 
 def summarize(images: Sequence[LabelImage], tissue_mm2: float | None = None,
-              region: Any = None, min_area_um2: float = MIN_OBJECT_UM2,
+              region: Any = None, min_area_um2: float | None = None,
               progress: Progress | None = None, should_stop: ShouldStop | None = None
               ) -> list[ClassSummary]:
     """Area, object count, density and object sizes of each class of each label image.
@@ -125,17 +154,16 @@ def summarize(images: Sequence[LabelImage], tissue_mm2: float | None = None,
         :func:`tissue_area_mm2`.
     region : shapely geometry, optional
         Only inside it (level-0 pixel coordinates).
-    min_area_um2 : float
-        Smallest object counted (µm²).
+    min_area_um2 : float, optional
+        Smallest object counted (µm²); None: each tissue's default (:func:`min_object_um2`).
     """
     per: dict[tuple[str, str], dict] = {}
-    floor = {im.name: min_area_um2 / (im.mpp or 1.0) ** 2 for im in images}
     for m in measured_objects(images, region, 0.0, progress, should_stop):
         s = m.image.mpp or 1.0
         entry = per.setdefault((m.image.name, m.cls.name),
                                {"image": m.image, "cls": m.cls, "pixels": 0, "sizes": []})
         entry["pixels"] += m.obj.pixels
-        if m.obj.polygon.area >= floor[m.image.name]:
+        if m.obj.polygon.area >= min_object_um2(m.cls, min_area_um2) / s ** 2:
             entry["sizes"].append(m.obj.polygon.area * s * s)
     out = []
     for im in images:  # every tissue of every image has a row, found or not
@@ -186,9 +214,10 @@ def write_csv(path: str | os.PathLike, rows: Sequence[dict] | Iterator[dict]) ->
 
 
 def write_object_csv(path: str | os.PathLike, images: Sequence[LabelImage], region: Any = None,
-                     min_area_um2: float = 0.0, progress: Progress | None = None,
+                     min_area_um2: float | None = None, progress: Progress | None = None,
                      should_stop: ShouldStop | None = None) -> int:
-    """One CSV row per object (class, area, perimeter, centroid) of every label image."""
+    """One CSV row per object (class, area, perimeter, centroid) of every label image (objects
+    below the minimum size left out, as in :func:`measured_objects`)."""
     return write_csv(path, (m.row() for m in measured_objects(
         images, region, min_area_um2, progress, should_stop)))
 

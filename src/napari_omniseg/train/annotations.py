@@ -148,6 +148,38 @@ def at_optimal_magnification(a: Annotation, min_side: int = 64) -> Annotation:
                       extra=dict(a.extra, painted_at=a.magnification))
 
 
+def tissues_without_background(annotations: list[Annotation]) -> list[str]:
+    """Tissues whose annotations know no background pixel anywhere: painted positives only.
+
+    Trained so, a tissue learns that everything is that tissue (PT strokes once spread PT over
+    67% of a tile, glass and glomerulus included), so callers warn before training.
+    """
+    has_background: dict[str, bool] = {}
+    for a in annotations:
+        code = annotation_target(a)
+        has_background[code] = has_background.get(code, False) or bool((a.known & ~a.mask).any())
+    return [code for code, known in has_background.items() if not known]
+
+
+def annotation_target(a: Any) -> str:
+    """What an annotation shows: a renal tissue code, or a fetal region code."""
+    return getattr(a, "tissue", None) or a.region
+
+
+def no_background_sentence(codes: list[str]) -> str:
+    """What to tell the person about :func:`tissues_without_background`'s tissues (or fetal
+    regions, painted in 3D: there, only the whole layer can say where background is)."""
+    renal = all(c in vocab.TISSUE_CODES for c in codes)
+    names = ", ".join(vocab.tissue(c).label if c in vocab.TISSUE_CODES
+                      else vocab.fetal_region(c).name for c in codes)
+    how = ("draw a rectangle on a Shapes layer around a field you painted completely and "
+           "choose 'inside shapes of' it in the row, or choose 'whole layer' when everything "
+           "unpainted is background" if renal else
+           "choose 'whole layer' when everything unpainted is background")
+    return (f"{names} has only painted pixels and no known background, so the model would "
+            f"learn that everything is this tissue; {how}")
+
+
 def nearest_magnification(magnification: float) -> int:
     """The known objective power nearest (in log scale) to ``magnification``."""
     m = float(magnification)

@@ -19,6 +19,17 @@ from ._worker_controls import WorkerControls
 from .model_in_use import MODELS_IN_USE
 
 
+def wrapping_label(value: str = "") -> Label:
+    """A label whose long text wraps onto more lines instead of widening the dock (a long
+    status sentence once squeezed the canvas for good)."""
+    from qtpy.QtWidgets import QSizePolicy
+
+    label = Label(value=value)
+    label.native.setWordWrap(True)
+    label.native.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+    return label
+
+
 class DockWidget(WorkerControls, Container):
     """A labelled magicgui container bound to one viewer, with run controls.
 
@@ -41,10 +52,25 @@ class DockWidget(WorkerControls, Container):
         self.run_button = PushButton(text=run_text)
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.progress = ProgressBar(label="progress", value=0, max=0, visible=False)
-        self.status = Label(value="")
-        self.run_button.changed.connect(self.start)
+        self.status = wrapping_label()
+        self.run_button.changed.connect(self._start_told)
         self.stop_button.changed.connect(self.stop)
         return [self.run_button, self.stop_button, self.progress, self.status]
+
+    def _start_told(self, *_: Any) -> None:
+        """Run ``start``; whatever it raises reaches the person as one sentence (a widget's
+        own checks report their sentences themselves; this catches what they did not foresee)."""
+        from ..errors import OmnisegInputError, short_reason
+
+        try:
+            self.start()
+        except OmnisegInputError as e:
+            self._report(str(e))
+        except Exception as e:  # noqa: BLE001 (never a traceback and a blank status)
+            import logging
+
+            logging.getLogger(__name__).exception("starting %s failed", type(self).__name__)
+            self._report(f"could not start: {short_reason(e)}")
 
     def _visible_world_corners(self) -> Any:
         """The view's top-left and bottom-right corners in world coordinates, ``(2, 2)``

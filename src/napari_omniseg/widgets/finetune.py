@@ -30,7 +30,7 @@ from magicgui.widgets import (
 from .. import vocab
 from ..errors import OmnisegInputError
 from ..tasks import TASKS, Task
-from .dock import DockWidget
+from .dock import DockWidget, wrapping_label
 from .layers import (
     LABELS_NDIM,
     image_array,
@@ -46,6 +46,22 @@ from .plots import LossPlot
 PAINTED_ONLY = "painted pixels only"
 WHOLE_LAYER = "whole layer (unpainted = background)"
 USES = ("train", "validation")
+#: What each completeness choice means, shown as the choice's tooltip and under the rows.
+COMPLETENESS_HINTS = {
+    PAINTED_ONLY: "painted pixels are the tissue; everything else is unknown (the model is "
+                  "not told what is background)",
+    WHOLE_LAYER: "painted pixels are the tissue and every unpainted pixel of the layer is "
+                 "background: paint every instance of the tissue",
+    "inside shapes": "inside the Shapes layer's shapes, unpainted pixels are background (you "
+                     "painted every instance there); outside, unknown",
+}
+ROW_HEADER = ("each row: image · labels layer · remove\n"
+              "tissue · where the annotation is complete · train or validation")
+
+
+def completeness_hint(choice: Any) -> str:
+    """The hint of a row's completeness choice (its value: a name, or a Shapes layer)."""
+    return COMPLETENESS_HINTS.get(choice, COMPLETENESS_HINTS["inside shapes"])
 #: Where a fine-tuned model of each task (and a trained generator) is saved unless the user
 #: chooses.
 DEFAULT_SAVE = {**{t.name: Path.home() / t.finetuned_file for t in TASKS.values()},
@@ -78,7 +94,9 @@ class AnnotationRow(Container):
         self.margins = (0, 4, 0, 4)
         self.extend([layers, meaning])
         self.labels.changed.connect(self._guess_tissue)
+        self.complete.changed.connect(self._hint_choices)
         self._guess_tissue()
+        self._hint_choices()
 
     def _guess_tissue(self, _=None) -> None:
         layer = self.labels.value
@@ -90,6 +108,15 @@ class AnnotationRow(Container):
     def reset_choices(self, *_: Any) -> None:
         for w in (self.image, self.labels, self.tissue, self.complete):
             w.reset_choices()
+        self._hint_choices()
+
+    def _hint_choices(self, *_: Any) -> None:
+        """Each completeness choice explains itself (tooltip of the item and of the box)."""
+        from qtpy.QtCore import Qt
+
+        for i, value in enumerate(self.complete.choices):
+            self.complete.native.setItemData(i, completeness_hint(value), Qt.ToolTipRole)
+        self.complete.tooltip = completeness_hint(self.complete.value)
 
 
 class FinetuneWidget(DockWidget):
@@ -107,6 +134,7 @@ class FinetuneWidget(DockWidget):
             (name, code) for code, name in vocab.STAINS.items()],
             tooltip="the stain of the rows' images (the generator's condition)")
         self.rows = Container(labels=False, label="annotations")
+        self.row_header = wrapping_label(ROW_HEADER)
         self.add_row_button = PushButton(text="Add annotation row")
         self.magnification = ComboBox(label="magnification", value="from image", choices=[
             "from image", *[f"{m}x" for m in vocab.MAGNIFICATIONS]])
@@ -129,7 +157,8 @@ class FinetuneWidget(DockWidget):
         self.plot = LossPlot()
         self.use_button = PushButton(text="Use this model", enabled=False)
         *run, status = self._run_controls("Train")
-        self.extend([self.kind, self.train_what, self.rows, self.add_row_button,
+        self.extend([self.kind, self.train_what, self.row_header, self.rows,
+                     self.add_row_button,
                      self.magnification, self.stain, self.start_from, self.model_file,
                      self.minutes, self.semi, self.synthetic, self.generator_file,
                      self.save_to, *run, self.use_button, status])
@@ -143,6 +172,7 @@ class FinetuneWidget(DockWidget):
         self.use_button.changed.connect(self.use_trained)
         self._on_layers_changed(self._refresh)
         self.trained = None
+        self._warned_for: tuple | None = None
         self.add_row()
 
     # -- rows ----------------------------------------------------------------------------------
@@ -257,28 +287,31 @@ class FinetuneWidget(DockWidget):
             annotated=annotated[sl] if isinstance(annotated, np.ndarray) else annotated,
             name=f"{labels.name} on {image.name}"))
 
-    def _base_model(self) -> tuple[Any, str]:
-        """The model to start from: the task's segmenter, or a generator."""
+    def _base_choice(self) -> tuple[str, str, str]:
+        """What to start from, checked but not loaded: (task name, source, path)."""
         name = "synthesis" if self.trains_generator else self.task.name
-        source = self.start_from.value
+        source, path = self.start_from.value, str(self.model_file.value)
         if source == "in use" and MODELS_IN_USE.model(name) is None:
             source = "bundled"  # "fine-tuned, else bundled"
-        model, label = MODELS_IN_USE.chosen(name, source, self.model_file.value)
-        if self.trains_generator:
+        MODELS_IN_USE.check_choice(name, source, path)
+        return name, source, path
+
+    def _synthetic_choice(self) -> str | None:
+        """The generator of the synthetic pairs (a path or "synthesis"), if pairs are asked."""
+        if self.task.image != "rgb" or self.trains_generator or not self.synthetic.value:
+            return None
+        path = str(self.generator_file.value or "")
+        return path if path not in ("", ".") else "synthesis"
+
+    @staticmethod
+    def _load_base(name: str, source: str, path: str, generator: bool) -> tuple[Any, str]:
+        """The model to start from (in the worker: loading takes up to seconds)."""
+        model, label = MODELS_IN_USE.chosen(name, source, path)
+        if generator:
             from ..checkpoints import check_generator
 
             check_generator(model, label)
         return model, label
-
-    def _synthetic_generator(self) -> tuple[Any, str] | None:
-        """The generator of the synthetic pairs, if any are asked for."""
-        if self.task.image != "rgb" or self.trains_generator or not self.synthetic.value:
-            return None
-        from ..checkpoints import load_generator
-
-        path = str(self.generator_file.value or "")
-        chosen = path if path not in ("", ".") else "synthesis"
-        return load_generator(chosen, device="cpu"), Path(chosen).name
 
     # -- training ------------------------------------------------------------------------------
 
@@ -288,8 +321,10 @@ class FinetuneWidget(DockWidget):
             return
         try:
             train, val = self.annotations()
-            base, base_name = self._base_model()
-            generator = self._synthetic_generator()
+            if self._warned_positive_only(train):
+                return
+            base_choice = self._base_choice()
+            synthetic_from = self._synthetic_choice()
             out = Path(str(self.save_to.value))
             if not out.parent.is_dir():
                 raise OmnisegInputError(f"cannot save to {out}: {out.parent} does not exist")
@@ -299,24 +334,33 @@ class FinetuneWidget(DockWidget):
         minutes, semi, task = float(self.minutes.value), bool(self.semi.value), self.task
         stain, n_synthetic = self.stain.value, int(self.synthetic.value)
         every = max(10.0, minutes * 60 / 12)
-        if self.trains_generator:
+        trains_generator = self.trains_generator
+
+        def base(progress):
+            progress(0, 0, "loading the model...")
+            return self._load_base(*base_choice, trains_generator)
+
+        if trains_generator:
             job = self._generator_job(train, base, out, minutes, stain, every)
         else:
             def job(progress, should_stop, emit):
+                model, base_name = base(progress)
                 extra: dict = {}
-                if generator is not None:
+                if synthetic_from is not None:
+                    from ..checkpoints import load_generator
                     from ..train.synthesis import synthetic_annotations
 
                     made = synthetic_annotations(
-                        generator[0], n_synthetic, sorted({a.tissue for a in train}), [stain],
+                        load_generator(synthetic_from, device="cpu"), n_synthetic,
+                        sorted({a.tissue for a in train}), [stain],
                         progress=progress, should_stop=should_stop)
                     extra = {"synthetic": made}
-                result = task.finetune(base, train, val or None, minutes=minutes,
+                result = task.finetune(model, train, val or None, minutes=minutes,
                                        semi_supervised=semi, validate_every=every,
                                        progress=progress, should_stop=should_stop,
                                        on_validate=emit, **extra)
                 meta = ({"synthetic_pairs": len(extra["synthetic"]),
-                         "generator": generator[1]} if extra else {})
+                         "generator": Path(synthetic_from).name} if extra else {})
                 task.save(result, out, base_name, train, val, semi_supervised=semi, **meta)
                 return result, out, task.name
 
@@ -326,18 +370,42 @@ class FinetuneWidget(DockWidget):
                      failure="training failed", on_event=self.plot.add,
                      on_returned=self._on_done)
 
+    def _warned_positive_only(self, train: list) -> bool:
+        """Warn (and do not start) when a segmenter's tissue has painted pixels only; the same
+        rows trained again after the warning go ahead: the person was told."""
+        from ..train.annotations import (
+            annotation_target,
+            no_background_sentence,
+            tissues_without_background,
+        )
+
+        codes = [] if self.trains_generator else tissues_without_background(train)
+        key = tuple((a.name, annotation_target(a), int(a.known.sum())) for a in train)
+        if not codes or key == self._warned_for:
+            self._warned_for = None
+            return False
+        from napari.utils.notifications import show_warning
+
+        self._warned_for = key
+        msg = no_background_sentence(codes) + "; click Train again to train as it is"
+        self.status.value = msg
+        show_warning(msg)
+        return True
+
     @staticmethod
     def _generator_job(train: list, base: Any, out: Path, minutes: float, stain: str,
                        every: float):
         """The worker's job when the rows train the histology generator (validation rows are
-        not used: a generator has no Dice to keep the best by)."""
+        not used: a generator has no Dice to keep the best by); ``base(progress)`` loads the
+        generator to start from."""
         def job(progress, should_stop, emit):
             from ..checkpoints import load_generator
             from ..train.engine import TrainResult
             from ..train.synthesis import pairs_from_annotations, train_generator
 
+            init, _ = base(progress)
             pairs = pairs_from_annotations(train, 256, "layers painted in napari", stain)
-            recipe = train_generator(out, pairs, minutes=minutes, crop=128, init=base,
+            recipe = train_generator(out, pairs, minutes=minutes, crop=128, init=init,
                                      trained_on=f"{len(train)} annotations painted in napari",
                                      progress=progress, should_stop=should_stop,
                                      on_validate=emit, validate_every=every)
@@ -350,8 +418,10 @@ class FinetuneWidget(DockWidget):
     def _on_done(self, value) -> None:
         result, out, task = value
         self.trained = (task, result.model, f"{out.name} ({_dt.datetime.now():%H:%M})")
+        before = result.history[0].get("val_dice") if result.history else None
         dice = ("" if result.best_score is None
-                else f", validation Dice {result.best_score:.3f}")
+                else f", validation Dice {result.best_score:.3f}" if before is None
+                else f", validation Dice {before:.3f} before, {result.best_score:.3f} after")
         self.status.value = (f"{'stopped' if result.stopped else 'done'}: {result.steps} steps"
                              f"{dice}; saved {out.name}")
         self.use_button.enabled = True

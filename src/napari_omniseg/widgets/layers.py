@@ -8,36 +8,94 @@ from typing import Any
 import numpy as np
 
 from .. import vocab
-from ..errors import OmnisegInputError
+from ..errors import MissingPixelSizeError, OmnisegInputError
+
+
+def layer_mpp(layer: Any) -> float | None:
+    """An image or labels layer's level-0 µm/px: the plugin's metadata, else its scale when its
+    units are lengths; None when it has no pixel size."""
+    from ..io.labels import micrometres_per_unit
+
+    mpp = (layer.metadata or {}).get("mpp")
+    if mpp:
+        return float(mpp)
+    per = micrometres_per_unit(layer.units[-1]) if layer.units else None
+    return float(layer.scale[-1]) * per if per else None
+
+
+def give_pixel_size(viewer: Any, layer: Any, mpp: float) -> None:
+    """Make ``mpp`` (typed by the person) the image layer's pixel size, so it is asked once.
+
+    The layer is then scaled in µm and carries ``mpp`` and ``magnification`` in its metadata;
+    labels layers painted on it in pixels (same size, scale 1) follow it, so they stay aligned.
+    Every widget reads the pixel size from there (:func:`slide_from_layer`, :func:`layer_mpp`).
+    """
+    import dataclasses
+
+    from ..io.slides import Slide
+
+    if not mpp > 0:
+        raise OmnisegInputError(f"µm/px must be positive, got {mpp}")
+    meta = dict(layer.metadata or {})
+    if layer_mpp(layer) is not None and not meta.get("mpp_typed"):
+        return  # the file's (or the layer's own µm scale) is kept
+    old_scale = np.asarray(layer.scale[-2:], float)
+    size = layer.data[0].shape[:2] if layer.multiscale else layer.data.shape[:2]
+    meta.update(mpp=float(mpp), mpp_typed=True,
+                magnification=vocab.magnification_of_mpp(mpp))
+    if isinstance(meta.get("omniseg_slide"), Slide):
+        meta["omniseg_slide"] = dataclasses.replace(
+            meta["omniseg_slide"], mpp=float(mpp), magnification=meta["magnification"])
+    from napari.layers import Labels
+
+    for other in list(viewer.layers):
+        if (isinstance(other, Labels) and other.ndim == 2
+                and np.allclose(other.scale[-2:], old_scale)
+                and tuple((other.data[0] if other.multiscale else other.data).shape) == size):
+            other.scale, other.units = (mpp, mpp), ("µm", "µm")
+            other.metadata = {**(other.metadata or {}), "mpp": float(mpp)}
+    layer.metadata = meta
+    layer.scale, layer.units = (mpp, mpp), ("µm", "µm")
 
 
 def slide_from_layer(layer: Any, mpp: float | None = None):
     """A :class:`Slide` over an image layer's data (multiscale or plain RGB).
 
-    The pixel size comes from the layer's metadata (set by this plugin's reader), else from
-    ``mpp``; without either the user is told how to give it.
+    The pixel size comes from the layer (its metadata, set by this plugin's reader or by
+    :func:`give_pixel_size`, or its µm scale), else from ``mpp``; without either the user is
+    told how to give it.
+
+    Raises
+    ------
+    MissingPixelSizeError
+        When neither the layer nor ``mpp`` gives a pixel size.
     """
     import dask.array as da
 
     from ..io.slides import Slide
 
     meta = layer.metadata or {}
-    if isinstance(meta.get("omniseg_slide"), Slide):
-        base = meta["omniseg_slide"]
-        if base.mpp is not None or mpp is None:
+    given = layer_mpp(layer) or mpp
+    if given is None:
+        raise MissingPixelSizeError(
+            f"{layer.name} has no pixel size; enter its µm/px in the Segment widget (0.25 for "
+            "a 40x scan, 0.5 for 20x) and run again"
+        )
+    base = meta.get("omniseg_slide")
+    if isinstance(base, Slide):
+        if base.mpp == given:
             return base
+        import dataclasses
+
+        return dataclasses.replace(base, mpp=float(given),
+                                   magnification=vocab.magnification_of_mpp(given))
     if not layer.rgb:
         raise OmnisegInputError(f"{layer.name} is not an RGB image; choose a slide layer")
     levels = list(layer.data) if layer.multiscale else [layer.data]
     levels = [da.asarray(lv)[..., :3] for lv in levels]
     h0 = levels[0].shape[0]
-    mpp = meta.get("mpp") or mpp
-    if mpp is None:
-        raise OmnisegInputError(
-            f"{layer.name} has no pixel size; enter its µm/px (0.25 for a 40x scan) and "
-            "segment again"
-        )
-    return Slide(levels=levels, mpp=float(mpp), magnification=vocab.magnification_of_mpp(mpp),
+    return Slide(levels=levels, mpp=float(given),
+                 magnification=vocab.magnification_of_mpp(given),
                  downsamples=[h0 / lv.shape[0] for lv in levels], path=None,
                  source="napari layer")
 

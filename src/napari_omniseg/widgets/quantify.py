@@ -12,12 +12,12 @@ from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, Label, LineEdit, PushButton, Select
+from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, LineEdit, PushButton, Select
 
 from .. import vocab
 from ..errors import OmnisegInputError
 from ..io.labels import LabelImage, label_image_of
-from .dock import DockWidget
+from .dock import DockWidget, wrapping_label
 from .layers import image_layers, layers_of_type, slide_from_layer
 from .plots import Plot
 
@@ -25,6 +25,8 @@ HEX_GRID = "hexagonal grid over the tissue"
 SPACERANGER = "Space Ranger positions file"
 _SUMMARY_COLUMNS = ("class", "area (mm²)", "objects", "per mm² of tissue",
                     "median size (µm²)")
+#: The same columns for masks without a pixel size.
+_PIXEL_COLUMNS = ("class", "area (px)", "objects", "per mm² of tissue", "median size (px)")
 
 
 def label_image_of_layer(layer: Any) -> LabelImage:
@@ -56,6 +58,7 @@ class QuantifyWidget(DockWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__(napari_viewer)
         self.summaries: list = []
+        self._measured_slide: str | None = None
         self.spot_rows: list[dict] = []
         self.masks = Select(label="masks", choices=self._mask_layers,
                             tooltip="labels layers of one slide (Segment's masks, or painted)")
@@ -63,8 +66,12 @@ class QuantifyWidget(DockWidget):
                               tooltip="the slide: densities are per mm² of its tissue (glass "
                                       "excluded)")
         self.region = ComboBox(label="region", choices=self._region_choices)
-        self.min_area = FloatSpinBox(label="min object µm²", value=5.0, min=0.0, max=1e6,
-                                     step=1.0)
+        self.min_area = FloatSpinBox(
+            label="min object µm²", value=-1.0, min=-1.0, max=1e6, step=1.0,
+            tooltip="objects smaller than this are specks (they still count in the area); "
+                    "'per tissue': " + ", ".join(f"{c.upper()} {v:g}"
+                                                 for c, v in vocab.MIN_OBJECT_UM2.items()))
+        self.min_area.native.setSpecialValueText("per tissue")  # shown at the minimum, -1
         *run, status = self._run_controls("Quantify")
         self.histogram_of = ComboBox(label="sizes of", choices=self._class_choices)
         self.save_button = PushButton(text="Save table as CSV...", enabled=False)
@@ -78,7 +85,7 @@ class QuantifyWidget(DockWidget):
                                       tooltip="a CSV keyed by barcode (e.g. deconvolution)")
         self.compare_column = LineEdit(label="its column")
         self.compare_button = PushButton(text="Correlate")
-        self.correlation = Label(value="")
+        self.correlation = wrapping_label()
         self.extend([self.masks, self.image, self.region, self.min_area, *run, status,
                      self.save_button, self.histogram_of, self.spots_from, self.positions,
                      self.colour_by, self.spots_button, self.compare_table,
@@ -155,11 +162,12 @@ class QuantifyWidget(DockWidget):
 
         try:
             layers, images, region = self._inputs()
-            slide = slide_from_layer(self.image.value) if self.image.value is not None else None
+            slide = self._slide()
         except OmnisegInputError as e:
             self._report(str(e))
             return
-        min_area = float(self.min_area.value)
+        self._measured_slide = None if self.image.value is None else self.image.value.name
+        min_area = self.min_area_um2()
 
         def job(progress, should_stop, emit):
             tissue = tissue_area_mm2(slide, region) if slide is not None else None
@@ -169,10 +177,29 @@ class QuantifyWidget(DockWidget):
         self._launch(job, status="measuring...", failure="measuring failed",
                      on_returned=self._show)
 
+    def _slide(self) -> Any:
+        """The chosen slide, or None (none chosen, or one without a pixel size: its tissue
+        area in mm² is unknown, so there are no densities)."""
+        from ..errors import MissingPixelSizeError
+
+        if self.image.value is None:
+            return None
+        try:
+            return slide_from_layer(self.image.value)
+        except MissingPixelSizeError:
+            return None
+
+    def min_area_um2(self) -> float | None:
+        """The chosen minimum object size; None: each tissue's default."""
+        v = float(self.min_area.value)
+        return None if v < 0 else v
+
     def _show(self, summaries: list) -> None:
         from qtpy.QtWidgets import QTableWidgetItem
 
         self.summaries = summaries
+        in_um = all(s.mpp for s in summaries)
+        self.table.setHorizontalHeaderLabels(list(_SUMMARY_COLUMNS if in_um else _PIXEL_COLUMNS))
         rows = [s.row() for s in summaries]
         self.table.setRowCount(len(rows))
         for i, row in enumerate(rows):
@@ -192,9 +219,16 @@ class QuantifyWidget(DockWidget):
         self._draw_sizes()
         self.save_button.enabled = bool(summaries)
         tissue = summaries[0].tissue_mm2 if summaries else None
-        self.status.value = (f"measured {len(summaries)} tissue(s)" +
-                             (f" on {tissue:.3f} mm² of tissue" if tissue else
-                              " (no slide chosen: no densities)"))
+        if tissue:
+            where = f" on {tissue:.3f} mm² of tissue"
+        elif not in_um:
+            where = (" in pixels: the masks have no pixel size (give the image's µm/px in "
+                     "Segment, or open the masks with this plugin's reader)")
+        elif self._measured_slide is None:
+            where = " (no slide chosen: no densities)"
+        else:
+            where = f" (no tissue found on {self._measured_slide}: no densities)"
+        self.status.value = f"measured {len(summaries)} tissue(s){where}"
 
     def _draw_sizes(self, *_: Any) -> None:
         chosen = [s for s in self.summaries if s.cls.name == self.histogram_of.value]
@@ -238,7 +272,7 @@ class QuantifyWidget(DockWidget):
                 raise OmnisegInputError(f"{layers[0].name} has no pixel size in µm, and spots "
                                         "are sized in micrometres; open the masks with the "
                                         "plugin's reader or give the layer a µm scale")
-            slide = slide_from_layer(self.image.value) if self.image.value is not None else None
+            slide = self._slide()
             from_file = self.spots_from.value == SPACERANGER
             positions = Path(str(self.positions.value))
             if from_file and not positions.is_file():

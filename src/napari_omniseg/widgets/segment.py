@@ -7,19 +7,24 @@ chunks arrive. Stop ends the work after the current chunk and keeps what was com
 
 from __future__ import annotations
 
+import functools
+import time
 from typing import Any
 
 import napari
 import numpy as np
 from magicgui.widgets import ComboBox, FloatSpinBox
+from qtpy.QtCore import QTimer
 
 from .. import vocab
 from ..errors import OmnisegInputError
 from .dock import DockWidget
-from .layers import image_layers, layers_of_type, slide_from_layer
+from .layers import give_pixel_size, image_layers, layers_of_type, slide_from_layer
 from .model_in_use import MODELS_IN_USE
 
 WHERE = ("current view", "whole slide", "inside shapes")
+#: The masks on screen are refreshed at most this often while chunks arrive.
+REFRESH_SECONDS = 1.0
 MODEL_CHOICES = ("bundled", "file")
 
 
@@ -45,7 +50,10 @@ class SegmentWidget(DockWidget):
         self.where = ComboBox(label="where", value="current view", choices=list(WHERE))
         self.shapes = ComboBox(label="shapes", choices=self._shapes_layers, visible=False)
         self.mpp = FloatSpinBox(label="µm/px", value=0.0, min=0.0, max=50.0, step=0.01,
-                                tooltip="only for images without a pixel size (0 = from file)")
+                                tooltip="only for images without a pixel size (0 = from "
+                                        "file); it becomes the image layer's scale, so it "
+                                        "is asked once")
+        self.mpp.native.setDecimals(4)  # 0.2525 (Aperio) and 0.337 must not be rounded
         self.extend([self.image, self.tissue, self.magnification, *model, self.where,
                      self.shapes, self.mpp, *self._run_controls("Segment")])
         self.where.changed.connect(lambda v: setattr(self.shapes, "visible", v == WHERE[2]))
@@ -66,8 +74,8 @@ class SegmentWidget(DockWidget):
 
     # -- running -------------------------------------------------------------------------------
 
-    def _model(self):
-        source, path = self.model_source.value, str(self.model_file.value)
+    def _model(self, source: str, path: str):
+        """The chosen model (called in the worker: loading takes up to seconds)."""
         if source == "in use":
             return MODELS_IN_USE.chosen("renal", source)[0]
         key = path if source == "file" else source
@@ -97,8 +105,10 @@ class SegmentWidget(DockWidget):
         return y0, y1, x0, x1
 
     def start(self) -> None:
-        """Read the choices, add or reset the Labels layers, and start the worker."""
-        from ..predict.slide import fill_region, make_engines
+        """Read the choices and start the worker, which loads the model, prepares the engines
+        (the glass mask reads the slide's thumbnail) and fills the Labels layers; the layers
+        are added (or replaced) once the engines are ready, so a refused run adds nothing."""
+        from ..predict.slide import fill_region, make_engines, working_magnifications
 
         if self.worker is not None:
             return
@@ -106,36 +116,67 @@ class SegmentWidget(DockWidget):
             layer = self.image.value
             if layer is None:
                 raise OmnisegInputError("open a slide first (File > Open, or a sample)")
-            slide = slide_from_layer(layer, self.mpp.value or None)
+            if self.mpp.value:
+                give_pixel_size(self.viewer, layer, float(self.mpp.value))
+            slide = slide_from_layer(layer)
             mag = None if self.magnification.value == "auto" else float(self.magnification.value)
-            engines = make_engines(slide, (self.tissue.value,), mag, self._model())
+            mags = working_magnifications((self.tissue.value,), mag)
             box = self._box(slide, layer)
+            source, path = self.model_source.value, str(self.model_file.value)
+            if source != "bundled":  # say a missing choice now, not from the worker
+                MODELS_IN_USE.check_choice("renal", source, path)
         except OmnisegInputError as e:
             self._report(str(e))
             return
-        outputs = {code: self._labels_layer(layer, slide, code, eng.mag)
-                   for code, (eng, _) in engines.items()}
-        arrays = {code: levels for code, (levels, _) in outputs.items()}
-        layers = [lyr for _, lyr in outputs.values()]
+        arrays = {code: self._mask_levels(slide) for code in mags}
+        layers: list = []
 
         def job(progress, should_stop, emit):
+            progress(0, 0, "loading the model...")
+            engines = make_engines(slide, list(mags), mag, self._model(source, path))
+            emit("ready")
             return fill_region(engines, arrays, box, progress=progress,
                                should_stop=should_stop)
 
+        # layers still to add, each a call that adds one and returns it
+        pending = [functools.partial(self._labels_layer, layer, slide, code, m, arrays[code])
+                   for code, m in mags.items()]
+
+        def add_next() -> None:
+            # one layer per turn of the event loop: napari takes 0.3-0.5 s to set up each
+            # layer's visual, and six at once froze the viewer for two seconds
+            if pending:
+                layers.append(pending.pop(0)())
+                QTimer.singleShot(0, add_next)
+
+        def shown(*_: Any) -> None:
+            now = time.perf_counter()
+            if now - self._last_shown > REFRESH_SECONDS:  # a refresh re-slices every layer
+                self._last_shown = now
+                self._show_all(layers)
+
         # the bar stays after the run: a stopped run shows how far it got; Stop ends the work
         # after the chunk in progress and what was computed stays
+        self._last_shown = 0.0
         self._launch(job, status="segmenting...", failure="segmentation failed",
-                     on_progress=lambda *_: self._show_all(layers),
-                     on_finished=lambda: self._on_finished(layers), hide_progress=False)
+                     on_progress=shown, on_event=lambda _: add_next(),
+                     on_finished=lambda: self._on_finished(layers, pending), hide_progress=False)
 
-    def _labels_layer(self, image_layer, slide, code: str, mag: float):
+    @staticmethod
+    def _mask_levels(slide) -> list:
+        """Empty in-memory 0/1 masks, one per slide level, that the worker fills."""
         import zarr
+
+        return [zarr.create_array(store=zarr.storage.MemoryStore(), shape=lv.shape[:2],
+                                  chunks=(512, 512), dtype=np.uint8, fill_value=0)
+                for lv in slide.levels]
+
+    def _labels_layer(self, image_layer, slide, code: str, mag: float, levels: list):
         from napari.layers import Labels
         from napari.utils.colormaps import DirectLabelColormap
 
-        levels = [zarr.create_array(store=zarr.storage.MemoryStore(), shape=lv.shape[:2],
-                                    chunks=(512, 512), dtype=np.uint8, fill_value=0)
-                  for lv in slide.levels]
+        from ..io.labels import label_names
+
         name = layer_name(code, mag)
         colour = DirectLabelColormap(color_dict={1: vocab.tissue(code).color,
                                                  None: (0, 0, 0, 0)})
@@ -147,11 +188,12 @@ class SegmentWidget(DockWidget):
         layer = Labels(
             data, name=name, multiscale=len(levels) > 1, scale=image_layer.scale,
             translate=image_layer.translate, units=image_layer.units, opacity=0.6,
-            colormap=colour, metadata={"tissue": code, "magnification": mag,
-                                       "source_layer": image_layer.name},
+            colormap=colour, features=label_names(code),
+            metadata={"tissue": code, "magnification": mag, "mpp": slide.mpp,
+                      "source_layer": image_layer.name},
         )
         self.viewer.add_layer(layer)
-        return levels, layer
+        return layer
 
     @staticmethod
     def _show_new_data(layer) -> None:
@@ -166,7 +208,9 @@ class SegmentWidget(DockWidget):
         for lyr in layers:
             self._show_new_data(lyr)
 
-    def _on_finished(self, layers) -> None:
+    def _on_finished(self, layers, pending: list) -> None:
+        while pending:  # a short run can end before every layer was added
+            layers.append(pending.pop(0)())
         if not self.run_failed:
             self.status.value = ("stopped; the computed part is kept" if self.run_stopped
                                  else "done")

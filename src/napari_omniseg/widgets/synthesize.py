@@ -13,18 +13,22 @@ from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import ComboBox, PushButton, SpinBox
+from magicgui.widgets import ComboBox, FloatSpinBox, PushButton, SpinBox
 
 from .. import vocab
 from ..checkpoints import check_generator
 from ..errors import OmnisegInputError
 from .dock import DockWidget
-from .layers import image_layers, layers_of_type
+from .layers import give_pixel_size, image_layers, layer_mpp, layers_of_type
 from .model_in_use import MODELS_IN_USE
 
 #: Masks up to this many pixels are synthesised whole; a larger one, only where it is seen.
 WHOLE_MASK_PIXELS = 16 * 1024 * 1024
 _CHUNK = 512
+
+
+#: What each painted value means.
+LEGEND = ", ".join(f"{t.task_id + 1} {t.label}" for t in vocab.TISSUES)
 
 
 def mask_colours() -> dict:
@@ -46,11 +50,16 @@ class SynthesizeWidget(DockWidget):
         self.magnification = ComboBox(label="magnification", value="auto", choices=[
             ("from the mask's pixel size", "auto"),
             *[(f"{m}x", str(m)) for m in vocab.MAGNIFICATIONS]])
+        self.mpp = FloatSpinBox(label="mask µm/px", value=0.0, min=0.0, max=50.0, step=0.01,
+                                tooltip="the painted mask's pixel size, for a mask in pixels "
+                                        "(0 = from the layer); the magnification follows it")
+        self.mpp.native.setDecimals(4)
         self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
         self.variations = SpinBox(label="variations", value=1, min=1, max=8)
         model = self._model_choice("synthesis", "bundled generator", "generator file",
                                    "your generator in use")
-        self.extend([self.mask, self.new_mask_button, self.stain, self.magnification, self.seed,
+        self.extend([self.mask, self.new_mask_button, self.stain, self.magnification, self.mpp,
+                     self.seed,
                      self.variations, *model, *self._run_controls("Synthesize")])
         self.new_mask_button.changed.connect(self.new_mask_layer)
         self._on_layers_changed(lambda *_: self.mask.reset_choices())
@@ -86,31 +95,39 @@ class SynthesizeWidget(DockWidget):
                                      chunks=(1024, 1024), dtype=np.uint8, fill_value=0)
         else:
             data = np.zeros(shape, np.uint8)
+        from ..io.labels import label_names
+
         layer = Labels(data, name="painted mask", colormap=mask_colours(), opacity=0.6,
-                       metadata={"omniseg_mask": True}, **kw)
+                       features=label_names(), metadata={"omniseg_mask": True}, **kw)
         self.viewer.add_layer(layer)
+        # a bound method: napari's events hold it weakly, so a closed widget is not called
+        layer.events.selected_label.connect(self._say_painting)
         layer.selected_label = vocab.tissue("pt").task_id + 1
         layer.mode = "paint"
         self.mask.reset_choices()
         self.mask.value = layer
-        self.status.value = ("paint: 1 DT, 2 PT, 3 CAP, 4 TUFT, 5 VES, 6 PTC "
-                             "(the label spin box)")
         return layer
+
+    def _say_painting(self, event: Any) -> None:
+        """Name the label being painted: napari's label box shows only its number."""
+        from ..io.labels import label_class
+
+        value = int(event.source.selected_label)
+        self.status.value = (f"painting {value} = {label_class(value).name} "
+                             f"({LEGEND}; the label box of the layer controls)")
 
     def _magnification(self, layer: Any) -> float:
         if self.magnification.value != "auto":
             return float(self.magnification.value)
-        from ..io.labels import micrometres_per_unit
-
-        per = micrometres_per_unit(layer.units[-1]) if layer.units is not None else None
-        if not per:
-            raise OmnisegInputError(f"{layer.name} is in pixels: choose the magnification")
-        mpp = float(layer.scale[-1]) * per
+        mpp = layer_mpp(layer)
+        if mpp is None:
+            raise OmnisegInputError(f"{layer.name} is in pixels: give the mask's µm/px, or "
+                                    "choose the magnification")
         return min(vocab.MAGNIFICATIONS,
                    key=lambda m: abs(vocab.magnification_of_mpp(mpp) / m - 1))
 
-    def _generator(self):
-        source, path = self.model_source.value, str(self.model_file.value)
+    def _generator(self, source: str, path: str):
+        """The chosen generator (called in the worker: loading takes up to seconds)."""
         if source == "in use":
             return MODELS_IN_USE.chosen("synthesis", source)[0]
         key = path if source == "file" else source
@@ -125,7 +142,7 @@ class SynthesizeWidget(DockWidget):
         """Check the choices, then synthesise every variation in a helper thread."""
         from napari.layers import Labels
 
-        from ..predict.synthesize import synthesize
+        from ..predict.synthesize import check_labels, synthesize
 
         if self.worker is not None:
             return
@@ -142,11 +159,14 @@ class SynthesizeWidget(DockWidget):
             if h * w > WHOLE_MASK_PIXELS:
                 y0, y1, x0, x1 = self._visible_box(layer, h, w)
             region = labels[y0:y1, x0:x1]
-            generator = self._generator()
+            check_labels(region, layer.name)  # a cheap look, before anything loads
+            if self.mpp.value:
+                give_pixel_size(self.viewer, layer, float(self.mpp.value))
             mag = self._magnification(layer)
             stain, seed, n = self.stain.value, int(self.seed.value), int(self.variations.value)
-            lazy = [synthesize(generator, region, stain, mag, seed=seed + k, chunk=_CHUNK,
-                               name=layer.name) for k in range(n)]
+            source, path = self.model_source.value, str(self.model_file.value)
+            if source != "bundled":
+                MODELS_IN_USE.check_choice("synthesis", source, path)
         except OmnisegInputError as e:
             self._report(str(e))
             return
@@ -154,6 +174,10 @@ class SynthesizeWidget(DockWidget):
         def job(progress, should_stop, emit):
             from ..run import check_stop
 
+            progress(0, 0, "loading the generator...")
+            generator = self._generator(source, path)
+            lazy = [synthesize(generator, region, stain, mag, seed=seed + k, chunk=_CHUNK,
+                               name=layer.name) for k in range(n)]
             per = [-(-(y1 - y0) // _CHUNK) * -(-(x1 - x0) // _CHUNK)] * n
             total, done = sum(per), 0
             for k, image in enumerate(lazy):
@@ -191,7 +215,8 @@ class SynthesizeWidget(DockWidget):
         scale = np.asarray(mask_layer.scale[-2:], float)
         translate = np.asarray(mask_layer.translate[-2:], float) + np.asarray(origin) * scale
         layer = Image(rgb, name=name, rgb=True, scale=tuple(scale), translate=tuple(translate),
-                      units=mask_layer.units, metadata={"mpp": None, "seed": seed + k,
+                      units=mask_layer.units, metadata={"mpp": layer_mpp(mask_layer),
+                                                        "seed": seed + k,
                                                         "stain": stain,
                                                         "mask": mask_layer.name})
         self.viewer.layers.insert(self.viewer.layers.index(mask_layer), layer)
