@@ -60,6 +60,22 @@ def test_predictions_stay_off_the_glass(tmp_path):
     assert masked[512:1536, 256:1280].all()  # all the tissue, lumen included
 
 
+def test_the_glass_of_the_margin_gets_no_prediction(tmp_path):
+    """The margin keeps the outlines of objects cut by the biopsy's edge, not the glass strip
+    along it (the sample's arteries once lay there)."""
+    from napari_omniseg.predict.tissue_mask import MARGIN_KEEP_PX
+
+    slide = open_slide(write_ome_subifd(tmp_path / "g.ome.tif", glass_with_tissue(), levels=4))
+    tm = tissue_mask(slide)
+    edge_band = tm.mask[int(1000 // 16), int(200 // 16)] and not tm.inner[
+        int(1000 // 16), int(200 // 16)]
+    assert edge_band  # 56 px left of the tissue: in the margin, on glass
+    ptc = segment_slide(slide, tissues=("ptc",), model=AlwaysForeground(), bf16=False)["ptc"]
+    masked = ptc[0].compute()
+    assert masked[1000, 256 - MARGIN_KEEP_PX:256].all()  # the outline's neighbours stay
+    assert not masked[1000, 150:240].any()  # the glass of the margin does not
+
+
 def test_simulated_biopsy_glass_is_masked(tmp_path):
     img, masks = write_renal_slide(tmp_path / "b.ome.tif", 2048, 2048, stain="pas", seed=2,
                                    shape="biopsy", masks_path=tmp_path / "m.ome.tif")

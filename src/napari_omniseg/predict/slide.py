@@ -23,7 +23,7 @@ from ..io.slides import Slide
 from ..run import Progress, ShouldStop, check_stop, report
 from .tile_cache import TileCache
 from .tiling import blend_window
-from .tissue_mask import TissueMask, tissue_mask, tissue_pixels
+from .tissue_mask import TissueMask, keep_in_margin, tissue_mask, tissue_pixels
 
 #: Fraction of a tile that must look like tissue (not glass) for the network to run on it.
 MIN_TISSUE_FRACTION = 0.01
@@ -189,7 +189,8 @@ class TileEngine:
             else:
                 todo.append(key)
                 images.append(rgb)
-                masks.append(on[key])
+                masks.append(None if on[key] is None else
+                             keep_in_margin(on[key], self._on_tissue(*key, inner=True), rgb))
         dev = next(self.model.parameters()).device
         for i in range(0, len(todo), self.batch):
             x = torch.from_numpy(np.stack(images[i:i + self.batch])).to(dev)
@@ -209,13 +210,14 @@ class TileEngine:
                 self._store(key, p)
             self.tiles_run += len(prob)
 
-    def _on_tissue(self, ty: int, tx: int) -> np.ndarray | None:
-        """The tissue mask on a tile's working pixels, or None when the slide has none."""
+    def _on_tissue(self, ty: int, tx: int, inner: bool = False) -> np.ndarray | None:
+        """The tissue mask (``inner``: before the margin) on a tile's working pixels, or None
+        when the slide has none."""
         if self.tissue_mask is None:
             return None
         step = 1.0 / self.scale0
         return self.tissue_mask.crop(self._origin(ty) * step, self._origin(tx) * step, step,
-                                     self.tile)
+                                     self.tile, inner)
 
     def _store(self, key, value) -> None:
         self._cache.put(key, value)

@@ -44,24 +44,50 @@ class TissueMask:
         ``(Y, X)`` bool, True on tissue (holes filled, grown by :data:`MARGIN_UM`).
     downsample : float
         Level-0 pixels per mask pixel.
+    inner : numpy.ndarray or None
+        The tissue before it was grown: between it and ``mask`` lies the margin, where only
+        pixels that look stained (and their close neighbours) keep predictions
+        (:func:`keep_in_margin`); None keeps the whole margin.
     """
 
     mask: np.ndarray
     downsample: float
+    inner: np.ndarray | None = None
 
-    def crop(self, y0: float, x0: float, step: float, size: int) -> np.ndarray:
-        """The mask sampled on a ``size`` x ``size`` grid starting at level-0 ``(y0, x0)``.
+    def crop(self, y0: float, x0: float, step: float, size: int, inner: bool = False
+             ) -> np.ndarray:
+        """The mask (``inner``: the ungrown one) sampled on a ``size`` x ``size`` grid
+        starting at level-0 ``(y0, x0)``.
 
         ``step`` is the level-0 distance between grid points; points off the slide are glass.
         """
+        mask = self.inner if inner and self.inner is not None else self.mask
         idx = (np.arange(size) + 0.5) * step
         rows = np.floor((y0 + idx) / self.downsample).astype(int)
         cols = np.floor((x0 + idx) / self.downsample).astype(int)
-        h, w = self.mask.shape
+        h, w = mask.shape
         vr, vc = (rows >= 0) & (rows < h), (cols >= 0) & (cols < w)
         out = np.zeros((size, size), bool)
-        out[np.ix_(vr, vc)] = self.mask[np.ix_(rows[vr], cols[vc])]
+        out[np.ix_(vr, vc)] = mask[np.ix_(rows[vr], cols[vc])]
         return out
+
+
+#: In the margin, predictions stay this many working pixels around stained pixels (a cut
+#: object's outline), and go on glass beyond: the glass strip along a biopsy's edge was once
+#: called artery.
+MARGIN_KEEP_PX = 4
+
+
+def keep_in_margin(on_tissue: np.ndarray, inner: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+    """Where a tile's predictions are kept: inside the (ungrown) tissue, and in the margin
+    only near pixels that look stained (:func:`tissue_pixels`)."""
+    from scipy import ndimage
+
+    band = on_tissue & ~inner
+    if not band.any():
+        return on_tissue
+    stained = ndimage.binary_dilation(tissue_pixels(rgb), iterations=MARGIN_KEEP_PX)
+    return on_tissue & (inner | stained)
 
 
 def tissue_mask(slide: Slide, max_side: int = MAX_THUMBNAIL_SIDE) -> TissueMask | None:
@@ -90,7 +116,7 @@ def tissue_mask(slide: Slide, max_side: int = MAX_THUMBNAIL_SIDE) -> TissueMask 
     # there, a speck is small against the image itself
     big = np.bincount(labels.ravel()) >= min(MIN_TISSUE_AREA_UM2 / mpp ** 2, 0.02 * tissue.size)
     big[0] = False
-    tissue = big[labels]
+    inner = big[labels]
     # grown by a distance, not a structuring element: any margin at the same small cost
-    tissue = ndimage.distance_transform_edt(~tissue) <= max(1.0, MARGIN_UM / mpp)
-    return TissueMask(tissue, ds)
+    tissue = ndimage.distance_transform_edt(~inner) <= max(1.0, MARGIN_UM / mpp)
+    return TissueMask(tissue, ds, inner)
