@@ -11,7 +11,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "src" / "napari_omniseg"
 PACKAGE = "napari_omniseg"
 #: The only modules that may import the GUI libraries.
-GUI_MODULES = ("napari_omniseg.widgets", "napari_omniseg._reader", "napari_omniseg._sample_data")
+# napari's adapters: the widgets, and the npe2 reader, writers and samples (which tell failures
+# in napari notifications); the core they call imports none of these libraries
+GUI_MODULES = ("napari_omniseg.widgets", "napari_omniseg._reader", "napari_omniseg._writer",
+               "napari_omniseg._sample_data")
 GUI_LIBRARIES = ("napari", "qtpy", "magicgui", "PyQt5", "PyQt6", "PySide2", "PySide6")
 
 

@@ -9,13 +9,14 @@ authors' Omni-Seg+ checkpoints (a bare state_dict) load too.
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 from ._version import __version__
-from .errors import OmnisegInputError
+from .errors import OmnisegInputError, short_reason
 from .nets.registry import architecture, architecture_of
 from .tasks import TASKS, task, task_of_model
 
@@ -73,8 +74,12 @@ def save_checkpoint(model: Any, path: str | os.PathLike, half: bool = False,
         meta["stored_as"] = "float16"
     from .io.atomic import written_atomically
 
+    # serialised in memory first (a few MB), then written as plain bytes: torch's own writer
+    # reports a full disk as "[enforce fail at inline_container.cc]", the OS as errno 28
+    buffer = io.BytesIO()
+    torch.save({"state_dict": state, "metadata": json.dumps(meta)}, buffer)
     with written_atomically(path) as tmp:
-        torch.save({"state_dict": state, "metadata": json.dumps(meta)}, tmp)
+        tmp.write_bytes(buffer.getbuffer())
     return path
 
 
@@ -91,7 +96,19 @@ def save_half_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The metadata block of a product checkpoint ({} for an authors' checkpoint)."""
     blob = _load_blob(Path(path))
-    return json.loads(blob["metadata"]) if _is_product(blob) else {}
+    return _metadata(blob, Path(path)) if _is_product(blob) else {}
+
+
+def _metadata(blob: dict, path: Path) -> dict:
+    """A product checkpoint's metadata block, or one sentence when it is not a JSON object."""
+    try:
+        meta = json.loads(blob["metadata"])
+    except (TypeError, ValueError):
+        meta = None
+    if not isinstance(meta, dict):
+        raise OmnisegInputError(f"{path.name} has damaged metadata (not a JSON object); is it "
+                                "a checkpoint written by omniseg?")
+    return meta
 
 
 def load_model(path_or_name: str | os.PathLike, device: str | None = None) -> Any:
@@ -114,11 +131,14 @@ def load_model(path_or_name: str | os.PathLike, device: str | None = None) -> An
     path = _resolve(path_or_name)
     blob = _load_blob(path)
     if _is_product(blob):
-        meta = json.loads(blob["metadata"])
+        meta = _metadata(blob, path)
         try:
             model = architecture(str(meta.get("architecture"))).build(meta)
         except OmnisegInputError as e:
             raise OmnisegInputError(f"{path.name}: {e}") from None
+        except (ValueError, TypeError, RuntimeError) as e:  # a negative width, a wrong type
+            raise OmnisegInputError(f"{path.name} describes a network that cannot be built "
+                                    f"({short_reason(e)}); its metadata is damaged") from None
         state = blob["state_dict"]
     else:  # the authors' Omni-Seg+ checkpoints are bare state_dicts
         from .nets.omniseg import clean_author_state_dict

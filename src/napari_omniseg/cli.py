@@ -20,8 +20,8 @@ Sub-commands::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import math
 import os
 import sys
 import threading
@@ -29,9 +29,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Sequence
 
+from . import cli_args as A
 from . import vocab
 from .errors import OmnisegInputError, failure_sentence
-from .io.atomic import output_folder, write_text_atomically
+from .io.atomic import output_file, output_folder, write_text_atomically
 
 
 @contextmanager
@@ -52,31 +53,10 @@ def _bar(desc: str):
         bar.close()
 
 
-def _positive_int(text: str) -> int:
-    v = int(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return v
-
-
 def _slide_side(text: str) -> int:
-    v = _positive_int(text)
+    v = A.positive_int(text)
     if not 256 <= v <= 200_000:  # 200,000 px at 40x is 5 cm, larger than any glass slide
         raise argparse.ArgumentTypeError(f"must be 256 to 200000 pixels, got {text}")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    v = float(text)
-    if not (v > 0 and math.isfinite(v)):  # "--minutes inf" would never end
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
-    return v
-
-
-def _non_negative_float(text: str) -> float:
-    v = float(text)
-    if not (v >= 0 and math.isfinite(v)):  # "nan" would silently drop every object
-        raise argparse.ArgumentTypeError(f"must be a finite number of 0 or more, got {text}")
     return v
 
 
@@ -137,18 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--stain", default="he", choices=[*vocab.STAINS, "all"])
     r.add_argument("--height", type=_slide_side, default=4096, help="pixels at 40x")
     r.add_argument("--width", type=_slide_side, default=4096, help="pixels at 40x")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--count", type=_positive_int, default=1, help="slides (seeds seed, seed+1..)")
+    r.add_argument("--seed", type=A.seed, default=0)
+    r.add_argument("--count", type=A.positive_int, default=1, help="slides (seeds seed, seed+1..)")
     r.add_argument("--shape", default="full", choices=["full", "biopsy"])
     r.add_argument("--levels", type=int, default=4, choices=[1, 2, 3, 4])
     r.add_argument("--no-masks", action="store_true", help="write the image only")
 
     f = simsub.add_parser("fetal", help="fetal MRI phantoms as NIfTI + region masks")
     f.add_argument("-o", "--out", type=Path, required=True, help="output folder")
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--count", type=_positive_int, default=1)
-    f.add_argument("--size", type=int, default=128, help="voxels per axis (32-128)")
-    f.add_argument("--spacing", type=_positive_float, default=3.0, help="mm per voxel")
+    f.add_argument("--seed", type=A.seed, default=0)
+    f.add_argument("--count", type=A.positive_int, default=1)
+    f.add_argument("--size", type=A.integer(32, 128), default=128, help="voxels per axis (32-128)")
+    f.add_argument("--spacing", type=A.positive_float, default=3.0, help="mm per voxel")
     f.add_argument("--all-masks", action="store_true",
                    help="also write masks of regions a volume is not labelled for")
 
@@ -159,16 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
     trsub = tr.add_subparsers(dest="what", required=True)
     tr_r = trsub.add_parser("renal", help="train the renal Omni-Seg+ model on simulated slides")
     tr_r.add_argument("-o", "--out", type=Path, required=True, help="checkpoint to write (.pt)")
-    tr_r.add_argument("--minutes", type=_positive_float, default=90.0,
+    tr_r.add_argument("--minutes", type=A.positive_float, default=90.0,
                       help="total budget, simulation included")
-    tr_r.add_argument("--slides", type=_positive_int, default=60, help="simulated 1 mm² slides")
-    tr_r.add_argument("--width", type=_positive_float, default=0.5,
+    tr_r.add_argument("--slides", type=A.positive_int, default=60, help="simulated 1 mm² slides")
+    tr_r.add_argument("--width", type=A.positive_float, default=0.5,
                       help="channel width (1 = the published network)")
-    tr_r.add_argument("--batch", type=_positive_int, default=8)
-    tr_r.add_argument("--lr", type=_positive_float, default=2e-3)
+    tr_r.add_argument("--batch", type=A.positive_int, default=8)
+    tr_r.add_argument("--lr", type=A.positive_float, default=2e-3)
     tr_r.add_argument("--bank", type=Path, default=None,
                       help="cache of simulated training patches (.npz), reused if present")
-    tr_r.add_argument("--evaluate", type=int, default=0, metavar="N",
+    tr_r.add_argument("--evaluate", type=A.non_negative_int, default=0, metavar="N",
                       help="afterwards, Dice on N held-out simulated slides per stain")
     tr_r.add_argument("--half", action="store_true",
                       help="store the final weights in float16 (half the file)")
@@ -181,15 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
                            "magnification[, split]); only rows of --split train")
     tr_s.add_argument("--split", default="train",
                       help="rows of this split (default train; 'all' for every row)")
-    tr_s.add_argument("--simulated", type=int, default=4, metavar="SLIDES",
+    tr_s.add_argument("--simulated", type=A.integer(0, 1000), default=4, metavar="SLIDES",
                       help="also simulated 1 mm² slides of every stain (0: none)")
-    tr_s.add_argument("--minutes", type=_positive_float, default=30.0)
-    tr_s.add_argument("--steps", type=_positive_int, default=None,
+    tr_s.add_argument("--minutes", type=A.positive_float, default=30.0)
+    tr_s.add_argument("--steps", type=A.positive_int, default=None,
                       help="stop after this many steps (or --minutes, whichever comes first)")
-    tr_s.add_argument("--crop", type=_positive_int, default=128,
+    tr_s.add_argument("--crop", type=A.integer(16, 1024), default=128,
                       help="training crop side (a multiple of 8)")
-    tr_s.add_argument("--batch", type=_positive_int, default=4)
-    tr_s.add_argument("--width", type=_positive_int, default=32)
+    tr_s.add_argument("--batch", type=A.integer(1, 256), default=4)
+    tr_s.add_argument("--width", type=A.integer(4, 512), default=32)
     tr_s.add_argument("--levels", type=int, default=4, choices=[2, 3, 4, 5],
                       help="pyramid levels (each half the side of the next)")
     tr_s.add_argument("--perceptual", choices=["segmenter", "none"], default="segmenter",
@@ -204,13 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr_s.add_argument("--unlabelled", type=Path, default=None, metavar="CSV",
                       help="with --segmenter-out: a manifest whose images (rows of --split) "
                            "are used without their masks (semi-supervised)")
-    tr_s.add_argument("--segmenter-adversarial", type=float, default=1.0, metavar="W",
+    tr_s.add_argument("--segmenter-adversarial", type=A.real(0, 100), default=1.0, metavar="W",
                       help="with --segmenter-out: weight of the segmenter's adversarial loss "
                            "(the paper's: 1)")
     tr_s.add_argument("--init", default=None, metavar="G.pt",
                       help="go on training this generator ('synthesis': the bundled one) "
                            "instead of a new one")
-    tr_s.add_argument("--seed", type=int, default=0)
+    tr_s.add_argument("--seed", type=A.seed, default=0)
 
     syn = sub.add_parser("synthesize", help="histology from a painted mask, as a pyramidal "
                                             "OME-TIFF")
@@ -221,11 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--magnification", type=int, default=None,
                      choices=list(vocab.MAGNIFICATIONS),
                      help="of the mask's pixels (default: from its pixel size)")
-    syn.add_argument("--seed", type=int, default=0,
+    syn.add_argument("--seed", type=A.seed, default=0,
                      help="one seed gives one image, another a variation")
     syn.add_argument("--generator", default="synthesis",
                      help="generator checkpoint (default: the bundled one)")
-    syn.add_argument("--mpp", type=_positive_float, default=None,
+    syn.add_argument("--mpp", type=A.mpp, default=None,
                      help="µm per pixel, for masks whose file does not say")
     syn.add_argument("-o", "--out", type=Path, required=True, help="image to write (.ome.tif)")
 
@@ -235,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--magnification", default="auto",
                      choices=["auto", *[str(m) for m in vocab.MAGNIFICATIONS]])
     seg.add_argument("--model", default="renal", help="checkpoint file or bundled model name")
-    seg.add_argument("--mpp", type=_positive_float, default=None,
+    seg.add_argument("--mpp", type=A.mpp, default=None,
                      help="µm per pixel, for slides whose file does not say")
     seg.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     seg.add_argument("--scheduler", default=None,
@@ -245,11 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr_f = trsub.add_parser("fetal", help="train CoNeMOS (or the baseline) on fetal phantoms")
     tr_f.add_argument("-o", "--out", type=Path, required=True, help="checkpoint to write (.pt)")
-    tr_f.add_argument("--minutes", type=_positive_float, default=100.0)
-    tr_f.add_argument("--volumes", type=_positive_int, default=60)
-    tr_f.add_argument("--batch", type=_positive_int, default=2)
-    tr_f.add_argument("--crop", type=_positive_int, default=64)
-    tr_f.add_argument("--regions-per-crop", type=_positive_int, default=1,
+    tr_f.add_argument("--minutes", type=A.positive_float, default=100.0)
+    tr_f.add_argument("--volumes", type=A.positive_int, default=60)
+    tr_f.add_argument("--batch", type=A.positive_int, default=2)
+    tr_f.add_argument("--crop", type=A.positive_int, default=64)
+    tr_f.add_argument("--regions-per-crop", type=A.positive_int, default=1,
                       help="CoNeMOS: also train each crop under up to N-1 other labelled "
                            "regions of its volume")
     tr_f.add_argument("--region-sampling", choices=SAMPLINGS, default="balanced",
@@ -260,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "(the CoNeMOS paper's loss)")
     tr_f.add_argument("--baseline", action="store_true",
                       help="the unconditioned U-Net with one output per region instead")
-    tr_f.add_argument("--evaluate", type=int, default=0, metavar="N",
+    tr_f.add_argument("--evaluate", type=A.non_negative_int, default=0, metavar="N",
                       help="afterwards, Dice per region on N held-out phantoms")
 
     sv = sub.add_parser("segment-volume", help="segment fetal MRI regions in 3D volumes")
@@ -286,22 +266,22 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--base", default=None,
                     help="starting checkpoint or bundled name (default: the bundled model of "
                          "the manifest's kind)")
-    ft.add_argument("--minutes", type=_positive_float, default=10.0)
+    ft.add_argument("--minutes", type=A.positive_float, default=10.0)
     ft.add_argument("--split-column", default=None,
                     help="column saying train / val (rows named val are held out for "
                          "validation); default 'split', and without one every row trains")
     ft.add_argument("--semi", action="store_true",
                     help="add pseudo-labels and the consistency loss (off by default: they "
                          "lowered validation Dice on real kidney patches, see the docs)")
-    ft.add_argument("--lr", type=_positive_float, default=None,
+    ft.add_argument("--lr", type=A.positive_float, default=None,
                     help="learning rate (default 1e-3 kidney, 2e-4 fetal)")
-    ft.add_argument("--synthetic", type=int, default=0, metavar="N",
+    ft.add_argument("--synthetic", type=A.integer(0, 100_000), default=0, metavar="N",
                     help="kidney: N synthetic pairs per trained tissue (simulated layouts made "
                          "into images by --generator) join the batches after half the budget, "
                          "at loss weight 0.03")
     ft.add_argument("--generator", default="synthesis",
                     help="with --synthetic: generator checkpoint (default: the bundled one)")
-    ft.add_argument("--seed", type=int, default=0,
+    ft.add_argument("--seed", type=A.seed, default=0,
                     help="seed of the batches' order and augmentation (and of the synthetic "
                          "pairs)")
     ft.add_argument("-o", "--out", type=Path, required=True, help="checkpoint to write (.pt)")
@@ -325,10 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--objects", default="detection", choices=["detection", "annotation"],
                     help="GeoJSON: one detection per object (default) or one annotation per "
                          "tissue")
-    ex.add_argument("--min-area", type=_non_negative_float, default=None, metavar="UM2",
+    ex.add_argument("--min-area", type=A.non_negative_float, default=None, metavar="UM2",
                     help="leave out objects smaller than this (µm²; default per tissue: "
                          f"{_MIN_SIZES}); the file states the sizes used")
-    ex.add_argument("--mpp", type=_positive_float, default=None,
+    ex.add_argument("--mpp", type=A.mpp, default=None,
                     help="µm per pixel, for files that do not say")
     ex.add_argument("-o", "--out", type=Path, required=True, help="output folder")
 
@@ -341,9 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     qu.add_argument("--spots", default=None, metavar="POSITIONS",
                     help="Space Ranger's tissue_positions.csv (scalefactors_json.json beside "
                          "it), or 'hex' for a grid of 55 µm spots 100 µm apart over the tissue")
-    qu.add_argument("--min-area", type=_non_negative_float, default=None, metavar="UM2",
+    qu.add_argument("--min-area", type=A.non_negative_float, default=None, metavar="UM2",
                     help=f"smallest object counted (µm²; default per tissue: {_MIN_SIZES})")
-    qu.add_argument("--mpp", type=_positive_float, default=None,
+    qu.add_argument("--mpp", type=A.mpp, default=None,
                     help="µm per pixel, for files that do not say")
     qu.add_argument("--table", type=Path, default=None,
                     help="with --spots: a CSV keyed by barcode to correlate with")
@@ -354,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="describe slides or volumes (levels, pixel size)")
     info.add_argument("paths", nargs="+", type=Path)
-    info.add_argument("--mpp", type=_positive_float, default=None,
+    info.add_argument("--mpp", type=A.mpp, default=None,
                       help="µm per pixel, for slides whose file does not say")
     # what each (sub-)command runs: main() calls args.run(args)
     for parser, run in ((r, _simulate_renal), (f, _simulate_fetal), (s, _simulate_samples),
@@ -415,6 +395,33 @@ def _holding_output_folder(command: Callable[[argparse.Namespace], int]
     return held
 
 
+def _holding_output_file(*inputs: str, also: str | None = None
+                         ) -> Callable[[Callable[[argparse.Namespace], int]],
+                                       Callable[[argparse.Namespace], int]]:
+    """``command`` run once its output file (``-o``; and the file named by the ``also``
+    argument, if given) is checked and held: not one of the ``inputs`` (names of arguments
+    holding paths), not a folder or device, in a writable folder, one run at a time. All of it
+    before any work starts."""
+    def wrap(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        def held(args: argparse.Namespace) -> int:
+            given = [getattr(args, name, None) for name in inputs]
+            # only files that exist can be overwritten ("hex", a bundled model's name: not)
+            paths = [Path(str(p)) for g in given for p in (g if isinstance(g, list) else [g])
+                     if p is not None and Path(str(p)).exists()]
+            second = getattr(args, also, None) if also else None
+            if second is not None and Path(second).resolve() == Path(args.out).resolve():
+                raise OmnisegInputError(f"--{also.replace('_', '-')} and -o are the same file; "
+                                        "give each model its own")
+            with output_file(args.out, paths), (
+                    output_file(second, paths + [args.out]) if second is not None
+                    else contextlib.nullcontext()):
+                return command(args)
+
+        return held
+
+    return wrap
+
+
 @_holding_output_folder
 def _simulate_renal(args: argparse.Namespace) -> int:
     from .simulate.renal import write_renal_slide
@@ -458,6 +465,7 @@ def _simulate_samples(args: argparse.Namespace) -> int:
     return 0
 
 
+@_holding_output_file("bank")
 def _train_renal(args: argparse.Namespace) -> int:
     from .train.renal import dice_table, evaluate_simulated, train_renal
 
@@ -493,6 +501,7 @@ def _segment(args: argparse.Namespace) -> int:
     return _batch(args, "segment", work)
 
 
+@_holding_output_file("manifest", "unlabelled", "init", also="segmenter_out")
 def _train_synthesis(args: argparse.Namespace) -> int:
     import time
 
@@ -556,6 +565,7 @@ def _train_three_player(args: argparse.Namespace, pairs, sources: list[str],
     return 0
 
 
+@_holding_output_file("mask", "generator")
 def _synthesize(args: argparse.Namespace) -> int:
     from .synth.files import synthesize_file
 
@@ -575,6 +585,7 @@ def _export(args: argparse.Namespace) -> int:
         min_area_um2=args.min_area, progress=bar))
 
 
+@_holding_output_file("masks", "slide", "spots", "table")
 def _quantify(args: argparse.Namespace) -> int:
     from .quantify.files import quantify_files
 
@@ -627,6 +638,7 @@ def _batch(args: argparse.Namespace, name: str, work: Callable[..., dict]) -> in
     return 2 if summary["failed"] else 0
 
 
+@_holding_output_file()
 def _train_fetal(args: argparse.Namespace) -> int:
     from .train.fetal import evaluate_fetal, train_fetal
 
@@ -693,6 +705,7 @@ def _split_column(args: argparse.Namespace) -> str:
     return args.split_column
 
 
+@_holding_output_file("manifest", "base", "generator")
 def _finetune(args: argparse.Namespace) -> int:
     from .checkpoints import load_model
     from .tasks import task_of_manifest
@@ -738,8 +751,9 @@ def _synthetic_pairs(args: argparse.Namespace, train: list) -> list:
     tissues = sorted({a.tissue for a in train})
     stains = sorted({a.stain for a in train if a.stain}) or ["he"]
     with _bar("synthetic pairs") as bar:
+        # made within the first half of the budget, before which they do not join anyway
         return synthetic_annotations(g, args.synthetic, tissues, stains, seed=args.seed,
-                                     progress=bar)
+                                     progress=bar, seconds=args.minutes * 60 / 2)
 
 
 def _print_validation(entry: dict) -> None:

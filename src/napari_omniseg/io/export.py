@@ -90,6 +90,22 @@ def _file_tiles(band: np.ndarray, tile: int):
             yield np.ascontiguousarray(part)
 
 
+def _stored(band: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
+    """``band`` in the stored ``dtype``, refusing values it cannot hold (a cast would turn
+    label 2**32 + 2 into 2, another tissue, without a word)."""
+    dtype = np.dtype(dtype)
+    if band.dtype != dtype and band.dtype.kind in "iu" and band.size:
+        info = np.iinfo(dtype)
+        lo, hi = band.min(), band.max()
+        if lo < info.min or hi > info.max:
+            from ..errors import OmnisegInputError
+
+            bad = hi if hi > info.max else lo
+            raise OmnisegInputError(f"{name} has label {int(bad)}, which a {dtype} OME-TIFF "
+                                    f"cannot hold (labels {info.min} to {info.max})")
+    return band.astype(dtype, copy=False)
+
+
 def write_mask_pyramids(outputs: list[tuple], mpp: float | None, tile: int = 512,
                         progress=None, should_stop=None, dtype: np.dtype = np.uint8
                         ) -> list[int]:
@@ -142,7 +158,7 @@ def write_mask_pyramids(outputs: list[tuple], mpp: float | None, tile: int = 512
                     # local scheduler: inside a cluster task the graph (holding a model) must
                     # not be shipped back to the cluster
                     band = band.compute(scheduler="synchronous")
-                w.put(np.asarray(band, dtype))
+                w.put(_stored(np.asarray(band), dtype, w.name))
         for w in writers:
             w.put(None)
             w.join()

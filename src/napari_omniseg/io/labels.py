@@ -191,9 +191,10 @@ def open_labels(path: str | os.PathLike, mpp: float | None = None) -> list[Label
 def _tiff_labels(tif: Any, path: Path, mpp: float | None) -> list[LabelImage]:
     import zarr
 
-    from .slides import tiff_pixel_size
+    from .slides import check_not_truncated, tiff_pixel_size
 
     series = tif.series[0]
+    check_not_truncated(tif, tif.series, [(0, k) for k in range(len(series.levels))], path)
     if not np.issubdtype(series.dtype, np.integer):
         raise OmnisegInputError(f"{path.name} stores {series.dtype} pixels; labels are integers")
     levels = []
@@ -202,6 +203,19 @@ def _tiff_labels(tif: Any, path: Path, mpp: float | None) -> list[LabelImage]:
         levels.append(da.from_zarr(zarr.open_array(store, mode="r")))
     axes = series.axes
     channel_axis = next((i for i, a in enumerate(axes) if a in "CS"), None)
+    planes = [(a, n) for a, n in zip(axes, series.shape) if a not in "CSYX" and n > 1]
+    if planes:
+        a, n = planes[0]
+        raise OmnisegInputError(f"{path.name} holds {n} planes along its {a} axis; a label "
+                                "image is one 2D plane (save the plane you painted on its own)")
+    if channel_axis is not None and series.shape[channel_axis] > 1:
+        n = series.shape[channel_axis]
+        names = _channel_names(tif, n)
+        if not all(tissue_in_name(c) for c in names):
+            kind = "an RGB image (a scan)" if axes[channel_axis] == "S" else f"{n} channels"
+            raise OmnisegInputError(
+                f"{path.name} is {kind}, not a label image; give masks ('omniseg segment' "
+                "writes them) or a painted label image (1 DT, 2 PT, 3 CAP, 4 TUFT, 5 VES, 6 PTC)")
     squeeze = tuple(0 if a not in "YX" and i != channel_axis else slice(None)
                     for i, a in enumerate(axes))
     levels = [lv[squeeze] for lv in levels]

@@ -263,7 +263,7 @@ def _slide_from_tiff(tif: Any, path: Path) -> Slide:
         kind = "Aperio SVS" if tif.is_svs else "OME-TIFF" if tif.is_ome else "TIFF"
         source = f"{kind} series pyramid" if len(level_series) > 1 and not tif.is_svs else kind
 
-    _check_not_truncated(tif, series_list, level_series, path)
+    check_not_truncated(tif, series_list, level_series, path)
     levels = [_level_array(tif, s, lv, path) for s, lv in level_series]
 
     mpp, mag = tiff_pixel_size(tif)
@@ -298,7 +298,7 @@ def _yx(shape: tuple[int, ...], axes: str) -> tuple[int, int]:
     return shape[axes.index("Y")], shape[axes.index("X")]
 
 
-def _check_not_truncated(tif: Any, series_list: list[Any], level_series: list, path: Path) -> None:
+def check_not_truncated(tif: Any, series_list: list[Any], level_series: list, path: Path) -> None:
     """Compare where each level's tiles end with the file size, from metadata only."""
     size = os.path.getsize(path)
     for s, lv in level_series:

@@ -66,6 +66,16 @@ def generate_window(generator: Any, masks: np.ndarray, stain: str, magnification
     return ((rgb.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
+def _spread_windows(labels: Any, shape: tuple[int, ...], per_side: int = 8, side: int = 256
+                    ) -> np.ndarray:
+    """``per_side``² windows of ``side`` pixels spread evenly over a large label image, as one
+    row of values."""
+    ys = np.linspace(0, max(0, shape[0] - side), per_side).astype(int)
+    xs = np.linspace(0, max(0, shape[1] - side), per_side).astype(int)
+    return np.concatenate([np.asarray(labels[y:y + side, x:x + side]).ravel()
+                           for y in ys for x in xs])[None]
+
+
 def check_labels(labels: Any, name: str = "the mask") -> None:
     """Refuse what cannot be a painted mask, from a cheap look (one sentence): an RGB layer,
     a mask with nothing painted, values outside the vocabulary."""
@@ -79,10 +89,10 @@ def check_labels(labels: Any, name: str = "the mask") -> None:
     if dtype.kind not in "iub":
         raise OmnisegInputError(f"{name} holds {dtype} values, not labels")
     # a mask of up to 16 Mpx is read whole; a larger one (a painted slide, lazily read) is
-    # judged from a strided sample, and each chunk checks its own values when generated
+    # judged from 64 windows spread over it (a strided sample reads every tile of the file:
+    # 150,000 of a sparse 200k x 200k mask), and each chunk checks its own values when made
     whole = shape[0] * shape[1] <= 16 * 1024 * 1024
-    step = 1 if whole else max(1, int(max(shape) // 2048))
-    sample = np.asarray(labels[::step, ::step])
+    sample = np.asarray(labels) if whole else _spread_windows(labels, shape)
     masks_from_labels(sample, name)
     if whole and not sample.any():
         raise OmnisegInputError(f"{name} is empty: paint some tissue (1 DT, 2 PT, 3 CAP, "

@@ -118,14 +118,19 @@ def geojson_beside_masks(result: dict, out_dir: str | os.PathLike,
         if not masks:
             continue
         target = Path(out_dir) / f"{slide_stem(masks[0])}.geojson"
-        images = [im for m in masks for im in open_labels(m)]
+        images: list = []
         try:
+            images = [im for m in masks for im in open_labels(m)]
             write_geojson(target, images, progress=scaled(
                 progress, i, 1, len(slides), "GeoJSON: "), should_stop=should_stop)
+            result.setdefault("geojson", {})[slide] = str(target)
+        except Stopped:
+            raise
+        except Exception as e:  # noqa: BLE001 (one slide's failure is told; the rest go on)
+            result.setdefault("failed", {})[slide] = failure_sentence(target.name, e)
         finally:
             for im in images:
                 im.close()
-        result.setdefault("geojson", {})[slide] = str(target)
     return result
 
 

@@ -55,6 +55,19 @@ def feature(geom: Any, object_type: str, cls: Any, measurements: dict) -> dict:
                            "measurements": measurements}}
 
 
+def same_grid(images: Sequence[LabelImage]) -> None:
+    """Refuse label images on different pixel grids: one file has one frame of coordinates,
+    and PTC at 0.25 µm/px beside DT at 1 µm/px would put one place at x=100 and at x=25."""
+    from ..errors import OmnisegInputError
+
+    grids = {(im.shape, None if im.mpp is None else round(im.mpp, 6)) for im in images}
+    if len(grids) > 1:
+        shown = "; ".join(f"{im.name}: {im.shape[1]} x {im.shape[0]} px"
+                          + (f" at {im.mpp:g} µm/px" if im.mpp else "") for im in images)
+        raise OmnisegInputError(f"the masks are on different pixel grids ({shown}); export "
+                                "each grid to its own file")
+
+
 def write_geojson(path: str | os.PathLike, images: Sequence[LabelImage],
                   object_type: str = "detection", region: Any = None,
                   min_area_um2: float | None = None, tolerance: float = SIMPLIFY_PX,
@@ -86,6 +99,7 @@ def write_geojson(path: str | os.PathLike, images: Sequence[LabelImage],
     """
     if object_type not in ("detection", "annotation"):
         raise ValueError(f"object_type must be 'detection' or 'annotation', not {object_type!r}")
+    same_grid(images)
     objects = measured_objects(images, region, min_area_um2, progress, should_stop)
     n = 0
     with written_atomically(path) as tmp, open(tmp, "w", encoding="utf-8") as f:

@@ -115,6 +115,9 @@ def read_spaceranger_spots(positions: str | os.PathLike, shape: tuple[int, int],
         except (ValueError, KeyError, TypeError):
             raise OmnisegInputError(f"{sf_path.name} has no spot_diameter_fullres; is it Space "
                                     "Ranger's scalefactors_json.json?") from None
+        if not (math.isfinite(full) and full > 0):  # 0 made every percentage 0.0
+            raise OmnisegInputError(f"{sf_path.name} gives a spot diameter of {full:g} pixels; "
+                                    "it must be a positive number")
         diameter = full * SPOT_DIAMETER_UM / SPACERANGER_SPOT_UM
     elif mpp:
         diameter = SPOT_DIAMETER_UM / mpp
@@ -125,6 +128,10 @@ def read_spaceranger_spots(positions: str | os.PathLike, shape: tuple[int, int],
     ys = np.array([r["pxl_row_in_fullres"] for r in keep], float)
     xs = np.array([r["pxl_col_in_fullres"] for r in keep], float)
     inside = (ys >= 0) & (xs >= 0) & (ys < shape[0]) & (xs < shape[1])
+    if keep and not inside.any():
+        raise OmnisegInputError(f"all {len(keep)} spots of {positions.name} lie outside the "
+                                f"slide ({shape[1]} x {shape[0]} px); are these the positions "
+                                "of this slide, at full resolution?")
     return Spots(ys[inside], xs[inside], diameter,
                  [r["barcode"] for r, ok in zip(keep, inside) if ok],
                  skipped=int((~inside).sum()))
@@ -132,7 +139,8 @@ def read_spaceranger_spots(positions: str | os.PathLike, shape: tuple[int, int],
 
 def _position_rows(path: Path) -> list[dict]:
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        # utf-8-sig: Excel saves CSV with a byte-order mark before "barcode"
+        with open(path, newline="", encoding="utf-8-sig") as f:
             lines = list(csv.reader(f))
     except (OSError, UnicodeDecodeError) as e:
         raise OmnisegInputError(f"{path.name} could not be read ({e.__class__.__name__})") from None
@@ -265,28 +273,45 @@ def correlate(values: dict[str, float], table: str | os.PathLike, column: str,
               key: str = "barcode") -> dict[str, float]:
     """Pearson and Spearman correlation between per-spot ``values`` (barcode -> number) and
     ``column`` of a user's CSV table keyed by ``key`` (e.g. deconvolution proportions)."""
+    path = Path(table)
+    if not path.is_file():
+        raise OmnisegInputError(f"{path} does not exist; give the table to correlate with")
+    try:
+        # utf-8-sig: Excel saves CSV with a byte-order mark before the first column's name
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            theirs = _table_column(path, csv.DictReader(f), column, key)
+    except UnicodeDecodeError:
+        raise OmnisegInputError(f"{path.name} is not a text (CSV) table") from None
     from scipy import stats
 
-    path = Path(table)
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        fields = reader.fieldnames or []
-        first = fields[0] if fields else key
-        k = key if key in fields else first  # Seurat and scanpy write barcodes unnamed
-        if column not in fields:
-            raise OmnisegInputError(f"{path.name} has no column {column!r}; it has "
-                                    f"{', '.join(fields[:12])}")
-        theirs = {}
-        for row in reader:
-            try:
-                theirs[row[k]] = float(row[column])
-            except (TypeError, ValueError):
-                continue
     common = [b for b in values if b in theirs]
     if len(common) < 3:
         raise OmnisegInputError(f"only {len(common)} spots of {path.name} match the spots' "
                                 "barcodes; correlation needs at least 3")
     a = np.array([values[b] for b in common])
     b = np.array([theirs[b] for b in common])
+    if np.ptp(a) == 0 or np.ptp(b) == 0:  # a constant column has no correlation (NaN)
+        which = "the spots' percentages" if np.ptp(a) == 0 else f"the values of {column!r}"
+        raise OmnisegInputError(f"{which} are the same in every matching spot: there is no "
+                                "correlation to compute")
     return {"spots": len(common), "pearson": float(stats.pearsonr(a, b)[0]),
             "spearman": float(stats.spearmanr(a, b)[0])}
+
+
+def _table_column(path: Path, reader: Any, column: str, key: str) -> dict[str, float]:
+    """``column`` of a CSV table by its key (finite numbers only: "nan" is a missing value)."""
+    fields = reader.fieldnames or []
+    first = fields[0] if fields else key
+    k = key if key in fields else first  # Seurat and scanpy write barcodes unnamed
+    if column not in fields:
+        raise OmnisegInputError(f"{path.name} has no column {column!r}; it has "
+                                f"{', '.join(fields[:12])}")
+    out = {}
+    for row in reader:
+        try:
+            v = float(row[column])
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(v):
+            out[row[k]] = v
+    return out

@@ -9,6 +9,9 @@ from .. import vocab
 from ..errors import OmnisegInputError
 from ..run import Progress, ShouldStop
 
+#: The largest mask synthesised (a 64k x 64k slide region; a 12 GB RGB image).
+MAX_SYNTHESIS_PIXELS = 4_000_000_000
+
 
 def vocabulary_labels(images: list) -> object:
     """One vocabulary label image (lazy) from mask images: a one-tissue 0/1 mask becomes its
@@ -19,8 +22,10 @@ def vocabulary_labels(images: list) -> object:
     out = None
     for im in sorted(images, key=lambda i: vocab.tissue(i.tissue).task_id if i.tissue else -1):
         level0 = da.asarray(im.level0)
+        # a painted image keeps its own type: a cast would make 258 into 2 (PT) and -1 into
+        # 255, and the values are checked against the vocabulary as they are
         value = (level0 > 0).astype("uint8") * (vocab.tissue(im.tissue).task_id + 1) \
-            if im.tissue else level0.astype("uint8")
+            if im.tissue else level0
         out = value if out is None else da.where(value > 0, value, out)
     return out
 
@@ -64,6 +69,12 @@ def synthesize_file(mask: str | os.PathLike, out: str | os.PathLike, stain: str,
                                         "--magnification (or --mpp)")
             magnification = min(vocab.MAGNIFICATIONS, key=lambda m: abs(
                 vocab.magnification_of_mpp(pixel) / m - 1))
+        h, w = images[0].shape
+        if h * w > MAX_SYNTHESIS_PIXELS:
+            raise OmnisegInputError(
+                f"{Path(mask).name} is {w} x {h} pixels; synthesising more than "
+                f"{MAX_SYNTHESIS_PIXELS / 1e9:.0f} gigapixels would take days on a CPU and fill "
+                "the disk: crop the mask to the region you need")
         g = load_generator(generator, device="cpu")
         labels = vocabulary_labels(images)
         image = synthesize(g, labels, stain, magnification, seed=seed, name=Path(mask).name)

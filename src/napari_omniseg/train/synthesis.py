@@ -389,10 +389,13 @@ def perceptual_features(perceptual: str) -> "SegmenterFeatures | None":
 
 def synthetic_annotations(generator: Any, n: int, tissues: list[str], stains: list[str],
                           seed: int = 0, size: int = 256, progress: Progress | None = None,
-                          should_stop: ShouldStop | None = None) -> list:
+                          should_stop: ShouldStop | None = None,
+                          seconds: float | None = None) -> list:
     """``n`` synthetic training pairs per tissue for fine-tuning: the simulator's layouts
     (masks only) turned into images by ``generator``, each tissue at its optimal
-    magnification, in the given stains in turn; every pixel's label is known.
+    magnification, in the given stains in turn; every pixel's label is known. With
+    ``seconds``, making them stops when that time is up and the pairs made so far are
+    returned (a fine-tuning budget holds, whatever ``n`` is asked).
 
     Returns
     -------
@@ -411,7 +414,10 @@ def synthetic_annotations(generator: Any, n: int, tissues: list[str], stains: li
     levels = 1 + max(LEVEL_MAGNIFICATIONS.index(vocab.tissue(c).optimal_magnification)
                      for c in tissues)
     side = size << (levels - 1)
+    deadline = None if seconds is None else time.perf_counter() + seconds
     for k in range(n):
+        if deadline is not None and out and time.perf_counter() > deadline:
+            break
         stain = stains[k % len(stains)]
         sim = simulate_renal(side, side, stain=stain, seed=int(rng.integers(1 << 30)),
                              levels=levels)

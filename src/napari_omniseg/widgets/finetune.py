@@ -353,7 +353,7 @@ class FinetuneWidget(DockWidget):
                     made = synthetic_annotations(
                         load_generator(synthetic_from, device="cpu"), n_synthetic,
                         sorted({a.tissue for a in train}), [stain],
-                        progress=progress, should_stop=should_stop)
+                        progress=progress, should_stop=should_stop, seconds=minutes * 60 / 2)
                     extra = {"synthetic": made}
                 result = task.finetune(model, train, val or None, minutes=minutes,
                                        semi_supervised=semi, validate_every=every,
