@@ -22,11 +22,30 @@ from .model_in_use import MODELS_IN_USE
 def wrapping_label(value: str = "") -> Label:
     """A label whose long text wraps onto more lines instead of widening the dock (a long
     status sentence once squeezed the canvas for good)."""
+    from qtpy.QtCore import QEvent, QObject, Qt
     from qtpy.QtWidgets import QSizePolicy
 
     label = Label(value=value)
-    label.native.setWordWrap(True)
-    label.native.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+    native = label.native
+    native.setWordWrap(True)
+    native.setMinimumWidth(40)  # a wrapped label still asks for a long line's width
+    native.setAlignment(Qt.AlignLeft | Qt.AlignVCenter)
+    native.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)  # the whole row
+
+    def fit(*_: Any) -> None:
+        # magicgui's labelled rows do not pass Qt's height-for-width on: the row would keep
+        # one line's height and cut the rest off
+        native.setMinimumHeight(native.heightForWidth(max(native.width(), 40)))
+
+    class _OnResize(QObject):
+        def eventFilter(self, obj: Any, event: Any) -> bool:
+            if event.type() == QEvent.Resize:
+                fit()
+            return False
+
+    native._fit_filter = _OnResize(native)  # kept alive by the label
+    native.installEventFilter(native._fit_filter)
+    label.changed.connect(fit)
     return label
 
 
