@@ -125,3 +125,52 @@ def test_no_module_takes_names_from_the_package_init():
 
 def test_run_contract_imports_nothing_of_the_package():
     assert [t for t, _ in _imports(f"{PACKAGE}.run") if t.startswith(PACKAGE)] == []
+
+
+#: The packages (and top-level modules) from the bottom up: each may import only from the
+#: layers below it. napari's adapters and the command line are the top.
+LAYERS = (
+    ("errors", "run", "_version"),
+    ("vocab",),
+    ("io",),
+    ("tasks", "nets", "simulate"),
+    ("checkpoints",),
+    ("predict",),
+    ("train", "quantify"),
+    ("cli_args", "_reader", "_writer"),
+    ("_sample_data",),
+    ("widgets", "cli", PACKAGE),
+)
+
+
+def _package_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def _layer_violations(edges: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Package imports that do not go strictly down the :data:`LAYERS` (a package importing
+    its own modules is fine); a package that is in no layer is a violation too."""
+    layer = {name: k for k, names in enumerate(LAYERS) for name in names}
+    bad = []
+    for m, targets in edges.items():
+        a = _package_of(m)
+        for t in targets:
+            b = _package_of(t)
+            if a != b and (a not in layer or b not in layer or layer[b] >= layer[a]):
+                bad.append((m, t))
+    return sorted(bad)
+
+
+def test_packages_import_only_from_the_layers_below():
+    assert _layer_violations(_package_edges()) == []
+
+
+def test_the_layers_contract_catches_an_upward_import():
+    # the cycle the synthesis code once had: nets importing a condition module that imported
+    # predict, which imports nets
+    planted = {f"{PACKAGE}.nets.pyramid_gan": {f"{PACKAGE}.predict.synthesize"},
+               f"{PACKAGE}.predict.synthesize": {f"{PACKAGE}.nets.condition"}}
+    assert _layer_violations(planted) == [(f"{PACKAGE}.nets.pyramid_gan",
+                                           f"{PACKAGE}.predict.synthesize")]
+    assert _layer_violations({f"{PACKAGE}.newpkg.x": {f"{PACKAGE}.vocab"}}) != []

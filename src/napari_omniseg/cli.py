@@ -567,7 +567,7 @@ def _train_three_player(args: argparse.Namespace, pairs, sources: list[str],
 
 @_holding_output_file("mask", "generator")
 def _synthesize(args: argparse.Namespace) -> int:
-    from .synth.files import synthesize_file
+    from .predict.synthesize_file import synthesize_file
 
     with _bar("synthesize") as bar:
         result = synthesize_file(args.mask, args.out, args.stain, args.magnification,

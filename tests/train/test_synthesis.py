@@ -64,7 +64,7 @@ def test_manifest_pairs_know_only_their_tissue(tmp_path):
 
 
 def test_painted_annotations_know_only_painted_pixels_and_are_cut_into_windows():
-    from napari_omniseg.synth.condition import condition_planes
+    from napari_omniseg.nets.condition import condition_planes
     from napari_omniseg.train.annotations import Annotation
     from napari_omniseg.train.synthesis import pairs_from_annotations
 

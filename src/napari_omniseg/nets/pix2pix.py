@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..synth.condition import CONDITION_CHANNELS
+from .condition import CONDITION_CHANNELS
 from .pyramid_gan import generator_vocabulary
 from .registry import Architecture, register
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import vocab
-from ..synth.condition import CONDITION_CHANNELS
+from .condition import CONDITION_CHANNELS
 from .registry import Architecture, register
 
 

@@ -48,7 +48,7 @@ def generate_window(generator: Any, masks: np.ndarray, stain: str, magnification
     import torch
 
     from ..nets.pyramid_gan import condition_pyramid
-    from ..synth.condition import condition_planes
+    from ..nets.condition import condition_planes
 
     levels, f = generator.levels, generator.factor
     if y0 % f or x0 % f or masks.shape[1] % f or masks.shape[2] % f:
@@ -79,7 +79,7 @@ def _spread_windows(labels: Any, shape: tuple[int, ...], per_side: int = 8, side
 def check_labels(labels: Any, name: str = "the mask") -> None:
     """Refuse what cannot be a painted mask, from a cheap look (one sentence): an RGB layer,
     a mask with nothing painted, values outside the vocabulary."""
-    from ..synth.condition import masks_from_labels
+    from ..nets.condition import masks_from_labels
 
     shape = getattr(labels, "shape", ())
     if len(shape) != 2:
@@ -130,7 +130,7 @@ def synthesize(generator: Any, labels: Any, stain: str, magnification: float, se
     import dask.array as da
 
     from .. import vocab
-    from ..synth.condition import masks_from_labels
+    from ..nets.condition import masks_from_labels
 
     check_labels(labels, name)
     vocab.stain(stain)

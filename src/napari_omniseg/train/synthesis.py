@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import vocab
 from ..run import Progress, ShouldStop
-from ..synth.condition import N_TISSUES, condition_planes, implied
+from ..nets.condition import N_TISSUES, condition_planes, implied
 
 _CAP = vocab.tissue("cap").task_id
 

@@ -2,7 +2,7 @@
 
 The segmenter is the product's Omni-Seg+ network (it answers one tissue at one magnification),
 so the game is played in the product's terms: the segmenter's answer for a tissue becomes a
-condition with that one tissue known (the known maps of ``synth.condition``), and the finest
+condition with that one tissue known (the known maps of ``nets.condition``), and the finest
 level's discriminators judge (image, condition) pairs:
 
 - positives: real images with their annotations;
@@ -29,7 +29,7 @@ import numpy as np
 
 from .. import vocab
 from ..run import Progress, ShouldStop
-from ..synth.condition import N_TISSUES, STAIN_CODES, condition_planes
+from ..nets.condition import N_TISSUES, STAIN_CODES, condition_planes
 from .synthesis import (
     PairSampler,
     SynthesisPairs,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from napari_omniseg.errors import OmnisegInputError
-from napari_omniseg.synth.condition import (
+from napari_omniseg.nets.condition import (
     CONDITION_CHANNELS,
     condition_planes,
     masks_from_labels,

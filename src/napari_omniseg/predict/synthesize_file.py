@@ -58,7 +58,7 @@ def synthesize_file(mask: str | os.PathLike, out: str | os.PathLike, stain: str,
     from ..checkpoints import load_generator
     from ..io.export import write_rgb_pyramid
     from ..io.labels import open_labels
-    from ..predict.synthesize import synthesize
+    from .synthesize import synthesize
 
     images = open_labels(mask, mpp=mpp)
     try:

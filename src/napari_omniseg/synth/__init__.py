@@ -1,1 +1,0 @@
-"""Synthesis of histology from painted masks: conditions, generation and its training data."""
