@@ -47,8 +47,8 @@ def generate_window(generator: Any, masks: np.ndarray, stain: str, magnification
     tissue) says which masks are stated; default all (a painted mask)."""
     import torch
 
-    from ..nets.pyramid_gan import condition_pyramid
     from ..nets.condition import condition_planes
+    from ..nets.pyramid_gan import condition_pyramid
 
     levels, f = generator.levels, generator.factor
     if y0 % f or x0 % f or masks.shape[1] % f or masks.shape[2] % f:

@@ -22,8 +22,8 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import vocab
-from ..run import Progress, ShouldStop
 from ..nets.condition import N_TISSUES, condition_planes, implied
+from ..run import Progress, ShouldStop
 
 _CAP = vocab.tissue("cap").task_id
 

@@ -28,8 +28,8 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import vocab
-from ..run import Progress, ShouldStop
 from ..nets.condition import N_TISSUES, STAIN_CODES, condition_planes
+from ..run import Progress, ShouldStop
 from .synthesis import (
     PairSampler,
     SynthesisPairs,
