@@ -244,3 +244,34 @@ def test_finetune_with_synthetic_pairs_records_them(tmp_path, capsys):
                  str(tmp_path / "no.pt")]) == 2
     assert "not a histology generator" in capsys.readouterr().err
     assert not (tmp_path / "no.pt").exists()
+
+
+def test_ctrl_c_keeps_the_model_of_every_training_command(tmp_path):
+    """``omniseg train fetal`` (as every train command), interrupted once: saved, exit 130."""
+    import os
+    import re
+    import shutil
+    import signal
+    import subprocess
+    import time
+
+    from napari_omniseg.checkpoints import load_model
+
+    out = tmp_path / "fetal.pt"
+    proc = subprocess.Popen([shutil.which("omniseg"), "train", "fetal", "--volumes", "2",
+                             "--crop", "32", "--batch", "1", "--minutes", "20", "-o", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen, deadline = b"", time.time() + 180
+    trained = re.compile(rb"step [1-9]")  # the bar says steps are being taken
+    while not trained.search(seen) and time.time() < deadline:
+        chunk = os.read(proc.stderr.fileno(), 4096)
+        if not chunk:
+            break
+        seen += chunk
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (seen + stderr).decode(errors="replace")[-2000:]
+    assert b"Traceback" not in seen + stderr
+    recipe = json.loads(stdout)
+    assert recipe["stopped"] and recipe["steps"] > 0
+    assert read_metadata(out)["stopped"] is True and load_model(out, device="cpu") is not None

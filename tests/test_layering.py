@@ -137,7 +137,7 @@ LAYERS = (
     ("checkpoints",),
     ("predict",),
     ("train", "quantify"),
-    ("cli_args", "_reader", "_writer"),
+    ("_reader", "_writer"),
     ("_sample_data",),
     ("widgets", "cli", PACKAGE),
 )

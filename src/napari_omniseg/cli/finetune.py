@@ -1,0 +1,140 @@
+"""``omniseg finetune`` and ``evaluate``: a model on the user's annotations."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import OmnisegInputError
+from . import args as A
+from .common import (
+    ctrl_c_stops,
+    holding_output_file,
+    print_validation,
+    progress_bar,
+)
+
+
+def add_commands(sub: Any) -> None:
+    """Add the finetune command(s) to the ``omniseg`` sub-parsers."""
+    ft = sub.add_parser("finetune", help="fine-tune on annotated kidney patches or fetal volumes")
+    ft.add_argument("--manifest", type=Path, required=True,
+                    help="CSV with columns image, mask, tissue, stain, magnification[, split] "
+                         "(kidney patches), or image, mask, region[, annotated, split] (fetal "
+                         "volumes)")
+    ft.add_argument("--base", default=None,
+                    help="starting checkpoint or bundled name (default: the bundled model of "
+                         "the manifest's kind)")
+    ft.add_argument("--minutes", type=A.positive_float, default=10.0)
+    ft.add_argument("--split-column", default=None,
+                    help="column saying train / val (rows named val are held out for "
+                         "validation); default 'split', and without one every row trains")
+    ft.add_argument("--semi", action="store_true",
+                    help="add pseudo-labels and the consistency loss (off by default: they "
+                         "lowered validation Dice on real kidney patches, see the docs)")
+    ft.add_argument("--lr", type=A.positive_float, default=None,
+                    help="learning rate (default 1e-3 kidney, 2e-4 fetal)")
+    ft.add_argument("--synthetic", type=A.integer(0, 100_000), default=0, metavar="N",
+                    help="kidney: N synthetic pairs per trained tissue (simulated layouts made "
+                         "into images by --generator) join the batches after half the budget, "
+                         "at loss weight 0.03")
+    ft.add_argument("--generator", default="synthesis",
+                    help="with --synthetic: generator checkpoint (default: the bundled one)")
+    ft.add_argument("--seed", type=A.seed, default=0,
+                    help="seed of the batches' order and augmentation (and of the synthetic "
+                         "pairs)")
+    ft.add_argument("-o", "--out", type=Path, required=True, help="checkpoint to write (.pt)")
+
+    ev = sub.add_parser("evaluate", help="per-tissue Dice and 95%% Hausdorff (µm) on a manifest "
+                                         "(per-region Dice for fetal volumes)")
+    ev.add_argument("--manifest", type=Path, required=True)
+    ev.add_argument("--model", default=None,
+                    help="checkpoint file or bundled model name (default: the bundled model of "
+                         "the manifest's kind)")
+    ev.add_argument("--split-column", default=None,
+                    help="column saying train / val (default 'split', if the manifest has it)")
+    ev.add_argument("--split", default=None, help="only rows of this split (e.g. val)")
+    for parser, run in ((ft, _finetune), (ev, _evaluate),):
+        parser.set_defaults(run=run)
+
+
+def _split_column(args: argparse.Namespace) -> str:
+    """The manifest's split column; one the user names must exist (a misspelt name would
+    silently train on the validation rows)."""
+    from ..io.manifest import columns
+
+    if args.split_column is None:
+        return "split"
+    header = columns(args.manifest)
+    if args.split_column not in header:
+        raise OmnisegInputError(f"{args.manifest.name} has no column {args.split_column!r} "
+                                f"(its columns: {', '.join(header)})")
+    return args.split_column
+
+
+@holding_output_file("manifest", "base", "generator")
+def _finetune(args: argparse.Namespace) -> int:
+    from ..checkpoints import load_model
+    from ..tasks import task_of_manifest
+
+    task = task_of_manifest(args.manifest)
+    args.split_column = _split_column(args)
+    splits = task.read_manifest(args.manifest, args.split_column)
+    train, val = splits.get("train", []), splits.get("val", [])
+    if not train:
+        raise OmnisegInputError(f"{args.manifest.name} has no training rows "
+                                f"(column {args.split_column!r} = train)")
+    if args.semi and not task.semi_supervision:
+        raise OmnisegInputError("--semi applies to kidney patch manifests only; "
+                                f"{args.manifest.name} lists volumes")
+    base_name = args.base or task.name
+    base = load_model(base_name)
+    extra: dict = {}
+    if args.synthetic:
+        if not task.semi_supervision:  # the generator makes kidney histology only
+            raise OmnisegInputError("--synthetic applies to kidney patch manifests only")
+        extra["synthetic"] = _synthetic_pairs(args, train)
+    with progress_bar("finetune") as bar, ctrl_c_stops("fine-tuning") as should_stop:
+        result = task.finetune(base, train, val, minutes=args.minutes, lr=args.lr or task.lr,
+                               semi_supervised=args.semi, seed=args.seed, progress=bar,
+                               on_validate=print_validation, should_stop=should_stop,
+                               **extra)
+    meta = {"synthetic_pairs": len(extra["synthetic"]),
+            "generator": str(args.generator)} if extra else {}
+    task.save(result, args.out, str(base_name), train, val, semi_supervised=args.semi, **meta)
+    summary = {"checkpoint": str(args.out), "steps": result.steps, "stopped": result.stopped,
+               "seconds": round(result.seconds, 1), "history": result.history}
+    if val:
+        summary["val"] = task.evaluate(result.model, val)
+    print(json.dumps(summary, indent=2))
+    return 130 if result.stopped else 0
+
+
+def _synthetic_pairs(args: argparse.Namespace, train: list) -> list:
+    from ..checkpoints import load_generator
+    from ..train.synthesis import synthetic_annotations
+
+    g = load_generator(args.generator, device="cpu")
+    tissues = sorted({a.tissue for a in train})
+    stains = sorted({a.stain for a in train if a.stain}) or ["he"]
+    with progress_bar("synthetic pairs") as bar:
+        # made within the first half of the budget, before which they do not join anyway
+        return synthetic_annotations(g, args.synthetic, tissues, stains, seed=args.seed,
+                                     progress=bar, seconds=args.minutes * 60 / 2)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from ..checkpoints import load_model
+    from ..tasks import task_of_manifest
+
+    task = task_of_manifest(args.manifest)
+    splits = task.read_manifest(args.manifest, _split_column(args))
+    rows = splits.get(args.split, []) if args.split else [a for v in splits.values() for a in v]
+    if not rows:
+        raise OmnisegInputError(f"no rows of split {args.split!r} in {args.manifest.name}")
+    model = load_model(args.model or task.name)
+    print(json.dumps(task.evaluate(model, rows), indent=2))
+    return 0
+
