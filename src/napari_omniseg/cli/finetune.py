@@ -78,6 +78,7 @@ def _split_column(args: argparse.Namespace) -> str:
 def _finetune(args: argparse.Namespace) -> int:
     from ..checkpoints import load_model
     from ..tasks import task_of_manifest
+    from ..train.run_finetune import FinetuneOptions, run_finetune
 
     task = task_of_manifest(args.manifest)
     args.split_column = _split_column(args)
@@ -86,43 +87,26 @@ def _finetune(args: argparse.Namespace) -> int:
     if not train:
         raise OmnisegInputError(f"{args.manifest.name} has no training rows "
                                 f"(column {args.split_column!r} = train)")
+    # the flags' own names, before anything loads (run_finetune refuses them too)
     if args.semi and not task.semi_supervision:
         raise OmnisegInputError("--semi applies to kidney patch manifests only; "
                                 f"{args.manifest.name} lists volumes")
+    if args.synthetic and not task.semi_supervision:
+        raise OmnisegInputError("--synthetic applies to kidney patch manifests only")
     base_name = args.base or task.name
-    base = load_model(base_name)
-    extra: dict = {}
-    if args.synthetic:
-        if not task.semi_supervision:  # the generator makes kidney histology only
-            raise OmnisegInputError("--synthetic applies to kidney patch manifests only")
-        extra["synthetic"] = _synthetic_pairs(args, train)
+    options = FinetuneOptions(minutes=args.minutes, lr=args.lr, semi_supervised=args.semi,
+                              seed=args.seed, synthetic=args.synthetic,
+                              generator=str(args.generator))
     with progress_bar("finetune") as bar, ctrl_c_stops("fine-tuning") as should_stop:
-        result = task.finetune(base, train, val, minutes=args.minutes, lr=args.lr or task.lr,
-                               semi_supervised=args.semi, seed=args.seed, progress=bar,
-                               on_validate=print_validation, should_stop=should_stop,
-                               **extra)
-    meta = {"synthetic_pairs": len(extra["synthetic"]),
-            "generator": str(args.generator)} if extra else {}
-    task.save(result, args.out, str(base_name), train, val, semi_supervised=args.semi, **meta)
+        result = run_finetune(task, load_model(base_name), str(base_name), train, val,
+                              args.out, options, progress=bar, should_stop=should_stop,
+                              on_validate=print_validation)
     summary = {"checkpoint": str(args.out), "steps": result.steps, "stopped": result.stopped,
                "seconds": round(result.seconds, 1), "history": result.history}
     if val:
         summary["val"] = task.evaluate(result.model, val)
     print(json.dumps(summary, indent=2))
     return 130 if result.stopped else 0
-
-
-def _synthetic_pairs(args: argparse.Namespace, train: list) -> list:
-    from ..checkpoints import load_generator
-    from ..train.synthesis import synthetic_annotations
-
-    g = load_generator(args.generator, device="cpu")
-    tissues = sorted({a.tissue for a in train})
-    stains = sorted({a.stain for a in train if a.stain}) or ["he"]
-    with progress_bar("synthetic pairs") as bar:
-        # made within the first half of the budget, before which they do not join anyway
-        return synthetic_annotations(g, args.synthetic, tissues, stains, seed=args.seed,
-                                     progress=bar, seconds=args.minutes * 60 / 2)
 
 
 def _evaluate(args: argparse.Namespace) -> int:

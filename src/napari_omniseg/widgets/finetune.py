@@ -331,7 +331,8 @@ class FinetuneWidget(DockWidget):
         except OmnisegInputError as e:
             self._report(str(e))
             return
-        minutes, semi, task = float(self.minutes.value), bool(self.semi.value), self.task
+        task = self.task
+        minutes, semi = float(self.minutes.value), bool(self.semi.value) and task.semi_supervision
         stain, n_synthetic = self.stain.value, int(self.synthetic.value)
         every = max(10.0, minutes * 60 / 12)
         trains_generator = self.trains_generator
@@ -343,25 +344,18 @@ class FinetuneWidget(DockWidget):
         if trains_generator:
             job = self._generator_job(train, base, out, minutes, stain, every)
         else:
+            from ..train.run_finetune import FinetuneOptions, run_finetune
+
+            options = FinetuneOptions(minutes=minutes, semi_supervised=semi,
+                                      synthetic=n_synthetic if synthetic_from else 0,
+                                      generator=synthetic_from or "synthesis",
+                                      stains=(stain,), validate_every=every)
+
             def job(progress, should_stop, emit):
                 model, base_name = base(progress)
-                extra: dict = {}
-                if synthetic_from is not None:
-                    from ..checkpoints import load_generator
-                    from ..train.synthesis import synthetic_annotations
-
-                    made = synthetic_annotations(
-                        load_generator(synthetic_from, device="cpu"), n_synthetic,
-                        sorted({a.tissue for a in train}), [stain],
-                        progress=progress, should_stop=should_stop, seconds=minutes * 60 / 2)
-                    extra = {"synthetic": made}
-                result = task.finetune(model, train, val or None, minutes=minutes,
-                                       semi_supervised=semi, validate_every=every,
-                                       progress=progress, should_stop=should_stop,
-                                       on_validate=emit, **extra)
-                meta = ({"synthetic_pairs": len(extra["synthetic"]),
-                         "generator": Path(synthetic_from).name} if extra else {})
-                task.save(result, out, base_name, train, val, semi_supervised=semi, **meta)
+                result = run_finetune(task, model, base_name, train, val, out, options,
+                                      progress=progress, should_stop=should_stop,
+                                      on_validate=emit)
                 return result, out, task.name
 
         self.plot.clear()

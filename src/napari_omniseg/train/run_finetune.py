@@ -1,0 +1,107 @@
+"""Fine-tuning as one capability: the entry point the Fine-tune widget and ``omniseg finetune``
+both call (synthetic pairs, then training on a copy of the model, then the checkpoint), with its
+options as one frozen dataclass whose fields are what the checkpoint records."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import OmnisegInputError
+from ..run import Progress, ShouldStop
+
+
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """How a fine-tuning run trains.
+
+    Attributes
+    ----------
+    minutes : float
+        The whole budget, synthetic pairs included.
+    lr : float or None
+        Learning rate; None: the task's default.
+    semi_supervised : bool
+        Pseudo-labels for the other tissues and the two-view consistency loss (kidney only).
+    seed : int
+        Batches, augmentation and synthetic layouts.
+    synthetic : int
+        Synthetic pairs per trained tissue (kidney only; 0: none), made by ``generator``.
+    generator : str
+        The generator of the synthetic pairs: a checkpoint path or "synthesis" (bundled).
+    stains : tuple of str
+        Stains of the synthetic pairs; empty: those of the training rows (else H&E).
+    validate_every : float or None
+        Seconds between validations; None: the engine's default.
+    """
+
+    minutes: float = 10.0
+    lr: float | None = None
+    semi_supervised: bool = False
+    seed: int = 0
+    synthetic: int = 0
+    generator: str = "synthesis"
+    stains: tuple[str, ...] = ()
+    validate_every: float | None = None
+
+    def metadata(self) -> dict:
+        """What the checkpoint records of the options (the generator only when it was used)."""
+        out = dataclasses.asdict(self)
+        if not self.synthetic:
+            for key in ("generator", "stains"):
+                out.pop(key)
+        out["stains"] = list(out.get("stains", []))
+        return out
+
+
+def run_finetune(task: Any, base: Any, base_name: str, train: list, val: list | None,
+                 out: str | Path, options: FinetuneOptions, *,
+                 progress: Progress | None = None, should_stop: ShouldStop | None = None,
+                 on_validate: Callable[[dict], None] | None = None) -> Any:
+    """Fine-tune ``base`` (left unchanged) on ``train`` and save the result to ``out``.
+
+    ``task`` is the modality (:mod:`napari_omniseg.tasks`); ``val`` rows are scored as training
+    goes and the best weights kept. Synthetic pairs, when asked, are made within the first half
+    of the budget (they join the batches after it). Returns the
+    :class:`~napari_omniseg.train.engine.TrainResult` (its ``model`` the trained copy).
+
+    Raises
+    ------
+    OmnisegInputError
+        Options the task does not offer (semi-supervision, synthetic pairs for fetal MRI).
+    """
+    if options.semi_supervised and not task.semi_supervision:
+        raise OmnisegInputError("semi-supervision applies to kidney patches only")
+    extra: dict = {}
+    if options.synthetic:
+        if not task.semi_supervision:  # the generator makes kidney histology only
+            raise OmnisegInputError("synthetic pairs apply to kidney patches only")
+        extra["synthetic"] = _synthetic_pairs(train, options, progress, should_stop)
+    engine = {} if options.validate_every is None else {"validate_every":
+                                                        options.validate_every}
+    result = task.finetune(base, train, val or None, minutes=options.minutes,
+                           lr=options.lr or task.lr, semi_supervised=options.semi_supervised,
+                           seed=options.seed, progress=progress, should_stop=should_stop,
+                           on_validate=on_validate, **engine, **extra)
+    meta = {"options": options.metadata()}
+    if extra:
+        meta.update(synthetic_pairs=len(extra["synthetic"]), generator=str(options.generator))
+    task.save(result, out, base_name, train, val, semi_supervised=options.semi_supervised,
+              **meta)
+    return result
+
+
+def _synthetic_pairs(train: list, options: FinetuneOptions, progress: Progress | None,
+                     should_stop: ShouldStop | None) -> list:
+    from ..checkpoints import load_generator
+    from .synthesis import synthetic_annotations
+
+    g = load_generator(options.generator, device="cpu")
+    tissues = sorted({a.tissue for a in train})
+    stains = list(options.stains) or sorted({a.stain for a in train if a.stain}) or ["he"]
+    return synthetic_annotations(g, options.synthetic, tissues, stains, seed=options.seed,
+                                 progress=progress, should_stop=should_stop,
+                                 seconds=options.minutes * 60 / 2)
