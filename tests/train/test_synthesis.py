@@ -134,3 +134,25 @@ def test_the_single_scale_baseline_trains_loads_and_generates(tmp_path):
 def test_an_unknown_generator_architecture_is_refused(tmp_path):
     with pytest.raises(ValueError, match="pyramid"):
         train_generator(tmp_path / "x.pt", toy_pairs(), max_steps=1, architecture="vq")
+
+
+def test_a_fixed_seed_gives_the_same_losses_step_for_step(tmp_path, monkeypatch):
+    """What lets a refactor of the steps be checked (benchmarks/step_losses.py over 20 steps):
+    with the schedule on steps (a huge budget), two runs are alike to the bit."""
+    import napari_omniseg.train.engine as engine
+    from napari_omniseg.train.synthesis import train_generator
+
+    runs = []
+    real = engine.run_training
+
+    def recording(step, **kw):
+        result = real(step, **kw)
+        runs.append(result.losses)
+        return result
+
+    monkeypatch.setattr(engine, "run_training", recording)
+    for k in range(2):
+        torch.manual_seed(0)
+        train_generator(tmp_path / f"g{k}.pt", toy_pairs(4), minutes=1e6, max_steps=5, levels=2,
+                        crop=32, batch=2, perceptual="none", width=4, seed=1)
+    assert len(runs[0]) == 5 and runs[0] == runs[1]

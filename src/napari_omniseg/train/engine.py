@@ -1,10 +1,11 @@
 """The one training engine: budget, learning-rate schedule, validation, keep-best, checkpoints,
 progress and Stop, around a pluggable step.
 
-A *step* has ``networks`` (``{name: module}``: what keep-best snapshots), ``optimizers``
-(each param group's starting ``lr`` is scaled by the schedule) and ``__call__() -> {"loss":
-..., other named losses}``, one optimisation step. :class:`SegmentationStep` trains every
-segmenter; a GAN or adversarial step owns several networks and optimisers and runs the same way.
+A *step* (:class:`TrainingStep`) has ``networks`` (``{name: module}``: what keep-best
+snapshots), ``optimizers`` (each param group's starting ``lr`` is scaled by the schedule) and
+``__call__() -> {"loss": ..., other named losses}``, one optimisation step.
+:class:`SegmentationStep` trains every segmenter; a GAN or adversarial step owns several networks
+and optimisers and runs the same way.
 """
 
 from __future__ import annotations
@@ -13,9 +14,22 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from ..run import Progress, ShouldStop
+
+
+class TrainingStep(Protocol):
+    """What :func:`run_training` trains: any object with these three members plugs in."""
+
+    #: The networks trained, by name: what keep-best snapshots and checkpoints save.
+    networks: dict[str, Any]
+    #: Their optimisers; the schedule scales each param group from its own starting rate.
+    optimizers: list[Any]
+
+    def __call__(self) -> dict[str, float]:
+        """One optimisation step; ``{"loss": main loss, other named losses}``."""
+        ...
 
 #: Steps over which the learning rate ramps up from zero.
 WARMUP_STEPS = 50
@@ -46,7 +60,7 @@ def learning_rate_factor(step: int, fraction: float, warmup: int = WARMUP_STEPS)
 
 
 def run_training(
-    step: Any,
+    step: TrainingStep,
     *,
     minutes: float | None = None,
     max_steps: int | None = None,

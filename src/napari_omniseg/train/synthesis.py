@@ -229,7 +229,8 @@ class SynthesisStep:
         d_loss = 0.0
         for d, real, fake, c in zip(ds, reals, fakes, conds):
             d_loss = d_loss + _lsgan(d(real, c), 1.0) + _lsgan(d(fake.detach(), c), 0.0)
-        d_loss = d_loss + self.more_discriminator_loss(images, cond)
+        extra, context = self.discriminator_phase(images, cond)
+        d_loss = d_loss + extra
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
@@ -253,16 +254,21 @@ class SynthesisStep:
         g_loss.backward()
         opt_g.step()
         losses = {"loss": g_loss, "d": d_loss, "adv": adv, "fm": fm, "perceptual": perc,
-                  **self.third_player(images, cond, fakes[-1].detach())}
+                  **self.after_generator_phase(images, cond, fakes[-1].detach(), context)}
         return {name: float(v.detach()) if hasattr(v, "detach") else float(v)
                 for name, v in losses.items()}
 
-    def more_discriminator_loss(self, images: Any, condition: Any) -> Any:
-        """Terms a variant adds to the discriminators' loss (none here)."""
-        return 0.0
+    # -- the phases a variant extends (the three-player game, an adaptation step) -------------
 
-    def third_player(self, images: Any, condition: Any, fakes: Any) -> dict[str, Any]:
-        """A variant's third player's update after the generator's (none here)."""
+    def discriminator_phase(self, images: Any, condition: Any) -> tuple[Any, Any]:
+        """Terms added to the discriminators' loss of this step, and a context handed to
+        :meth:`after_generator_phase` of the same step (none here)."""
+        return 0.0, None
+
+    def after_generator_phase(self, images: Any, condition: Any, fakes: Any, context: Any
+                              ) -> dict[str, Any]:
+        """Updates after the generator's (another network's), with the context of this step's
+        :meth:`discriminator_phase`; returns their named losses (none here)."""
         return {}
 
 

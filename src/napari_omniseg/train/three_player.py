@@ -95,7 +95,6 @@ class ThreePlayerStep(SynthesisStep):
         self.optimizers.append(torch.optim.AdamW(segmenter.parameters(), lr=lr_s,
                                                  weight_decay=1e-4))
         self.rng = np.random.default_rng([seed, 0x53])
-        self._asked: tuple = ()
 
     # -- the segmenter's answers as conditions -----------------------------------------------
 
@@ -131,12 +130,13 @@ class ThreePlayerStep(SynthesisStep):
 
     # -- the game ------------------------------------------------------------------------------
 
-    def more_discriminator_loss(self, images: Any, condition: Any) -> Any:
+    def discriminator_phase(self, images: Any, condition: Any) -> tuple[Any, Any]:
+        """The real images with the segmenter's answers are fakes (and unlabelled images
+        mostly fakes); the tissues asked are the context of the segmenter's update."""
         import torch
 
         d = self.discriminators.per_level[-1]
         tissues, scales = self._ask(condition, labelled=True)
-        self._asked = (tissues, scales)
         with torch.no_grad():
             p = torch.softmax(self._segment(images, tissues, scales), 1)[:, 1]
         loss = _lsgan(d(images, self._answer_condition(condition, tissues, p)), 0.0)
@@ -148,15 +148,18 @@ class ThreePlayerStep(SynthesisStep):
             # each unlabelled pair is a negative, or with a small chance a positive
             target = float(self.rng.random() < UNLABELLED_POSITIVE)
             loss = loss + _lsgan(d(xu, self._answer_condition(cu, tu, pu)), target)
-        return loss
+        return loss, (tissues, scales)
 
-    def third_player(self, images: Any, condition: Any, fakes: Any) -> dict[str, Any]:
+    def after_generator_phase(self, images: Any, condition: Any, fakes: Any, context: Any
+                              ) -> dict[str, Any]:
+        """The segmenter's update: Dice + BCE on known pixels, its adversarial loss, and the
+        generated pairs once they have joined."""
         import torch
 
         from .losses import dice_bce_loss
 
         d = self.discriminators.per_level[-1]
-        tissues, scales = self._asked
+        tissues, scales = context
         rows = range(images.shape[0])
         target = (condition[rows, tissues] > 0.5).long()
         valid = condition[rows, N_TISSUES + tissues] > 0.5  # only known pixels teach
