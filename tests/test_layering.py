@@ -53,7 +53,9 @@ def _package_edges() -> dict[str, set[str]]:
     edges: dict[str, set[str]] = {m: set() for m in MODULES}
     for m in MODULES:
         for target, names in _imports(m):
-            for candidate in [target, *(f"{target}.{n}" for n in names)]:
+            # "from . import args" inside a package imports its module args, not the package
+            submodules = [f"{target}.{n}" for n in names if f"{target}.{n}" in MODULES]
+            for candidate in submodules or [target]:
                 if candidate in MODULES and candidate not in (m, PACKAGE):
                     edges[m].add(candidate)
     return edges

@@ -190,8 +190,7 @@ def test_models_load_in_the_worker_not_the_gui_thread(make_napari_viewer, qtbot,
     segment.model_source.value = "file"
     segment.model_file.value = tiny_renal_checkpoint(tmp_path / "m.pt")
     segment.tissue.value, segment.where.value = "cap", "whole slide"
-    segment.run_button.clicked()
-    assert not loaded_in  # nothing loaded by the click itself
+    segment.run_button.clicked()  # the worker may load the model before the click returns
     _wait(qtbot, segment)
     assert segment.status.value == "done", segment.status.value
     assert loaded_in and threading.main_thread().name not in loaded_in
@@ -206,7 +205,6 @@ def test_models_load_in_the_worker_not_the_gui_thread(make_napari_viewer, qtbot,
     finetune.save_to.value = tmp_path / "ft.pt"
     loaded_in.clear()
     finetune.run_button.clicked()
-    assert not loaded_in
     _wait(qtbot, finetune)
     assert finetune.use_button.enabled, finetune.status.value
     assert loaded_in and threading.main_thread().name not in loaded_in
