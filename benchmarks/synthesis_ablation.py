@@ -57,7 +57,7 @@ def main() -> None:
         t = time.perf_counter()
         recipe = train_generator(a.out / f"{name}.pt", pairs, max_steps=a.steps, crop=128,
                                  batch=4, seed=0, trained_on="ablation: ki-dev train + "
-                                 f"{a.simulated} simulated slides", **VARIANTS[name])
+                                 f"{a.simulated} simulated slides", **VARIANTS[name]).recipe
         seconds = time.perf_counter() - t
         print(json.dumps({"variant": name, "steps": recipe["steps"],
                           "seconds": round(seconds), "s_per_step": round(seconds / a.steps, 3),

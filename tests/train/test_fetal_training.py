@@ -100,7 +100,8 @@ def test_train_and_evaluate_fetal_end_to_end(tmp_path, monkeypatch):
     real_build = fetal.build_fetal_set
     monkeypatch.setattr(fetal, "build_fetal_set",
                         lambda seeds, progress=None: real_build(seeds[:2], size=32))
-    recipe = fetal.train_fetal(tmp_path / "f.pt", minutes=0.05, volumes=2, batch=1, crop=24)
+    recipe = fetal.train_fetal(tmp_path / "f.pt", minutes=0.05, volumes=2, batch=1,
+                               crop=24).recipe
     assert recipe["steps"] >= 1 and read_metadata(tmp_path / "f.pt")["architecture"] == "conemos"
     scores = fetal.evaluate_fetal(load_model(tmp_path / "f.pt"), [1], size=32, bf16=False)
     assert set(scores) == {"uterus", "body", "brain", "eyes", "placenta"}

@@ -34,7 +34,8 @@ def test_sampler_gives_images_in_range_and_conditions():
 @pytest.mark.parametrize("perceptual", ["none", "segmenter"])
 def test_a_few_steps_train_and_save_a_loadable_generator(tmp_path, perceptual):
     recipe = train_generator(tmp_path / "g.pt", toy_pairs(), max_steps=3, levels=3, width=8,
-                             crop=64, batch=2, perceptual=perceptual, trained_on="toy pairs")
+                             crop=64, batch=2, perceptual=perceptual, trained_on="toy pairs"
+                             ).recipe
     assert recipe["steps"] == 3
     g = load_model(tmp_path / "g.pt", device="cpu")
     assert g.levels == 3
@@ -121,7 +122,7 @@ def test_the_single_scale_baseline_trains_loads_and_generates(tmp_path):
     from napari_omniseg.predict.synthesize import generate_window
 
     recipe = train_generator(tmp_path / "p2p.pt", toy_pairs(), max_steps=2, width=8, crop=64,
-                             batch=2, perceptual="none", architecture="single")
+                             batch=2, perceptual="none", architecture="single").recipe
     assert recipe["generator"] == "single" and recipe["levels"] == 1
     g = load_generator(tmp_path / "p2p.pt", device="cpu")
     assert type(g).__name__ == "UNetGenerator"

@@ -27,7 +27,7 @@ def test_a_few_steps_of_the_game_save_a_generator_and_a_segmenter(tmp_path):
     recipe = train_three_player(tmp_path / "g.pt", tmp_path / "s.pt", pairs,
                                 unlabelled=toy_pairs(3), minutes=5, max_steps=2, warmup=0.0,
                                 levels=3, crop=64, batch=2, perceptual="none",
-                                trained_on="toy pairs")
+                                trained_on="toy pairs").recipe
     assert recipe["steps"] == 2 and recipe["unlabelled_images"] == 3
     g = load_generator(tmp_path / "g.pt", device="cpu")
     assert g.levels == 3

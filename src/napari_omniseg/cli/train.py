@@ -123,7 +123,7 @@ def _train_renal(args: argparse.Namespace) -> int:
         recipe = train_renal(args.out, minutes=args.minutes, slides=args.slides,
                              width=args.width, batch=args.batch, lr=args.lr,
                              bank_path=args.bank, half=args.half, progress=bar,
-                             should_stop=should_stop)
+                             should_stop=should_stop).recipe
     print(json.dumps(recipe, indent=2))
     if args.evaluate:
         from ..checkpoints import load_model
@@ -144,7 +144,7 @@ def _train_fetal(args: argparse.Namespace) -> int:
                              batch=args.batch, crop=args.crop, baseline=args.baseline,
                              regions_per_crop=args.regions_per_crop, loss=args.loss,
                              sampling=args.region_sampling, progress=bar,
-                             should_stop=should_stop)
+                             should_stop=should_stop).recipe
     print(json.dumps(recipe, indent=2))
     if args.evaluate:
         from ..checkpoints import load_model
@@ -191,7 +191,7 @@ def _train_synthesis(args: argparse.Namespace) -> int:
                                  architecture=args.architecture, init=args.init,
                                  seed=args.seed,
                                  trained_on=" + ".join(sources), started=started,
-                                 progress=bar, should_stop=should_stop)
+                                 progress=bar, should_stop=should_stop).recipe
     print(json.dumps(recipe, indent=2))
     return _stopped_code(recipe)
 
@@ -214,7 +214,7 @@ def _train_three_player(args: argparse.Namespace, pairs, sources: list[str],
                                     levels=args.levels, crop=args.crop, batch=args.batch,
                                     perceptual=args.perceptual, seed=args.seed,
                                     trained_on=" + ".join(sources), started=started,
-                                    progress=bar, should_stop=should_stop)
+                                    progress=bar, should_stop=should_stop).recipe
     print(json.dumps(recipe, indent=2))
     return _stopped_code(recipe)
 

@@ -42,13 +42,16 @@ class TrainResult:
     """What a training run did: optimiser ``steps``, wall time since the caller started
     (``seconds``), the main loss of every step (``losses``), whether Stop ended it
     (``stopped``), the validation score of the weights kept (``best_score``), the trained
-    network when a copy was trained (``model``), and the ``history`` widgets plot:
-    ``{"step", "seconds", <each named loss: recent mean>, "val_dice"}`` at each validation."""
+    network when a copy was trained (``model``), the ``history`` widgets plot:
+    ``{"step", "seconds", <each named loss: recent mean>, "val_dice"}`` at each validation, and
+    for a run that saved its networks the ``recipe`` with the run's facts, as the checkpoint
+    records it."""
 
     steps: int = 0
     seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
     history: list[dict] = field(default_factory=list)
+    recipe: dict = field(default_factory=dict)
     stopped: bool = False
     best_score: float | None = None
     model: Any = None
@@ -224,26 +227,31 @@ class SegmentationStep:
         return {"loss": loss.item()}
 
 
-def train_and_save(step: SegmentationStep, out: Any, recipe: dict, *, started: float,
-                   data_seconds: float, half: bool = False, **engine: Any) -> dict:
-    """Run a from-scratch recipe's step and write its model to ``out`` every few minutes
-    and at the end (a stop leaves a usable model); ``recipe`` plus the run's facts
-    (steps, timings, stopped, final loss) go into the checkpoint's metadata and are returned.
-    ``half`` stores the final weights in float16 (a bundled checkpoint)."""
+def train_and_save(step: TrainingStep, save: Callable[[dict, bool], None], recipe: dict, *,
+                   started: float, data_seconds: float = 0.0, model: Any = None,
+                   **engine: Any) -> TrainResult:
+    """Run a from-scratch recipe's step and save its networks every few minutes and at the end
+    (a stop leaves a usable model): ``save(metadata, final)`` writes the checkpoint(s) with
+    ``recipe`` plus the run's facts (steps, data and training seconds, stopped, final losses).
+    The result carries that ``recipe`` and ``model`` (the network trained, if given)."""
     import numpy as np
 
-    from ..checkpoints import save_checkpoint
-
-    def timings(steps: int) -> dict:
+    def facts(steps: int) -> dict:
+        now = time.perf_counter()
         return dict(recipe, steps=steps, data_seconds=round(data_seconds, 1),
-                    training_seconds=round(time.perf_counter() - started - data_seconds, 1))
+                    training_seconds=round(now - started - data_seconds, 1),
+                    seconds=round(now - started, 1))
 
     result = run_training(step, started=started, **engine,
-                          checkpoint=lambda n: save_checkpoint(step.model, out, **timings(n)))
-    recipe = dict(timings(result.steps), stopped=result.stopped,
-                  final_loss=float(np.mean(result.losses[-50:])) if result.losses else None)
-    save_checkpoint(step.model, out, half=half, **recipe)
-    return recipe
+                          checkpoint=lambda n: save(facts(n), False))
+    last = result.history[-1] if result.history else {}
+    result.recipe = dict(facts(result.steps), stopped=result.stopped,
+                         final_loss=float(np.mean(result.losses[-50:])) if result.losses
+                         else None,
+                         final_losses={k: v for k, v in last.items() if k != "step"})
+    save(result.recipe, True)
+    result.model = model
+    return result
 
 
 #: Fine-tuning budget when the caller gives none (minutes).

@@ -10,6 +10,7 @@ FiLM and with one output channel per region, trained with the same partial-label
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -192,13 +193,14 @@ def train_fetal(out, minutes: float = 100.0, volumes: int = 60, batch: int = 2,
                 crop: int = 64, lr: float = 5e-4, baseline: bool = False,
                 regions_per_crop: int = 1, loss: str = "dice+bce", sampling: str = "balanced",
                 progress: Progress | None = None,
-                should_stop=None) -> dict:
+                should_stop=None) -> Any:
     """Train CoNeMOS (or the unconditioned baseline) on phantoms and write its checkpoint.
 
     Returns
     -------
-    dict
-        The recipe and timings stored in the checkpoint's metadata.
+    TrainResult
+        Its ``model`` the network, its ``recipe`` the recipe and timings stored in the
+        checkpoint's metadata.
     """
     import time
 
@@ -208,7 +210,7 @@ def train_fetal(out, minutes: float = 100.0, volumes: int = 60, batch: int = 2,
         raise ValueError(f"loss must be one of {sorted(LOSSES)}, not {loss!r}")
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling must be one of {SAMPLINGS}, not {sampling!r}")
-    from ..checkpoints import pick_device
+    from ..checkpoints import pick_device, save_checkpoint
     from ..nets.conemos import CoNeMOS
     from .engine import SegmentationStep, train_and_save
 
@@ -239,9 +241,10 @@ def train_fetal(out, minutes: float = 100.0, volumes: int = 60, batch: int = 2,
     }
     batches = make_fetal_batches(data, batch, crop, baseline=baseline,
                                  regions_per_crop=regions_per_crop, sampling=sampling)
-    return train_and_save(SegmentationStep(model, batches, LOSSES[loss], lr=lr), out, recipe,
-                          started=t0, data_seconds=t_data, minutes=minutes, progress=progress,
-                          should_stop=should_stop)
+    return train_and_save(SegmentationStep(model, batches, LOSSES[loss], lr=lr),
+                          lambda meta, final: save_checkpoint(model, out, **meta), recipe,
+                          started=t0, data_seconds=t_data, model=model, minutes=minutes,
+                          progress=progress, should_stop=should_stop)
 
 
 def evaluate_fetal(model, seeds: list[int], size: int = 128, bf16: bool = True,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,7 @@ def train_renal(
     half: bool = False,
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
-) -> dict:
+) -> Any:
     """Train the renal Omni-Seg+ model on simulated slides and write its checkpoint.
 
     The checkpoint is written every few minutes and at the end, always through a temporary
@@ -64,12 +65,13 @@ def train_renal(
 
     Returns
     -------
-    dict
-        The recipe and timings stored in the checkpoint's metadata.
+    TrainResult
+        Its ``model`` the network, its ``recipe`` the recipe and timings stored in the
+        checkpoint's metadata.
     """
     import torch
 
-    from ..checkpoints import pick_device
+    from ..checkpoints import pick_device, save_checkpoint
     from ..nets.omniseg import OmniSegPlus
     from .engine import SegmentationStep, train_and_save
     from .losses import dice_bce_loss
@@ -104,7 +106,11 @@ def train_renal(
         "device": str(device),
     }
     step = SegmentationStep(model, make_batches(bank, batch), dice_bce_loss, lr=lr)
-    return train_and_save(step, out, recipe, started=t0, data_seconds=t_data, half=half,
+
+    def save(meta: dict, final: bool) -> None:
+        save_checkpoint(model, out, half=half and final, **meta)  # float16: the last only
+
+    return train_and_save(step, save, recipe, started=t0, data_seconds=t_data, model=model,
                           minutes=minutes, progress=progress, should_stop=should_stop)
 
 

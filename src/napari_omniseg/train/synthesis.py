@@ -286,7 +286,7 @@ def train_generator(out: str | Path, pairs: SynthesisPairs, *, minutes: float | 
                     trained_on: str = "", started: float | None = None,
                     progress: Progress | None = None, should_stop: ShouldStop | None = None,
                     on_validate: Callable[[dict], None] | None = None,
-                    validate_every: float = 60.0) -> dict:
+                    validate_every: float = 60.0) -> Any:
     """Train a pyramid generator on ``pairs`` and save it to ``out`` (every few minutes and at
     the end, so a stop leaves a usable generator).
 
@@ -308,14 +308,15 @@ def train_generator(out: str | Path, pairs: SynthesisPairs, *, minutes: float | 
 
     Returns
     -------
-    dict
-        The recipe and the run's facts, as stored in the checkpoint's metadata.
+    TrainResult
+        Its ``model`` the generator, its ``recipe`` the recipe and the run's facts, as stored
+        in the checkpoint's metadata.
     """
     import torch
 
     from ..checkpoints import save_checkpoint
     from ..nets.pyramid_gan import PyramidDiscriminators
-    from .engine import run_training
+    from .engine import train_and_save
 
     started = time.perf_counter() if started is None else started
     torch.manual_seed(seed)
@@ -332,16 +333,10 @@ def train_generator(out: str | Path, pairs: SynthesisPairs, *, minutes: float | 
               "trained_on": trained_on, "seed": seed, "init": init,
               "losses": {"alpha_rec": ALPHA_REC, "beta_fm": BETA_FM,
                          "gamma_perceptual": GAMMA_PERCEPTUAL if features else 0.0}}
-    result = run_training(step, minutes=minutes, max_steps=max_steps, started=started,
-                          checkpoint=lambda n: save_checkpoint(g, out, **recipe, steps=n),
-                          progress=progress, should_stop=should_stop,
-                          on_validate=on_validate, validate_every=validate_every)
-    recipe.update(steps=result.steps, stopped=result.stopped,
-                  seconds=round(time.perf_counter() - started, 1),
-                  final_losses={k: v for k, v in (result.history[-1].items()
-                                                  if result.history else []) if k != "step"})
-    save_checkpoint(g, out, **recipe)
-    return recipe
+    return train_and_save(step, lambda meta, final: save_checkpoint(g, out, **meta), recipe,
+                          started=started, model=g, minutes=minutes, max_steps=max_steps,
+                          progress=progress, should_stop=should_stop, on_validate=on_validate,
+                          validate_every=validate_every)
 
 
 def generator_to_train(init: Any, architecture: str = "pyramid", levels: int = 4,

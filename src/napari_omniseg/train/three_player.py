@@ -188,7 +188,7 @@ def train_three_player(generator_out: str | Path, segmenter_out: str | Path,
                        batch: int = 4, perceptual: str = "segmenter", seed: int = 0,
                        trained_on: str = "", started: float | None = None,
                        progress: Progress | None = None, should_stop: ShouldStop | None = None
-                       ) -> dict:
+                       ) -> Any:
     """Play the three-player game for ``minutes`` and save both the generator and the
     segmenter (every few minutes and at the end).
 
@@ -213,14 +213,15 @@ def train_three_player(generator_out: str | Path, segmenter_out: str | Path,
 
     Returns
     -------
-    dict
-        The recipe and the run's facts, as stored in both checkpoints' metadata.
+    TrainResult
+        Its ``model`` the generator, its ``recipe`` the recipe and the run's facts, as stored
+        in both checkpoints' metadata.
     """
     import torch
 
     from ..checkpoints import load_model, save_checkpoint
     from ..nets.pyramid_gan import PyramidDiscriminators
-    from .engine import run_training
+    from .engine import train_and_save
 
     started = time.perf_counter() if started is None else started
     torch.manual_seed(seed)
@@ -245,15 +246,10 @@ def train_three_player(generator_out: str | Path, segmenter_out: str | Path,
               "weights": {"synthetic": SYNTHETIC_WEIGHT, "segmenter_adversarial": adv_weight,
                           "unlabelled_positive": UNLABELLED_POSITIVE}}
 
-    def save(n: int) -> None:
-        save_checkpoint(g, generator_out, **{**recipe, "steps": n})
-        save_checkpoint(s, segmenter_out, **{**recipe, "steps": n, "task": "renal",
+    def save(meta: dict, final: bool) -> None:
+        save_checkpoint(g, generator_out, **meta)
+        save_checkpoint(s, segmenter_out, **{**meta, "task": "renal",
                                             "base_model": segmenter_init})
 
-    result = run_training(step, minutes=minutes, max_steps=max_steps, started=started,
-                          checkpoint=save,
-                          progress=progress, should_stop=should_stop)
-    recipe.update(steps=result.steps, stopped=result.stopped,
-                  seconds=round(time.perf_counter() - started, 1))
-    save(result.steps)
-    return recipe
+    return train_and_save(step, save, recipe, started=started, model=g, minutes=minutes,
+                          max_steps=max_steps, progress=progress, should_stop=should_stop)

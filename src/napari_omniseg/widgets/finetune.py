@@ -393,18 +393,15 @@ class FinetuneWidget(DockWidget):
         not used: a generator has no Dice to keep the best by); ``base(progress)`` loads the
         generator to start from."""
         def job(progress, should_stop, emit):
-            from ..checkpoints import load_generator
-            from ..train.engine import TrainResult
             from ..train.synthesis import pairs_from_annotations, train_generator
 
             init, _ = base(progress)
             pairs = pairs_from_annotations(train, 256, "layers painted in napari", stain)
-            recipe = train_generator(out, pairs, minutes=minutes, crop=128, init=init,
+            result = train_generator(out, pairs, minutes=minutes, crop=128, init=init,
                                      trained_on=f"{len(train)} annotations painted in napari",
                                      progress=progress, should_stop=should_stop,
                                      on_validate=emit, validate_every=every)
-            result = TrainResult(steps=recipe["steps"], stopped=recipe["stopped"])
-            result.model = load_generator(out, device="cpu")
+            result.model.eval()
             return result, out, "synthesis"
 
         return job
