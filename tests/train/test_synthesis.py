@@ -97,7 +97,8 @@ def test_pairs_known_everywhere_and_per_pixel_join():
 def test_synthetic_pairs_join_finetuning_after_warm_up_at_weight_003(tmp_path):
     from napari_omniseg.nets.pyramid_gan import PyramidGenerator
     from napari_omniseg.train.annotations import Annotation
-    from napari_omniseg.train.finetune import SYNTHETIC_WEIGHT, make_finetune_batches
+    from napari_omniseg.train.finetune import make_finetune_batches
+    from napari_omniseg.train.losses import SYNTHETIC_WEIGHT
     from napari_omniseg.train.synthesis import synthetic_annotations
 
     torch.manual_seed(0)

@@ -148,6 +148,19 @@ def at_optimal_magnification(a: Annotation, min_side: int = 64) -> Annotation:
                       extra=dict(a.extra, painted_at=a.magnification))
 
 
+def pad_to(x: np.ndarray, size: int, mode: str) -> np.ndarray:
+    """``x`` padded at its bottom and right to at least ``size`` x ``size`` (other axes as they
+    are) with numpy's ``mode``; "reflect" falls back to "edge" when the pad exceeds the side
+    (a reflection needs pixels to mirror)."""
+    ph, pw = max(0, size - x.shape[0]), max(0, size - x.shape[1])
+    if not (ph or pw):
+        return x
+    pad = ((0, ph), (0, pw)) + ((0, 0),) * (x.ndim - 2)
+    if mode == "reflect" and min(x.shape[:2]) <= max(ph, pw):
+        mode = "edge"
+    return np.pad(x, pad, mode=mode)
+
+
 def tissues_without_background(annotations: list[Annotation]) -> list[str]:
     """Tissues whose annotations know no background pixel anywhere: painted positives only.
 

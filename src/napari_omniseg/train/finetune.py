@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .. import vocab
-from .annotations import Annotation, draw_evenly, sampling_pools, targets_and_valid
+from .annotations import Annotation, draw_evenly, pad_to, sampling_pools, targets_and_valid
 from .engine import TrainResult, finetune_copy, with_default_budget
 from .metrics import dice, hausdorff95
 
@@ -27,20 +27,9 @@ PSEUDO_CONFIDENCE = 0.8
 MIN_PSEUDO_SIDE = 64
 
 
-def _pad_to(x: np.ndarray, size: int, mode: str) -> np.ndarray:
-    ph, pw = max(0, size - x.shape[0]), max(0, size - x.shape[1])
-    if not (ph or pw):
-        return x
-    pad = ((0, ph), (0, pw)) + ((0, 0),) * (x.ndim - 2)
-    if mode == "reflect" and min(x.shape[:2]) <= max(ph, pw):
-        mode = "edge"
-    return np.pad(x, pad, mode=mode)
-
-
-#: Synthetic pairs: their share of a batch once they join, and their loss weight (the
-#: pyramid cGAN paper's cross-entropy coefficient for synthetic pairs).
+#: Synthetic pairs: their share of a batch once they join (their loss weight is
+#: :data:`~napari_omniseg.train.losses.SYNTHETIC_WEIGHT`).
 SYNTHETIC_FRACTION = 0.25
-SYNTHETIC_WEIGHT = 0.03
 
 
 def make_finetune_batches(annotations: list[Annotation], batch: int = 8, crop: int = 256,
@@ -56,11 +45,12 @@ def make_finetune_batches(annotations: list[Annotation], batch: int = 8, crop: i
     unknown). A ``pseudo_fraction`` of each batch comes from ``pseudo`` when given. Once
     ``synthetic_joined()`` says so (after a warm-up on real pairs alone), a
     :data:`SYNTHETIC_FRACTION` of each batch comes from ``synthetic``, weighted
-    :data:`SYNTHETIC_WEIGHT` in the loss (``sample_weight``).
+    :data:`~napari_omniseg.train.losses.SYNTHETIC_WEIGHT` in the loss (``sample_weight``).
     """
     import torch
 
     from .augment import colour, spatial
+    from .losses import SYNTHETIC_WEIGHT
 
     rng, gen, pools = sampling_pools(annotations, "tissue", seed)
 
@@ -71,8 +61,8 @@ def make_finetune_batches(annotations: list[Annotation], batch: int = 8, crop: i
         y0 = int(np.clip(ky[j] - crop // 2, 0, max(0, h - crop)))
         x0 = int(np.clip(kx[j] - crop // 2, 0, max(0, w - crop)))
         sl = (slice(y0, y0 + crop), slice(x0, x0 + crop))
-        img = _pad_to(a.image[sl], crop, "reflect")
-        code = _pad_to((a.mask[sl] & a.known[sl]).astype(np.uint8) + 2 * a.known[sl], crop,
+        img = pad_to(a.image[sl], crop, "reflect")
+        code = pad_to((a.mask[sl] & a.known[sl]).astype(np.uint8) + 2 * a.known[sl], crop,
                        "constant")
         return img, code
 

@@ -6,6 +6,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+#: Loss weight of generated (synthetic) pairs when a segmenter trains on them beside real ones:
+#: the pyramid cGAN paper's cross-entropy coefficient. Fine-tuning and the three-player game
+#: both use it.
+SYNTHETIC_WEIGHT = 0.03
+
 
 def ring_weights(target: torch.Tensor, ring_px: int = 2, ring_weight: float = 1.2) -> torch.Tensor:
     """1 everywhere, ``ring_weight`` within ``ring_px`` pixels outside the foreground."""

@@ -24,6 +24,7 @@ import numpy as np
 from .. import vocab
 from ..nets.condition import N_TISSUES, condition_planes, implied
 from ..run import Progress, ShouldStop
+from .annotations import pad_to
 
 _CAP = vocab.tissue("cap").task_id
 
@@ -92,8 +93,8 @@ def pairs_from_annotations(annotations: list, size: int = 256, source: str = "an
     images, masks, known, stains, mags = [], [], [], [], []
     for a in annotations:
         t = vocab.tissue(a.tissue).task_id
-        image = _padded(a.image, size, "reflect")
-        mask, ok = (_padded(m.astype(np.uint8), size, "constant") for m in (a.mask, a.known))
+        image = pad_to(a.image, size, "reflect")
+        mask, ok = (pad_to(m.astype(np.uint8), size, "constant") for m in (a.mask, a.known))
         h, w = mask.shape
         for y in _starts(h, size):
             for x in _starts(w, size):
@@ -128,12 +129,6 @@ def pairs_from_manifest(path: str | Path, split: str | None = "train",
     groups = read_manifest(path, split_column)
     rows = [a for name, g in groups.items() if split is None or name == split for a in g]
     return pairs_from_annotations(rows, size, str(Path(path).name))
-
-
-def _padded(a: np.ndarray, size: int, mode: str) -> np.ndarray:
-    pad = [(0, max(0, size - a.shape[0])), (0, max(0, size - a.shape[1]))]
-    pad += [(0, 0)] * (a.ndim - 2)
-    return np.pad(a, pad, mode=mode) if any(p[1] for p in pad) else a
 
 
 def _starts(n: int, size: int) -> list[int]:

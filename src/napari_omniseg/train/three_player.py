@@ -30,6 +30,7 @@ import numpy as np
 from .. import vocab
 from ..nets.condition import N_TISSUES, STAIN_CODES, condition_planes
 from ..run import Progress, ShouldStop
+from .losses import SYNTHETIC_WEIGHT
 from .synthesis import (
     PairSampler,
     SynthesisPairs,
@@ -39,8 +40,6 @@ from .synthesis import (
     perceptual_features,
 )
 
-#: Loss weight of generated pairs in the segmenter's training after the warm-up (the paper's).
-SYNTHETIC_WEIGHT = 0.03
 #: Weight of the segmenter's adversarial loss (the paper's Eq. 8 weighs it 1).
 ADV_WEIGHT = 1.0
 #: Share of pseudo-labelled unlabelled pairs the discriminators see as positives.
