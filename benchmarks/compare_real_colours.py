@@ -20,6 +20,11 @@ from pathlib import Path
 import numpy as np
 
 
+def _csv_rows(path) -> list[dict]:
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def _od(pixels: np.ndarray) -> np.ndarray:
     return -np.log10(np.clip(pixels.astype(np.float64), 1, 255) / 245)
 
@@ -33,7 +38,7 @@ def main() -> None:
     p.add_argument("data", type=Path, help="folder with manifest.csv and the PNG patches")
     p.add_argument("--montage", type=Path, default=None)
     args = p.parse_args()
-    rows = list(csv.DictReader(open(args.data / "manifest.csv")))
+    rows = _csv_rows(args.data / "manifest.csv")
     tiles = []
     print("| tissue | stain | real OD (R, G, B) | simulated OD (R, G, B) | max difference |")
     print("|---|---|---|---|---:|")

@@ -15,13 +15,15 @@ segmentation ends.
 from __future__ import annotations
 
 import argparse
+import itertools
 import platform
 import time
+from pathlib import Path
 
 
 def cpu_model() -> str:
     try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
@@ -91,7 +93,7 @@ def main() -> None:
     total = time.perf_counter() - t0
     heartbeat.stop()
     panner.stop()
-    gaps = [b - a for a, b in zip(beats, beats[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(beats)]
     longest = max(gaps) if gaps else float("nan")
     print(f"cpu: {cpu_model()} ({__import__('os').cpu_count()} cores)")
     print(f"run: {total:.1f} s ({'stopped' if stopped else widget.status.value}); "

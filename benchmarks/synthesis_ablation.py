@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 
 VARIANTS = {
-    "pyramid_segmenter": dict(architecture="pyramid", perceptual="segmenter", width=32),
-    "pyramid_none": dict(architecture="pyramid", perceptual="none", width=32),
+    "pyramid_segmenter": {"architecture": "pyramid", "perceptual": "segmenter", "width": 32},
+    "pyramid_none": {"architecture": "pyramid", "perceptual": "none", "width": 32},
     # width 16: 0.46 M parameters, near the pyramid's 0.32 M
-    "single_segmenter": dict(architecture="single", perceptual="segmenter", width=16),
+    "single_segmenter": {"architecture": "single", "perceptual": "segmenter", "width": 16},
 }
 
 

@@ -100,7 +100,7 @@ def classifier_accuracy(real: np.ndarray, fake: np.ndarray, folds: int = 5, seed
         lin = torch.nn.Linear(x.shape[1], 1)
         opt = torch.optim.LBFGS(lin.parameters(), max_iter=200)
 
-        def closure():
+        def closure(opt=opt, lin=lin, xt=xt, yt=yt):  # run now, inside this fold
             opt.zero_grad()
             loss = torch.nn.functional.binary_cross_entropy_with_logits(
                 lin(xt)[:, 0], yt) + 1e-2 * (lin.weight ** 2).sum()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,6 +11,11 @@ from pathlib import Path
 import pytest
 
 from napari_omniseg.cli import build_parser
+
+
+def _csv_rows(path) -> list[dict]:
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def _command_paths(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list:
@@ -132,7 +138,6 @@ def test_a_killed_segmentation_leaves_no_mask_and_releases_the_folder(tmp_path):
 def test_segment_with_geojson_then_export_and_quantify(slide_and_truth, tmp_path):
     """segment --geojson writes a QuPath file beside the masks; export and quantify read the
     masks back, as a person chains them."""
-    import csv
     import json
 
     from rasterio import features
@@ -157,11 +162,11 @@ def test_segment_with_geojson_then_export_and_quantify(slide_and_truth, tmp_path
     run = subprocess.run([exe, "export", cap_file, "--format", "csv", "-o", str(tmp_path / "x")],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
-    rows = list(csv.DictReader(open(tmp_path / "x" / "biopsy_objects.csv", encoding="utf-8")))
+    rows = _csv_rows(tmp_path / "x" / "biopsy_objects.csv")
     assert len(rows) == len(fc["features"]) and rows[0]["class"] == "CAP"
     run = subprocess.run([exe, "quantify", cap_file, "--slide", str(slide), "-o",
                           str(tmp_path / "q.csv")], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
-    (row,) = list(csv.DictReader(open(tmp_path / "q.csv", encoding="utf-8")))
+    (row,) = _csv_rows(tmp_path / "q.csv")
     assert float(row["area mm2"]) == pytest.approx(mask.sum() * 0.25 ** 2 / 1e6, rel=1e-4)
     assert float(row["objects per mm2 of tissue"]) > 0

@@ -132,7 +132,7 @@ def test_run_contract_imports_nothing_of_the_package():
 #: The packages (and top-level modules) from the bottom up: each may import only from the
 #: layers below it. napari's adapters and the command line are the top.
 LAYERS = (
-    ("errors", "run", "_version"),
+    ("errors", "run", "_version", "choices"),
     ("vocab",),
     ("io",),
     ("tasks", "nets", "simulate"),

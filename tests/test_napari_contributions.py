@@ -9,6 +9,7 @@ tested here at once, and fails until it has a run, a file maker or a save case b
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,12 @@ import pytest
 from conftest import MPP, rgb_image, write_ome_subifd, write_png, write_svs
 
 pytestmark = pytest.mark.gui
+
+
+def _csv_rows(path) -> list[dict]:
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
 
 PLUGIN = "napari-omniseg"
 
@@ -109,7 +116,7 @@ def run_finetune(viewer, widget, qtbot, tmp_path) -> None:
     labels = viewer.add_labels(painted, name="my PTC", scale=image.scale, units=image.units)
     widget.add_row()  # the new row picks the newest labels layer
     row = widget.rows[-1]
-    assert row.labels.value.name == labels.name
+    assert row.labels_layer.value.name == labels.name
     row.tissue.value = "ptc"
     for extra in list(widget.rows)[:-1]:
         widget.rows.remove(extra)
@@ -141,7 +148,7 @@ def run_quantify(viewer, widget, qtbot, tmp_path) -> None:
     assert "measured" in widget.status.value, widget.status.value
     found = {s.cls.name: s for s in widget.summaries}
     truth = np.asarray(viewer.layers["ground truth (simulated)"].data[0])
-    labels, n = ndimage.label(truth == 6)
+    labels, _n = ndimage.label(truth == 6)
     from napari_omniseg import vocab
 
     assert widget.min_area_um2() is None  # the default: each tissue's own minimum size
@@ -205,7 +212,8 @@ def test_the_plugins_menu_lists_and_opens_every_widget(make_napari_viewer, qtbot
     assert sorted(entries) == sorted(WIDGETS)
     for name in WIDGETS:
         entries[name].trigger()  # the click
-        qtbot.waitUntil(lambda: f"{name} ({PLUGIN})" in viewer.window.dock_widgets, timeout=5000)
+        title = f"{name} ({PLUGIN})"
+        qtbot.waitUntil(lambda title=title: title in viewer.window.dock_widgets, timeout=5000)
 
 
 @pytest.mark.parametrize("name", WIDGETS)
@@ -367,9 +375,8 @@ def _check_ome_tiff(path, layer, viewer):
 
 
 def _check_csv(path, layer, viewer):
-    import csv
 
-    rows = list(csv.DictReader(open(path, encoding="utf-8")))
+    rows = _csv_rows(path)
     assert sorted(float(r["Area µm^2"]) for r in rows) == [
         (120 * 30 - 100) * 0.0625, 80 * 60 * 0.0625]
 

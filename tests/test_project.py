@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
-    test_cmd = "bash scripts/setup.sh && ruff check . && python -m pytest"
+    test_cmd = "bash scripts/setup.sh && ruff check . && mypy && python -m pytest"
     assert test_cmd in readme and test_cmd in ci
     first_block = readme.split("```")[1]
     assert test_cmd in first_block  # the two set-up commands open the README

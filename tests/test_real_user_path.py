@@ -132,7 +132,7 @@ def test_open_segment_save_reopen_quantify(make_napari_viewer, qtbot, tmp_path, 
         _, finetune = viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune")
         row = finetune.rows[-1]
         row.image.value = image
-        row.labels.value = cap
+        row.labels_layer.value = cap
         row.complete.value = "whole layer (unpainted = background)"
         train, _ = finetune.annotations()
         assert train[0].magnification == 5 and train[0].tissue == "cap"

@@ -1,18 +1,21 @@
+import dataclasses
+
 import pytest
 
 from napari_omniseg.errors import OmnisegInputError
 from napari_omniseg.tasks import TASKS, task, task_of_manifest, task_of_model
-
-ROLES = ("read_manifest", "annotation_from_layers", "make_batches", "finetune", "save",
-         "evaluate")
+from napari_omniseg.train.task_functions import FUNCTIONS, TaskFunctions, functions_of
 
 
 @pytest.mark.parametrize("name", TASKS)
-def test_every_role_of_every_task_is_a_function(name):
-    t = task(name)
-    assert all(callable(getattr(t, role)) for role in ROLES)
-    with pytest.raises(AttributeError):
-        t.no_such_role  # noqa: B018
+def test_every_task_has_its_training_functions(name):
+    functions = functions_of(task(name))
+    assert isinstance(functions, TaskFunctions)
+    assert all(callable(getattr(functions, f.name)) for f in dataclasses.fields(functions))
+
+
+def test_the_functions_name_no_task_the_registry_lacks():
+    assert set(FUNCTIONS) == set(TASKS)
 
 
 def test_a_model_is_known_by_what_it_answers():
@@ -39,4 +42,4 @@ def test_a_manifest_is_known_by_its_columns(tmp_path):
 
 def test_semi_supervision_is_refused_where_the_task_has_none():
     with pytest.raises(OmnisegInputError, match="kidney patches"):
-        task("fetal").finetune(None, [], semi_supervised=True)
+        functions_of(task("fetal")).finetune(None, [], semi_supervised=True)

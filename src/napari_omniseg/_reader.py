@@ -6,8 +6,9 @@ is added.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +39,7 @@ def read_path(path: str | list[str]) -> list[LayerData]:
         path = path[0]
     try:
         return layer_data_for_path(path)
-    except Exception as e:  # noqa: BLE001 (a damaged file is told, never raised into napari)
+    except Exception as e:
         from napari.utils.notifications import show_error
 
         show_error(failure_sentence(Path(path).name, e))

@@ -58,7 +58,7 @@ def _renal(stain: str) -> list[tuple]:
             t = vocab.tissue(code)
             lab[lv[t.task_id] > 0] = t.task_id + 1
         gt.append(lab)
-    colors = {t.task_id + 1: t.color for t in vocab.TISSUES}
+    colors: dict[int | None, tuple] = {t.task_id + 1: t.color for t in vocab.TISSUES}
     colors[None] = (0, 0, 0, 0)
     layers.append((gt, {
         "name": "ground truth (simulated)",
@@ -89,7 +89,7 @@ def fetal_mri() -> list[tuple]:
     vol_path, gt_path = fetal_sample_paths()
     vol = open_volume(vol_path)
     gt = open_volume(gt_path)
-    colors = {r.region_id + 1: r.color for r in vocab.FETAL_REGIONS}
+    colors: dict[int | None, tuple] = {r.region_id + 1: r.color for r in vocab.FETAL_REGIONS}
     colors[None] = (0, 0, 0, 0)
     return [
         volume_layer_data(vol, name="synthetic fetal MRI"),
@@ -126,7 +126,7 @@ def write_samples(out_dir: str | Path, progress=None) -> list[Path]:
             out / f"renal_{stain}.ome.tif", 2560, 6144, stain=stain, seed=100 + i,
             shape="biopsy", masks_path=out / f"renal_{stain}_masks.ome.tif", quality=80,
         )
-        written += [img, msk]
+        written += [img] if msk is None else [img, msk]
     if progress:
         progress(len(SAMPLE_STAINS), len(SAMPLE_STAINS) + 1, "fetal MRI")
     f = simulate_fetal(seed=100)

@@ -31,7 +31,7 @@ def _told(write: Writer) -> Writer:
 
         try:
             return write(path, data, meta)
-        except Exception as e:  # noqa: BLE001 (told, never raised into napari's save action)
+        except Exception as e:
             from napari.utils.notifications import show_error
 
             show_error(failure_sentence(Path(path).name, e))

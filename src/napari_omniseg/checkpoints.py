@@ -13,21 +13,25 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
+from .choices import GENERATOR
 from .errors import OmnisegInputError, short_reason
 from .nets.registry import architecture, architecture_of
 from .tasks import TASKS, task, task_of_model
+
+if TYPE_CHECKING:  # torch loads only when a model does
+    import torch
 
 FORMAT = "napari-omniseg-checkpoint/1"
 #: Bundled checkpoints, by name (each task's), inside the package's ``weights/`` folder.
 #: The histology generator (docs/synthesis.md) is bundled beside the segmenters.
 BUNDLED = {**{t.name: t.bundled_file for t in TASKS.values()},
-           "synthesis": "pyramid_gan_renal.pt"}
+           GENERATOR: "pyramid_gan_renal.pt"}
 
 
-def pick_device(prefer: str | None = None) -> "torch.device":  # noqa: F821
+def pick_device(prefer: str | None = None) -> torch.device:
     """CUDA if present, else Apple MPS, else CPU; ``prefer`` ("cpu", "cuda", ...) overrides."""
     import torch
 
@@ -177,7 +181,7 @@ def check_generator(model: Any, name: str | os.PathLike | None = None) -> Any:
     return model
 
 
-def load_generator(path_or_name: str | os.PathLike = "synthesis", device: str | None = None
+def load_generator(path_or_name: str | os.PathLike = GENERATOR, device: str | None = None
                    ) -> Any:
     """Load a histology generator (the bundled one by default) like :func:`load_model`, and
     refuse, in one sentence, a checkpoint that is not one."""
@@ -247,7 +251,7 @@ def _load_blob(path: Path) -> dict:
                 f"{path.name} holds Python objects besides weights, which could run code when "
                 "loaded; this plugin loads weights-only checkpoints") from None
         raise OmnisegInputError(f"{path.name} is not a PyTorch checkpoint") from None
-    except Exception:  # noqa: BLE001 (a text file, a truncated download: not a checkpoint)
+    except Exception:
         raise OmnisegInputError(f"{path.name} is not a PyTorch checkpoint (or it is "
                                 "truncated); choose the .pt or .pth file again") from None
     if not isinstance(blob, dict):

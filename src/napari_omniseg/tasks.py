@@ -1,18 +1,18 @@
 """The task registry: one object per modality (kidney slides, fetal MRI) with what the CLI, the
-widgets and the checkpoints need to know, so that none of them branches on the modality. Its
-functions are named ``"module:function"`` and imported when called (a lookup loads nothing).
+widgets and the checkpoints need to know, so that none of them branches on the modality. It is
+data only and loads nothing; each task's training functions are in
+:mod:`napari_omniseg.train.task_functions`, a layer above.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import vocab
+from .choices import ImageKind
 from .errors import OmnisegInputError
 
 
@@ -22,12 +22,9 @@ class Task:
     ``description`` (how a user knows its models), ``bundled_file`` (in the package's
     ``weights/``), the method every model of it ``answers``, the ``conditions`` a user can ask
     for (label, code), how the Fine-tune widget names its data (``data_label``) and what
-    annotations are painted on (``image``: ``"rgb"`` or ``"volume"``), fine-tuning's default
+    annotations are painted on (``image``), fine-tuning's default
     ``lr``, whether it offers ``semi_supervision`` and its default ``finetuned_file``.
-    ``functions`` maps a role to ``"module:function"``, called as ``task.<role>(...)``:
-    ``read_manifest(path, split_column)``, ``annotation_from_layers``, ``make_batches``,
-    ``finetune(model, train, val, **engine)``, ``save(result, path, base, train, val, **kw)``
-    and ``evaluate(model, annotations)`` (the scorer)."""
+    Its training functions: :func:`napari_omniseg.train.task_functions.functions_of`."""
 
     name: str
     description: str
@@ -35,21 +32,11 @@ class Task:
     answers: str
     conditions: tuple[tuple[str, str], ...]
     data_label: str
-    image: str
+    image: ImageKind
     lr: float
     semi_supervision: bool
     finetuned_file: str
-    functions: dict[str, str] = field(default_factory=dict)
 
-    def __getattr__(self, role: str) -> Callable:
-        functions = self.__dict__.get("functions", {})
-        if role not in functions:
-            raise AttributeError(role)
-        module, attr = functions[role].split(":")
-        return getattr(importlib.import_module(module), attr)
-
-
-_TRAIN = "napari_omniseg.train."
 
 TASKS: dict[str, Task] = {
     "renal": Task(
@@ -57,27 +44,14 @@ TASKS: dict[str, Task] = {
         bundled_file="omniseg_renal.pt",
         answers="forward_conditions",
         conditions=tuple((t.label, t.code) for t in vocab.TISSUES),
-        data_label="kidney slides (RGB images)", image="rgb", lr=1e-3,
-        semi_supervision=True, finetuned_file="omniseg_finetuned.pt",
-        functions={"read_manifest": _TRAIN + "annotations:read_manifest",
-                   "annotation_from_layers": _TRAIN + "annotations:annotation_from_layers",
-                   "make_batches": _TRAIN + "finetune:make_finetune_batches",
-                   "finetune": _TRAIN + "finetune:finetune",
-                   "save": _TRAIN + "finetune:save_finetuned",
-                   "evaluate": _TRAIN + "finetune:evaluate_annotations"}),
+        data_label="kidney slides (RGB images)", image=ImageKind.RGB, lr=1e-3,
+        semi_supervision=True, finetuned_file="omniseg_finetuned.pt"),
     "fetal": Task(
         name="fetal", description="a fetal MRI (CoNeMOS) model",
         bundled_file="conemos_fetal.pt", answers="forward_regions",
         conditions=tuple((r.name, r.code) for r in vocab.FETAL_REGIONS),
-        data_label="fetal MRI (3D volumes)", image="volume",
-        lr=2e-4, semi_supervision=False, finetuned_file="omniseg_fetal_finetuned.pt",
-        functions={"read_manifest": _TRAIN + "finetune_fetal:read_volume_manifest",
-                   "annotation_from_layers": _TRAIN
-                   + "finetune_fetal:volume_annotation_from_layers",
-                   "make_batches": _TRAIN + "finetune_fetal:make_volume_batches",
-                   "finetune": _TRAIN + "finetune_fetal:finetune_fetal",
-                   "save": _TRAIN + "finetune_fetal:save_finetuned_fetal",
-                   "evaluate": _TRAIN + "finetune_fetal:evaluate_volume_annotations"}),
+        data_label="fetal MRI (3D volumes)", image=ImageKind.VOLUME,
+        lr=2e-4, semi_supervision=False, finetuned_file="omniseg_fetal_finetuned.pt"),
 }
 
 

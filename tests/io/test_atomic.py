@@ -22,10 +22,9 @@ def test_temporary_names_are_unique_hidden_and_keep_the_extension(tmp_path):
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     target = tmp_path / "summary.json"
     target.write_text("old")
-    with pytest.raises(OSError):
-        with written_atomically(target) as tmp:
-            tmp.write_text("half")
-            raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(OSError), written_atomically(target) as tmp:
+        tmp.write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == [target.name]
 
 
@@ -66,9 +65,8 @@ def test_full_disk_while_writing_nifti_leaves_nothing(tmp_path, monkeypatch):
 def test_a_folder_held_by_a_live_run_is_refused(tmp_path):
     with output_folder(tmp_path / "out") as out:
         assert (out / LOCK_NAME).is_file()
-        with pytest.raises(OmnisegInputError, match="another omniseg run"):
-            with output_folder(out):
-                pass
+        with pytest.raises(OmnisegInputError, match="another omniseg run"), output_folder(out):
+            pass
     assert not (tmp_path / "out" / LOCK_NAME).exists()  # released
 
 
@@ -83,9 +81,8 @@ def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path):
 def test_an_output_that_is_a_file_is_refused(tmp_path):
     f = tmp_path / "masks"
     f.write_text("x")
-    with pytest.raises(OmnisegInputError, match="is a file, not a folder"):
-        with output_folder(f):
-            pass
+    with pytest.raises(OmnisegInputError, match="is a file, not a folder"), output_folder(f):
+        pass
 
 
 def test_two_segment_runs_into_one_folder(tmp_path, capsys):

@@ -1,3 +1,5 @@
+import itertools
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -68,7 +70,7 @@ def test_several_files_are_written_band_by_band_in_step(tmp_path):
             got = [lv.asarray() for lv in tif.series[0].levels]
         np.testing.assert_array_equal(got[0], m)
         np.testing.assert_array_equal(got[1], m[::2, ::2])
-    assert seen[-1][0] == seen[-1][1] and all(b[0] > a[0] for a, b in zip(seen, seen[1:]))
+    assert seen[-1][0] == seen[-1][1] and all(b[0] > a[0] for a, b in itertools.pairwise(seen))
 
 
 def test_a_failing_file_leaves_no_file_behind(tmp_path):

@@ -37,7 +37,7 @@ def test_mistakes_are_one_sentence_naming_the_line(tmp_path):
         read_rows(tmp_path, NEED)
     assert number("40x", "magnification", "m.csv line 2") == 40
     for bad in ("", "forty", "-5", "inf"):
-        with pytest.raises(OmnisegInputError, match="m.csv line 2: magnification"):
+        with pytest.raises(OmnisegInputError, match=r"m\.csv line 2: magnification"):
             number(bad, "magnification", "m.csv line 2")
     assert columns(_write(tmp_path, "image;mask;region\n")) == ["image", "mask", "region"]
 
@@ -68,5 +68,5 @@ def test_grayscale_patches_are_refused_for_kidney_fine_tuning(tmp_path):
 
     skimage.io.imsave(tmp_path / "g.png", np.full((64, 64), 120, np.uint8), check_contrast=False)
     p = _write(tmp_path, "image,mask,tissue,magnification\ng.png,g.png,ptc,40\n")
-    with pytest.raises(OmnisegInputError, match="line 2: g.png is a grayscale image"):
+    with pytest.raises(OmnisegInputError, match=r"line 2: g\.png is a grayscale image"):
         read_manifest(p)

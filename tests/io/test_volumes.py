@@ -129,7 +129,7 @@ def test_damaged_voxel_sizes_are_told_at_once(tmp_path):
     img = nib.Nifti1Image(data, np.eye(4))
     img.header["pixdim"][1] = np.nan
     nib.save(img, tmp_path / "nan.nii.gz")
-    with pytest.raises(OmnisegInputError, match="nan.nii.gz has the voxel size .*nan"):
+    with pytest.raises(OmnisegInputError, match=r"nan\.nii\.gz has the voxel size .*nan"):
         open_volume(tmp_path / "nan.nii.gz")
     tifffile.imwrite(tmp_path / "ij.tif", data, imagej=True, resolution=(2.0, 2.0),
                      metadata={"spacing": "abc", "unit": "um", "axes": "ZYX"})

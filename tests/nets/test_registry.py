@@ -46,8 +46,8 @@ def test_an_unknown_architecture_is_one_sentence(tmp_path):
     path = tmp_path / "future.pt"
     torch.save({"state_dict": {}, "metadata": json.dumps({"architecture": "from_the_future"})},
                path)
-    with pytest.raises(OmnisegInputError, match="future.pt: a 'from_the_future' model cannot be "
-                                                "built by this version; update"):
+    with pytest.raises(OmnisegInputError, match=r"future\.pt: a 'from_the_future' model cannot be "
+                                                r"built by this version; update"):
         load_model(path)
     with pytest.raises(OmnisegInputError, match="not a registered network"):
         save_checkpoint(torch.nn.Linear(2, 2), tmp_path / "x.pt")

@@ -1,3 +1,4 @@
+import itertools
 import json
 
 import numpy as np
@@ -31,7 +32,7 @@ def inputs(tmp_path_factory):
 def test_cli_segment_writes_aligned_masks_and_summary(inputs, capsys):
     from napari_omniseg import vocab
 
-    d, model, slide, bad, truth = inputs
+    d, _model, slide, bad, truth = inputs
     out = d / "out"
     code = main(["segment", str(slide), str(bad), "--tissue", "ptc", "-o", str(out)])
     assert code == 2  # one slide failed; the other was still done
@@ -67,7 +68,7 @@ def test_files_written_side_by_side_hold_each_tissues_mask(inputs):
     from napari_omniseg.predict.batch import segment_slide_to_files
     from napari_omniseg.predict.slide import segment_slide
 
-    d, model, slide, bad, truth = inputs
+    d, model, slide, _bad, truth = inputs
     model = load_model(model)
     seen = []
     res = segment_slide_to_files(slide, ["all"], None, model, d / "all",
@@ -87,7 +88,7 @@ def test_files_written_side_by_side_hold_each_tissues_mask(inputs):
         else:
             assert written.mean() < 0.02, code
     # one bar for all files: it never runs backwards and ends full
-    assert all(b[0] >= a[0] for a, b in zip(seen, seen[1:]))
+    assert all(b[0] >= a[0] for a, b in itertools.pairwise(seen))
     assert seen[-1][0] == seen[-1][1]
 
 
@@ -99,7 +100,7 @@ def test_slides_sharing_a_file_stem_keep_their_own_masks(inputs, tmp_path):
 
     assert output_stems(["x/a.ome.tif", "y/a.tif", "z/a.svs", "b.tif"]) == [
         "a", "a-2", "a-3", "b"]
-    d, model, slide, bad, truth = inputs
+    _d, model, slide, _bad, _truth = inputs
     (tmp_path / "x").mkdir()
     (tmp_path / "y").mkdir()
     first = shutil.copy(slide, tmp_path / "x" / "a.ome.tif")
@@ -121,7 +122,7 @@ def test_a_full_disk_is_reported_for_that_slide_and_the_batch_goes_on(inputs, tm
 
     import napari_omniseg.io.export as export
 
-    d, model, slide, bad, truth = inputs
+    _d, _model, slide, _bad, _truth = inputs
     second = tmp_path / "second.ome.tif"
     second.write_bytes(slide.read_bytes())
     real = export._PyramidWriter._level0_tiles
@@ -146,19 +147,19 @@ def test_a_full_disk_is_reported_for_that_slide_and_the_batch_goes_on(inputs, tm
 
 def test_progress_moves_inside_each_slide(inputs, tmp_path):
     """The bar used to sit at 0 for the whole of a slide."""
-    d, model, slide, bad, truth = inputs
+    _d, model, slide, bad, _truth = inputs
     seen = []
     segment_slides([slide, bad], ["ptc"], None, model, tmp_path / "out",
                    progress=lambda done, total, msg: seen.append((done, total, msg)))
     inside_first = [s for s in seen if 0 < s[0] < 1000]
     assert len(inside_first) >= 3 and all(s[1] == 2000 for s in seen)
-    assert all(b[0] >= a[0] for a, b in zip(seen, seen[1:])) and seen[-1][0] == 2000
+    assert all(b[0] >= a[0] for a, b in itertools.pairwise(seen)) and seen[-1][0] == 2000
     assert inside_first[0][2].startswith("a.ome.tif: ")
 
 
 def test_a_corrupt_jpeg_tile_fails_that_slide_only(inputs, tmp_path, capsys):
     """Found only when the tile is decoded, deep inside the computation."""
-    d, model, slide, bad, truth = inputs
+    _d, _model, slide, _bad, _truth = inputs
     broken = tmp_path / "broken_tile.ome.tif"
     data = bytearray(slide.read_bytes())
     with tifffile.TiffFile(slide) as tif:
@@ -178,7 +179,7 @@ def test_a_corrupt_jpeg_tile_fails_that_slide_only(inputs, tmp_path, capsys):
 def test_stop_ends_the_batch_and_leaves_no_file(inputs, tmp_path):
     from napari_omniseg.run import Stopped
 
-    d, model, slide, bad, truth = inputs
+    _d, model, slide, _bad, _truth = inputs
     asked = []
     with pytest.raises(Stopped):  # a stop is not one slide's failure: the batch ends
         segment_slides([slide, slide], ["ptc"], None, model, tmp_path,

@@ -36,7 +36,7 @@ def test_lazy_aligned_pyramid_and_cache(slide, follower, monkeypatch):
                         lambda self, keys: runs.append(len(keys)) or original(self, keys))
     out = segment_slide(slide, tissues=("ptc", "pt"), model=follower, chunk=256, bf16=False)
     assert list(out) == ["ptc", "pt"]
-    for code, levels in out.items():
+    for _code, levels in out.items():
         assert [lv.shape for lv in levels] == [lv.shape[:2] for lv in slide.levels]
         assert all(lv.dtype == np.uint8 for lv in levels)
     block = out["ptc"][0][256:512, 256:512].compute()

@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import torch
 
@@ -20,7 +22,7 @@ class Pointwise(torch.nn.Module):
 def test_tiles_cover_the_image():
     assert tile_starts(100, 256, 192) == [0]
     s = tile_starts(1000, 256, 192)
-    assert s[0] == 0 and s[-1] == 744 and all(b - a <= 192 for a, b in zip(s, s[1:]))
+    assert s[0] == 0 and s[-1] == 744 and all(b - a <= 192 for a, b in itertools.pairwise(s))
     w = blend_window(64, 16)
     assert w.max() == 1 and w.min() > 0
 

@@ -51,7 +51,7 @@ def test_no_mask_when_the_coarsest_level_is_too_big(tmp_path):
 
 def test_predictions_stay_off_the_glass(tmp_path):
     slide = open_slide(write_ome_subifd(tmp_path / "g.ome.tif", glass_with_tissue(), levels=4))
-    kw = dict(tissues=("ptc",), model=AlwaysForeground(), bf16=False)
+    kw = {"tissues": ("ptc",), "model": AlwaysForeground(), "bf16": False}
     masked = segment_slide(slide, **kw)["ptc"][0].compute()
     unmasked = segment_slide(slide, mask_glass=False, **kw)["ptc"][0].compute()
     # 140 px (35 um) above the tissue, inside a tile that straddles its edge

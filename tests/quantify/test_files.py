@@ -11,6 +11,11 @@ from napari_omniseg.cli import main
 from napari_omniseg.io.labels import open_labels
 
 
+def _csv_rows(path) -> list[dict]:
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def _mask(path, data, mpp=None):
     kw = {"resolution": (1e4 / mpp, 1e4 / mpp), "resolutionunit": "CENTIMETER"} if mpp else {}
     tifffile.imwrite(path, data, **kw)
@@ -28,7 +33,7 @@ def test_export_every_format_groups_a_slides_masks(tmp_path, capsys):
     fc = json.loads((tmp_path / "geojson" / "s1.geojson").read_text())
     assert sorted(f["properties"]["classification"]["name"] for f in fc["features"]) == [
         "DT", "PTC"]
-    rows = list(csv.DictReader(open(tmp_path / "csv" / "s1_objects.csv", encoding="utf-8")))
+    rows = _csv_rows(tmp_path / "csv" / "s1_objects.csv")
     assert sorted(float(r["Area µm^2"]) for r in rows) == [1600 * 0.0625, 2000 * 0.0625]
     (ptc,) = open_labels(tmp_path / "ome-tiff" / "s1_ptc.ome.tif")
     assert ptc.tissue == "ptc" and ptc.mpp == pytest.approx(0.25)
@@ -79,7 +84,7 @@ def test_quantify_spots_from_space_ranger_and_correlation(tmp_path, capsys):
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "1 spots lie outside the slide" in out.err
-    rows = list(csv.DictReader(open(tmp_path / "spots.csv", encoding="utf-8")))
+    rows = _csv_rows(tmp_path / "spots.csv")
     assert len(rows) == 18
     pct = [float(r["PT %"]) for r in rows]
     assert pct[0] == 100 and pct[-1] == 0 and 0 < pct[8] < 100  # B8 straddles the edge

@@ -5,12 +5,8 @@ from napari_omniseg.nets.conemos import CoNeMOS
 from napari_omniseg.predict.volume import normalize_intensity
 from napari_omniseg.train.augment3d import intensity3d, spatial3d
 from napari_omniseg.train.engine import SegmentationStep, run_training
-from napari_omniseg.train.fetal import (
-    build_fetal_set,
-    make_fetal_batches,
-    soft_dice_bce_loss,
-    soft_dice_loss,
-)
+from napari_omniseg.train.fetal import LOSSES, FetalRecipe, build_fetal_set, make_fetal_batches
+from napari_omniseg.train.losses import VOLUME_LOSSES, soft_dice_bce_loss, soft_dice_loss
 
 
 def test_region_draws_balanced_or_inverse_to_label_counts():
@@ -62,10 +58,9 @@ def test_dice_bce_adds_cross_entropy_on_known_voxels_only():
 def test_training_rejects_an_unknown_loss(tmp_path):
     import pytest
 
-    from napari_omniseg.train.fetal import train_fetal
-
     with pytest.raises(ValueError, match="loss must be one of"):
-        train_fetal(tmp_path / "f.pt", loss="focal")
+        FetalRecipe(loss="focal")
+    assert set(LOSSES) == set(VOLUME_LOSSES)  # the command line's names are the losses
 
 
 def test_spatial3d_moves_volume_and_mask_together():
@@ -80,11 +75,11 @@ def test_spatial3d_moves_volume_and_mask_together():
 
 def test_batches_and_a_few_training_steps():
     data = build_fetal_set([1, 2, 3], size=32)
-    assert 0 <= data.volumes.min() and data.volumes.max() <= 1
+    assert data.volumes.min() >= 0 and data.volumes.max() <= 1
     nb = make_fetal_batches(data, batch=2, crop=24, seed=0)
     b = nb()
     assert b["images"].shape == (2, 1, 24, 24, 24) and b["targets"].shape == (2, 1, 24, 24, 24)
-    for r, t in zip(b["conditions"][0].tolist(), b["targets"]):
+    for r, _t in zip(b["conditions"][0].tolist(), b["targets"]):
         assert data.labelled[:, r].any()
     res = run_training(SegmentationStep(CoNeMOS(), nb, soft_dice_loss, bf16=False), max_steps=3)
     assert res.steps == 3 and all(np.isfinite(res.losses))
@@ -100,9 +95,13 @@ def test_train_and_evaluate_fetal_end_to_end(tmp_path, monkeypatch):
     real_build = fetal.build_fetal_set
     monkeypatch.setattr(fetal, "build_fetal_set",
                         lambda seeds, progress=None: real_build(seeds[:2], size=32))
-    recipe = fetal.train_fetal(tmp_path / "f.pt", minutes=0.05, volumes=2, batch=1,
-                               crop=24).recipe
+    chosen = FetalRecipe(volumes=2, batch=1, crop=24)
+    recipe = fetal.train_fetal(tmp_path / "f.pt", chosen, minutes=0.05).recipe
     assert recipe["steps"] >= 1 and read_metadata(tmp_path / "f.pt")["architecture"] == "conemos"
+    meta = read_metadata(tmp_path / "f.pt")
+    # the recipe's fields are what the checkpoint records
+    assert {k: meta[k] for k in ("volumes", "batch", "crop", "lr")} == {
+        "volumes": 2, "batch": 1, "crop": 24, "lr": chosen.lr}
     scores = fetal.evaluate_fetal(load_model(tmp_path / "f.pt"), [1], size=32, bf16=False)
     assert set(scores) == {"uterus", "body", "brain", "eyes", "placenta"}
     assert all(0 <= v <= 1 for v in scores.values())

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from test_finetune import blobs
+from test_finetune_renal import blobs
 
 from napari_omniseg.checkpoints import read_metadata, save_checkpoint
 from napari_omniseg.errors import OmnisegInputError

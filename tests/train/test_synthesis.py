@@ -90,14 +90,14 @@ def test_pairs_known_everywhere_and_per_pixel_join():
     painted.known = np.broadcast_to(painted.known[:, :, None, None], (2, 6, 64, 64)).copy()
     joined = toy_pairs(3) + painted
     assert joined.known.shape == (5, 6, 64, 64) and joined.known.all()
-    images, cond = PairSampler(joined, batch=2, crop=32)()
+    _images, cond = PairSampler(joined, batch=2, crop=32)()
     assert cond.shape == (2, 20, 32, 32)
 
 
 def test_synthetic_pairs_join_finetuning_after_warm_up_at_weight_003(tmp_path):
     from napari_omniseg.nets.pyramid_gan import PyramidGenerator
     from napari_omniseg.train.annotations import Annotation
-    from napari_omniseg.train.finetune import make_finetune_batches
+    from napari_omniseg.train.finetune_renal import make_finetune_batches
     from napari_omniseg.train.losses import SYNTHETIC_WEIGHT
     from napari_omniseg.train.synthesis import synthetic_annotations
 

@@ -37,7 +37,7 @@ def _setup(viewer, tmp_path, minutes=0.25):
     labels = viewer.add_labels(strokes, name="my PTC")
     w = _open(viewer, "Fine-tune")
     row = w.rows[0]
-    row.image.value, row.labels.value, row.tissue.value = image, labels, "ptc"
+    row.image.value, row.labels_layer.value, row.tissue.value = image, labels, "ptc"
     row.complete.value = WHOLE_LAYER
     w.start_from.value = "file"
     w.model_file.value = tiny_renal_checkpoint(tmp_path / "base.pt")
@@ -85,12 +85,15 @@ def test_stop_keeps_the_model_in_use_and_a_checkpoint(make_napari_viewer, qtbot,
 
 def test_a_failing_run_reports_and_leaves_the_model_in_use(make_napari_viewer, qtbot, tmp_path,
                                                            monkeypatch):
-    import napari_omniseg.train.finetune as finetune_module
+    import dataclasses
+
+    from napari_omniseg.train.task_functions import FUNCTIONS
 
     def broken(*a, **k):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(finetune_module, "finetune", broken)
+    monkeypatch.setitem(FUNCTIONS, "renal", dataclasses.replace(FUNCTIONS["renal"],
+                                                                finetune=broken))
     viewer = make_napari_viewer()
     w, _, _ = _setup(viewer, tmp_path)
     in_use = MODELS_IN_USE.model("renal")
@@ -103,13 +106,13 @@ def test_a_failing_run_reports_and_leaves_the_model_in_use(make_napari_viewer, q
 
 def test_bad_rows_are_explained(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
-    w, image, labels = _setup(viewer, tmp_path)
+    w, _image, labels = _setup(viewer, tmp_path)
     w.rows[0].complete.value = "painted pixels only"
     labels.data = np.zeros_like(labels.data)
     w.run_button.clicked()
     assert "nothing painted" in w.status.value and w.worker is None
     viewer.add_labels(np.ones((10, 10), np.uint8), name="small")
-    w.rows[0].labels.value = viewer.layers["small"]
+    w.rows[0].labels_layer.value = viewer.layers["small"]
     w.run_button.clicked()
     assert "is not drawn on" in w.status.value
 
@@ -136,10 +139,10 @@ def test_fetal_volumes_retrain_the_fetal_model(make_napari_viewer, qtbot, tmp_pa
     w.kind.value = "fetal"
     row = w.rows[0]
     assert [lyr.name for lyr in row.image.choices] == ["mri"]
-    assert [lyr.name for lyr in row.labels.choices] == ["my brain"]  # 3D labels only
+    assert [lyr.name for lyr in row.labels_layer.choices] == ["my brain"]  # 3D labels only
     assert str(w.save_to.value).endswith("omniseg_fetal_finetuned.pt")
     assert not w.magnification.visible and not w.semi.visible
-    row.image.value, row.labels.value = volume, labels
+    row.image.value, row.labels_layer.value = volume, labels
     assert row.tissue.value == "brain"  # guessed from the layer's metadata
     w.start_from.value = "file"
     w.model_file.value = tmp_path / "base.pt"
@@ -177,7 +180,7 @@ def tiny_generator(path):
 def test_the_rows_train_a_generator_the_synthesize_widget_then_uses(make_napari_viewer, qtbot,
                                                                     tmp_path):
     viewer = make_napari_viewer()
-    w, image, labels = _setup(viewer, tmp_path, minutes=0.1)
+    w, _image, labels = _setup(viewer, tmp_path, minutes=0.1)
     before = labels.data.copy()
     w.train_what.value = "generator"
     assert w.semi.native.isHidden() and w.synthetic.native.isHidden()

@@ -8,6 +8,12 @@ import pytest
 
 pytestmark = pytest.mark.gui
 
+
+def _csv_rows(path) -> list[dict]:
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_data"
 
 
@@ -35,7 +41,7 @@ def test_quantify_the_sample_masks_table_plots_and_csv(make_napari_viewer, qtbot
     assert w.bars.figure.axes[0].get_ylabel() == "area (mm²)"
     assert w.sizes.figure.axes[0].get_xlabel() == "object area (µm²)"
     w.save_csv(tmp_path / "q.csv")
-    rows = list(csv.DictReader(open(tmp_path / "q.csv", encoding="utf-8")))
+    rows = _csv_rows(tmp_path / "q.csv")
     assert [r["class"] for r in rows] == ["DT", "PT", "CAP", "TUFT", "VES", "PTC"]
     np.testing.assert_array_equal(np.asarray(masks[5].data[0]), before)
 

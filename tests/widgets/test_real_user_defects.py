@@ -74,7 +74,7 @@ def test_the_typed_pixel_size_is_the_layers_and_fine_tune_finds_it(make_napari_v
     labels = viewer.add_labels(mask, name="my CAP")  # painted in pixels, before the µm/px
     finetune = _open(viewer, "Fine-tune")
     row = finetune.rows[0]
-    row.image.value, row.labels.value, row.tissue.value = image, labels, "cap"
+    row.image.value, row.labels_layer.value, row.tissue.value = image, labels, "cap"
     row.complete.value = "whole layer (unpainted = background)"
     finetune.start_from.value = "file"
     finetune.model_file.value = tiny_renal_checkpoint(tmp_path / "base.pt")
@@ -117,7 +117,7 @@ def test_a_tissue_with_strokes_only_is_warned_before_training(make_napari_viewer
     labels = viewer.add_labels(mask, name="my PTC")
     w = _open(viewer, "Fine-tune")
     row = w.rows[0]
-    row.image.value, row.labels.value, row.tissue.value = image, labels, "ptc"
+    row.image.value, row.labels_layer.value, row.tissue.value = image, labels, "ptc"
     assert row.complete.value == "painted pixels only"
     w.start_from.value = "file"
     w.model_file.value = tiny_renal_checkpoint(tmp_path / "base.pt")
@@ -129,7 +129,7 @@ def test_a_tissue_with_strokes_only_is_warned_before_training(make_napari_viewer
     # a complete row and a validation row: trained at once, Dice before and after told
     row.complete.value = "whole layer (unpainted = background)"
     val = w.add_row()
-    val.image.value, val.labels.value, val.tissue.value = image, labels, "ptc"
+    val.image.value, val.labels_layer.value, val.tissue.value = image, labels, "ptc"
     val.complete.value, val.use.value = "whole layer (unpainted = background)", "validation"
     w.run_button.clicked()
     assert w.worker is not None
@@ -140,7 +140,7 @@ def test_a_tissue_with_strokes_only_is_warned_before_training(make_napari_viewer
 def test_a_long_status_wraps_instead_of_widening_the_dock(make_napari_viewer, qtbot):
     """Item 5: µm/px 0 gave a long sentence that squeezed the canvas for good."""
     viewer = make_napari_viewer(show=True)
-    image, _ = _patch(viewer)
+    _image, _ = _patch(viewer)
     w = _open(viewer, "Segment (kidney)")
     qtbot.wait(50)
     before = w.native.minimumSizeHint().width(), w.native.sizeHint().width()
@@ -197,7 +197,7 @@ def test_models_load_in_the_worker_not_the_gui_thread(make_napari_viewer, qtbot,
     finetune = _open(viewer, "Fine-tune")
     row = finetune.rows[0]
     painted = viewer.add_labels(mask, name="my CAP", scale=image.scale, units=image.units)
-    row.image.value, row.labels.value, row.tissue.value = image, painted, "cap"
+    row.image.value, row.labels_layer.value, row.tissue.value = image, painted, "cap"
     row.complete.value = "whole layer (unpainted = background)"
     finetune.start_from.value = "file"
     finetune.model_file.value = tmp_path / "m.pt"

@@ -57,7 +57,7 @@ def test_paint_a_disc_and_synthesize(make_napari_viewer, qtbot, tiny_generator):
 
 def test_stop_leaves_no_half_written_layer(make_napari_viewer, qtbot, tiny_generator):
     viewer = make_napari_viewer()
-    w, mask = _setup(viewer, tiny_generator)
+    w, _mask = _setup(viewer, tiny_generator)
     w.variations.value = 1
     w.run_button.clicked()
     w.stop_button.clicked()

@@ -59,7 +59,7 @@ def _run(args: argparse.Namespace) -> int:
     except (InterruptedError, KeyboardInterrupt):  # Ctrl-C: no traceback
         print("omniseg: stopped", file=sys.stderr)
         return 130
-    except Exception as e:  # noqa: BLE001 (anything else is one sentence too)
+    except Exception as e:
         if os.environ.get("OMNISEG_DEBUG"):
             raise
         from ..errors import short_reason

@@ -40,6 +40,7 @@ def progress_bar(desc: str):
 
 
 def slide_side(text: str) -> int:
+    """A slide side in pixels for argparse: 256 to 200,000."""
     v = A.positive_int(text)
     if not 256 <= v <= 200_000:  # 200,000 px at 40x is 5 cm, larger than any glass slide
         raise argparse.ArgumentTypeError(f"must be 256 to 200000 pixels, got {text}")
@@ -119,11 +120,12 @@ def holding_output_file(*inputs: str, also: str | None = None
             paths = [Path(str(p)) for g in given for p in (g if isinstance(g, list) else [g])
                      if p is not None and Path(str(p)).exists()]
             second = getattr(args, also, None) if also else None
-            if second is not None and Path(second).resolve() == Path(args.out).resolve():
+            if also and second is not None and Path(second).resolve() == Path(
+                    args.out).resolve():
                 raise OmnisegInputError(f"--{also.replace('_', '-')} and -o are the same file; "
                                         "give each model its own")
             with output_file(args.out, paths), (
-                    output_file(second, paths + [args.out]) if second is not None
+                    output_file(second, [*paths, args.out]) if second is not None
                     else contextlib.nullcontext()):
                 return command(args)
 
@@ -145,6 +147,7 @@ def batch(args: argparse.Namespace, name: str, work: Callable[..., dict]) -> int
 
 
 def print_validation(entry: dict) -> None:
+    """Print one validation entry of a training run above the progress bar."""
     from tqdm import tqdm
 
     tqdm.write(f"step {entry['step']}: loss {entry['loss']}, validation Dice {entry['val_dice']}",

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..choices import GENERATOR
 from ..errors import OmnisegInputError
 from . import args as A
 from .common import (
@@ -40,7 +41,7 @@ def add_commands(sub: Any) -> None:
                     help="kidney: N synthetic pairs per trained tissue (simulated layouts made "
                          "into images by --generator) join the batches after half the budget, "
                          "at loss weight 0.03")
-    ft.add_argument("--generator", default="synthesis",
+    ft.add_argument("--generator", default=GENERATOR,
                     help="with --synthetic: generator checkpoint (default: the bundled one)")
     ft.add_argument("--seed", type=A.seed, default=0,
                     help="seed of the batches' order and augmentation (and of the synthetic "
@@ -79,10 +80,11 @@ def _finetune(args: argparse.Namespace) -> int:
     from ..checkpoints import load_model
     from ..tasks import task_of_manifest
     from ..train.run_finetune import FinetuneOptions, run_finetune
+    from ..train.task_functions import functions_of
 
     task = task_of_manifest(args.manifest)
     args.split_column = _split_column(args)
-    splits = task.read_manifest(args.manifest, args.split_column)
+    splits = functions_of(task).read_manifest(args.manifest, args.split_column)
     train, val = splits.get("train", []), splits.get("val", [])
     if not train:
         raise OmnisegInputError(f"{args.manifest.name} has no training rows "
@@ -104,7 +106,7 @@ def _finetune(args: argparse.Namespace) -> int:
     summary = {"checkpoint": str(args.out), "steps": result.steps, "stopped": result.stopped,
                "seconds": round(result.seconds, 1), "history": result.history}
     if val:
-        summary["val"] = task.evaluate(result.model, val)
+        summary["val"] = functions_of(task).evaluate(result.model, val)
     print(json.dumps(summary, indent=2))
     return 130 if result.stopped else 0
 
@@ -112,13 +114,14 @@ def _finetune(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from ..checkpoints import load_model
     from ..tasks import task_of_manifest
+    from ..train.task_functions import functions_of
 
     task = task_of_manifest(args.manifest)
-    splits = task.read_manifest(args.manifest, _split_column(args))
+    splits = functions_of(task).read_manifest(args.manifest, _split_column(args))
     rows = splits.get(args.split, []) if args.split else [a for v in splits.values() for a in v]
     if not rows:
         raise OmnisegInputError(f"no rows of split {args.split!r} in {args.manifest.name}")
     model = load_model(args.model or task.name)
-    print(json.dumps(task.evaluate(model, rows), indent=2))
+    print(json.dumps(functions_of(task).evaluate(model, rows), indent=2))
     return 0
 

@@ -99,7 +99,7 @@ def _info(args: argparse.Namespace) -> int:
             else:
                 raise OmnisegInputError(f"{path.name} is neither a slide nor a volume file")
             print(json.dumps(out, allow_nan=False))  # NaN is not JSON
-        except Exception as e:  # noqa: BLE001 (one file's failure; the others go on)
+        except Exception as e:
             print(f"omniseg: error: {failure_sentence(path.name, e)}", file=sys.stderr)
             failed += 1
     return 2 if failed else 0

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import vocab
+from ..choices import GENERATOR
 from . import args as A
 from .common import holding_output_file, progress_bar
 
@@ -25,7 +26,7 @@ def add_commands(sub: Any) -> None:
                      help="of the mask's pixels (default: from its pixel size)")
     syn.add_argument("--seed", type=A.seed, default=0,
                      help="one seed gives one image, another a variation")
-    syn.add_argument("--generator", default="synthesis",
+    syn.add_argument("--generator", default=GENERATOR,
                      help="generator checkpoint (default: the bundled one)")
     syn.add_argument("--mpp", type=A.mpp, default=None,
                      help="µm per pixel, for masks whose file does not say")

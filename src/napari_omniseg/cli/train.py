@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
 
+from ..choices import GeneratorArchitecture, Perceptual
 from ..errors import OmnisegInputError
 from . import args as A
 from .common import ctrl_c_stops, holding_output_file, progress_bar
@@ -53,7 +55,7 @@ def add_commands(sub: Any) -> None:
     tr_f.add_argument("--region-sampling", choices=SAMPLINGS, default="balanced",
                       help="every labelled region equally often, or regions drawn inversely "
                            "to their labelled count")
-    tr_f.add_argument("--loss", choices=sorted(LOSSES), default="dice+bce",
+    tr_f.add_argument("--loss", choices=LOSSES, default="dice+bce",
                       help="soft Dice + cross-entropy (the bundled model) or soft Dice alone "
                            "(the CoNeMOS paper's loss)")
     tr_f.add_argument("--baseline", action="store_true",
@@ -91,7 +93,8 @@ def _synthesis_arguments(parser: Any, game: bool) -> None:
     parser.add_argument("--batch", type=A.integer(1, 256), default=4)
     parser.add_argument("--levels", type=int, default=4, choices=[2, 3, 4, 5],
                         help="pyramid levels (each half the side of the next)")
-    parser.add_argument("--perceptual", choices=["segmenter", "none"], default="segmenter",
+    parser.add_argument("--perceptual", choices=[p.value for p in Perceptual],
+                        default=Perceptual.SEGMENTER.value,
                         help="L1 on the bundled renal segmenter's encoder features (default), "
                              "or no perceptual loss")
     parser.add_argument("--init", default=None, metavar="G.pt",
@@ -101,7 +104,8 @@ def _synthesis_arguments(parser: Any, game: bool) -> None:
     hidden = None if game else argparse.SUPPRESS
     if not game:
         parser.add_argument("--width", type=A.integer(4, 512), default=32)
-        parser.add_argument("--architecture", choices=["pyramid", "single"], default="pyramid",
+        parser.add_argument("--architecture", choices=[a.value for a in GeneratorArchitecture],
+                            default=GeneratorArchitecture.PYRAMID.value,
                             help="the pyramid generator (default) or the single-scale "
                                  "pix2pix-style baseline")
     parser.add_argument("--segmenter-out", type=Path, required=game, default=None,
@@ -117,13 +121,12 @@ def _synthesis_arguments(parser: Any, game: bool) -> None:
 
 @holding_output_file("bank")
 def _train_renal(args: argparse.Namespace) -> int:
-    from ..train.renal import dice_table, evaluate_simulated, train_renal
+    from ..train.renal import RenalRecipe, dice_table, evaluate_simulated, train_renal
 
+    chosen = RenalRecipe(slides=args.slides, width=args.width, batch=args.batch, lr=args.lr)
     with progress_bar("train renal") as bar, ctrl_c_stops("training") as should_stop:
-        recipe = train_renal(args.out, minutes=args.minutes, slides=args.slides,
-                             width=args.width, batch=args.batch, lr=args.lr,
-                             bank_path=args.bank, half=args.half, progress=bar,
-                             should_stop=should_stop).recipe
+        recipe = train_renal(args.out, chosen, minutes=args.minutes, bank_path=args.bank,
+                             half=args.half, progress=bar, should_stop=should_stop).recipe
     print(json.dumps(recipe, indent=2))
     if args.evaluate:
         from ..checkpoints import load_model
@@ -137,13 +140,13 @@ def _train_renal(args: argparse.Namespace) -> int:
 
 @holding_output_file()
 def _train_fetal(args: argparse.Namespace) -> int:
-    from ..train.fetal import evaluate_fetal, train_fetal
+    from ..train.fetal import FetalRecipe, evaluate_fetal, train_fetal
 
+    chosen = FetalRecipe(volumes=args.volumes, batch=args.batch, crop=args.crop,
+                         baseline=args.baseline, regions_per_crop=args.regions_per_crop,
+                         loss=args.loss, sampling=args.region_sampling)
     with progress_bar("train fetal") as bar, ctrl_c_stops("training") as should_stop:
-        recipe = train_fetal(args.out, minutes=args.minutes, volumes=args.volumes,
-                             batch=args.batch, crop=args.crop, baseline=args.baseline,
-                             regions_per_crop=args.regions_per_crop, loss=args.loss,
-                             sampling=args.region_sampling, progress=bar,
+        recipe = train_fetal(args.out, chosen, minutes=args.minutes, progress=bar,
                              should_stop=should_stop).recipe
     print(json.dumps(recipe, indent=2))
     if args.evaluate:
@@ -158,27 +161,12 @@ def _train_fetal(args: argparse.Namespace) -> int:
 def _train_synthesis(args: argparse.Namespace) -> int:
     import time
 
-    from ..train.synthesis import pairs_from_bank, pairs_from_manifest, train_generator
+    from ..train.synthesis import train_generator, training_pairs
 
     started = time.perf_counter()
-    parts, sources = [], []
-    if args.manifest is not None:
-        split = None if args.split == "all" else args.split
-        parts.append(pairs_from_manifest(args.manifest, split=split))
-        sources.append(f"{args.manifest.name} ({args.split} rows, {len(parts[-1])} patches)")
-    if args.simulated:
-        from ..train.renal_data import build_patch_bank
-
-        with progress_bar("simulate") as bar:
-            bank = build_patch_bank(list(range(7000, 7000 + args.simulated)), size=4096,
-                                    patch=256, progress=bar)
-        parts.append(pairs_from_bank(bank))
-        sources.append(f"simulator ({args.simulated} slides, {len(bank)} patches)")
-    if not parts:
-        raise OmnisegInputError("nothing to train on: give --manifest or --simulated N")
-    pairs = parts[0]
-    for p in parts[1:]:
-        pairs = pairs + p
+    split = None if args.split == "all" else args.split
+    with progress_bar("simulate") if args.simulated else contextlib.nullcontext() as bar:
+        pairs, sources = training_pairs(args.manifest, split, args.simulated, progress=bar)
     if args.segmenter_out is not None:
         return _train_three_player(args, pairs, sources, started)
     if args.unlabelled is not None:

@@ -49,7 +49,7 @@ class _CoarseTiles:
     row being filled is held uncompressed (``tile`` rows of the level).
     """
 
-    def __init__(self, shape: tuple[int, int], tile: int, dtype: np.dtype = np.uint8) -> None:
+    def __init__(self, shape: tuple[int, int], tile: int, dtype: Any = np.uint8) -> None:
         self.shape, self.tile, self.dtype = shape, tile, np.dtype(dtype)
         self.row = 0  # first level row of the tile row being filled
         self.buffer = np.zeros((tile, shape[1]), self.dtype)
@@ -76,6 +76,20 @@ class _CoarseTiles:
         for i in range(0, len(self.tiles), per_row):
             yield [np.frombuffer(zlib.decompress(b), self.dtype).reshape(self.tile, self.tile)
                    for b in self.tiles[i:i + per_row]]
+
+
+def level_options(k: int, levels: int, metadata: dict | None, mpp: float | None
+                  ) -> dict[str, Any]:
+    """``tifffile`` write options of level ``k`` of a ``levels``-level pyramid.
+
+    Level 0 holds the sub-IFDs of the others and the OME ``metadata``; the others are
+    reduced-resolution sub-files. ``mpp`` (µm per pixel of this level) adds the resolution tags.
+    """
+    out: dict[str, Any] = ({"subifds": levels - 1, "metadata": metadata} if k == 0
+                           else {"subfiletype": 1, "metadata": None})
+    if mpp:
+        out.update(resolution=(1e4 / mpp,) * 2, resolutionunit="CENTIMETER")
+    return out
 
 
 def _file_tiles(band: np.ndarray, tile: int):
@@ -107,7 +121,7 @@ def _stored(band: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
 
 
 def write_mask_pyramids(outputs: list[tuple], mpp: float | None, tile: int = 512,
-                        progress=None, should_stop=None, dtype: np.dtype = np.uint8
+                        progress=None, should_stop=None, dtype: Any = np.uint8
                         ) -> list[int]:
     """Write several mask pyramids of one slide, band by band in step, as tiled OME-TIFFs.
 
@@ -127,7 +141,7 @@ def write_mask_pyramids(outputs: list[tuple], mpp: float | None, tile: int = 512
     if not outputs:
         return []
     levels0 = outputs[0][1][0]
-    h0, w0 = levels0.shape
+    h0, _w0 = levels0.shape
     chunks = getattr(levels0, "chunks", None)
     chunk_rows = tile if chunks is None else (
         chunks[0] if isinstance(chunks[0], int) else chunks[0][0])  # zarr's, or dask's
@@ -181,7 +195,7 @@ class _PyramidWriter:
 
     def __init__(self, path: Path, levels: list, mpp: float | None, tile: int, name: str,
                  band_rows: int, report, abort, failures: list,
-                 dtype: np.dtype = np.uint8) -> None:
+                 dtype: Any = np.uint8) -> None:
         self.path, self.levels, self.mpp, self.tile, self.name = path, levels, mpp, tile, name
         self.tmp = partial_path(path)
         self.band_rows, self.report, self.abort = band_rows, report, abort
@@ -264,7 +278,7 @@ class _PyramidWriter:
     def _run(self) -> None:
         import tifffile
 
-        meta = {"axes": "YX", "Name": self.name}
+        meta: dict[str, Any] = {"axes": "YX", "Name": self.name}
         if self.mpp:
             meta.update(PhysicalSizeX=self.mpp, PhysicalSizeY=self.mpp,
                         PhysicalSizeXUnit="µm", PhysicalSizeYUnit="µm")
@@ -272,11 +286,8 @@ class _PyramidWriter:
         try:
             with tifffile.TiffWriter(self.tmp, bigtiff=True, ome=True) as tif:
                 for k, shp in enumerate(self.shapes):
-                    kw = dict(subifds=len(self.shapes) - 1, metadata=meta) if k == 0 else dict(
-                        subfiletype=1, metadata=None)
-                    if self.mpp:
-                        kw.update(resolution=(1e4 / (self.mpp * h0 / shp[0]),) * 2,
-                                  resolutionunit="CENTIMETER")
+                    kw = level_options(k, len(self.shapes), meta,
+                                       self.mpp * h0 / shp[0] if self.mpp else None)
                     tif.write(self._level0_tiles() if k == 0 else self._coarse_tiles(k),
                               shape=shp, dtype=self.dtype, tile=(self.tile, self.tile),
                               photometric="minisblack", compression="zlib",
@@ -318,7 +329,7 @@ def write_rgb_pyramid(path: str | os.PathLike, image: Any, mpp: float | None, na
     scratch = Path(tempfile.mkdtemp(prefix=".omniseg-pyramid-", dir=path.parent))
     n_bands = -(-h // tile_rows)
     try:
-        store = zarr.open_group(str(scratch / "levels.zarr"), mode="w")
+        store: Any = zarr.open_group(str(scratch / "levels.zarr"), mode="w")
         for k, (lh, lw) in enumerate(shapes[1:], start=1):
             store.create_array(str(k), shape=(lh, lw, 3), dtype=np.uint8,
                                chunks=(min(lh, tile), min(lw, 4096), 3))
@@ -345,24 +356,20 @@ def write_rgb_pyramid(path: str | os.PathLike, image: Any, mpp: float | None, na
                     progress(b + 1, n_bands, f"band {b + 1} of {n_bands}")
                 yield from _file_tiles(band, tile)
 
-        meta = {"axes": "YXS", "Name": name}
+        meta: dict[str, Any] = {"axes": "YXS", "Name": name}
         if mpp:
             meta.update(PhysicalSizeX=mpp, PhysicalSizeY=mpp, PhysicalSizeXUnit="µm",
                         PhysicalSizeYUnit="µm")
-        jpeg = dict(photometric="rgb", compression="jpeg", compressionargs={"level": 90})
-        with written_atomically(path) as tmp:
-            with tifffile.TiffWriter(tmp, bigtiff=True, ome=True) as tif:
-                for k, shp in enumerate(shapes):
-                    kw = dict(subifds=levels - 1, metadata=meta) if k == 0 else dict(
-                        subfiletype=1, metadata=None)
-                    if mpp:
-                        kw.update(resolution=(1e4 / (mpp * 2 ** k),) * 2,
-                                  resolutionunit="CENTIMETER")
-                    data = level0_tiles() if k == 0 else (
-                        t for y in range(0, shp[0], tile)
-                        for t in _file_tiles(store[str(k)][y:y + tile], tile))
-                    tif.write(data, shape=(*shp, 3), dtype=np.uint8, tile=(tile, tile),
-                              **jpeg, **kw)
+        jpeg = {"photometric": "rgb", "compression": "jpeg", "compressionargs": {"level": 90}}
+        with written_atomically(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=True,
+                                                                  ome=True) as tif:
+            for k, shp in enumerate(shapes):
+                kw = level_options(k, levels, meta, mpp * 2 ** k if mpp else None)
+                data = level0_tiles() if k == 0 else (
+                    t for y in range(0, shp[0], tile)
+                    for t in _file_tiles(store[str(k)][y:y + tile], tile))
+                tif.write(data, shape=(*shp, 3), dtype=np.uint8, tile=(tile, tile),
+                          **jpeg, **kw)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return path

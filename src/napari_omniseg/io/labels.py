@@ -65,10 +65,12 @@ class LabelImage:
 
     @property
     def level0(self) -> Any:
+        """The full-resolution level."""
         return self.levels[0]
 
     @property
     def shape(self) -> tuple[int, int]:
+        """Height and width of level 0 in pixels."""
         return tuple(self.levels[0].shape[:2])
 
     def label_class(self, value: int) -> LabelClass:
@@ -76,6 +78,7 @@ class LabelImage:
         return label_class(value, self.tissue)
 
     def close(self) -> None:
+        """Close the files the levels are read from."""
         for h in self._handles:
             h.close()
         self._handles.clear()
@@ -90,7 +93,8 @@ def label_class(value: int, tissue: str | None = None) -> LabelClass:
         t = vocab.TISSUES[value - 1]
     else:
         return LabelClass(f"Label {value}", _UNNAMED_COLOUR)
-    return LabelClass(t.label, tuple(int(round(255 * c)) for c in t.color[:3]), t.code)
+    r, g, b = (int(round(255 * c)) for c in t.color[:3])
+    return LabelClass(t.label, (r, g, b), t.code)
 
 
 def label_names(tissue: str | None = None) -> dict[str, list]:
@@ -154,7 +158,7 @@ def is_label_file(path: str | os.PathLike) -> bool:
                 # a painted label image has a few values; a grayscale picture has a range
                 # of them (it is the slide reader's to explain that it is not an RGB scan)
                 return len(np.unique(np.asarray(im))) <= MAX_PNG_LABELS
-    except Exception:  # noqa: BLE001 (an unreadable file is the slide reader's to explain)
+    except Exception:
         return False
     return False
 
@@ -165,6 +169,18 @@ def open_labels(path: str | os.PathLike, mpp: float | None = None) -> list[Label
     A single-channel file is a one-tissue mask when its name says which tissue (``omniseg
     segment`` writes ``<slide>_<tissue>.ome.tif``), else values follow the vocabulary. A
     multichannel file (the simulator's six masks) gives one mask per named channel.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An OME-TIFF, TIFF or PNG label image.
+    mpp : float, optional
+        µm per pixel when the file does not say (overrides what it says).
+
+    Returns
+    -------
+    list of LabelImage
+        One lazily read pyramid per tissue or channel.
 
     Raises
     ------
@@ -270,7 +286,7 @@ def _open_png(path: Path, mpp: float | None) -> LabelImage:
     try:
         with Image.open(path) as im:
             arr = np.asarray(im)
-    except Exception as e:  # noqa: BLE001 (any decoding failure is one sentence)
+    except Exception as e:
         raise OmnisegInputError(f"{path.name} could not be read as a label image "
                                 f"({short_reason(e)})") from None
     if arr.ndim != 2:
@@ -315,7 +331,7 @@ def micrometres_per_unit(unit: Any) -> float | None:
     if hasattr(unit, "dimensionality"):  # pint: napari's layer units
         try:
             return float((1 * unit).to("micrometer").magnitude)
-        except Exception:  # noqa: BLE001 (pixels, or any non-length unit)
+        except Exception:
             return None
     return {"µm": 1.0, "um": 1.0, "micrometer": 1.0, "micron": 1.0, "nm": 1e-3,
             "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3}.get(str(unit))

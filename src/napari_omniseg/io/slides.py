@@ -66,7 +66,8 @@ class Slide:
     @property
     def shape(self) -> tuple[int, int]:
         """Height and width of level 0 in pixels."""
-        return tuple(self.levels[0].shape[:2])  # type: ignore[return-value]
+        h, w = self.levels[0].shape[:2]
+        return int(h), int(w)
 
     def require_mpp(self) -> float:
         """Return the pixel size, or say in one sentence how to provide it."""
@@ -126,10 +127,7 @@ def open_slide(path: str | os.PathLike, mpp: float | None = None) -> Slide:
             f"{path.name} is not a slide format this plugin reads; use one of "
             + ", ".join(SLIDE_SUFFIXES)
         )
-    if suffix in _FLAT_SUFFIXES:
-        slide = _open_flat_image(path)
-    else:
-        slide = _open_tiff(path)
+    slide = _open_flat_image(path) if suffix in _FLAT_SUFFIXES else _open_tiff(path)
     if mpp is not None:
         slide.mpp = float(mpp)
         slide.magnification = None

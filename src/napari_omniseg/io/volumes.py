@@ -155,7 +155,8 @@ def _open_nifti(path: Path) -> Volume:
     data = raw.transpose(2, 1, 0)
     zooms = img.header.get_zooms()[:3]
     scale_to_mm = _nifti_unit_to_mm(img.header)
-    spacing = tuple(float(z) * scale_to_mm for z in zooms[::-1])
+    z_mm, y_mm, x_mm = (float(z) * scale_to_mm for z in zooms[::-1])
+    spacing = (z_mm, y_mm, x_mm)
     return Volume(data=data, spacing=spacing, affine=np.asarray(img.affine), path=path)
 
 
@@ -234,7 +235,7 @@ def _tiff_spacing_from_metadata(tif: Any) -> tuple[tuple[float, float, float], b
     ij = tif.imagej_metadata or {}
     page = tif.pages.first
     if ij and "XResolution" in page.tags:
-        unit = to_mm.get(str(ij.get("unit", "")), None)
+        unit = to_mm.get(str(ij.get("unit", "")))
         num, den = page.tags["XResolution"].value
         if unit is not None and num:
             xy = den / num * unit
@@ -246,10 +247,11 @@ def _tiff_spacing_from_metadata(tif: Any) -> tuple[tuple[float, float, float], b
         root = ET.fromstring(tif.ome_metadata)
         for el in root.iter():
             if el.tag.endswith("Pixels") and el.get("PhysicalSizeX"):
-                def size(ax: str) -> float:
+                def size(ax: str, el: ET.Element = el) -> float:
                     unit = el.get(f"PhysicalSize{ax}Unit", "µm")
                     factor = {"µm": 1e-3, "um": 1e-3, "mm": 1.0, "cm": 10.0, "nm": 1e-6}[unit]
-                    return float(el.get(f"PhysicalSize{ax}", el.get("PhysicalSizeX"))) * factor
+                    given = el.get(f"PhysicalSize{ax}") or el.get("PhysicalSizeX") or ""
+                    return float(given) * factor
 
                 return (size("Z"), size("Y"), size("X")), True
     return (1.0, 1.0, 1.0), False

@@ -37,6 +37,7 @@ class FiLMConv(nn.Module):
         self.relu = relu
 
     def forward(self, x: torch.Tensor, embedding: torch.Tensor | None) -> torch.Tensor:
+        """Convolve ``x`` and modulate it by ``embedding`` (FiLM), then ReLU."""
         x = self.conv(x)
         if self.relu:
             x = F.relu(x)
@@ -44,6 +45,12 @@ class FiLMConv(nn.Module):
             return x
         gamma, beta = self.film(embedding).chunk(2, dim=1)
         return (1 + gamma[:, :, None, None, None]) * x + beta[:, :, None, None, None]
+
+
+def _pair(level: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """The two convolutions of a U-Net level (a two-module ModuleList)."""
+    first, second = level.children()
+    return first, second
 
 
 class CoNeMOS(nn.Module):
@@ -95,22 +102,31 @@ class CoNeMOS(nn.Module):
     def embed(self, region_id: torch.Tensor) -> torch.Tensor:
         """The shared condition embedding, ``(N, 64)``."""
         onehot = F.one_hot(region_id.long(), self.n_regions).float()
+        assert self.mlp is not None, "an unconditioned network has no condition embedding"
         return self.mlp(onehot)
 
     def forward(self, volume: torch.Tensor, region_id: torch.Tensor | None = None
                 ) -> torch.Tensor:
+        """Logits of ``region_id`` in ``volume`` ``(N, 1, D, H, W)`` (all regions' channels
+        for the unconditioned baseline); sides must be multiples of 8."""
         if any(s % 8 for s in volume.shape[-3:]):
             raise ValueError(f"volume sides must be multiples of 8, got {tuple(volume.shape[-3:])}")
-        e = self.embed(region_id.to(volume.device)) if self.conditioned else None
+        e = None
+        if self.conditioned:
+            if region_id is None:
+                raise ValueError("this CoNeMOS is conditioned: give region_id")
+            e = self.embed(region_id.to(volume.device))
         skips = []
         x = volume
-        for i, (first, second) in enumerate(self.enc):
+        for i, level in enumerate(self.enc):
+            first, second = _pair(level)
             x = first(x, e)
             skips.append(x)  # the reference's skip: the level's first conv
             x = second(x, e)
             if i < len(self.enc) - 1:
                 x = F.max_pool3d(x, 2)
-        for (first, second), skip in zip(self.dec, reversed(skips[:-1])):
+        for level, skip in zip(self.dec, reversed(skips[:-1])):
+            first, second = _pair(level)
             x = F.interpolate(x, scale_factor=2, mode="nearest")
             x = second(first(torch.cat([x, skip], dim=1), e), e)
         return self.head(x, e)

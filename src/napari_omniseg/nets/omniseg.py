@@ -46,6 +46,7 @@ class PreActBlock(nn.Module):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual block: pre-activation convolutions plus the shortcut."""
         shortcut = x if self.downsample is None else self.downsample(x)
         y = self.conv1(F.relu(self.gn1(x)))
         y = self.conv2(F.relu(self.gn2(y)))
@@ -136,13 +137,15 @@ class OmniSegPlus(nn.Module):
         w = self.controller_trilinear.weight.view(N_HEAD_PARAMS, self.context_channels,
                                                   self.n_tasks, self.n_scales)
         w_sel = w[:, :, tissue_id, scale_id].permute(2, 0, 1)  # (N, 162, 256)
-        return torch.bmm(w_sel, context.unsqueeze(-1)).squeeze(-1) + self.controller_trilinear.bias
+        bias = self.controller_trilinear.bias
+        assert bias is not None  # the controller is built with a bias
+        return torch.bmm(w_sel, context.unsqueeze(-1)).squeeze(-1) + bias
 
     @staticmethod
     def dynamic_head(features: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """Apply each sample's 1x1-conv head (8 -> 8 -> 8 -> 2, ReLU between) to its features."""
         n, c, h, w = features.shape
-        w1, w2, w3, b1, b2, b3 = torch.split(params, HEAD_PARAM_SPLITS, dim=1)
+        w1, w2, w3, b1, b2, b3 = torch.split(params, list(HEAD_PARAM_SPLITS), dim=1)
         x = features.reshape(1, n * c, h, w)
         x = F.relu(F.conv2d(x, w1.reshape(n * 8, 8, 1, 1), b1.reshape(-1), groups=n))
         x = F.relu(F.conv2d(x, w2.reshape(n * 8, 8, 1, 1), b2.reshape(-1), groups=n))
@@ -151,6 +154,7 @@ class OmniSegPlus(nn.Module):
 
     def forward(self, image: torch.Tensor, tissue_id: torch.Tensor,
                 scale_id: torch.Tensor) -> torch.Tensor:
+        """Two-channel logits ``(N, 2, H, W)`` of tissue ``tissue_id`` at scale ``scale_id``."""
         features, context = self.backbone(image)
         return self.dynamic_head(features, self.head_params(context, tissue_id, scale_id))
 

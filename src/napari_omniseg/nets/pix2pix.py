@@ -59,6 +59,7 @@ class UNetGenerator(nn.Module):
 
     def forward(self, conditions: list[torch.Tensor], noises: list[torch.Tensor]
                 ) -> list[torch.Tensor]:
+        """The generated image (one level: a list of one ``(N, 3, H, W)`` tensor in [-1, 1])."""
         x = torch.cat([conditions[-1], noises[-1]], 1)
         skips = []
         for down in self.downs:

@@ -34,12 +34,13 @@ class LevelGenerator(nn.Module):
 
     def __init__(self, width: int, blocks: int = 5) -> None:
         super().__init__()
-        layers = [_block(CONDITION_CHANNELS + 3, width)]
+        layers: list[nn.Module] = [_block(CONDITION_CHANNELS + 3, width)]
         layers += [_block(width, width) for _ in range(blocks - 2)]
         layers += [nn.Conv2d(width, 3, 3, 1, 1), nn.Tanh()]
         self.body = nn.Sequential(*layers)
 
     def forward(self, condition: torch.Tensor, image_in: torch.Tensor) -> torch.Tensor:
+        """The RGB correction of this level from its condition and input image."""
         return self.body(torch.cat([condition, image_in], 1))
 
 
@@ -70,6 +71,7 @@ class PyramidGenerator(nn.Module):
 
     def forward(self, conditions: list[torch.Tensor], noises: list[torch.Tensor]
                 ) -> list[torch.Tensor]:
+        """The images of every level, coarse to fine, each ``(N, 3, H, W)`` in [-1, 1]."""
         out = [self.stages[0](conditions[0], noises[0])]
         for n in range(1, self.levels):
             up = F.interpolate(out[-1], size=conditions[n].shape[-2:], mode="bilinear",
@@ -125,6 +127,7 @@ class MultiScaleDiscriminator(nn.Module):
                                   for _ in range(scales))
 
     def forward(self, image: torch.Tensor, condition: torch.Tensor) -> list[list[torch.Tensor]]:
+        """Per scale, the discriminator's layer outputs (the last: patch scores)."""
         x = torch.cat([image, condition], 1)
         out = []
         for k, net in enumerate(self.nets):

@@ -3,9 +3,10 @@ cluster."""
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..errors import failure_sentence
 from ..io.atomic import file_stem
@@ -89,10 +90,23 @@ def segment_slides(paths: Sequence[str | os.PathLike], tissues: Sequence[str],
 
     Parameters
     ----------
+    paths : sequence of path-like
+        The slides.
+    tissues : sequence of str
+        Tissue codes, or ``("all",)``.
+    magnification : float, optional
+        One working magnification for all tissues; None: each tissue's optimal one.
+    model_ref : str or path-like
+        A checkpoint path or a bundled name (each worker loads it).
+    out_dir : str or path-like
+        Where the masks and each slide's summary go.
+    mpp : float, optional
+        µm per pixel for slides that do not say.
     scheduler : str, optional
         Address of a dask.distributed scheduler (or a ``Client``); one task per slide. None runs
-        here, one slide after another, keeping the run contract (``progress``,
-        ``should_stop``: a stop ends the batch and leaves no partial file).
+        here, one slide after another, keeping the run contract.
+    progress, should_stop : callable, optional
+        The run contract: a stop ends the batch and leaves no partial file.
 
     Returns
     -------
@@ -109,9 +123,9 @@ def segment_slides(paths: Sequence[str | os.PathLike], tissues: Sequence[str],
         for i, p in enumerate(paths):
             # the bar moves inside each slide: 1000 steps a slide
             within = scaled(progress, i * 1000, 1000, len(paths) * 1000, f"{Path(p).name}: ")
-            _each_file(p, slides, failed, lambda: segment_slide_to_files(
-                p, tissues, magnification, model, out_dir, mpp, progress=within,
-                stem=stems[i], should_stop=should_stop))
+            _each_file(p, slides, failed, functools.partial(
+                segment_slide_to_files, p, tissues, magnification, model, out_dir, mpp,
+                progress=within, stem=stems[i], should_stop=should_stop))
             report(progress, (i + 1) * 1000, len(paths) * 1000, f"{Path(p).name} done")
         return {"slides": slides, "failed": failed}
 
@@ -144,7 +158,7 @@ def _each_file(path, results: dict, failed: dict, work) -> None:
     on. A stop (Ctrl-C, Stop) is not a failure: it ends the batch."""
     try:
         results[str(path)] = work()
-    except Exception as e:  # noqa: BLE001 (one file's failure; the others go on)
+    except Exception as e:
         if isinstance(e, Stopped):
             raise
         failed[str(path)] = failure_sentence(Path(path).name, e)
@@ -187,6 +201,21 @@ def segment_volumes(paths: Sequence[str | os.PathLike], regions: Sequence[str],
     """Segment every volume (:func:`segment_volume_to_files`); a volume that fails is reported
     and the others go on.
 
+    Parameters
+    ----------
+    paths : sequence of path-like
+        The volumes.
+    regions : sequence of str
+        Region codes, or ``("all",)``.
+    model_ref : str or path-like
+        A checkpoint path or a bundled name.
+    out_dir : str or path-like
+        Where the masks and each volume's summary go.
+    flips, clean_up : bool
+        As :func:`~napari_omniseg.segment_volume`'s.
+    progress, should_stop : callable, optional
+        The run contract: a stop ends the batch and leaves no partial file.
+
     Returns
     -------
     dict
@@ -199,7 +228,8 @@ def segment_volumes(paths: Sequence[str | os.PathLike], regions: Sequence[str],
     failed: dict[str, str] = {}
     for i, (p, stem) in enumerate(zip(paths, output_stems(paths))):
         within = scaled(progress, i * 1000, 1000, len(paths) * 1000, f"{Path(p).name}: ")
-        _each_file(p, volumes, failed, lambda: segment_volume_to_files(
-            p, regions, model, out_dir, stem, flips, clean_up, within, should_stop))
+        _each_file(p, volumes, failed, functools.partial(
+            segment_volume_to_files, p, regions, model, out_dir, stem, flips, clean_up, within,
+            should_stop))
         report(progress, (i + 1) * 1000, len(paths) * 1000, f"{Path(p).name} done")
     return {"volumes": volumes, "failed": failed}

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -66,7 +67,7 @@ class TileEngine:
         self.bf16 = bf16
         self.batch = batch
         self.tissue_mask = tissue_mask
-        mag0 = float(slide.magnification)
+        mag0 = float(slide.magnification or magnification)  # a slide to segment has one
         self.scale0 = self.mag / mag0  # working pixels per level-0 pixel
         h0, w0 = slide.shape
         self.shape = (max(1, int(round(h0 * self.scale0))), max(1, int(round(w0 * self.scale0))))
@@ -123,7 +124,7 @@ class TileEngine:
             if y1 <= y0 or x1 <= x0:
                 return {}
             win = np.asarray(lvl[y0:y1, x0:x1].compute(scheduler="synchronous"))
-            return {k: (win, y0, x0) for k in group}
+            return dict.fromkeys(group, (win, y0, x0))
 
         if not keys:
             return {}
@@ -165,8 +166,8 @@ class TileEngine:
             region = win[cy0 - wy:cy1 - wy, cx0 - wx:cx1 - wx]
         pad = ((cy0 - sy0, sy1 - cy1), (cx0 - sx0, sx1 - cx1), (0, 0))
         if any(p for pp in pad for p in pp):
-            mode = "reflect" if min(region.shape[:2]) > max(max(p) for p in pad[:2]) else "edge"
-            region = np.pad(region, pad, mode=mode)
+            reflect = min(region.shape[:2]) > max(max(p) for p in pad[:2])
+            region = np.pad(region, pad, mode="reflect" if reflect else "edge")
         if region.shape[:2] != (T, T):
             region = (resize(region, (T, T), order=1, anti_aliasing=f > 1, preserve_range=True)
                       + 0.5).astype(np.uint8)
@@ -189,8 +190,9 @@ class TileEngine:
             else:
                 todo.append(key)
                 images.append(rgb)
-                masks.append(None if on[key] is None else
-                             keep_in_margin(on[key], self._on_tissue(*key, inner=True), rgb))
+                near, inner = on[key], self._on_tissue(*key, inner=True)
+                masks.append(None if near is None or inner is None else
+                             keep_in_margin(near, inner, rgb))
         dev = next(self.model.parameters()).device
         for i in range(0, len(todo), self.batch):
             x = torch.from_numpy(np.stack(images[i:i + self.batch])).to(dev)
@@ -275,17 +277,19 @@ class TileEngine:
         """
         return self._cached_block((level, y0, y1, x0, x1), index)[0]
 
-    def _cached_block(self, key: tuple, index: int | None) -> np.ndarray:
+    def _cached_block(self, key: tuple[int, int, int, int, int], index: int | None
+                      ) -> np.ndarray:
         # the last few blocks are kept: several arrays (levels, tissues) ask for the same ones
+        every, this = (*key, None), (*key, index)  # all of the engine's tissues, or one
         with self._lock:
-            if key + (None,) in self._blocks:
-                full = self._blocks[key + (None,)]
+            if every in self._blocks:
+                full = self._blocks[every]
                 return full if index is None else full[index:index + 1]
-            if key + (index,) in self._blocks:
-                return self._blocks[key + (index,)]
+            if this in self._blocks:
+                return self._blocks[this]
         out = self._level_block(*key, None if index is None else [index])
         with self._lock:
-            self._blocks[key + (index,)] = out
+            self._blocks[this] = out
             while len(self._blocks) > 16:
                 self._blocks.popitem(last=False)
         return out
@@ -437,9 +441,22 @@ def segment_slide(slide: Slide, tissues: Sequence[str] = ("ptc",),
                   **engine: Any) -> dict[str, list[da.Array]]:
     """Lazy per-tissue mask pyramids aligned with the slide's levels.
 
-    ``chunk`` is the dask chunk size of the output levels (pixels): at the working level a
-    512 px chunk is 16 network tiles, so the first answer comes quickly and little is computed
-    outside the view. The other parameters are :func:`make_engines`'s.
+    Parameters
+    ----------
+    slide : Slide
+        From :func:`~napari_omniseg.open_slide`.
+    tissues : sequence of str
+        Tissue codes (``"ptc"``, ...), or ``("all",)``.
+    magnification : float, optional
+        The working magnification of every tissue; None: each tissue's optimal one.
+    model : torch.nn.Module or str, optional
+        A renal model, a checkpoint path or a bundled name (default ``"renal"``).
+    chunk : int
+        The dask chunk size of the output levels (pixels): at the working level a 512 px
+        chunk is 16 network tiles, so the first answer comes quickly and little is computed
+        outside the view.
+    **engine
+        :func:`make_engines`'s options (tile, overlap, bf16, mask_glass, cache_rows).
 
     Returns
     -------

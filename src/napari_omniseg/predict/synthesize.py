@@ -81,7 +81,7 @@ def check_labels(labels: Any, name: str = "the mask") -> None:
     a mask with nothing painted, values outside the vocabulary."""
     from ..nets.condition import masks_from_labels
 
-    shape = getattr(labels, "shape", ())
+    shape: tuple[int, ...] = tuple(getattr(labels, "shape", ()))
     if len(shape) != 2:
         raise OmnisegInputError(f"{name} is not a 2D label image (shape {tuple(shape)}); choose "
                                 "a Labels layer painted with tissue values 1-6")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from .. import vocab
+from ..choices import GENERATOR
 from ..errors import OmnisegInputError
 from ..run import Progress, ShouldStop
 
@@ -13,7 +15,7 @@ from ..run import Progress, ShouldStop
 MAX_SYNTHESIS_PIXELS = 4_000_000_000
 
 
-def vocabulary_labels(images: list) -> object:
+def vocabulary_labels(images: list) -> Any:
     """One vocabulary label image (lazy) from mask images: a one-tissue 0/1 mask becomes its
     tissue's value; several masks of one slide are painted in the vocabulary's order, so a
     tuft is drawn over its capsule."""
@@ -32,7 +34,7 @@ def vocabulary_labels(images: list) -> object:
 
 def synthesize_file(mask: str | os.PathLike, out: str | os.PathLike, stain: str,
                     magnification: float | None = None, seed: int = 0,
-                    generator: str | os.PathLike = "synthesis", mpp: float | None = None,
+                    generator: str | os.PathLike = GENERATOR, mpp: float | None = None,
                     progress: Progress | None = None, should_stop: ShouldStop | None = None
                     ) -> dict:
     """Synthesise histology for a mask file and write it as a pyramidal OME-TIFF with the
@@ -43,12 +45,20 @@ def synthesize_file(mask: str | os.PathLike, out: str | os.PathLike, stain: str,
     mask : path-like
         A painted label image (TIFF/PNG: 1 DT, 2 PT, 3 CAP, 4 TUFT, 5 VES, 6 PTC), a mask
         written by ``omniseg segment``, or the simulator's six-mask file.
+    out : str or path-like
+        The OME-TIFF to write (complete or not at all).
+    stain : str
+        The stain to synthesise (``"he"``, ``"pas"``, ``"sil"``, ``"tri"``).
     magnification : float, optional
         Objective power of the mask's pixels; default from its pixel size.
     mpp : float, optional
         µm per pixel when the file does not say.
+    seed : int
+        The generator's noise; same seed, same image.
     generator : str or path-like
         A generator checkpoint, or the bundled one ("synthesis").
+    progress, should_stop : callable, optional
+        The run contract, while the image is written.
 
     Returns
     -------

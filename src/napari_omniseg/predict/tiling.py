@@ -8,7 +8,8 @@ border, so every pixel's result is dominated by tiles that see it with context o
 from __future__ import annotations
 
 import itertools
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,7 @@ def blend_weights(shape: tuple[int, ...], overlaps: tuple[int, ...],
     ``sides`` (one ``(low, high)`` pair per axis) says which ends have a neighbouring window;
     an end on the image border keeps full weight, since no other window covers those samples.
     """
-    weights = None
+    weights: Any = None
     for axis, (n, overlap) in enumerate(zip(shape, overlaps)):
         lo, hi = sides[axis] if sides is not None else (True, True)
         r = np.ones(n, np.float32)
@@ -79,7 +80,8 @@ def blend_windows(shape: tuple[int, ...], window: tuple[int, ...], overlap: int,
         for origin, p in zip(chunk, predict(chunk)):
             sl = tuple(slice(o, o + w) for o, w in zip(origin, window))
             w = weights(origin)
-            acc[(slice(None), *sl)] += p * w
+            every_channel = (slice(None), *sl)
+            acc[every_channel] += p * w
             wsum[sl] += w
         done = min(i + batch, len(origins))
         report(progress, done, len(origins), f"window {done} of {len(origins)}")

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import threading
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import dask
 import dask.array as da
@@ -209,6 +210,8 @@ def segment_volume(volume: Volume, regions: Sequence[str] = ("brain",), model: A
         A CoNeMOS model, a checkpoint path or a bundled name (default ``"fetal"``).
     window : int
         Largest window side; bigger volumes are tiled.
+    bf16 : bool, optional
+        bfloat16 autocast (None: on for the CPU).
     flips : bool
         Average the prediction with its three axis-mirrored ones (4 passes per region, so 4x
         slower). On by default: on held-out phantoms it raised every region's Dice, the eyes

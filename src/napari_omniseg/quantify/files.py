@@ -5,8 +5,8 @@ quantify`` do, one slide's masks at a time; a slide that fails is reported and t
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..errors import OmnisegInputError, failure_sentence
 from ..io.atomic import file_stem
@@ -48,14 +48,22 @@ def export_masks(paths: Sequence[str | os.PathLike], fmt: str, out_dir: str | os
 
     Parameters
     ----------
+    paths : sequence of path-like
+        Mask files (``omniseg segment``'s, the simulator's, painted label images).
     fmt : {"geojson", "ome-tiff", "csv"}
         ``<slide>.geojson`` (all the slide's masks in one QuPath file), one pyramidal
         ``<mask>.ome.tif`` per mask, or ``<slide>_objects.csv``.
+    out_dir : str or path-like
+        Where the files go.
     mpp : float, optional
         µm per pixel for files that do not say.
+    object_type : {"detection", "annotation"}
+        QuPath's object type of the GeoJSON features: one per object, or one per tissue.
     min_area_um2 : float, optional
         Smallest object written to GeoJSON and CSV (µm²); None: each tissue's default
         (:func:`~napari_omniseg.quantify.measure.min_object_um2`).
+    progress, should_stop : callable, optional
+        The run contract; a stop leaves no partial file.
 
     Returns
     -------
@@ -96,7 +104,7 @@ def export_masks(paths: Sequence[str | os.PathLike], fmt: str, out_dir: str | os
                     written.append(str(target))
         except Stopped:
             raise
-        except Exception as e:  # noqa: BLE001 (one slide's failure is told; the rest go on)
+        except Exception as e:
             failed[stem] = failure_sentence(stem, e)
         finally:
             for im in images:
@@ -126,7 +134,7 @@ def geojson_beside_masks(result: dict, out_dir: str | os.PathLike,
             result.setdefault("geojson", {})[slide] = str(target)
         except Stopped:
             raise
-        except Exception as e:  # noqa: BLE001 (one slide's failure is told; the rest go on)
+        except Exception as e:
             result.setdefault("failed", {})[slide] = failure_sentence(target.name, e)
         finally:
             for im in images:
@@ -145,6 +153,23 @@ def quantify_files(paths: Sequence[str | os.PathLike], out_csv: str | os.PathLik
     when ``slide`` (the image) is given, object sizes). With ``spots`` (``"hex"`` for a laid-out
     grid, or Space Ranger's positions file): one row per spot with each tissue's percentage;
     the masks must then be of one slide.
+
+    Parameters
+    ----------
+    paths : sequence of path-like
+        Mask files.
+    out_csv : str or path-like
+        The table to write.
+    slide : str or path-like, optional
+        The slide image: tissue area for densities, and the grid of the spots.
+    spots : str, optional
+        ``"hex"`` or a Space Ranger positions file: one row per spot.
+    mpp : float, optional
+        µm per pixel for files that do not say.
+    min_area_um2 : float, optional
+        Smallest object counted (µm²); None: each tissue's default.
+    progress, should_stop : callable, optional
+        The run contract; a stop leaves no partial file.
 
     Returns
     -------

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..io.atomic import written_atomically
 from ..io.labels import LabelImage

@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import math
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -57,6 +58,7 @@ class Measured:
 
     @property
     def unit(self) -> str:
+        """The length unit of the measurements: µm with a pixel size, else px."""
         return "µm" if self.image.mpp else "px"
 
     def measurements(self) -> dict[str, float]:
@@ -116,6 +118,7 @@ class ClassSummary:
 
     @property
     def count(self) -> int:
+        """The number of objects."""
         return int(len(self.sizes))
 
     @property
@@ -126,6 +129,7 @@ class ClassSummary:
         return self.count / self.tissue_mm2
 
     def row(self) -> dict[str, Any]:
+        """The summary as one table row (column names carry the units)."""
         sizes = self.sizes
         area = "area mm2" if self.mpp else "area px"
         return {"image": self.image, "class": self.cls.name, area: round(self.area_mm2, 6),
@@ -205,11 +209,10 @@ def write_csv(path: str | os.PathLike, rows: Sequence[dict] | Iterator[dict]) ->
     columns: dict[str, None] = {}
     for r in rows:
         columns.update(dict.fromkeys(r))
-    with written_atomically(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=list(columns))
-            w.writeheader()
-            w.writerows(rows)
+    with written_atomically(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(columns))
+        w.writeheader()
+        w.writerows(rows)
     return len(rows)
 
 

@@ -12,8 +12,9 @@ mask is traced with memory bounded by one band plus the objects crossing it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -90,7 +91,8 @@ def trace_objects(level0: Any, region: Any = None, band_rows: int | None = None,
     # an object can leave a band through several pieces of its last row (a U shape): each
     # such label points at the one its pieces are kept under
     open_alias: dict[int, int] = {}
-    prev_labels = prev_row = None
+    prev_labels: Any = None
+    prev_row: Any = None
     four = ndimage.generate_binary_structure(2, 1)
     for b, y0 in enumerate(range(0, h, band_rows)):
         check_stop(should_stop)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 import dask
 import dask.array as da
@@ -22,6 +23,7 @@ import numpy as np
 from .. import vocab
 from ..errors import OmnisegInputError
 from ..io.atomic import partial_path
+from ..io.export import level_options
 from ..run import Progress, ShouldStop, check_stop
 from .noise import value_noise
 from .renal_layout import RenalLayout
@@ -100,6 +102,11 @@ def simulate_renal(
         multiple of 8), instead of numpy arrays.
     variation : float
         Spread of the per-slide stain appearance; 0 gives the textbook stain.
+
+    Returns
+    -------
+    RenalSample
+        The RGB levels and each tissue's mask levels, with the pixel size.
     """
     if not 1 <= levels <= len(LEVEL_MAGNIFICATIONS):
         raise OmnisegInputError(f"levels must be 1 to {len(LEVEL_MAGNIFICATIONS)}, got {levels}")
@@ -150,7 +157,7 @@ def _coarsen_stack(stack0: da.Array, factor: int) -> da.Array:
 
 
 def _downsample_np(block: np.ndarray, factor: int) -> np.ndarray:
-    """numpy twin of :func:`_coarsen_stack` for a (Y, X, 9) block whose size divides by factor."""
+    """Numpy twin of :func:`_coarsen_stack` for a (Y, X, 9) block whose size divides by factor."""
     h, w = block.shape[0] // factor, block.shape[1] // factor
     m = block[: h * factor, : w * factor].reshape(h, factor, w, factor, 9).mean((1, 3),
                                                                                 dtype=np.float32)
@@ -202,13 +209,26 @@ def write_renal_slide(
     """Render a slide band by band straight into a pyramidal OME-TIFF (``path``).
 
     Memory holds one band of ``tile`` rows whatever the slide's height; lower levels collect
-    in a compressed scratch store on disk. The image is JPEG-compressed (``quality``) like a
-    scanner's output; ``masks_path`` (None: none) gets the six masks as 0/1 channels (``C`` in
-    the vocabulary's task order) with the same pyramid. ``height``, ``width``, ``stain``,
-    ``seed``, ``shape``, ``levels`` and ``variation`` are :func:`simulate_renal`'s; ``tile``
-    (the TIFF tile) is a multiple of 16 and of ``2**(levels-1)``. ``progress`` and
-    ``should_stop`` are the run contract, once per band: a stop removes the partial files and
-    raises :class:`~napari_omniseg.run.Stopped`.
+    in a compressed scratch store on disk.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The image to write.
+    height, width, levels : int
+        As :func:`simulate_renal`'s.
+    stain, seed, shape, variation
+        As :func:`simulate_renal`'s.
+    masks_path : str or os.PathLike, optional
+        Where the six masks go, as 0/1 channels (``C`` in the vocabulary's task order) with
+        the same pyramid; None: no masks.
+    tile : int
+        The TIFF tile, a multiple of 16 and of ``2**(levels-1)``.
+    quality : int
+        JPEG quality of the image, as a scanner compresses.
+    progress, should_stop : callable, optional
+        The run contract, once per band: a stop removes the partial files and raises
+        :class:`~napari_omniseg.run.Stopped`.
 
     Returns
     -------
@@ -229,7 +249,7 @@ def write_renal_slide(
     tmp_masks = partial_path(masks_path) if masks_path else None
     n_bands = -(-height // tile)
     try:
-        store = zarr.open_group(str(scratch / "levels.zarr"), mode="w")
+        store: Any = zarr.open_group(str(scratch / "levels.zarr"), mode="w")
         for k, (h, w) in enumerate(shapes):
             store.create_array(str(k), shape=(h, w, 9), dtype=np.uint8,
                                chunks=(max(1, tile >> k), min(w, 4096), 9))
@@ -264,8 +284,9 @@ def write_renal_slide(
             "PhysicalSizeY": MPP, "PhysicalSizeYUnit": "µm",
             "Name": f"synthetic kidney {stain} seed {seed}",
         }
-        res = dict(resolution=(1e4 / MPP, 1e4 / MPP), resolutionunit="CENTIMETER")
-        jpeg = dict(photometric="rgb", compression="jpeg", compressionargs={"level": quality})
+        res: dict[str, Any] = {"resolution": (1e4 / MPP, 1e4 / MPP), "resolutionunit": "CENTIMETER"}
+        jpeg: dict[str, Any] = {"photometric": "rgb", "compression": "jpeg",
+                                    "compressionargs": {"level": quality}}
         with tifffile.TiffWriter(tmp_image, bigtiff=True, ome=True) as tif:
             tif.write(level0_tiles(), shape=(height, width, 3), dtype=np.uint8,
                       tile=(tile, tile), subifds=levels - 1, metadata=ome, **res, **jpeg)
@@ -275,10 +296,10 @@ def write_renal_slide(
                           dtype=np.uint8, tile=(tile, tile), subfiletype=1,
                           resolution=(1e4 / (MPP * 2**k), 1e4 / (MPP * 2**k)),
                           resolutionunit="CENTIMETER", **jpeg)
-        if masks_path is not None:
+        if masks_path is not None and tmp_masks is not None:
             _write_masks(tmp_masks, store, shapes, tile)
         tmp_image.replace(path)
-        if tmp_masks is not None:
+        if masks_path is not None and tmp_masks is not None:
             tmp_masks.replace(masks_path)
     except BaseException:
         for p in (tmp_image, tmp_masks):
@@ -296,15 +317,13 @@ def _write_masks(path: Path, store, shapes: list[tuple[int, int]], tile: int) ->
     ome = {"axes": "CYX", "Channel": {"Name": list(MASK_ORDER)},
            "PhysicalSizeX": MPP, "PhysicalSizeXUnit": "µm",
            "PhysicalSizeY": MPP, "PhysicalSizeYUnit": "µm"}
-    common = dict(photometric="minisblack", planarconfig="separate", compression="zlib",
-                  tile=(tile, tile), dtype=np.uint8)
+    common: dict[str, Any] = {"photometric": "minisblack", "planarconfig": "separate",
+                                  "compression": "zlib", "tile": (tile, tile), "dtype": np.uint8}
     with tifffile.TiffWriter(path, bigtiff=True, ome=True) as tif:
         for k, (h, w) in enumerate(shapes):
             gen = (t for c in range(6) for t in _zarr_tiles(store[str(k)], tile, 3 + c))
-            kw = dict(subifds=len(shapes) - 1, metadata=ome) if k == 0 else dict(
-                subfiletype=1, metadata=None)
-            tif.write(gen, shape=(6, h, w), resolution=(1e4 / (MPP * 2**k),) * 2,
-                      resolutionunit="CENTIMETER", **common, **kw)
+            tif.write(gen, shape=(6, h, w), **common,
+                      **level_options(k, len(shapes), ome, MPP * 2**k))
 
 
 def _tiles(band: np.ndarray, tile: int) -> Iterator[np.ndarray]:

@@ -33,6 +33,8 @@ def _rng(seed: int, tag: int, *key: int) -> np.random.Generator:
 
 @dataclass(frozen=True)
 class Glomerulus:
+    """A glomerulus: centre, capsule radius and wall, tuft centre and radius (µm)."""
+
     cy: float
     cx: float
     r_cap: float
@@ -45,6 +47,8 @@ class Glomerulus:
 
 @dataclass(frozen=True)
 class Artery:
+    """An artery cross-section: centre, outer and lumen radii (µm), eccentricity, angle."""
+
     cy: float
     cx: float
     r_out: float
@@ -56,6 +60,8 @@ class Artery:
 
 @dataclass(frozen=True)
 class Tubule:
+    """A tubule cross-section: centre, semi-axes (µm), angle and kind (proximal, distal)."""
+
     cy: float
     cx: float
     a: float  # semi-axis along theta
@@ -76,6 +82,8 @@ class Tubule:
 
 @dataclass(frozen=True)
 class Capillary:
+    """A peritubular capillary cross-section: centre, semi-axes (µm), angle, red cells."""
+
     cy: float
     cx: float
     a: float

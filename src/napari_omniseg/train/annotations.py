@@ -156,9 +156,8 @@ def pad_to(x: np.ndarray, size: int, mode: str) -> np.ndarray:
     if not (ph or pw):
         return x
     pad = ((0, ph), (0, pw)) + ((0, 0),) * (x.ndim - 2)
-    if mode == "reflect" and min(x.shape[:2]) <= max(ph, pw):
-        mode = "edge"
-    return np.pad(x, pad, mode=mode)
+    reflect = mode == "reflect" and min(x.shape[:2]) > max(ph, pw)
+    return np.pad(x, pad, mode="reflect" if reflect else mode)  # type: ignore[call-overload]
 
 
 def tissues_without_background(annotations: list[Annotation]) -> list[str]:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from ..run import Progress, ShouldStop
 
@@ -71,7 +72,7 @@ def run_training(
     score: Callable[[], float] | None = None,
     validate_every: float = 60.0,
     on_validate: Callable[[dict], None] | None = None,
-    checkpoint: Callable[[int], None] | None = None,
+    checkpoint: Callable[[int], object] | None = None,
     checkpoint_every: float = 300.0,
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
@@ -121,7 +122,7 @@ def run_training(
     last_report = last_validation = last_checkpoint = t0
     while True:
         elapsed = time.perf_counter() - t0
-        frac = elapsed / budget_s if budget_s is not None else result.steps / max_steps
+        frac = elapsed / budget_s if budget_s is not None else result.steps / (max_steps or 1)
         if frac >= 1 or (max_steps is not None and result.steps >= max_steps):
             break
         if should_stop is not None and should_stop():
@@ -141,7 +142,7 @@ def run_training(
         if progress is not None and now - last_report > 1.0:
             tail = recent["loss"][-20:]
             progress(int(1000 * min(frac, 1)) if budget_s is not None else result.steps,
-                     1000 if budget_s is not None else max_steps,
+                     1000 if budget_s is not None else (max_steps or 0),
                      f"step {result.steps}, loss {sum(tail) / len(tail):.3f}")
             last_report = now
         if now - last_validation > validate_every:
@@ -201,6 +202,7 @@ class SegmentationStep:
             return self.model(images.to(self.device), *conditions).float()
 
     def __call__(self) -> dict[str, float]:
+        """One optimisation step on the next batch; returns the step's losses."""
         import torch
         import torch.nn.functional as F
 
@@ -227,7 +229,7 @@ class SegmentationStep:
         return {"loss": loss.item()}
 
 
-def train_and_save(step: TrainingStep, save: Callable[[dict, bool], None], recipe: dict, *,
+def train_and_save(step: TrainingStep, save: Callable[[dict, bool], object], recipe: dict, *,
                    started: float, data_seconds: float = 0.0, model: Any = None,
                    **engine: Any) -> TrainResult:
     """Run a from-scratch recipe's step and save its networks every few minutes and at the end

@@ -9,13 +9,15 @@ FiLM and with one output channel per region, trained with the same partial-label
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .. import vocab
-from ..run import Progress
+from ..run import Progress, ShouldStop
 
 #: Phantom seeds of training volumes start here; evaluation uses seeds below it.
 TRAIN_SEED0 = 10_000
@@ -72,46 +74,10 @@ def build_fetal_set(seeds: list[int], size: int = 128,
     return FetalSet(np.stack(vols), np.stack(masks), np.array(lab, bool))
 
 
-def soft_dice_loss(logits, target, valid=None, eps: float = 1.0):
-    """1 - soft Dice of sigmoid(logits) against 0/1 targets, per sample, averaged.
-
-    The denominator sums squares (V-Net's soft Dice): with plain sums, a network that starts
-    near 0.5 everywhere escapes the large background by answering "nothing" and stays there.
-    ``valid`` (same shape, optional) drops voxels or whole channels whose label is unknown; a
-    sample with nothing valid contributes zero.
-    """
-    import torch
-
-    p = torch.sigmoid(logits.float())
-    t = target.float()
-    w = torch.ones_like(p) if valid is None else valid.float()
-    dims = tuple(range(2, p.ndim))
-    inter = (p * t * w).sum(dims)
-    denom = (p * p * w).sum(dims) + (t * t * w).sum(dims)
-    dice = (2 * inter + eps) / (denom + eps)
-    known = (w.sum(dims) > 0).float()
-    return ((1 - dice) * known).sum() / known.sum().clamp(min=1)
-
-
-def soft_dice_bce_loss(logits, target, valid=None):
-    """:func:`soft_dice_loss` plus the mean binary cross-entropy over known voxels.
-
-    The cross-entropy gives every voxel its own gradient, where the Dice of a region of about
-    a hundred voxels (the eyes) hinges on a handful of them.
-    """
-    import torch.nn.functional as F
-
-    bce = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
-    if valid is None:
-        bce = bce.mean()
-    else:
-        w = valid.float()
-        bce = (bce * w).sum() / w.sum().clamp(min=1)
-    return soft_dice_loss(logits, target, valid) + bce
-
-
-#: Training losses by name (``omniseg train fetal --loss``).
-LOSSES = {"dice": soft_dice_loss, "dice+bce": soft_dice_bce_loss}
+#: Training losses by name (``omniseg train fetal --loss``), defined in
+#: :data:`napari_omniseg.train.losses.VOLUME_LOSSES` (named here so that the command line's
+#: choices load no torch).
+LOSSES = ("dice", "dice+bce")
 
 
 def make_fetal_batches(data: FetalSet, batch: int = 1, crop: int = 64, seed: int = 0,
@@ -163,7 +129,8 @@ def make_fetal_batches(data: FetalSet, batch: int = 1, crop: int = 64, seed: int
             sl = (slice(z, z + crop), slice(y, y + crop), slice(x, x + crop))
             vols.append(data.volumes[i][sl])
             if baseline:
-                targets.append(data.masks[i][(slice(None), *sl)])
+                every_region = (slice(None), *sl)
+                targets.append(data.masks[i][every_region])
                 valid.append(data.labelled[i])
             else:
                 others = [o for o in np.flatnonzero(data.labelled[i]) if o != r]
@@ -189,12 +156,89 @@ def make_fetal_batches(data: FetalSet, batch: int = 1, crop: int = 64, seed: int
     return next_batch
 
 
-def train_fetal(out, minutes: float = 100.0, volumes: int = 60, batch: int = 2,
-                crop: int = 64, lr: float = 5e-4, baseline: bool = False,
-                regions_per_crop: int = 1, loss: str = "dice+bce", sampling: str = "balanced",
-                progress: Progress | None = None,
-                should_stop=None) -> Any:
+_LOSS_WORDS = {"dice": "soft Dice", "dice+bce": "soft Dice + binary cross-entropy"}
+_SAMPLING_WORDS = {
+    "balanced": "every region equally often (a volume-region pair inversely to how many "
+                "volumes are labelled for its region)",
+    "inverse": "region drawn inversely to how many volumes are labelled for it"}
+
+
+@dataclass(frozen=True)
+class FetalRecipe:
+    """How CoNeMOS (or the unconditioned baseline) is trained; :meth:`metadata` is what its
+    checkpoint records.
+
+    Attributes
+    ----------
+    volumes : int
+        Phantom training volumes (seeds from :data:`TRAIN_SEED0`).
+    batch : int
+        Crops per step.
+    crop : int
+        Side of the cubic crops in voxels.
+    lr : float
+        Learning rate.
+    baseline : bool
+        The unconditioned multi-output baseline instead of CoNeMOS.
+    regions_per_crop : int
+        Regions trained per crop (CoNeMOS only; the baseline trains all).
+    loss : {"dice", "dice+bce"}
+        The loss on the labelled regions (:data:`LOSSES`).
+    sampling : {"balanced", "inverse"}
+        How the region of a sample is drawn (:data:`SAMPLINGS`).
+    """
+
+    volumes: int = 60
+    batch: int = 2
+    crop: int = 64
+    lr: float = 5e-4
+    baseline: bool = False
+    regions_per_crop: int = 1
+    loss: str = "dice+bce"
+    sampling: str = "balanced"
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {sorted(LOSSES)}, not {self.loss!r}")
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, not {self.sampling!r}")
+
+    def seeds(self) -> list[int]:
+        """The phantom seeds of the training volumes."""
+        return list(range(TRAIN_SEED0, TRAIN_SEED0 + self.volumes))
+
+    def metadata(self, labelled: dict[str, int]) -> dict:
+        """The fields and, in words, what they select; ``labelled``: volumes per region."""
+        seeds = self.seeds()
+        out = dataclasses.asdict(self)
+        out.update(
+            trained_on=f"{self.volumes} phantom volumes (seeds {seeds[0]}-{seeds[-1]}), "
+                       f"labelled per region {labelled}",
+            conditioned=not self.baseline,
+            loss=_LOSS_WORDS[self.loss] + " on labelled regions only",
+            sampling=_SAMPLING_WORDS[self.sampling],
+            foreground_fraction=FOREGROUND_FRACTION,
+            regions_per_crop=1 if self.baseline else self.regions_per_crop,
+            augmentation="affine (rotation, scaling, shear, translation), elastic, flips, bias "
+                         "field, gamma, contrast, noise, random crops")
+        return out
+
+
+def train_fetal(out: str | os.PathLike, recipe: FetalRecipe | None = None, *,
+                minutes: float = 100.0, progress: Progress | None = None,
+                should_stop: ShouldStop | None = None) -> Any:
     """Train CoNeMOS (or the unconditioned baseline) on phantoms and write its checkpoint.
+
+    Parameters
+    ----------
+    out : path
+        The checkpoint to write (every few minutes and at the end).
+    recipe : FetalRecipe, optional
+        Data, network and loss (default: the bundled model's).
+    minutes : float
+        The training budget after the phantoms are built.
+    progress, should_stop
+        The run contract (:mod:`napari_omniseg.run`).
 
     Returns
     -------
@@ -206,43 +250,25 @@ def train_fetal(out, minutes: float = 100.0, volumes: int = 60, batch: int = 2,
 
     import torch
 
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {sorted(LOSSES)}, not {loss!r}")
-    if sampling not in SAMPLINGS:
-        raise ValueError(f"sampling must be one of {SAMPLINGS}, not {sampling!r}")
     from ..checkpoints import pick_device, save_checkpoint
     from ..nets.conemos import CoNeMOS
     from .engine import SegmentationStep, train_and_save
+    from .losses import VOLUME_LOSSES
 
+    recipe = recipe or FetalRecipe()
     t0 = time.perf_counter()
-    seeds = list(range(TRAIN_SEED0, TRAIN_SEED0 + volumes))
-    data = build_fetal_set(seeds, progress=progress)
+    data = build_fetal_set(recipe.seeds(), progress=progress)
     t_data = time.perf_counter() - t0
     torch.manual_seed(0)
     device = pick_device()
-    model = CoNeMOS(conditioned=not baseline).to(device)
+    model = CoNeMOS(conditioned=not recipe.baseline).to(device)
     labelled = dict(zip(vocab.FETAL_REGION_CODES, data.labelled.sum(0).tolist()))
-    recipe = {
-        "trained_on": f"{volumes} phantom volumes (seeds {seeds[0]}-{seeds[-1]}), labelled "
-                      f"per region {labelled}",
-        "conditioned": not baseline,
-        "batch": batch, "crop": crop, "lr": lr,
-        "loss": {"dice": "soft Dice", "dice+bce": "soft Dice + binary cross-entropy"}[loss]
-                + " on labelled regions only",
-        "sampling": {"balanced": "every region equally often (a volume-region pair inversely "
-                                 "to how many volumes are labelled for its region)",
-                     "inverse": "region drawn inversely to how many volumes are labelled for "
-                                "it"}[sampling],
-        "foreground_fraction": FOREGROUND_FRACTION,
-        "regions_per_crop": 1 if baseline else regions_per_crop,
-        "augmentation": "affine (rotation, scaling, shear, translation), elastic, flips, bias "
-                        "field, gamma, contrast, noise, random crops",
-        "device": str(device),
-    }
-    batches = make_fetal_batches(data, batch, crop, baseline=baseline,
-                                 regions_per_crop=regions_per_crop, sampling=sampling)
-    return train_and_save(SegmentationStep(model, batches, LOSSES[loss], lr=lr),
-                          lambda meta, final: save_checkpoint(model, out, **meta), recipe,
+    meta = {**recipe.metadata(labelled), "device": str(device)}
+    batches = make_fetal_batches(data, recipe.batch, recipe.crop, baseline=recipe.baseline,
+                                 regions_per_crop=recipe.regions_per_crop,
+                                 sampling=recipe.sampling)
+    step = SegmentationStep(model, batches, VOLUME_LOSSES[recipe.loss], lr=recipe.lr)
+    return train_and_save(step, lambda meta, final: save_checkpoint(model, out, **meta), meta,
                           started=t0, data_seconds=t_data, model=model, minutes=minutes,
                           progress=progress, should_stop=should_stop)
 

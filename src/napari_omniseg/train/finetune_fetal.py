@@ -26,7 +26,7 @@ from .annotations import (
     targets_and_valid,
 )
 from .engine import TrainResult, finetune_copy, with_default_budget
-from .finetune import run_metadata
+from .finetune_renal import run_metadata
 
 #: Context kept around the known voxels when an annotation is cut out of a volume.
 MARGIN = 24
@@ -214,7 +214,7 @@ def finetune_fetal(model, train: list[VolumeAnnotation],
     default 10 minutes, counting validation; ``validate_every``, ``progress``,
     ``should_stop``, ``on_validate``). Semi-supervision exists for kidney patches only.
     """
-    from .fetal import soft_dice_loss
+    from .losses import soft_dice_loss
 
     if semi_supervised:
         raise OmnisegInputError("semi-supervision applies to kidney patches, not to volumes")

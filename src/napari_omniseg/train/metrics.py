@@ -55,6 +55,7 @@ class PooledDice:
         self.total = dict.fromkeys(keys, 0.0)
 
     def add(self, key: str, pred: np.ndarray, truth: np.ndarray) -> None:
+        """Add one prediction and its truth to the sums of ``key``."""
         pred, truth = pred.astype(bool), truth.astype(bool)
         self.inter[key] += float((pred & truth).sum())
         self.total[key] += float(pred.sum() + truth.sum())

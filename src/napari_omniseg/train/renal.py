@@ -3,8 +3,10 @@ optimal and neighbouring magnifications, strong colour and spatial augmentation.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,19 +15,21 @@ import numpy as np
 from .. import vocab
 from ..run import Progress, ShouldStop
 from .metrics import PooledDice
-from .renal_data import ConditionSampler, PatchBank, build_patch_bank
+from .renal_data import TISSUE_WEIGHTS, ConditionSampler, PatchBank, build_patch_bank
 
 #: Seeds of training slides start here; evaluation uses seeds below it.
 TRAIN_SEED0 = 10_000
 
 
-def make_batches(bank: PatchBank, batch: int, seed: int = 0, augment: bool = True):
-    """A ``next_batch()`` callable drawing augmented (image, mask, tissue, scale) batches."""
+def make_batches(bank: PatchBank, batch: int, seed: int = 0, augment: bool = True,
+                 p_optimal: float = 0.7, p_present: float = 0.8):
+    """A ``next_batch()`` callable drawing augmented (image, mask, tissue, scale) batches
+    (``p_optimal``, ``p_present``: :class:`~napari_omniseg.train.renal_data.ConditionSampler`)."""
     import torch
 
     from .augment import colour, spatial
 
-    sampler = ConditionSampler(bank, seed=seed)
+    sampler = ConditionSampler(bank, p_optimal=p_optimal, p_present=p_present, seed=seed)
     gen = torch.Generator().manual_seed(seed)
 
     def next_batch():
@@ -43,16 +47,67 @@ def make_batches(bank: PatchBank, batch: int, seed: int = 0, augment: bool = Tru
     return next_batch
 
 
+@dataclass(frozen=True)
+class RenalRecipe:
+    """How the renal model is trained; :meth:`metadata` is what its checkpoint records.
+
+    Attributes
+    ----------
+    slides : int
+        Simulated training slides (seeds from :data:`TRAIN_SEED0`).
+    slide_size : int
+        Their side in pixels at 40x.
+    biopsy_fraction : float
+        The share of them that are needle biopsies with glass around.
+    width : float
+        The network's width multiplier.
+    batch : int
+        Patches per step.
+    lr : float
+        Learning rate.
+    p_optimal : float
+        How often a tissue is shown at its optimal magnification (else a neighbouring one).
+    p_present : float
+        How often the drawn patch contains the tissue.
+    """
+
+    slides: int = 80
+    slide_size: int = 4096
+    biopsy_fraction: float = 0.3
+    width: float = 0.5
+    batch: int = 8
+    lr: float = 2e-3
+    p_optimal: float = 0.7
+    p_present: float = 0.8
+
+    def seeds(self) -> list[int]:
+        """The simulator seeds of the training slides."""
+        return list(range(TRAIN_SEED0, TRAIN_SEED0 + self.slides))
+
+    def metadata(self) -> dict:
+        """The fields, and what the code they select does, in words for the checkpoint."""
+        seeds = self.seeds()
+        weights = ", ".join(f"{code} {w:g}" for code, w in TISSUE_WEIGHTS.items())
+        return {**dataclasses.asdict(self),
+                "trained_on": f"{self.slides} simulated slides ({self.slide_size} px at 40x, "
+                              f"seeds {seeds[0]}-{seeds[-1]}, stains drawn from "
+                              f"{list(vocab.STAINS)}, {self.biopsy_fraction:.0%} of them "
+                              "needle biopsies with glass)",
+                "loss": "Dice + BCE on two one-hot channels, weight 1.2 on a 2 px ring outside "
+                        "objects",
+                "augmentation": "flips, rotation, +-10% zoom; optical-density stain mix/scale, "
+                                "brightness, blur, noise",
+                "sampling": f"tissue weights {weights}; optimal magnification "
+                            f"p={self.p_optimal:g} else a neighbouring one; patch containing "
+                            f"the tissue p={self.p_present:g}"}
+
+
 def train_renal(
     out: str | os.PathLike,
+    recipe: RenalRecipe | None = None,
+    *,
     minutes: float = 90.0,
-    slides: int = 80,
-    width: float = 0.5,
-    batch: int = 8,
-    lr: float = 2e-3,
-    slide_size: int = 4096,
     bank_path: str | os.PathLike | None = None,
-    biopsy_fraction: float = 0.3,
     half: bool = False,
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
@@ -60,8 +115,22 @@ def train_renal(
     """Train the renal Omni-Seg+ model on simulated slides and write its checkpoint.
 
     The checkpoint is written every few minutes and at the end, always through a temporary
-    file, so a stop leaves a usable model. ``half=True`` stores the final weights in float16
-    (the bundled checkpoint).
+    file, so a stop leaves a usable model.
+
+    Parameters
+    ----------
+    out : path
+        The checkpoint to write.
+    recipe : RenalRecipe, optional
+        The data, network and sampling (default: the bundled model's).
+    minutes : float
+        The training budget after the data is built.
+    bank_path : path, optional
+        A patch bank to reuse (built and saved there when missing).
+    half : bool
+        Store the final weights in float16 (the bundled checkpoint).
+    progress, should_stop
+        The run contract (:mod:`napari_omniseg.run`).
 
     Returns
     -------
@@ -76,41 +145,29 @@ def train_renal(
     from .engine import SegmentationStep, train_and_save
     from .losses import dice_bce_loss
 
+    recipe = recipe or RenalRecipe()
     t0 = time.perf_counter()
-    seeds = list(range(TRAIN_SEED0, TRAIN_SEED0 + slides))
     if bank_path is not None and Path(bank_path).exists():
         bank = PatchBank.load(bank_path)
     else:
-        bank = build_patch_bank(seeds, size=slide_size, progress=progress,
-                                should_stop=should_stop, biopsy_fraction=biopsy_fraction)
+        bank = build_patch_bank(recipe.seeds(), size=recipe.slide_size, progress=progress,
+                                should_stop=should_stop,
+                                biopsy_fraction=recipe.biopsy_fraction)
         if bank_path is not None:
             bank.save(bank_path)
     t_data = time.perf_counter() - t0
     torch.manual_seed(0)
     device = pick_device()
-    model = OmniSegPlus(width=width).to(device)
-    recipe = {
-        "trained_on": f"{slides} simulated slides ({slide_size} px at 40x, seeds "
-                      f"{seeds[0]}-{seeds[-1]}, stains drawn from {list(vocab.STAINS)}, "
-                      f"{biopsy_fraction:.0%} of them needle biopsies with glass)",
-        "patches": int(len(bank)),
-        "width": width,
-        "batch": batch,
-        "lr": lr,
-        "loss": "Dice + BCE on two one-hot channels, weight 1.2 on a 2 px ring outside objects",
-        "augmentation": "flips, rotation, +-10% zoom; optical-density stain mix/scale, "
-                        "brightness, blur, noise",
-        "sampling": "tissue weights dt .15, pt .1, cap .15, tuft .1, ves .2, ptc .3; optimal "
-                    "magnification p=0.7 else a neighbouring one; patch containing the tissue "
-                    "p=0.8",
-        "device": str(device),
-    }
-    step = SegmentationStep(model, make_batches(bank, batch), dice_bce_loss, lr=lr)
+    model = OmniSegPlus(width=recipe.width).to(device)
+    meta = {**recipe.metadata(), "patches": int(len(bank)), "device": str(device)}
+    batches = make_batches(bank, recipe.batch, p_optimal=recipe.p_optimal,
+                           p_present=recipe.p_present)
+    step = SegmentationStep(model, batches, dice_bce_loss, lr=recipe.lr)
 
     def save(meta: dict, final: bool) -> None:
         save_checkpoint(model, out, half=half and final, **meta)  # float16: the last only
 
-    return train_and_save(step, save, recipe, started=t0, data_seconds=t_data, model=model,
+    return train_and_save(step, save, meta, started=t0, data_seconds=t_data, model=model,
                           minutes=minutes, progress=progress, should_stop=should_stop)
 
 
@@ -123,7 +180,8 @@ def evaluation_seeds(n: int, size: int = 4096, start: int = 1) -> list[int]:
     from ..simulate.renal_layout import RenalLayout
 
     side_um = size * 0.25
-    seeds, seed = [], start
+    seeds: list[int] = []
+    seed = start
     while len(seeds) < n and seed < TRAIN_SEED0:
         lay = RenalLayout(seed)
         inside = lambda y, x, r: r < y < side_um - r and r < x < side_um - r  # noqa: E731
@@ -196,6 +254,7 @@ def evaluate_simulated_slides(model, seeds: list[int],
                 image, masks = write_renal_slide(
                     Path(tmp) / f"{stain}{seed}.ome.tif", size, size, stain=stain, seed=seed,
                     masks_path=Path(tmp) / f"{stain}{seed}_masks.ome.tif", quality=quality)
+                assert masks is not None  # asked for above
                 slide = open_slide(image)
                 pred = segment_slide(slide, ("all",), None, model)
                 with tifffile.TiffFile(masks) as tif:

@@ -53,15 +53,17 @@ class PatchBank:
 
     def has(self, task_id: int) -> np.ndarray:
         """Per patch, whether the tissue is present at all."""
-        return ((self.masks >> task_id) & 1).reshape(len(self), -1).any(1)
+        return np.asarray(((self.masks >> task_id) & 1).reshape(len(self), -1).any(1))
 
     def save(self, path) -> None:
+        """Write the bank to an ``.npz`` file."""
         np.savez_compressed(path, images=self.images, masks=self.masks,
                             magnifications=self.magnifications, stains=self.stains,
                             slides=self.slides)
 
     @classmethod
-    def load(cls, path) -> "PatchBank":
+    def load(cls, path) -> PatchBank:
+        """A bank written by :meth:`save`."""
         with np.load(path) as z:
             return cls(**{k: z[k] for k in z.files})
 

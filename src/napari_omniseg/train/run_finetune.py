@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..choices import GENERATOR
 from ..errors import OmnisegInputError
 from ..run import Progress, ShouldStop
+from .task_functions import functions_of
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class FinetuneOptions:
     semi_supervised: bool = False
     seed: int = 0
     synthetic: int = 0
-    generator: str = "synthesis"
+    generator: str = GENERATOR
     stains: tuple[str, ...] = ()
     validate_every: float | None = None
 
@@ -63,10 +65,33 @@ def run_finetune(task: Any, base: Any, base_name: str, train: list, val: list | 
                  on_validate: Callable[[dict], None] | None = None) -> Any:
     """Fine-tune ``base`` (left unchanged) on ``train`` and save the result to ``out``.
 
-    ``task`` is the modality (:mod:`napari_omniseg.tasks`); ``val`` rows are scored as training
-    goes and the best weights kept. Synthetic pairs, when asked, are made within the first half
-    of the budget (they join the batches after it). Returns the
-    :class:`~napari_omniseg.train.engine.TrainResult` (its ``model`` the trained copy).
+    Synthetic pairs, when asked, are made within the first half of the budget (they join the
+    batches after it).
+
+    Parameters
+    ----------
+    task : Task
+        The modality (:mod:`napari_omniseg.tasks`).
+    base : torch.nn.Module
+        The model to start from; it is copied, never changed.
+    base_name : str
+        How the checkpoint names the start (a bundled name or a file).
+    train, val : list of annotations
+        Training rows; validation rows (None or empty: none), scored as training goes, the
+        best weights kept.
+    out : str or path-like
+        The checkpoint to write (every few minutes and at the end).
+    options : FinetuneOptions
+        Budget, learning rate, semi-supervision, synthetic pairs; recorded in the checkpoint.
+    progress, should_stop : callable, optional
+        The run contract: a stop keeps the best model so far.
+    on_validate : callable, optional
+        Called with each validation's history entry.
+
+    Returns
+    -------
+    TrainResult
+        Its ``model`` the trained copy, its ``history`` the validations.
 
     Raises
     ------
@@ -82,15 +107,15 @@ def run_finetune(task: Any, base: Any, base_name: str, train: list, val: list | 
         extra["synthetic"] = _synthetic_pairs(train, options, progress, should_stop)
     engine = {} if options.validate_every is None else {"validate_every":
                                                         options.validate_every}
-    result = task.finetune(base, train, val or None, minutes=options.minutes,
+    result = functions_of(task).finetune(base, train, val or None, minutes=options.minutes,
                            lr=options.lr or task.lr, semi_supervised=options.semi_supervised,
                            seed=options.seed, progress=progress, should_stop=should_stop,
                            on_validate=on_validate, **engine, **extra)
-    meta = {"options": options.metadata()}
+    meta: dict[str, Any] = {"options": options.metadata()}
     if extra:
         meta.update(synthetic_pairs=len(extra["synthetic"]), generator=str(options.generator))
-    task.save(result, out, base_name, train, val, semi_supervised=options.semi_supervised,
-              **meta)
+    functions_of(task).save(result, out, base_name, train, val,
+                            semi_supervised=options.semi_supervised, **meta)
     return result
 
 

@@ -15,13 +15,15 @@ between features of the product's own renal segmenter's encoder (gamma 10).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from .. import vocab
+from ..choices import GENERATOR, GeneratorArchitecture, Perceptual
 from ..nets.condition import N_TISSUES, condition_planes, implied
 from ..run import Progress, ShouldStop
 from .annotations import pad_to
@@ -49,7 +51,7 @@ class SynthesisPairs:
     def __len__(self) -> int:
         return len(self.images)
 
-    def __add__(self, other: "SynthesisPairs") -> "SynthesisPairs":
+    def __add__(self, other: SynthesisPairs) -> SynthesisPairs:
         a, b = self.known, other.known
         if a.ndim != b.ndim:  # one set known everywhere, the other per pixel
             side = self.masks.shape[-2:]
@@ -62,7 +64,8 @@ class SynthesisPairs:
                               self.magnifications + other.magnifications,
                               self.sources + other.sources)
 
-    def subset(self, index: np.ndarray) -> "SynthesisPairs":
+    def subset(self, index: np.ndarray) -> SynthesisPairs:
+        """The pairs at ``index``."""
         index = list(np.asarray(index))
         return SynthesisPairs(self.images[index], self.masks[index], self.known[index],
                               [self.stains[i] for i in index],
@@ -131,10 +134,65 @@ def pairs_from_manifest(path: str | Path, split: str | None = "train",
     return pairs_from_annotations(rows, size, str(Path(path).name))
 
 
+#: Simulator seeds of the slides a generator trains on: apart from the segmenter's training
+#: (from 10,000) and evaluation (below 100) slides.
+SIMULATED_SEED0 = 7000
+#: Side of those slides in pixels at 40x.
+SIMULATED_SLIDE = 4096
+
+
+def training_pairs(manifest: str | Path | None = None, split: str | None = "train",
+                   simulated: int = 0, progress: Progress | None = None
+                   ) -> tuple[SynthesisPairs, list[str]]:
+    """The pairs a generator trains on, and what they are in words (for the checkpoint).
+
+    Parameters
+    ----------
+    manifest : path, optional
+        A patch manifest whose rows give real (mask, image) pairs.
+    split : str, optional
+        The manifest rows used (None: all).
+    simulated : int
+        Simulated slides (seeds from :data:`SIMULATED_SEED0`) cut into 256-px pairs.
+    progress
+        Told as the slides are simulated.
+
+    Returns
+    -------
+    (SynthesisPairs, list of str)
+        The pairs, and one description per source.
+
+    Raises
+    ------
+    OmnisegInputError
+        Neither a manifest nor simulated slides.
+    """
+    from ..errors import OmnisegInputError
+
+    parts, sources = [], []
+    if manifest is not None:
+        parts.append(pairs_from_manifest(manifest, split=split))
+        sources.append(f"{Path(manifest).name} ({split or 'all'} rows, {len(parts[-1])} "
+                       "patches)")
+    if simulated:
+        from .renal_data import build_patch_bank
+
+        bank = build_patch_bank(list(range(SIMULATED_SEED0, SIMULATED_SEED0 + simulated)),
+                                size=SIMULATED_SLIDE, patch=256, progress=progress)
+        parts.append(pairs_from_bank(bank))
+        sources.append(f"simulator ({simulated} slides, {len(bank)} patches)")
+    if not parts:
+        raise OmnisegInputError("nothing to train on: give --manifest or --simulated N")
+    pairs = parts[0]
+    for more in parts[1:]:
+        pairs = pairs + more
+    return pairs, sources
+
+
 def _starts(n: int, size: int) -> list[int]:
     """Window starts covering ``n`` pixels with windows of ``size`` (the last one flush)."""
     starts = list(range(0, n - size + 1, size))
-    return starts + [n - size] if starts[-1] != n - size else starts
+    return [*starts, n - size] if starts[-1] != n - size else starts
 
 
 class PairSampler:
@@ -146,6 +204,7 @@ class PairSampler:
         self.rng = np.random.default_rng(seed)
 
     def __call__(self) -> tuple[Any, Any]:
+        """The next batch: images in [-1, 1] and their condition planes."""
         import torch
 
         imgs, conds = [], []
@@ -180,6 +239,7 @@ class SegmenterFeatures:
             p.requires_grad_(False)
 
     def __call__(self, image: Any) -> list[Any]:
+        """The segmenter's encoder features of ``image`` (in [-1, 1])."""
         m = self.model
         x = (image + 1) / 2  # the segmenter reads [0, 1]
         x = m.conv1(x)
@@ -206,6 +266,7 @@ class SynthesisStep:
         self.torch_rng = torch.Generator().manual_seed(seed)
 
     def __call__(self) -> dict[str, float]:
+        """One discriminator and one generator step; returns the step's losses."""
         import torch
         import torch.nn.functional as F
 
@@ -230,7 +291,10 @@ class SynthesisStep:
         d_loss.backward()
         opt_d.step()
 
-        adv = fm = rec = perc = 0.0
+        adv: Any = 0.0
+        fm: Any = 0.0
+        rec: Any = 0.0
+        perc: Any = 0.0
         for d, real, fake, c in zip(ds, reals, fakes, conds):
             with torch.no_grad():
                 real_feats = d(real, c)
@@ -276,8 +340,9 @@ def _lsgan(outputs: list[list[Any]], target: float) -> Any:
 
 def train_generator(out: str | Path, pairs: SynthesisPairs, *, minutes: float | None = None,
                     max_steps: int | None = None, levels: int = 4, width: int = 32,
-                    crop: int = 256, batch: int = 4, perceptual: str = "segmenter",
-                    architecture: str = "pyramid", init: Any = None, seed: int = 0,
+                    crop: int = 256, batch: int = 4, perceptual: str = Perceptual.SEGMENTER,
+                    architecture: str = GeneratorArchitecture.PYRAMID, init: Any = None,
+                    seed: int = 0,
                     trained_on: str = "", started: float | None = None,
                     progress: Progress | None = None, should_stop: ShouldStop | None = None,
                     on_validate: Callable[[dict], None] | None = None,
@@ -287,19 +352,35 @@ def train_generator(out: str | Path, pairs: SynthesisPairs, *, minutes: float | 
 
     Parameters
     ----------
-    perceptual : {"segmenter", "none"}
+    out : str or path-like
+        The generator checkpoint to write.
+    pairs : SynthesisPairs
+        (mask, image) pairs; their known maps say what is labelled.
+    minutes, max_steps : float, int, optional
+        The budget: time (from ``started``), steps, or both (the first reached ends).
+    levels, width : int
+        Pyramid levels and first-layer width of a new generator.
+    crop, batch : int
+        Training crop side (pixels) and pairs per step.
+    perceptual : Perceptual
         The perceptual loss on the bundled renal segmenter's encoder features, or none.
-    architecture : {"pyramid", "single"}
+    architecture : GeneratorArchitecture
         The pyramid generator (``levels`` levels), or the single-scale pix2pix-style U-Net
         baseline (one level, one set of discriminators; ``width`` is its first layer's).
     init : str or PyramidGenerator, optional
-        A generator (a checkpoint, "synthesis" for the bundled one, or a loaded generator,
-        which is copied) to go on training; its
-        architecture and size replace ``architecture``, ``levels`` and ``width``.
+        A generator (a checkpoint, ``GENERATOR`` ("synthesis") for the bundled one, or a
+        loaded generator, which is copied) to go on training; its architecture and size
+        replace ``architecture``, ``levels`` and ``width``.
     on_validate, validate_every
         The engine's history entries (losses), every ``validate_every`` seconds.
+    seed : int
+        Initial weights, batches and noise.
     trained_on : str
         What the pairs were, for the checkpoint's metadata (e.g. "simulator + ki-dev train").
+    started : float, optional
+        ``time.perf_counter()`` when the run began (data preparation counts in ``minutes``).
+    progress, should_stop : callable, optional
+        The run contract: a stop saves the generator as it is.
 
     Returns
     -------
@@ -317,14 +398,15 @@ def train_generator(out: str | Path, pairs: SynthesisPairs, *, minutes: float | 
     torch.manual_seed(seed)
     g, init = generator_to_train(init, architecture, levels, width, crop)
     levels, width = g.levels, getattr(g, "width", width)
-    architecture = "single" if levels == 1 else "pyramid"
+    architecture = GeneratorArchitecture(
+        GeneratorArchitecture.SINGLE if levels == 1 else GeneratorArchitecture.PYRAMID)
     d = PyramidDiscriminators(levels, crop)
     features = perceptual_features(perceptual)
     step = SynthesisStep(g, d, PairSampler(pairs, batch, crop, seed), perceptual=features,
                          seed=seed)
-    recipe = {"task": "synthesis", "generator": architecture, "levels": levels,
+    recipe = {"task": GENERATOR, "generator": str(architecture), "levels": levels,
               "width": width, "crop": crop,
-              "batch": batch, "perceptual": perceptual, "pairs": len(pairs),
+              "batch": batch, "perceptual": str(perceptual), "pairs": len(pairs),
               "trained_on": trained_on, "seed": seed, "init": init,
               "losses": {"alpha_rec": ALPHA_REC, "beta_fm": BETA_FM,
                          "gamma_perceptual": GAMMA_PERCEPTUAL if features else 0.0}}
@@ -334,8 +416,8 @@ def train_generator(out: str | Path, pairs: SynthesisPairs, *, minutes: float | 
                           validate_every=validate_every)
 
 
-def generator_to_train(init: Any, architecture: str = "pyramid", levels: int = 4,
-                       width: int = 32, crop: int = 128) -> tuple[Any, str]:
+def generator_to_train(init: Any, architecture: str = GeneratorArchitecture.PYRAMID,
+                       levels: int = 4, width: int = 32, crop: int = 128) -> tuple[Any, str]:
     """The generator a training run starts from, in training mode on the CPU, and how its
     metadata names the start ("" for a new one).
 
@@ -355,14 +437,12 @@ def generator_to_train(init: Any, architecture: str = "pyramid", levels: int = 4
         from ..checkpoints import load_generator
 
         g = load_generator(init, device="cpu").float().train()
-    elif architecture == "single":
+    elif GeneratorArchitecture(architecture) == GeneratorArchitecture.SINGLE:
         from ..nets.pix2pix import UNetGenerator
 
         g = UNetGenerator(width=width)
-    elif architecture == "pyramid":
-        g = PyramidGenerator(levels=levels, width=width)
     else:
-        raise ValueError(f"architecture must be 'pyramid' or 'single', not {architecture!r}")
+        g = PyramidGenerator(levels=levels, width=width)
     f, coarsest = g.factor, 16 * 2 ** (g.levels - 1)
     if crop % f or crop < coarsest:
         raise OmnisegInputError(f"this generator trains on crops that are a multiple of {f} "
@@ -371,13 +451,11 @@ def generator_to_train(init: Any, architecture: str = "pyramid", levels: int = 4
     return g, str(init or "")
 
 
-def perceptual_features(perceptual: str) -> "SegmenterFeatures | None":
+def perceptual_features(perceptual: str) -> SegmenterFeatures | None:
     """The perceptual loss's feature space: "segmenter" (the bundled renal segmenter's
     encoder) or "none"."""
-    if perceptual == "none":
+    if Perceptual(perceptual) == Perceptual.NONE:  # an unknown name raises ValueError here
         return None
-    if perceptual != "segmenter":
-        raise ValueError(f"perceptual must be 'segmenter' or 'none', not {perceptual!r}")
     from ..checkpoints import load_model
 
     return SegmenterFeatures(load_model("renal", device="cpu").float())
@@ -404,7 +482,7 @@ def synthetic_annotations(generator: Any, n: int, tissues: list[str], stains: li
     from .annotations import Annotation
 
     rng = np.random.default_rng([seed, 0x5EED])
-    out = []
+    out: list[Annotation] = []
     total = n * len(tissues)
     # a layout just large enough for a window at the coarsest magnification asked for
     levels = 1 + max(LEVEL_MAGNIFICATIONS.index(vocab.tissue(c).optimal_magnification)

@@ -22,12 +22,14 @@ the paper's segmenter rate 5e-4.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from .. import vocab
+from ..choices import GENERATOR, GeneratorArchitecture, Perceptual
 from ..nets.condition import N_TISSUES, STAIN_CODES, condition_planes
 from ..run import Progress, ShouldStop
 from .losses import SYNTHETIC_WEIGHT
@@ -58,6 +60,7 @@ class UnlabelledSampler:
         self.rng = np.random.default_rng([seed, 0xD1])
 
     def __call__(self) -> tuple[Any, Any]:
+        """The next batch of unlabelled images and their condition planes."""
         import torch
 
         imgs, conds = [], []
@@ -184,7 +187,7 @@ def train_three_player(generator_out: str | Path, segmenter_out: str | Path,
                        minutes: float = 10.0, max_steps: int | None = None,
                        warmup: float = 0.5, adv_weight: float = ADV_WEIGHT,
                        levels: int = 4, crop: int = 128,
-                       batch: int = 4, perceptual: str = "segmenter", seed: int = 0,
+                       batch: int = 4, perceptual: str = Perceptual.SEGMENTER, seed: int = 0,
                        trained_on: str = "", started: float | None = None,
                        progress: Progress | None = None, should_stop: ShouldStop | None = None
                        ) -> Any:
@@ -193,6 +196,8 @@ def train_three_player(generator_out: str | Path, segmenter_out: str | Path,
 
     Parameters
     ----------
+    generator_out, segmenter_out : str or path-like
+        The two checkpoints to write.
     pairs : SynthesisPairs
         Labelled pairs (their known maps say what is labelled).
     unlabelled : SynthesisPairs, optional
@@ -209,6 +214,20 @@ def train_three_player(generator_out: str | Path, segmenter_out: str | Path,
         Weight of the segmenter's adversarial loss (the paper's: 1).
     levels : int
         Levels of a new generator (``generator_init`` brings its own).
+    minutes, max_steps : float, int, optional
+        The budget: time (from ``started``), steps, or both (the first reached ends).
+    crop, batch : int
+        Training crop side (pixels) and pairs per step.
+    perceptual : Perceptual
+        The generator's perceptual loss (the segmenter's encoder features, or none).
+    seed : int
+        Initial weights, batches and noise.
+    trained_on : str
+        What the pairs were, for the checkpoints' metadata.
+    started : float, optional
+        ``time.perf_counter()`` when the run began (data preparation counts in ``minutes``).
+    progress, should_stop : callable, optional
+        The run contract: a stop saves both players as they are.
 
     Returns
     -------
@@ -224,7 +243,7 @@ def train_three_player(generator_out: str | Path, segmenter_out: str | Path,
 
     started = time.perf_counter() if started is None else started
     torch.manual_seed(seed)
-    g, _ = generator_to_train(generator_init, "pyramid", levels, crop=crop)
+    g, _ = generator_to_train(generator_init, GeneratorArchitecture.PYRAMID, levels, crop=crop)
     s = load_model(segmenter_init, device="cpu").float().train()
     d = PyramidDiscriminators(g.levels, crop)
     features = perceptual_features(perceptual)
@@ -237,9 +256,9 @@ def train_three_player(generator_out: str | Path, segmenter_out: str | Path,
                            synthetic_joined=lambda: time.perf_counter() >= join_at,
                            unlabelled=sampler, adv_weight=adv_weight, perceptual=features,
                            seed=seed)
-    recipe = {"task": "synthesis", "game": "three-player", "crop": crop, "batch": batch,
-              "perceptual": perceptual, "pairs": len(pairs),
-              "unlabelled_images": len(unlabelled) if sampler else 0,
+    recipe = {"task": GENERATOR, "game": "three-player", "crop": crop, "batch": batch,
+              "perceptual": str(perceptual), "pairs": len(pairs),
+              "unlabelled_images": len(unlabelled) if unlabelled is not None else 0,
               "trained_on": trained_on, "seed": seed, "generator_init": generator_init or "",
               "segmenter_init": segmenter_init, "warmup": warmup,
               "weights": {"synthetic": SYNTHETIC_WEIGHT, "segmenter_adversarial": adv_weight,

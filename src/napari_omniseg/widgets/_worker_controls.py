@@ -54,7 +54,7 @@ def _forwarding(job: Job, should_stop: ShouldStop) -> Callable[[], Any]:
                                     should_stop, lambda e: events.put(("event", e)))
             except Stopped:
                 box["result"] = _Stopped()
-            except Exception as e:  # noqa: BLE001 (reported to the user by WorkerControls)
+            except Exception as e:
                 if not isinstance(e, OmnisegInputError):
                     _log.exception("%s failed", getattr(job, "__qualname__", "run"))
                 box["result"] = _Failure(e)
@@ -76,6 +76,11 @@ class WorkerControls:
     is going on); ``run_failed`` and ``run_stopped`` say how the last run ended.
     """
 
+    # the widget that mixes this in makes these controls
+    run_button: Any
+    stop_button: Any
+    progress: Any
+    status: Any
     worker: Any = None
     run_failed: bool = False
     run_stopped: bool = False

@@ -15,6 +15,7 @@ from typing import Any
 
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton
 
+from ..choices import ModelSource
 from ._worker_controls import WorkerControls
 from .model_in_use import MODELS_IN_USE
 
@@ -85,7 +86,7 @@ class DockWidget(WorkerControls, Container):
             self.start()
         except OmnisegInputError as e:
             self._report(str(e))
-        except Exception as e:  # noqa: BLE001 (never a traceback and a blank status)
+        except Exception as e:
             import logging
 
             logging.getLogger(__name__).exception("starting %s failed", type(self).__name__)
@@ -109,17 +110,18 @@ class DockWidget(WorkerControls, Container):
         """The model choice of a widget that runs ``task``'s model: bundled, a checkpoint file
         or the model in use, which it switches to when the user accepts a fine-tuned model."""
         self.task_name = task
-        self.model_source = ComboBox(label="model", value="bundled", choices=[
-            (bundled, "bundled"), (file, "file"), (in_use, "in use")])
+        self.model_source = ComboBox(label="model", value=ModelSource.BUNDLED, choices=[
+            (bundled, ModelSource.BUNDLED), (file, ModelSource.FILE),
+            (in_use, ModelSource.IN_USE)])
         self.model_file = FileEdit(label="checkpoint", filter="*.pt *.pth *.tar", visible=False)
         self.model_source.changed.connect(
-            lambda v: setattr(self.model_file, "visible", v == "file"))
+            lambda v: setattr(self.model_file, "visible", v == ModelSource.FILE))
         self.follow(MODELS_IN_USE.changed, self._use_fine_tuned)
         return [self.model_source, self.model_file]
 
     def _use_fine_tuned(self, task: str, name: str) -> None:
         if task == self.task_name:
-            self.model_source.value = "in use"
+            self.model_source.value = ModelSource.IN_USE
             self.status.value = f"model in use: {name}"
 
     def _on_layers_changed(self, slot: Callable) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox
 
 from .. import vocab
+from ..choices import ImageKind
 from ..errors import OmnisegInputError
 from .dock import DockWidget
 from .layers import image_layers, volume_from_layer
@@ -40,7 +41,7 @@ class FetalWidget(DockWidget):
         self._on_layers_changed(lambda e: self.volume.reset_choices())
 
     def _volume_layers(self, _=None) -> list:
-        return image_layers(self.viewer, "volume")
+        return image_layers(self.viewer, ImageKind.VOLUME)
 
     def start(self) -> None:
         """Segment the chosen regions in a worker; each becomes a Labels layer at the end."""

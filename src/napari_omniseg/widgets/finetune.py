@@ -17,6 +17,7 @@ from typing import Any
 
 import napari
 import numpy as np
+from magicgui.types import FileDialogMode
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -28,6 +29,7 @@ from magicgui.widgets import (
 )
 
 from .. import vocab
+from ..choices import GENERATOR, ImageKind, ModelSource, StrEnum
 from ..errors import OmnisegInputError
 from ..tasks import TASKS, Task
 from .dock import DockWidget, wrapping_label
@@ -65,48 +67,55 @@ def completeness_hint(choice: Any) -> str:
 #: Where a fine-tuned model of each task (and a trained generator) is saved unless the user
 #: chooses.
 DEFAULT_SAVE = {**{t.name: Path.home() / t.finetuned_file for t in TASKS.values()},
-                "synthesis": Path.home() / "omniseg_generator.pt"}
-SEGMENTER, GENERATOR = "segmenter", "generator"
+                GENERATOR: Path.home() / "omniseg_generator.pt"}
+
+
+class Trains(StrEnum):
+    """What the widget trains."""
+
+    SEGMENTER = "segmenter"
+    GENERATOR = "generator"
 
 
 class AnnotationRow(Container):
     """One (image, labels, tissue, completeness, use) row."""
 
-    def __init__(self, widget: "FinetuneWidget") -> None:
+    def __init__(self, widget: FinetuneWidget) -> None:
         # two lines: a single line of six combo boxes made the dock half the window wide
         super().__init__(layout="vertical", labels=False)
         self.image = ComboBox(choices=widget._image_layers, tooltip="image layer")
-        self.labels = ComboBox(choices=widget._labels_layers, tooltip="labels layer: where the "
-                               "tissue is (any non-zero pixel)")
+        self.labels_layer = ComboBox(choices=widget._labels_layers, tooltip="labels layer: "
+                                     "where the tissue is (any non-zero pixel)")
         self.tissue = ComboBox(choices=widget._target_choices,
                                tooltip="the tissue (or fetal region) these labels show")
         self.complete = ComboBox(choices=widget._completeness_choices,
                                  tooltip="where unpainted pixels mean background")
         self.use = ComboBox(choices=list(USES), value="train")
-        self.remove = PushButton(text="x", tooltip="remove this row")
-        self.remove.native.setMaximumWidth(28)
+        self.remove_button = PushButton(text="x", tooltip="remove this row")
+        self.remove_button.native.setMaximumWidth(28)
         layers = Container(layout="horizontal", labels=False,
-                           widgets=[self.image, self.labels, self.remove])
+                           widgets=[self.image, self.labels_layer, self.remove_button])
         meaning = Container(layout="horizontal", labels=False,
                             widgets=[self.tissue, self.complete, self.use])
         for line in (layers, meaning):
             line.margins = (0, 0, 0, 0)
         self.margins = (0, 4, 0, 4)
         self.extend([layers, meaning])
-        self.labels.changed.connect(self._guess_tissue)
+        self.labels_layer.changed.connect(self._guess_tissue)
         self.complete.changed.connect(self._hint_choices)
         self._guess_tissue()
         self._hint_choices()
 
     def _guess_tissue(self, _=None) -> None:
-        layer = self.labels.value
+        layer = self.labels_layer.value
         meta = (layer.metadata or {}) if layer is not None else {}
         code = meta.get("tissue") or meta.get("region")
         if code in self.tissue.choices:  # choices are the codes
             self.tissue.value = code
 
     def reset_choices(self, *_: Any) -> None:
-        for w in (self.image, self.labels, self.tissue, self.complete):
+        """Refresh the row's layer and tissue choices."""
+        for w in (self.image, self.labels_layer, self.tissue, self.complete):
             w.reset_choices()
         self._hint_choices()
 
@@ -126,21 +135,22 @@ class FinetuneWidget(DockWidget):
         super().__init__(napari_viewer)
         self.kind = ComboBox(label="data", value="renal", choices=[
             (t.data_label, t.name) for t in TASKS.values()])
-        self.train_what = ComboBox(label="train", value=SEGMENTER, choices=[
-            ("segmenter (fine-tune)", SEGMENTER), ("histology generator", GENERATOR)],
+        self.train_what = ComboBox(label="train", value=Trains.SEGMENTER, choices=[
+            ("segmenter (fine-tune)", Trains.SEGMENTER),
+            ("histology generator", Trains.GENERATOR)],
             tooltip="fine-tune the segmenter on the rows, or train the Synthesize widget's "
                     "generator on them (each row's tissue is known where it is painted)")
         self.stain = ComboBox(label="stain", value="pas", choices=[
             (name, code) for code, name in vocab.STAINS.items()],
             tooltip="the stain of the rows' images (the generator's condition)")
-        self.rows = Container(labels=False, label="annotations")
+        self.rows: Container = Container(labels=False, label="annotations")
         self.row_header = wrapping_label(ROW_HEADER)
         self.add_row_button = PushButton(text="Add annotation row")
         self.magnification = ComboBox(label="magnification", value="from image", choices=[
             "from image", *[f"{m}x" for m in vocab.MAGNIFICATIONS]])
-        self.start_from = ComboBox(label="start from", value="in use", choices=[
-            ("model in use (fine-tuned, else bundled)", "in use"), ("bundled", "bundled"),
-            ("checkpoint file", "file")])
+        self.start_from = ComboBox(label="start from", value=ModelSource.IN_USE, choices=[
+            ("model in use (fine-tuned, else bundled)", ModelSource.IN_USE),
+            ("bundled", ModelSource.BUNDLED), ("checkpoint file", ModelSource.FILE)])
         self.model_file = FileEdit(label="checkpoint", filter="*.pt *.pth *.tar", visible=False)
         self.minutes = FloatSpinBox(label="minutes", value=5.0, min=0.1, max=240, step=1.0)
         self.semi = CheckBox(label="semi-supervised", value=False,
@@ -152,8 +162,8 @@ class FinetuneWidget(DockWidget):
         self.generator_file = FileEdit(label="generator", filter="*.pt", visible=False,
                                        tooltip="the generator of the synthetic pairs (empty: "
                                                "the bundled one)")
-        self.save_to = FileEdit(label="save to", mode="w", filter="*.pt",
-                                value=str(DEFAULT_SAVE["renal"]))
+        self.save_to = FileEdit(label="save to", mode=FileDialogMode.OPTIONAL_FILE,
+                                filter="*.pt", value=DEFAULT_SAVE["renal"])
         self.plot = LossPlot()
         self.use_button = PushButton(text="Use this model", enabled=False)
         *run, status = self._run_controls("Train")
@@ -168,10 +178,10 @@ class FinetuneWidget(DockWidget):
         self.train_what.changed.connect(self._on_kind)
         self.synthetic.changed.connect(self._on_kind)
         self.start_from.changed.connect(
-            lambda v: setattr(self.model_file, "visible", v == "file"))
+            lambda v: setattr(self.model_file, "visible", v == ModelSource.FILE))
         self.use_button.changed.connect(self.use_trained)
         self._on_layers_changed(self._refresh)
-        self.trained = None
+        self.trained: tuple[str, Any, str] | None = None
         self._warned_for: tuple | None = None
         self.add_row()
 
@@ -185,16 +195,16 @@ class FinetuneWidget(DockWidget):
     @property
     def trains_generator(self) -> bool:
         """Whether the rows train the histology generator (kidney slides only)."""
-        return self.task.image == "rgb" and self.train_what.value == GENERATOR
+        return self.task.image == ImageKind.RGB and self.train_what.value == Trains.GENERATOR
 
     def _on_kind(self, _=None) -> None:
-        rgb, generator = self.task.image == "rgb", self.trains_generator
+        rgb, generator = self.task.image == ImageKind.RGB, self.trains_generator
         self.magnification.visible = self.train_what.visible = self.stain.visible = rgb
         self.semi.visible = self.task.semi_supervision and not generator
         self.synthetic.visible = rgb and not generator
         self.generator_file.visible = rgb and not generator and self.synthetic.value > 0
         if Path(str(self.save_to.value)) in DEFAULT_SAVE.values():  # not chosen by the user
-            self.save_to.value = str(DEFAULT_SAVE["synthesis" if generator else self.task.name])
+            self.save_to.value = DEFAULT_SAVE[GENERATOR if generator else self.task.name]
         self._refresh()
         for row in self.rows:
             row._guess_tissue()
@@ -210,7 +220,7 @@ class FinetuneWidget(DockWidget):
 
     def _completeness_choices(self, _=None) -> list:
         fixed = [(PAINTED_ONLY, PAINTED_ONLY), (WHOLE_LAYER, WHOLE_LAYER)]
-        if self.task.image != "rgb":  # shapes outline 2D regions
+        if self.task.image != ImageKind.RGB:  # shapes outline 2D regions
             return fixed
         return fixed + [(f"inside shapes of {name}", lyr)
                         for name, lyr in layers_of_type(self.viewer, "Shapes")]
@@ -218,11 +228,11 @@ class FinetuneWidget(DockWidget):
     def add_row(self) -> AnnotationRow:
         """Append an annotation row (picks the newest labels layer not listed yet)."""
         row = AnnotationRow(self)
-        used = {r.labels.value for r in self.rows}
+        used = {r.labels_layer.value for r in self.rows}
         free = [lyr for _, lyr in self._labels_layers() if lyr not in used]
         if free:
-            row.labels.value = free[-1]
-        row.remove.changed.connect(lambda: self.rows.remove(row))
+            row.labels_layer.value = free[-1]
+        row.remove_button.changed.connect(lambda: self.rows.remove(row))
         self.rows.append(row)
         return row
 
@@ -234,13 +244,14 @@ class FinetuneWidget(DockWidget):
 
     def annotations(self) -> tuple[list, list]:
         """Read the rows into (train, validation) annotations; layers are only read."""
-        read = {"rgb": self._slide_annotation, "volume": self._volume_annotation}[
+        read = {ImageKind.RGB: self._slide_annotation, ImageKind.VOLUME: self._volume_annotation}[
             self.task.image]
-        train, val = [], []
+        train: list = []
+        val: list = []
         for row in self.rows:
-            image, labels = row.image.value, row.labels.value
+            image, labels = row.image.value, row.labels_layer.value
             if image is None or labels is None:
-                what = "an image layer" if self.task.image == "rgb" else "a 3D volume layer"
+                what = "an image layer" if self.task.image == ImageKind.RGB else "a 3D volume layer"
                 raise OmnisegInputError(f"each row needs {what} and a labels layer")
             (train if row.use.value == "train" else val).append(read(row, image, labels))
         if not train:
@@ -248,7 +259,9 @@ class FinetuneWidget(DockWidget):
         return train, val
 
     def _volume_annotation(self, row: AnnotationRow, image: Any, labels: Any):
-        return self.task.annotation_from_layers(
+        from ..train.task_functions import functions_of
+
+        return functions_of(self.task).annotation_from_layers(
             np.asarray(image.data), np.asarray(labels.data), row.tissue.value,
             annotated=row.complete.value == WHOLE_LAYER, name=f"{labels.name} on {image.name}")
 
@@ -259,11 +272,13 @@ class FinetuneWidget(DockWidget):
             box_around,
             painted_and_known,
         )
+        from ..train.task_functions import functions_of
 
         fixed = self.magnification.value != "from image"
         mag = float(self.magnification.value.rstrip("x")) if fixed else None
         try:
-            slide = slide_from_layer(image, vocab.mpp_of_magnification(mag) if fixed else None)
+            mpp = None if mag is None else vocab.mpp_of_magnification(mag)
+            slide = slide_from_layer(image, mpp)
         except OmnisegInputError:
             raise OmnisegInputError(f"{image.name} has no pixel size; choose its "
                                     "magnification above") from None
@@ -282,26 +297,26 @@ class FinetuneWidget(DockWidget):
         # only the painted part and its context is read from the (possibly whole-slide) image
         _, known = painted_and_known(lab, annotated, labels.name)
         sl = box_around(known, MARGIN)
-        return at_optimal_magnification(self.task.annotation_from_layers(
+        return at_optimal_magnification(functions_of(self.task).annotation_from_layers(
             image_array(image, sl), lab[sl], row.tissue.value, mag or slide.magnification,
             annotated=annotated[sl] if isinstance(annotated, np.ndarray) else annotated,
             name=f"{labels.name} on {image.name}"))
 
     def _base_choice(self) -> tuple[str, str, str]:
         """What to start from, checked but not loaded: (task name, source, path)."""
-        name = "synthesis" if self.trains_generator else self.task.name
+        name = GENERATOR if self.trains_generator else self.task.name
         source, path = self.start_from.value, str(self.model_file.value)
-        if source == "in use" and MODELS_IN_USE.model(name) is None:
-            source = "bundled"  # "fine-tuned, else bundled"
+        if source == ModelSource.IN_USE and MODELS_IN_USE.model(name) is None:
+            source = ModelSource.BUNDLED  # "fine-tuned, else bundled"
         MODELS_IN_USE.check_choice(name, source, path)
         return name, source, path
 
     def _synthetic_choice(self) -> str | None:
         """The generator of the synthetic pairs (a path or "synthesis"), if pairs are asked."""
-        if self.task.image != "rgb" or self.trains_generator or not self.synthetic.value:
+        if self.task.image != ImageKind.RGB or self.trains_generator or not self.synthetic.value:
             return None
         path = str(self.generator_file.value or "")
-        return path if path not in ("", ".") else "synthesis"
+        return path if path not in ("", ".") else GENERATOR
 
     @staticmethod
     def _load_base(name: str, source: str, path: str, generator: bool) -> tuple[Any, str]:
@@ -348,7 +363,7 @@ class FinetuneWidget(DockWidget):
 
             options = FinetuneOptions(minutes=minutes, semi_supervised=semi,
                                       synthetic=n_synthetic if synthetic_from else 0,
-                                      generator=synthetic_from or "synthesis",
+                                      generator=synthetic_from or GENERATOR,
                                       stains=(stain,), validate_every=every)
 
             def job(progress, should_stop, emit):
@@ -402,7 +417,7 @@ class FinetuneWidget(DockWidget):
                                      progress=progress, should_stop=should_stop,
                                      on_validate=emit, validate_every=every)
             result.model.eval()
-            return result, out, "synthesis"
+            return result, out, GENERATOR
 
         return job
 

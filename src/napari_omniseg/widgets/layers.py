@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .. import vocab
+from ..choices import ImageKind
 from ..errors import MissingPixelSizeError, OmnisegInputError
 
 
@@ -111,7 +112,8 @@ def volume_from_layer(layer: Any):
         return meta["omniseg_volume"]
     if layer.rgb or layer.ndim != 3:
         raise OmnisegInputError(f"{layer.name} is not a 3D grey volume; choose an MRI layer")
-    return Volume(data=da.asarray(layer.data), spacing=tuple(float(s) for s in layer.scale))
+    z, y, x = (float(s) for s in layer.scale)
+    return Volume(data=da.asarray(layer.data), spacing=(z, y, x))
 
 
 def labels_array(layer: Any) -> np.ndarray:
@@ -123,7 +125,7 @@ def labels_array(layer: Any) -> np.ndarray:
     return np.asarray(data)
 
 
-def image_array(layer: Any, box: tuple[slice, slice]) -> np.ndarray:
+def image_array(layer: Any, box: tuple[slice, ...]) -> np.ndarray:
     """The RGB pixels of an image layer's finest level inside ``box`` (rows, columns)."""
     data = layer.data[0] if layer.multiscale else layer.data
     return np.asarray(data[box][..., :3]).astype(np.uint8)
@@ -143,14 +145,14 @@ def shapes_region(shapes_layer, shape: tuple[int, int], image_layer) -> np.ndarr
 
 
 #: What an image layer must be to hold each task's images (:attr:`Task.image`).
-_IMAGE_KINDS = {"rgb": lambda lyr: lyr.rgb,
-                "volume": lambda lyr: not lyr.rgb and lyr.ndim == 3}
+_IMAGE_KINDS = {ImageKind.RGB: lambda lyr: lyr.rgb,
+                ImageKind.VOLUME: lambda lyr: not lyr.rgb and lyr.ndim == 3}
 #: Dimensions of the labels painted on each kind of image.
-LABELS_NDIM = {"rgb": 2, "volume": 3}
+LABELS_NDIM = {ImageKind.RGB: 2, ImageKind.VOLUME: 3}
 
 
-def image_layers(viewer: Any, kind: str) -> list[tuple[str, Any]]:
-    """``(name, layer)`` choices of the viewer's image layers of ``kind`` ("rgb", "volume")."""
+def image_layers(viewer: Any, kind: ImageKind) -> list[tuple[str, Any]]:
+    """``(name, layer)`` choices of the viewer's image layers of ``kind``."""
     from napari.layers import Image
 
     return [(lyr.name, lyr) for lyr in viewer.layers

@@ -9,6 +9,7 @@ from typing import Any
 
 from psygnal import Signal
 
+from ..choices import GENERATOR, ModelSource
 from ..errors import OmnisegInputError
 
 
@@ -36,26 +37,26 @@ class ModelsInUse:
     def check_choice(self, task: str, source: str, path: Any = None) -> None:
         """Say (raise) what is missing for a widget's model choice, without loading anything:
         no model in use yet, or no checkpoint file chosen."""
-        if source == "in use" and self.model(task) is None:
+        if source == ModelSource.IN_USE and self.model(task) is None:
             raise OmnisegInputError(
                 "no generator of yours in use yet: train one in the Fine-tune widget "
                 "(train: histology generator) and click 'Use this model'"
-                if task == "synthesis" else
+                if task == GENERATOR else
                 "no fine-tuned model yet: train one in the Fine-tune widget and click "
                 "'Use this model'")
-        if source == "file" and (not path or not Path(str(path)).is_file()):
+        if source == ModelSource.FILE and (not path or not Path(str(path)).is_file()):
             raise OmnisegInputError("choose a checkpoint file, or use the bundled model")
 
     def chosen(self, task: str, source: str, path: Any = None) -> tuple[Any, str]:
-        """The model (and its name) a widget's choice names: ``source`` is ``"in use"``,
-        ``"bundled"`` or ``"file"`` (``path``). Loading a file or the bundled model takes up
-        to seconds: call it from a worker thread."""
+        """The model (and its name) a widget's choice names: ``source`` is a
+        :class:`~napari_omniseg.choices.ModelSource` (a file: ``path``). Loading a file or the
+        bundled model takes up to seconds: call it from a worker thread."""
         from ..checkpoints import load_model
 
         self.check_choice(task, source, path)
-        if source == "in use":
+        if source == ModelSource.IN_USE:
             return self.model(task), self.name(task)
-        if source == "file":
+        if source == ModelSource.FILE:
             return load_model(path), str(path)
         return load_model(task), f"bundled {task} model"
 

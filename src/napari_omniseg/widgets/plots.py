@@ -6,7 +6,7 @@ widget's bars and size histogram), in napari's dark colours.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -45,6 +45,7 @@ class Plot:
         return self.axes
 
     def draw(self) -> None:
+        """Redraw the canvas when Qt is next idle."""
         self.native.draw_idle()
 
     def bars(self, names: Sequence[str], values: Sequence[float], colours: Sequence, ylabel: str,
@@ -82,10 +83,12 @@ class LossPlot(Plot):
         self._redraw()
 
     def add(self, entry: dict) -> None:
+        """Add one validation entry and redraw."""
         self.history.append(entry)
         self._redraw()
 
     def clear(self) -> None:
+        """Forget the history and redraw."""
         self.history = []
         self._redraw()
 

@@ -15,6 +15,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, LineEdit, PushButton, Select
 
 from .. import vocab
+from ..choices import ImageKind
 from ..errors import OmnisegInputError
 from ..io.labels import LabelImage, label_image_of
 from .dock import DockWidget, wrapping_label
@@ -128,7 +129,7 @@ class QuantifyWidget(DockWidget):
         return layers_of_type(self.viewer, "Labels", ndim=2)
 
     def _image_choices(self, _=None) -> list:
-        return [("none (no densities)", None), *image_layers(self.viewer, "rgb")]
+        return [("none (no densities)", None), *image_layers(self.viewer, ImageKind.RGB)]
 
     def _region_choices(self, _=None) -> list:
         return [("whole slide", None), *layers_of_type(self.viewer, "Shapes")]
@@ -161,7 +162,7 @@ class QuantifyWidget(DockWidget):
         from ..quantify.measure import summarize, tissue_area_mm2
 
         try:
-            layers, images, region = self._inputs()
+            _layers, images, region = self._inputs()
             slide = self._slide()
         except OmnisegInputError as e:
             self._report(str(e))

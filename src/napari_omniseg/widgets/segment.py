@@ -17,6 +17,7 @@ from magicgui.widgets import ComboBox, FloatSpinBox
 from qtpy.QtCore import QTimer
 
 from .. import vocab
+from ..choices import ImageKind, ModelSource
 from ..errors import OmnisegInputError
 from .dock import DockWidget
 from .layers import give_pixel_size, image_layers, layers_of_type, slide_from_layer
@@ -25,7 +26,6 @@ from .model_in_use import MODELS_IN_USE
 WHERE = ("current view", "whole slide", "inside shapes")
 #: The masks on screen are refreshed at most this often while chunks arrive.
 REFRESH_SECONDS = 1.0
-MODEL_CHOICES = ("bundled", "file")
 
 
 def layer_name(code: str, magnification: float) -> str:
@@ -35,6 +35,8 @@ def layer_name(code: str, magnification: float) -> str:
 
 class SegmentWidget(DockWidget):
     """Choose image, tissue, magnification, model and where; Segment; Stop."""
+
+    _last_shown: float = 0.0  # when the masks on screen were last refreshed
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__(napari_viewer)
@@ -63,7 +65,7 @@ class SegmentWidget(DockWidget):
     # -- choices -------------------------------------------------------------------------------
 
     def _image_layers(self, _=None) -> list:
-        return image_layers(self.viewer, "rgb")
+        return image_layers(self.viewer, ImageKind.RGB)
 
     def _shapes_layers(self, _=None) -> list:
         return layers_of_type(self.viewer, "Shapes")
@@ -76,9 +78,9 @@ class SegmentWidget(DockWidget):
 
     def _model(self, source: str, path: str):
         """The chosen model (called in the worker: loading takes up to seconds)."""
-        if source == "in use":
+        if source == ModelSource.IN_USE:
             return MODELS_IN_USE.chosen("renal", source)[0]
-        key = path if source == "file" else source
+        key = path if source == ModelSource.FILE else source
         if key not in self._model_cache:  # loaded once while the choice stays
             self._model_cache = {key: MODELS_IN_USE.chosen("renal", source, path)[0]}
         return self._model_cache[key]
@@ -123,7 +125,7 @@ class SegmentWidget(DockWidget):
             mags = working_magnifications((self.tissue.value,), mag)
             box = self._box(slide, layer)
             source, path = self.model_source.value, str(self.model_file.value)
-            if source != "bundled":  # say a missing choice now, not from the worker
+            if source != ModelSource.BUNDLED:  # say a missing choice now, not from the worker
                 MODELS_IN_USE.check_choice("renal", source, path)
         except OmnisegInputError as e:
             self._report(str(e))

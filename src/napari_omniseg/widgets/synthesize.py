@@ -17,6 +17,7 @@ from magicgui.widgets import ComboBox, FloatSpinBox, PushButton, SpinBox
 
 from .. import vocab
 from ..checkpoints import check_generator
+from ..choices import GENERATOR, ImageKind, ModelSource
 from ..errors import OmnisegInputError
 from .dock import DockWidget
 from .layers import give_pixel_size, image_layers, layer_mpp, layers_of_type
@@ -56,7 +57,7 @@ class SynthesizeWidget(DockWidget):
         self.mpp.native.setDecimals(4)
         self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
         self.variations = SpinBox(label="variations", value=1, min=1, max=8)
-        model = self._model_choice("synthesis", "bundled generator", "generator file",
+        model = self._model_choice(GENERATOR, "bundled generator", "generator file",
                                    "your generator in use")
         self.extend([self.mask, self.new_mask_button, self.stain, self.magnification, self.mpp,
                      self.seed,
@@ -66,8 +67,9 @@ class SynthesizeWidget(DockWidget):
         self._generator_cache: dict[str, Any] = {}
 
     def _mask_layers(self, _=None) -> list:
+        # painted masks and RGB colour masks, told apart later
         return layers_of_type(self.viewer, "Labels", ndim=2) + [
-            (name, lyr) for name, lyr in image_layers(self.viewer, "rgb")]  # told apart later
+            (name, lyr) for name, lyr in image_layers(self.viewer, ImageKind.RGB)]
 
     # -- the mask ------------------------------------------------------------------------------
 
@@ -82,12 +84,12 @@ class SynthesizeWidget(DockWidget):
         if ref is not None:
             level0 = ref.data[0] if ref.multiscale else ref.data
             shape = tuple(level0.shape[:2])
-            kw = dict(scale=tuple(ref.scale[-2:]), translate=tuple(ref.translate[-2:]),
-                      units=tuple(ref.units[-2:]))
+            kw = {"scale": tuple(ref.scale[-2:]), "translate": tuple(ref.translate[-2:]),
+                      "units": tuple(ref.units[-2:])}
         else:
             mpp = vocab.MPP_AT_40X
             shape = (1024, 1024)
-            kw = dict(scale=(mpp, mpp), units=("µm", "µm"))
+            kw = {"scale": (mpp, mpp), "units": ("µm", "µm")}
         if shape[0] * shape[1] > WHOLE_MASK_PIXELS * 4:
             import zarr  # a whole-slide mask lives in chunks, not in one array
 
@@ -128,11 +130,11 @@ class SynthesizeWidget(DockWidget):
 
     def _generator(self, source: str, path: str):
         """The chosen generator (called in the worker: loading takes up to seconds)."""
-        if source == "in use":
-            return MODELS_IN_USE.chosen("synthesis", source)[0]
-        key = path if source == "file" else source
+        if source == ModelSource.IN_USE:
+            return MODELS_IN_USE.chosen(GENERATOR, source)[0]
+        key = path if source == ModelSource.FILE else source
         if key not in self._generator_cache:
-            g = check_generator(MODELS_IN_USE.chosen("synthesis", source, path)[0], path)
+            g = check_generator(MODELS_IN_USE.chosen(GENERATOR, source, path)[0], path)
             self._generator_cache = {key: g.cpu()}
         return self._generator_cache[key]
 
@@ -165,8 +167,8 @@ class SynthesizeWidget(DockWidget):
             mag = self._magnification(layer)
             stain, seed, n = self.stain.value, int(self.seed.value), int(self.variations.value)
             source, path = self.model_source.value, str(self.model_file.value)
-            if source != "bundled":
-                MODELS_IN_USE.check_choice("synthesis", source, path)
+            if source != ModelSource.BUNDLED:
+                MODELS_IN_USE.check_choice(GENERATOR, source, path)
         except OmnisegInputError as e:
             self._report(str(e))
             return

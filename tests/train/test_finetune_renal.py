@@ -11,7 +11,7 @@ from napari_omniseg.train.annotations import (
     at_optimal_magnification,
     nearest_magnification,
 )
-from napari_omniseg.train.finetune import (
+from napari_omniseg.train.finetune_renal import (
     evaluate_annotations,
     finetune,
     make_finetune_batches,
@@ -28,7 +28,7 @@ def blobs(seed=0, n=256):
     mask = np.zeros((n, n), bool)
     yy, xx = np.mgrid[:n, :n]
     for _ in range(6):
-        cy, cx, r = rng.integers(30, n - 30, 2).tolist() + [int(rng.integers(10, 25))]
+        cy, cx, r = [*rng.integers(30, n - 30, 2).tolist(), int(rng.integers(10, 25))]
         mask |= (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
     img[mask] = (90, 40, 120)
     return img, mask

@@ -12,6 +12,7 @@ same answer for two colour augmentations of the same patch.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -192,12 +193,14 @@ def finetune(model, train: list[Annotation], val: list[Annotation] | None = None
     start = time.perf_counter()
     pseudo = pseudo_labels(model, train) if semi_supervised else None
     engine = with_default_budget(engine)
-    joined = None
+    joined: Callable[[], bool] | None = None
     if synthetic and engine.get("minutes"):
         join_at = start + synthetic_after * engine["minutes"] * 60
 
-        def joined() -> bool:
+        def joined_yet() -> bool:
             return time.perf_counter() >= join_at
+
+        joined = joined_yet
 
     batches = make_finetune_batches(train, batch=batch, seed=seed, pseudo=pseudo,
                                     consistency=semi_supervised, synthetic=synthetic,
