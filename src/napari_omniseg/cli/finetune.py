@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..choices import GENERATOR
+from ..choices import GENERATOR, ImageKind
 from ..errors import OmnisegInputError
 from . import args as A
 from .common import (
@@ -57,6 +57,12 @@ def add_commands(sub: Any) -> None:
     ev.add_argument("--split-column", default=None,
                     help="column saying train / val (default 'split', if the manifest has it)")
     ev.add_argument("--split", default=None, help="only rows of this split (e.g. val)")
+    ev.add_argument("--robot-strokes", type=A.integer(0, 100), default=0, metavar="N",
+                    help="kidney: also run the robot user (N strokes per patch, each a disk at "
+                         "the largest error, learned on that patch only) and add its Dice after "
+                         "0, 1, 2, 5, 10, ... strokes and its update latency under \"robot\"")
+    ev.add_argument("--robot-radius", type=A.integer(1, 50), default=4, metavar="PX",
+                    help="the robot's stroke radius in working pixels (default 4)")
     for parser, run in ((ft, _finetune), (ev, _evaluate),):
         parser.set_defaults(run=run)
 
@@ -121,7 +127,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     rows = splits.get(args.split, []) if args.split else [a for v in splits.values() for a in v]
     if not rows:
         raise OmnisegInputError(f"no rows of split {args.split!r} in {args.manifest.name}")
+    if args.robot_strokes and task.image != ImageKind.RGB:
+        raise OmnisegInputError("--robot-strokes applies to kidney patch manifests only")
     model = load_model(args.model or task.name)
-    print(json.dumps(functions_of(task).evaluate(model, rows), indent=2))
+    out = functions_of(task).evaluate(model, rows)
+    if args.robot_strokes:
+        from ..train.robot import robot_evaluate
+
+        with progress_bar("robot user") as bar, ctrl_c_stops("the robot user") as should_stop:
+            out["robot"] = robot_evaluate(model, rows, args.robot_strokes,
+                                          radius=args.robot_radius, progress=bar,
+                                          should_stop=should_stop)
+    print(json.dumps(out, indent=2))
     return 0
 

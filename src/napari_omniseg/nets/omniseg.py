@@ -103,6 +103,13 @@ class OmniSegPlus(nn.Module):
 
         Neither depends on the condition, so one pass serves every (tissue, scale) pair.
         """
+        head, context, _ = self.backbone_and_decoder(image)
+        return head, context
+
+    def backbone_and_decoder(self, image: torch.Tensor
+                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`backbone`'s two outputs and the last decoder features ``(N, 32 * width, H,
+        W)`` they are made from (what interactive correction learns on)."""
         if image.shape[-1] % 16 or image.shape[-2] % 16:
             raise ValueError(f"image height and width must be multiples of 16, got "
                              f"{tuple(image.shape[-2:])}")
@@ -122,7 +129,7 @@ class OmniSegPlus(nn.Module):
         x = self.x4_resb(F.interpolate(x, scale_factor=2, mode="nearest") + skip2)
         x = self.x2_resb(F.interpolate(x, scale_factor=2, mode="nearest") + skip1)
         x = self.x1_resb(F.interpolate(x, scale_factor=2, mode="nearest") + skip0)
-        return self.precls_conv(x), context
+        return self.precls_conv(x), context, x
 
     # -- condition -----------------------------------------------------------------------------
 
@@ -190,9 +197,14 @@ def clean_author_state_dict(state: dict) -> dict:
     return out
 
 
+def renal_vocabulary() -> dict:
+    """What a renal model's condition ids mean (stored in its checkpoints)."""
+    return {"tissues": {t.code: t.task_id for t in vocab.TISSUES},
+            "magnifications": {str(m): i for m, i in vocab.SCALE_IDS.items()}}
+
+
 register(Architecture(
     "omniseg_plus",
     build=lambda meta: OmniSegPlus(width=float(meta.get("width", 1.0))),
     settings=lambda net: {"width": float(net.width)},
-    vocabulary=lambda: {"tissues": {t.code: t.task_id for t in vocab.TISSUES},
-                        "magnifications": {str(m): i for m, i in vocab.SCALE_IDS.items()}}))
+    vocabulary=renal_vocabulary))

@@ -18,7 +18,8 @@ from ..errors import OmnisegInputError
 BUILT_IN = {"omniseg_plus": "napari_omniseg.nets.omniseg",
             "conemos": "napari_omniseg.nets.conemos",
             "pyramid_cgan": "napari_omniseg.nets.pyramid_gan",
-            "pix2pix_unet": "napari_omniseg.nets.pix2pix"}
+            "pix2pix_unet": "napari_omniseg.nets.pix2pix",
+            "omniseg_corrected": "napari_omniseg.nets.corrected"}
 
 
 @dataclass(frozen=True)

@@ -530,3 +530,41 @@ def _level_array(engine: TileEngine, level: int, shape: tuple[int, int], chunk: 
         return engine.tissue_block(index, level, y0, y1, x0, x1)
 
     return da.map_blocks(block, chunks=chunks, dtype=np.uint8, meta=np.empty((0, 0), np.uint8))
+
+
+def read_working_region(slide: Slide, magnification: float, box: tuple[int, int, int, int]
+                        ) -> np.ndarray:
+    """The RGB of a level-0 box at a working magnification, read as Segment reads it.
+
+    Parameters
+    ----------
+    slide : Slide
+        With a known magnification.
+    magnification : float
+        The working magnification.
+    box : (int, int, int, int)
+        ``(y0, y1, x0, x1)`` in level-0 pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(h, w, 3)`` uint8, ``h, w`` the box's size at the working magnification.
+    """
+    from skimage.transform import resize
+
+    mag0 = float(slide.magnification or magnification)
+    scale0 = magnification / mag0
+    usable = [k for k, d in enumerate(slide.downsamples) if mag0 / d >= magnification * 0.97]
+    level = max(usable) if usable else 0
+    d = slide.downsamples[level]
+    y0, y1, x0, x1 = box
+    lvl = slide.levels[level]
+    ly0, lx0 = int(np.floor(y0 / d)), int(np.floor(x0 / d))
+    ly1, lx1 = min(lvl.shape[0], int(np.ceil(y1 / d))), min(lvl.shape[1], int(np.ceil(x1 / d)))
+    region = np.asarray(lvl[ly0:ly1, lx0:lx1].compute(scheduler="synchronous"))
+    out = (max(1, int(round((y1 - y0) * scale0))), max(1, int(round((x1 - x0) * scale0))))
+    if region.shape[:2] != out:
+        f = (mag0 / d) / magnification
+        region = (resize(region, out, order=1, anti_aliasing=f > 1, preserve_range=True)
+                  + 0.5).astype(np.uint8)
+    return region
