@@ -274,3 +274,16 @@ def test_ctrl_c_keeps_the_model_of_every_training_command(tmp_path):
     recipe = json.loads(stdout)
     assert recipe["stopped"] and recipe["steps"] > 0
     assert read_metadata(out)["stopped"] is True and load_model(out, device="cpu") is not None
+
+
+def test_evaluate_runs_the_robot_user(tmp_path, capsys):
+    manifest = write_manifest(tmp_path, n_train=0, n_val=2)
+    base = tiny_renal_checkpoint(tmp_path / "base.pt")
+    assert main(["evaluate", "--manifest", str(manifest), "--model", str(base),
+                 "--robot-strokes", "3"]) == 0
+    robot = json.loads(capsys.readouterr().out)["robot"]
+    assert robot["strokes"] == [0, 1, 2, 3] and len(robot["mean_dice"]) == 4
+    assert list(robot["per_tissue"]) == ["ptc"] and robot["patches"] == 2
+    assert set(robot["latency_s"]) == {"median", "max"}
+    # strokes learned on the patch help it: three strokes find more of the blobs
+    assert robot["mean_dice"][-1] > robot["mean_dice"][0]

@@ -70,7 +70,7 @@ def test_strokes_change_the_mask_where_painted_and_reset_restores(make_napari_vi
 
 def test_learn_without_strokes_is_one_sentence(make_napari_viewer, qtbot, slide_file):
     viewer = make_napari_viewer()
-    _, mask, w = _segmented(viewer, qtbot, slide_file)
+    _, _, w = _segmented(viewer, qtbot, slide_file)
     w.run_button.clicked()
     assert "add a strokes layer first" in w.status.value
     viewer.reset_view()

@@ -68,21 +68,26 @@ def filter_bank(images: torch.Tensor) -> torch.Tensor:
 
 def correction_inputs(base: OmniSegPlus) -> int:
     """How many features a correction of ``base`` reads per pixel (its logit included)."""
-    decoder = int(base.precls_conv[-1].in_channels)  # the head's input convolution reads them
+    head_input: nn.Conv2d = base.precls_conv[-1]  # type: ignore[assignment]
+    decoder = int(head_input.in_channels)  # the head's input convolution reads them
     return HEAD_CHANNELS + decoder + FILTER_CHANNELS + 1
 
 
 class CorrectionHead(nn.Module):
     """A per-pixel network (1x1 convolutions) from standardised features to a logit change."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, n_inputs: int, hidden: int = HIDDEN) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(n_inputs))
         self.register_buffer("std", torch.ones(n_inputs))
-        self.net = nn.Sequential(nn.Conv2d(n_inputs, hidden, 1), nn.ReLU(),
-                                 nn.Conv2d(hidden, 1, 1))
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
+        last = nn.Conv2d(hidden, 1, 1)
+        with torch.no_grad():  # no change until strokes teach one
+            last.weight.zero_()
+            last.bias.zero_()  # type: ignore[union-attr]
+        self.net = nn.Sequential(nn.Conv2d(n_inputs, hidden, 1), nn.ReLU(), last)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """The logit change ``(N, 1, H, W)`` of features ``(N, n_inputs, H, W)``."""

@@ -102,7 +102,7 @@ class CorrectWidget(DockWidget):
         from napari.layers import Labels
         from napari.utils.colormaps import DirectLabelColormap
 
-        mask, image, code, mag = self._chosen()
+        mask, image, _, mag = self._chosen()
         slide = slide_from_layer(image)
         box = self._view_box(slide, image)
         y0, y1, x0, x1 = box
@@ -148,6 +148,7 @@ class CorrectWidget(DockWidget):
         """Learn from every strokes layer of the chosen tissue layer, then segment its views
         again (in the worker)."""
         from ..predict.slide import fill_region, make_engines, read_working_region
+        from ..predict.tissue_mask import tissue_pixels
         from ..train.correct import UNKNOWN, Corrector
 
         if self.worker is not None:
@@ -164,6 +165,10 @@ class CorrectWidget(DockWidget):
         arrays = _levels(mask)
         if not all(hasattr(a, "__setitem__") for a in arrays):
             raise OmnisegInputError(f"{mask.name} cannot be written to; segment again")
+        if tuple(arrays[0].shape[-2:]) != tuple(slide.shape):
+            raise OmnisegInputError(
+                f"{mask.name} ({arrays[0].shape[-2]} x {arrays[0].shape[-1]}) is not aligned "
+                f"with {image.name} ({slide.shape[0]} x {slide.shape[1]}); segment it again")
         original = self._original.setdefault(mask.name, {})  # Segment's blocks, for Reset
         corrector = self.correctors.get(mask.name)
         in_use = MODELS_IN_USE.model("renal")
@@ -176,7 +181,16 @@ class CorrectWidget(DockWidget):
             for i, (key, (box, painted)) in enumerate(strokes.items()):
                 progress(i, len(strokes), f"features of view {i + 1} of {len(strokes)}")
                 if key not in corrector.views:
-                    corrector.add_view(key, read_working_region(slide, mag, box), should_stop)
+                    rgb = read_working_region(slide, mag, box)
+                    stained = tissue_pixels(rgb)
+                    if not stained.any():
+                        raise OmnisegInputError(f"{key} shows no tissue (glass only); pan to "
+                                                "the tissue and add a strokes layer there")
+                    if painted.shape == stained.shape and (painted > 0).any() and not (
+                            stained & (painted > 0)).any():
+                        raise OmnisegInputError(f"the strokes on {key} lie on glass only; "
+                                                "paint on the tissue")
+                    corrector.add_view(key, rgb, should_stop)
                 labels = np.full(painted.shape, UNKNOWN, np.int8)
                 labels[painted == PAINT_TISSUE] = 1
                 labels[painted == PAINT_BACKGROUND] = 0
