@@ -93,3 +93,44 @@ def test_a_stop_mid_update_keeps_the_previous_mask(make_napari_viewer, qtbot, sl
     qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
     assert w.run_stopped
     np.testing.assert_array_equal(np.asarray(mask.data[0]), before)
+
+
+def test_a_failed_update_is_one_sentence_and_the_model_in_use_stays(make_napari_viewer, qtbot,
+                                                                     slide_file, monkeypatch):
+    from napari_omniseg.train.correct import Corrector
+    from napari_omniseg.widgets.model_in_use import MODELS_IN_USE
+
+    def broken(self, should_stop=None):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(Corrector, "update", broken)
+    viewer = make_napari_viewer()
+    _, mask, w = _segmented(viewer, qtbot, slide_file)
+    before = np.asarray(mask.data[0]).copy()
+    in_use = MODELS_IN_USE.model("renal")
+    viewer.reset_view()
+    strokes = w.add_strokes_layer()
+    data = np.zeros(strokes.data.shape, np.uint8)
+    data[100:110, 100:110] = PAINT_TISSUE
+    strokes.data = data
+    w.run_button.clicked()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    assert w.run_failed and w.status.value == "correction failed: out of memory"
+    np.testing.assert_array_equal(np.asarray(mask.data[0]), before)
+    assert MODELS_IN_USE.model("renal") is in_use and not w.use_button.enabled
+
+
+def test_a_view_of_glass_is_told(make_napari_viewer, qtbot, tmp_path):
+    from conftest import write_png
+
+    path = write_png(tmp_path / "glass.png", np.full((1024, 1024, 3), 245, np.uint8), mpp=0.25)
+    viewer = make_napari_viewer()
+    image, mask, w = _segmented(viewer, qtbot, path)
+    viewer.reset_view()
+    strokes = w.add_strokes_layer()
+    data = np.zeros(strokes.data.shape, np.uint8)
+    data[10:20, 10:20] = PAINT_TISSUE
+    strokes.data = data
+    w.run_button.clicked()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    assert "shows no tissue" in w.status.value
