@@ -125,7 +125,7 @@ def test_a_view_of_glass_is_told(make_napari_viewer, qtbot, tmp_path):
 
     path = write_png(tmp_path / "glass.png", np.full((1024, 1024, 3), 245, np.uint8), mpp=0.25)
     viewer = make_napari_viewer()
-    image, mask, w = _segmented(viewer, qtbot, path)
+    _, _, w = _segmented(viewer, qtbot, path)
     viewer.reset_view()
     strokes = w.add_strokes_layer()
     data = np.zeros(strokes.data.shape, np.uint8)
