@@ -177,8 +177,36 @@ def run_synthesize(viewer, widget, qtbot, tmp_path) -> None:
     np.testing.assert_allclose(out.scale, mask.scale)
 
 
+def run_correct_kidney(viewer, widget, qtbot, tmp_path) -> None:
+    from napari_omniseg.widgets.correct import PAINT_BACKGROUND
+    from napari_omniseg.widgets.segment import layer_name
+
+    viewer.open_sample(PLUGIN, "renal_pas")
+    viewer.reset_view()
+    _, seg = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment (kidney)")
+    seg.tissue.value, seg.magnification.value = "pt", "10"
+    seg.run_button.clicked()
+    _wait(qtbot, seg)
+    mask = viewer.layers[layer_name("pt", 10)]
+    widget.mask.reset_choices()
+    assert widget.mask.value is mask  # the one tissue layer is the default
+    strokes = widget.add_strokes_layer()
+    level = 2  # 10x of the 40x sample: the strokes layer's own grid
+    found = np.asarray(mask.data[level])[:strokes.data.shape[0], :strokes.data.shape[1]] > 0
+    ys, xs = np.nonzero(found)
+    data = np.zeros(strokes.data.shape, np.uint8)
+    data[ys[0]:ys[0] + 8, xs[0]:xs[0] + 8] = PAINT_BACKGROUND  # "this PT is not PT"
+    strokes.data = data
+    widget.run_button.clicked()
+    _wait(qtbot, widget)
+    assert widget.status.value.startswith("learned from"), widget.status.value
+    after = np.asarray(mask.data[level])[:strokes.data.shape[0], :strokes.data.shape[1]] > 0
+    assert after[data > 0].mean() < found[data > 0].mean()
+
+
 WIDGET_RUNS = {
     "Segment (kidney)": run_segment_kidney,
+    "Correct (kidney)": run_correct_kidney,
     "Segment (fetal MRI)": run_segment_fetal,
     "Fine-tune": run_finetune,
     "Quantify": run_quantify,

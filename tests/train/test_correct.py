@@ -8,7 +8,7 @@ import torch
 
 from napari_omniseg.checkpoints import load_model, save_checkpoint
 from napari_omniseg.errors import OmnisegInputError
-from napari_omniseg.nets.corrected import CorrectedOmniSeg, filter_bank
+from napari_omniseg.nets.corrected import FILTER_CHANNELS, CorrectedOmniSeg, filter_bank
 from napari_omniseg.nets.omniseg import OmniSegPlus
 from napari_omniseg.train.correct import (
     BACKGROUND,
@@ -136,5 +136,5 @@ def test_the_filter_bank_sees_colour_and_edges():
     x = torch.zeros(1, 3, 32, 32)
     x[..., :16] = 1.0  # white left, black right
     f = filter_bank(x)
-    assert f.shape[1] == 18 and torch.isfinite(f).all()
+    assert f.shape[1] == FILTER_CHANNELS and torch.isfinite(f).all()
     assert f[0, 0, 16, 4] < f[0, 0, 16, 28]  # optical density: dark is dense
