@@ -22,7 +22,7 @@ from .omniseg import HEAD_CHANNELS, OmniSegPlus, renal_vocabulary
 from .registry import Architecture, register
 
 #: Gaussian scales of the filter bank, in working pixels.
-FILTER_SIGMAS = (1.0, 2.0, 4.0, 8.0, 16.0)
+FILTER_SIGMAS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 #: Filter bank channels: optical density (3), then per scale smoothed density (3), gradient
 #: magnitude and Laplacian of Gaussian of the mean density (1 + 1).
 FILTER_CHANNELS = 3 + len(FILTER_SIGMAS) * 5

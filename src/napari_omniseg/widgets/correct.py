@@ -30,7 +30,7 @@ from .model_in_use import MODELS_IN_USE
 
 #: Stroke values painted on a strokes layer.
 PAINT_TISSUE, PAINT_BACKGROUND = 1, 2
-#: Largest view a strokes layer covers, in working pixels (features of 4 Mpx take ~0.4 GB).
+#: Largest view a strokes layer covers, in working pixels (features of 4 Mpx take ~0.5 GB).
 MAX_VIEW_PIXELS = 2048 * 2048
 HOW = ("paint 1 where the tissue is missed and 2 where it is not tissue, then Learn; "
        "napari's undo on the strokes layer takes a stroke back")
