@@ -568,3 +568,33 @@ def read_working_region(slide: Slide, magnification: float, box: tuple[int, int,
         region = (resize(region, out, order=1, anti_aliasing=f > 1, preserve_range=True)
                   + 0.5).astype(np.uint8)
     return region
+
+
+def write_working_mask(levels: Sequence[Any], downsamples: Sequence[float],
+                       box: tuple[int, int, int, int], mask: np.ndarray) -> None:
+    """Write a 0/1 mask made on the working grid of a level-0 box into every slide level.
+
+    Parameters
+    ----------
+    levels : sequence of arrays
+        One writable ``(Y, X)`` uint8 array per slide level (numpy, zarr).
+    downsamples : sequence of float
+        Each level's downsample from level 0.
+    box : (int, int, int, int)
+        ``(y0, y1, x0, x1)`` in level-0 pixels that ``mask`` covers.
+    mask : numpy.ndarray
+        ``(h, w)`` bool on the working grid of the box (nearest-neighbour to each level).
+    """
+    y0, y1, x0, x1 = box
+    h, w = mask.shape
+    for lvl, d in zip(levels, downsamples):
+        ly0, lx0 = int(np.ceil(y0 / d)), int(np.ceil(x0 / d))
+        ly1, lx1 = min(lvl.shape[0], int(np.floor(y1 / d))), min(lvl.shape[1],
+                                                                 int(np.floor(x1 / d)))
+        if ly1 <= ly0 or lx1 <= lx0:
+            continue
+        # the working pixel under each level pixel's centre
+        rows = np.clip(((np.arange(ly0, ly1) + 0.5) * d - y0) * h / (y1 - y0), 0, h - 1)
+        cols = np.clip(((np.arange(lx0, lx1) + 0.5) * d - x0) * w / (x1 - x0), 0, w - 1)
+        lvl[ly0:ly1, lx0:lx1] = mask[np.ix_(rows.astype(int), cols.astype(int))].astype(
+            np.uint8)

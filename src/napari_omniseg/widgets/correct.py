@@ -147,8 +147,9 @@ class CorrectWidget(DockWidget):
     def start(self) -> None:
         """Learn from every strokes layer of the chosen tissue layer, then segment its views
         again (in the worker)."""
-        from ..predict.slide import fill_region, make_engines, read_working_region
+        from ..predict.slide import read_working_region, write_working_mask
         from ..predict.tissue_mask import tissue_pixels
+        from ..run import check_stop
         from ..train.correct import UNKNOWN, Corrector
 
         if self.worker is not None:
@@ -196,14 +197,17 @@ class CorrectWidget(DockWidget):
                 labels[painted == PAINT_BACKGROUND] = 0
                 corrector.set_strokes(key, labels)
             progress(0, 0, "learning...")
-            model = corrector.update(should_stop)
-            engines = make_engines(slide, [code], mag, model, mask_glass=True)
-            for i, (box, _) in enumerate(strokes.values()):
-                progress(i, len(strokes), f"segmenting view {i + 1} of {len(strokes)}")
+            corrector.update(should_stop)
+            # the views' masks come from their kept features: no network pass
+            views = [(key, box, corrector.probability(key) > 0.5)
+                     for key, (box, _) in strokes.items()]
+            check_stop(should_stop)
+            for i, (_, box, found) in enumerate(views):
+                progress(i, len(views), f"showing view {i + 1} of {len(views)}")
                 for k, a in enumerate(arrays):
                     if (box, k) not in original:
                         original[(box, k)] = a[_level_box(box, slide.downsamples[k])]
-                fill_region(engines, {code: arrays}, box, should_stop=should_stop)
+                write_working_mask(arrays, slide.downsamples, box, found)
             return corrector
 
         def done(value: Any) -> None:
