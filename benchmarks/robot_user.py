@@ -55,7 +55,7 @@ def robot(args: argparse.Namespace) -> dict:
     from napari_omniseg.train.correct import CorrectionOptions
     from napari_omniseg.train.robot import robot_evaluate
 
-    options = CorrectionOptions(**VARIANTS[args.variant])
+    options = CorrectionOptions(**{**VARIANTS[args.variant], "seed": args.seed})
     out = robot_evaluate(args.model, _rows(args.manifest, args.split), args.strokes,
                          radius=args.radius, options=options)
     return {"variant": args.variant, "options": dataclasses.asdict(options), **out}
@@ -151,6 +151,7 @@ def main() -> None:
     p.add_argument("--strokes", type=int, default=20)
     p.add_argument("--radius", type=int, default=4)
     p.add_argument("--variant", choices=sorted(VARIANTS), default="default")
+    p.add_argument("--seed", type=int, default=0, help="the update's seed (weights, anchors)")
     args = p.parse_args()
     t0 = time.perf_counter()
     result = {"robot": robot, "transfer": transfer, "latency": latency}[args.mode](args)
