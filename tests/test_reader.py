@@ -119,7 +119,8 @@ def test_manifest_is_valid_and_lists_reader_and_samples():
     keys = {s.key for s in manifest.contributions.sample_data}
     assert keys == {"renal_he", "renal_pas", "renal_sil", "renal_tri", "fetal_mri"}
     assert [w.display_name for w in manifest.contributions.widgets] == [
-        "Segment (kidney)", "Segment (fetal MRI)", "Fine-tune", "Quantify", "Synthesize"]
+        "Segment (kidney)", "Segment (fetal MRI)", "Fine-tune", "Quantify", "Synthesize",
+        "Correct (kidney)"]
     assert [w.display_name for w in manifest.contributions.writers] == [
         "QuPath GeoJSON", "OME-TIFF labels pyramid", "CSV of objects"]
 
