@@ -1,7 +1,7 @@
 """Regenerate docs/images/*.png: napari with the plugin, as a user sees it.
 
 Run under a display (or ``xvfb-run -a python docs/make_screenshot.py [renal] [finetune]
-[fetal] [quantify] [synthesize]``; all five by default). Uses the bundled models and the
+[fetal] [quantify] [synthesize] [correct]``; all six by default). Uses the bundled models and the
 sample data. Widgets are opened the way a person opens them, from the Plugins menu
 (``add_plugin_dock_widget``), and samples from File > Open Sample.
 """
@@ -54,6 +54,8 @@ def main(parts: set[str]) -> None:
         quantify(viewer)
     if "synthesize" in parts:
         synthesize(viewer)
+    if "correct" in parts:
+        correct(viewer)
     viewer.close()
 
 
@@ -178,5 +180,41 @@ def synthesize(viewer) -> None:
     viewer.screenshot(str(OUT / "synthesize_widget.png"), canvas_only=False)
 
 
+def correct(viewer) -> None:
+    """Correct (kidney): PT at 10x on a part of the PAS sample, two strokes, Learn."""
+    import numpy as np
+
+    from napari_omniseg.widgets.correct import PAINT_BACKGROUND, PAINT_TISSUE
+
+    viewer.window.remove_dock_widget("all")
+    viewer.layers.clear()
+    viewer.open_sample(PLUGIN, "renal_pas")
+    image = viewer.layers[0]
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    camera.center = (0, 1280 * image.scale[-2], 3000 * image.scale[-1])
+    camera.zoom = camera.zoom * 3
+    _settle()
+    segment = open_widget(viewer, "Segment (kidney)")
+    segment.tissue.value, segment.magnification.value = "pt", "10"
+    segment.run_button.clicked()
+    _wait_for(segment)
+    widget = open_widget(viewer, "Correct (kidney)")
+    widget.mask.reset_choices()
+    strokes = widget.add_strokes_layer()
+    mask = widget.mask.value
+    h, w = strokes.data.shape
+    data = np.zeros((h, w), np.uint8)
+    data[h // 3:h // 3 + 6, w // 4:w // 4 + 40] = PAINT_TISSUE
+    data[2 * h // 3:2 * h // 3 + 6, w // 2:w // 2 + 40] = PAINT_BACKGROUND
+    strokes.data = data
+    widget.run_button.clicked()
+    _wait_for(widget)
+    mask.refresh()
+    widget.save_to.line_edit.native.setText("~/omniseg_corrected.pt")  # no machine's path shown
+    _settle()
+    viewer.screenshot(str(OUT / "correct_widget.png"), canvas_only=False)
+
+
 if __name__ == "__main__":
-    main(set(sys.argv[1:]) or {"renal", "finetune", "fetal", "quantify", "synthesize"})
+    main(set(sys.argv[1:]) or {"renal", "finetune", "fetal", "quantify", "synthesize",
+                               "correct"})
