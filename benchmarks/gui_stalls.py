@@ -16,19 +16,9 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import platform
 import time
-from pathlib import Path
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from machine import cpu_model  # benchmarks/machine.py, beside this script
 
 
 def main() -> None:

@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_model  # benchmarks/machine.py, beside this script
 
 VARIANTS = {
     "default": {},
@@ -33,15 +33,6 @@ VARIANTS = {
     "strong_anchors": {"anchor_weight": 1.0},
 }
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _rows(manifest: Path, split: str | None) -> list:

@@ -54,6 +54,24 @@ def tile_starts(length: int, tile: int, stride: int) -> list[int]:
     return starts
 
 
+def tile_weights(shape: tuple[int, int], tile: int, overlap: int
+                 ) -> Callable[[tuple], np.ndarray]:
+    """The blend weights of the square tile at each origin of a 2D grid over ``shape``
+    (:func:`blend_window`; an edge on the image border keeps full weight), made once per kind
+    of tile."""
+    h, w = shape
+    windows: dict = {}
+
+    def weights(origin: tuple) -> np.ndarray:
+        y, x = origin
+        sides = (y > 0, y + tile < h, x > 0, x + tile < w)
+        if sides not in windows:
+            windows[sides] = blend_window(tile, overlap, sides)
+        return windows[sides]
+
+    return weights
+
+
 def blend_windows(shape: tuple[int, ...], window: tuple[int, ...], overlap: int, channels: int,
                   predict: Callable[[list], np.ndarray], weights: Callable[[tuple], np.ndarray],
                   *, batch: int = 1, eps: float = 1e-6, progress: Progress | None = None,
@@ -116,14 +134,7 @@ def predict_array(
     if (ph, pw) != (h, w):
         image = np.pad(image, ((0, ph - h), (0, pw - w), (0, 0)), mode="reflect")
     dev = next(model.parameters()).device if device is None else torch.device(device)
-    windows: dict = {}
-
-    def weights(origin: tuple) -> np.ndarray:
-        y, x = origin  # an edge on the image border keeps full weight
-        sides = (y > 0, y + tile < ph, x > 0, x + tile < pw)
-        if sides not in windows:
-            windows[sides] = blend_window(tile, overlap, sides)
-        return windows[sides]
+    weights = tile_weights((ph, pw), tile, overlap)
 
     def predict(chunk: list) -> np.ndarray:
         x = np.stack([image[y:y + tile, x0:x0 + tile] for y, x0 in chunk])

@@ -281,7 +281,7 @@ def _view_features(base: Any, rgb: np.ndarray, condition: tuple[int, int],
     import torch
 
     from ..nets.corrected import CorrectedOmniSeg, correction_inputs
-    from ..predict.tiling import blend_window, blend_windows
+    from ..predict.tiling import blend_windows, tile_weights
 
     tile, overlap = options.tile, options.overlap
     h, w = rgb.shape[:2]
@@ -291,14 +291,6 @@ def _view_features(base: Any, rgb: np.ndarray, condition: tuple[int, int],
             ph - h, pw - w) else "edge")
     probe = CorrectedOmniSeg(base, [])
     dev = next(base.parameters()).device
-    windows: dict = {}
-
-    def weights(origin: tuple) -> np.ndarray:
-        y, x = origin
-        sides = (y > 0, y + tile < ph, x > 0, x + tile < pw)
-        if sides not in windows:
-            windows[sides] = blend_window(tile, overlap, sides)
-        return windows[sides]
 
     def predict(chunk: list) -> np.ndarray:
         x = np.stack([image[y:y + tile, x0:x0 + tile] for y, x0 in chunk])
@@ -310,6 +302,7 @@ def _view_features(base: Any, rgb: np.ndarray, condition: tuple[int, int],
         return torch.cat([feats.float(), diff], 1).cpu().numpy()
 
     out = blend_windows((ph, pw), (tile, tile), overlap, correction_inputs(base), predict,
-                        weights, batch=4, should_stop=should_stop)[:, :h, :w]
+                        tile_weights((ph, pw), tile, overlap), batch=4,
+                        should_stop=should_stop)[:, :h, :w]
     t = torch.from_numpy(out)
     return t[:-1].to(torch.float16).contiguous(), t[-1].contiguous()
