@@ -62,3 +62,25 @@ class Perceptual(StrEnum):
 #: :mod:`napari_omniseg.tasks`: a generator answers no condition "structure S at scale M"; it is
 #: bundled, chosen and put in use under this name beside the tasks' segmenters.
 GENERATOR = "synthesis"
+
+
+class AdaptLevel(StrEnum):
+    """Where adaptation's discriminators look (docs/adaptation.md)."""
+
+    ENCODER = "encoder"
+    """The segmenter's five encoder feature maps."""
+    DECODER = "decoder"
+    """Its four decoder feature maps."""
+    SHAPE = "shape"
+    """Its answers (masks), with the tissue and magnification asked."""
+
+
+class StainNormalisation(StrEnum):
+    """How an image's colours are mapped to a reference stain before segmenting."""
+
+    NONE = "none"
+    """The image as it is."""
+    REINHARD = "reinhard"
+    """Per-channel mean and spread matched in CIELAB (Reinhard et al. 2001)."""
+    MACENKO = "macenko"
+    """Stain vectors and concentrations from optical density (Macenko et al. 2009)."""

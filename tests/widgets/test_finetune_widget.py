@@ -221,3 +221,57 @@ def test_synthetic_pairs_join_the_fine_tuning(make_napari_viewer, qtbot, tmp_pat
     assert w.use_button.enabled, w.status.value
     meta = read_metadata(tmp_path / "ft.pt")
     assert meta["synthetic_pairs"] == 1 and meta["generator"].endswith("g.pt")
+
+
+def test_adapt_to_unlabelled_layers_only(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """Plugins menu, two unlabelled image layers chosen, no labels painted: the model adapts
+    (the source is the simulator, made small here), the layers and the model in use stay."""
+    from napari_omniseg.train import adapt
+
+    monkeypatch.setattr(adapt, "SOURCE_SLIDES", 1)
+    monkeypatch.setattr(adapt, "SOURCE_SLIDE_SIZE", 1024)
+    viewer = make_napari_viewer()
+    layers = []
+    for seed in (0, 1):
+        img, _ = discs(seed=seed)
+        layers.append(viewer.add_image(img, rgb=True, name=f"slide {seed}",
+                                       metadata={"mpp": 1.0}))
+    before = [lyr.data.copy() for lyr in layers]
+    in_use = MODELS_IN_USE.model("renal")
+    w = _open(viewer, "Fine-tune")
+    assert not w.adapt_to.native.isHidden()
+    w.adapt_to.value = layers
+    w.start_from.value = "file"
+    w.model_file.value = tiny_renal_checkpoint(tmp_path / "base.pt")
+    w.minutes.value = 0.2
+    w.save_to.value = tmp_path / "adapted.pt"
+    w.run_button.clicked()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=180_000)
+    assert w.use_button.enabled, w.status.value
+    assert w.status.value.startswith("done"), w.status.value
+    for lyr, b in zip(layers, before):
+        np.testing.assert_array_equal(lyr.data, b)
+    meta = read_metadata(tmp_path / "adapted.pt")
+    assert "slide 0, slide 1" in meta["adaptation"]["targets"]["description"]
+    assert "simulated slides" in meta["adaptation"]["source"]
+    assert MODELS_IN_USE.model("renal") is in_use
+    base = load_model(tmp_path / "base.pt", device="cpu")
+    x = torch.from_numpy(layers[0].data[:256, :256]).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        assert not torch.allclose(base(x, torch.tensor([0]), torch.tensor([1])),
+                                  w.trained[1].cpu()(x, torch.tensor([0]), torch.tensor([1])))
+    assert any(k.startswith("d_") for e in w.plot.history for k in e)
+    w.use_button.clicked()
+    assert MODELS_IN_USE.model("renal") is w.trained[1]
+
+
+def test_adapt_to_a_layer_without_pixel_size_is_one_sentence(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    img, _ = discs()
+    layer = viewer.add_image(img, rgb=True, name="no size")
+    w = _open(viewer, "Fine-tune")
+    w.adapt_to.value = [layer]
+    w.save_to.value = tmp_path / "a.pt"
+    w.run_button.clicked()
+    assert w.worker is None
+    assert "no size has no pixel size" in w.status.value

@@ -176,3 +176,20 @@ def test_plain_rgb_layer_in_current_view(make_napari_viewer, qtbot, slide_file, 
     ref = reference[0][:512, :512].astype(bool)
     got = got.astype(bool)
     assert ref.any() and 2 * (got & ref).sum() / (got.sum() + ref.sum()) > 0.9
+
+
+def test_normalising_the_stain_matches_segment_slide_with_it(make_napari_viewer, qtbot,
+                                                              slide_file):
+    from napari_omniseg import open_slide
+
+    viewer = make_napari_viewer()
+    viewer.open(slide_file, plugin=PLUGIN)
+    w = _widget(viewer)
+    w.normalise.value = "macenko"
+    w.run_button.clicked()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    assert w.status.value == "done", w.status.value
+    expected = segment_slide(open_slide(slide_file), ("ptc",), 40, load_model("renal"),
+                             bf16=True, normalise_stain="macenko")["ptc"][0].compute()
+    got = np.asarray(viewer.layers[layer_name("ptc", 40)].data[0])
+    np.testing.assert_array_equal(got, expected)

@@ -10,7 +10,9 @@ Sub-commands::
     omniseg segment SLIDE [SLIDE...] [--tissue T] [--magnification M] -o OUT
     omniseg segment-volume VOLUME [VOLUME...] [--region R] -o OUT
     omniseg finetune --manifest CSV [--base MODEL] [--minutes M] -o OUT.pt   (kidney or fetal)
-    omniseg evaluate --manifest CSV [--model MODEL]
+    omniseg evaluate --manifest CSV [--model MODEL] [--normalise-stain reinhard|macenko]
+    omniseg adapt --target SLIDE|FOLDER|CSV [--manifest CSV] [--levels encoder,decoder,shape]
+                  [--minutes M] -o OUT.pt
     omniseg train synthesis [--manifest CSV] [--simulated N] [--segmenter-out S.pt] -o G.pt
     omniseg synthesize MASK --stain S [--magnification M] [--seed N] -o OUT.ome.tif
     omniseg export MASKS... --format geojson|ome-tiff|csv -o OUT
@@ -25,11 +27,11 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import OmnisegInputError
-from . import finetune, measure, segment, simulate, synthesize, train
+from . import adapt, finetune, measure, segment, simulate, synthesize, train
 from .common import terminate_like_ctrl_c
 
 #: The command groups, in the order ``omniseg --help`` lists them.
-GROUPS = (simulate, train, synthesize, segment, finetune, measure)
+GROUPS = (simulate, train, synthesize, segment, finetune, adapt, measure)
 
 
 def build_parser() -> argparse.ArgumentParser:

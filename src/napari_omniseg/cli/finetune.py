@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..choices import GENERATOR, ImageKind
+from ..choices import GENERATOR, ImageKind, StainNormalisation
 from ..errors import OmnisegInputError
 from . import args as A
 from .common import (
@@ -57,6 +57,10 @@ def add_commands(sub: Any) -> None:
     ev.add_argument("--split-column", default=None,
                     help="column saying train / val (default 'split', if the manifest has it)")
     ev.add_argument("--split", default=None, help="only rows of this split (e.g. val)")
+    ev.add_argument("--normalise-stain", default="none",
+                    choices=[str(c) for c in StainNormalisation],
+                    help="kidney: map each patch's colours to the model's training stain first "
+                         "(default none)")
     ev.add_argument("--robot-strokes", type=A.integer(0, 100), default=0, metavar="N",
                     help="kidney: also run the robot user (N strokes per patch, each a disk at "
                          "the largest error, learned on that patch only) and add its Dice after "
@@ -130,7 +134,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.robot_strokes and task.image != ImageKind.RGB:
         raise OmnisegInputError("--robot-strokes applies to kidney patch manifests only")
     model = load_model(args.model or task.name)
-    out = functions_of(task).evaluate(model, rows)
+    if args.normalise_stain != StainNormalisation.NONE:
+        if task.image != ImageKind.RGB:
+            raise OmnisegInputError("--normalise-stain applies to kidney patch manifests only")
+        from ..train.finetune_renal import evaluate_annotations
+
+        out = evaluate_annotations(model, rows, normalise_stain=args.normalise_stain)
+    else:
+        out = functions_of(task).evaluate(model, rows)
     if args.robot_strokes:
         from ..train.robot import robot_evaluate
 

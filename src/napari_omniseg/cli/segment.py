@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import vocab
+from ..choices import StainNormalisation
 from ..errors import OmnisegInputError, failure_sentence
 from . import args as A
 from .common import batch
@@ -24,6 +25,10 @@ def add_commands(sub: Any) -> None:
     seg.add_argument("--model", default="renal", help="checkpoint file or bundled model name")
     seg.add_argument("--mpp", type=A.mpp, default=None,
                      help="µm per pixel, for slides whose file does not say")
+    seg.add_argument("--normalise-stain", default="none",
+                     choices=[str(c) for c in StainNormalisation],
+                     help="map each slide's colours to the model's training stain first (fitted "
+                          "once per slide; default none)")
     seg.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     seg.add_argument("--scheduler", default=None,
                      help="address of a dask.distributed scheduler; one task per slide")
@@ -60,7 +65,8 @@ def _segment(args: argparse.Namespace) -> int:
     mag = None if args.magnification == "auto" else float(args.magnification)
     def work(bar) -> dict:
         result = segment_slides(args.slides, tissues, mag, args.model, args.out, mpp=args.mpp,
-                                scheduler=args.scheduler, progress=bar)
+                                scheduler=args.scheduler, progress=bar,
+                                normalise_stain=args.normalise_stain)
         if args.geojson:
             from ..quantify.files import geojson_beside_masks
 

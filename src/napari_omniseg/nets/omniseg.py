@@ -110,6 +110,28 @@ class OmniSegPlus(nn.Module):
                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """:meth:`backbone`'s two outputs and the last decoder features ``(N, 32 * width, H,
         W)`` they are made from (what interactive correction learns on)."""
+        head, context, _, decoder = self.feature_maps(image)
+        return head, context, decoder[-1]
+
+    def feature_maps(self, image: torch.Tensor) -> tuple[
+            torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """Every feature map of one pass: what domain discriminators judge.
+
+        Parameters
+        ----------
+        image : torch.Tensor
+            ``(N, 3, H, W)`` in [0, 1], H and W multiples of 16.
+
+        Returns
+        -------
+        head, context : torch.Tensor
+            :meth:`backbone`'s two outputs.
+        encoder : list of torch.Tensor
+            The five encoder maps, finest first: ``32 w @ H``, ``64 w @ H/2``, ``128 w @ H/4``,
+            ``256 w @ H/8`` and the fused bottleneck ``256 w @ H/16`` (``w`` the width).
+        decoder : list of torch.Tensor
+            The four decoder maps, coarsest first: ``128 w @ H/8`` to ``32 w @ H``.
+        """
         if image.shape[-1] % 16 or image.shape[-2] % 16:
             raise ValueError(f"image height and width must be multiples of 16, got "
                              f"{tuple(image.shape[-2:])}")
@@ -125,11 +147,13 @@ class OmniSegPlus(nn.Module):
         skip3 = self.layer3(skip2)
         x = self.fusionConv(self.layer4(skip3))
         context = self.GAP(x).flatten(1)
-        x = self.x8_resb(F.interpolate(x, scale_factor=2, mode="nearest") + skip3)
-        x = self.x4_resb(F.interpolate(x, scale_factor=2, mode="nearest") + skip2)
-        x = self.x2_resb(F.interpolate(x, scale_factor=2, mode="nearest") + skip1)
-        x = self.x1_resb(F.interpolate(x, scale_factor=2, mode="nearest") + skip0)
-        return self.precls_conv(x), context, x
+        encoder = [skip0, skip1, skip2, skip3, x]
+        decoder = []
+        for block, skip in ((self.x8_resb, skip3), (self.x4_resb, skip2),
+                            (self.x2_resb, skip1), (self.x1_resb, skip0)):
+            x = block(F.interpolate(x, scale_factor=2, mode="nearest") + skip)
+            decoder.append(x)
+        return self.precls_conv(x), context, encoder, decoder
 
     # -- condition -----------------------------------------------------------------------------
 

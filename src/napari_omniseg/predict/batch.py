@@ -35,11 +35,12 @@ def output_stems(paths: Sequence[str | os.PathLike]) -> list[str]:
 def segment_slide_to_files(path: str | os.PathLike, tissues: Sequence[str],
                            magnification: float | None, model, out_dir: str | os.PathLike,
                            mpp: float | None = None, progress: Progress | None = None,
-                           stem: str | None = None, should_stop: ShouldStop | None = None
-                           ) -> dict:
+                           stem: str | None = None, should_stop: ShouldStop | None = None,
+                           normalise_stain: str = "none") -> dict:
     """Segment one slide and write one pyramidal OME-TIFF mask per tissue, named
     ``<stem>_<tissue>.ome.tif`` (``stem``: the slide's file stem by default). A stop leaves no
-    file (:func:`~napari_omniseg.io.export.write_mask_pyramids`).
+    file (:func:`~napari_omniseg.io.export.write_mask_pyramids`). ``normalise_stain``: see
+    :func:`~napari_omniseg.predict.slide.make_engines`.
 
     Returns
     -------
@@ -57,7 +58,8 @@ def segment_slide_to_files(path: str | os.PathLike, tissues: Sequence[str],
     mpp0 = slide.require_mpp()
     # files are written band by band, all tissues in step: the engines keep only the tiles
     # around the band being written, so memory does not grow with the slide
-    masks = segment_slide(slide, tissues, magnification, model, cache_rows=_WRITING_CACHE_ROWS)
+    masks = segment_slide(slide, tissues, magnification, model, cache_rows=_WRITING_CACHE_ROWS,
+                          normalise_stain=normalise_stain)
     stem = stem or file_stem(path)
     outs = {code: Path(out_dir) / f"{stem}_{code}.ome.tif" for code in masks}
     try:
@@ -73,19 +75,21 @@ def segment_slide_to_files(path: str | os.PathLike, tissues: Sequence[str],
     } for code, n in zip(masks, pixels)}
 
 
-def _run_one(path, tissues, magnification, model_ref, out_dir, mpp, stem):
+def _run_one(path, tissues, magnification, model_ref, out_dir, mpp, stem, normalise_stain):
     """Cluster task: load the model where the task runs, then segment one slide."""
     from ..checkpoints import load_model
 
     model = load_model(model_ref)
-    return segment_slide_to_files(path, tissues, magnification, model, out_dir, mpp, stem=stem)
+    return segment_slide_to_files(path, tissues, magnification, model, out_dir, mpp, stem=stem,
+                                  normalise_stain=normalise_stain)
 
 
 def segment_slides(paths: Sequence[str | os.PathLike], tissues: Sequence[str],
                    magnification: float | None, model_ref: str | os.PathLike,
                    out_dir: str | os.PathLike, mpp: float | None = None,
                    scheduler: str | None = None, progress: Progress | None = None,
-                   should_stop: ShouldStop | None = None) -> dict:
+                   should_stop: ShouldStop | None = None, normalise_stain: str = "none"
+                   ) -> dict:
     """Segment every slide; a slide that fails is reported and the others go on.
 
     Parameters
@@ -107,6 +111,9 @@ def segment_slides(paths: Sequence[str | os.PathLike], tissues: Sequence[str],
         here, one slide after another, keeping the run contract.
     progress, should_stop : callable, optional
         The run contract: a stop ends the batch and leaves no partial file.
+    normalise_stain : str
+        "reinhard" or "macenko": each slide's colours mapped to the model's training stain
+        first; "none" (default): as they are.
 
     Returns
     -------
@@ -125,7 +132,8 @@ def segment_slides(paths: Sequence[str | os.PathLike], tissues: Sequence[str],
             within = scaled(progress, i * 1000, 1000, len(paths) * 1000, f"{Path(p).name}: ")
             _each_file(p, slides, failed, functools.partial(
                 segment_slide_to_files, p, tissues, magnification, model, out_dir, mpp,
-                progress=within, stem=stems[i], should_stop=should_stop))
+                progress=within, stem=stems[i], should_stop=should_stop,
+                normalise_stain=normalise_stain))
             report(progress, (i + 1) * 1000, len(paths) * 1000, f"{Path(p).name} done")
         return {"slides": slides, "failed": failed}
 
@@ -142,7 +150,7 @@ def segment_slides(paths: Sequence[str | os.PathLike], tissues: Sequence[str],
             raise OmnisegInputError(f"cannot reach the dask scheduler at {scheduler} "
                                     f"({short_reason(e)}); is it running?") from None
     futures = {client.submit(_run_one, str(p), list(tissues), magnification, str(model_ref),
-                             str(out_dir), mpp, stem, pure=False): str(p)
+                             str(out_dir), mpp, stem, str(normalise_stain), pure=False): str(p)
                for p, stem in zip(paths, stems)}
     for i, fut in enumerate(as_completed(futures)):
         p = futures[fut]

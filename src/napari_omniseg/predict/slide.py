@@ -393,6 +393,7 @@ def make_engines(
     bf16: bool | None = None,
     mask_glass: bool = True,
     cache_rows: int | None = None,
+    normalise_stain: str = "none",
 ) -> dict[str, tuple[TileEngine, int]]:
     """For each tissue, the engine of its working magnification and its index in that engine
     (tissues that share a magnification share an engine: one backbone pass per tile).
@@ -412,8 +413,13 @@ def make_engines(
     cache_rows : int, optional
         Rows of network tiles each engine keeps (:class:`TileEngine`); default: up to 512 MB
         per working magnification, for panning back and forth in a viewer.
+    normalise_stain : StainNormalisation or str
+        Map the slide's colours to the stain the model was trained on first ("reinhard",
+        "macenko"; default "none"), fitted once on the slide
+        (:func:`~napari_omniseg.predict.stain_norm.normalised_slide`).
     """
     from ..checkpoints import model_and_precision
+    from ..choices import StainNormalisation
 
     if slide.magnification is None:
         slide.require_mpp()
@@ -423,6 +429,10 @@ def make_engines(
     mags = working_magnifications(tissues, magnification)
     codes = list(mags)
     model, bf16 = model_and_precision(model, "renal", bf16)
+    if StainNormalisation(normalise_stain) != StainNormalisation.NONE:
+        from .stain_norm import normalised_slide, reference_of
+
+        slide = normalised_slide(slide, reference_of(model, normalise_stain))
     groups: dict[float, list[str]] = {}
     for code, mag in mags.items():
         groups.setdefault(mag, []).append(code)
@@ -456,7 +466,8 @@ def segment_slide(slide: Slide, tissues: Sequence[str] = ("ptc",),
         chunk is 16 network tiles, so the first answer comes quickly and little is computed
         outside the view.
     **engine
-        :func:`make_engines`'s options (tile, overlap, bf16, mask_glass, cache_rows).
+        :func:`make_engines`'s options (tile, overlap, bf16, mask_glass, cache_rows,
+        normalise_stain).
 
     Returns
     -------

@@ -25,6 +25,7 @@ from magicgui.widgets import (
     FileEdit,
     FloatSpinBox,
     PushButton,
+    Select,
     SpinBox,
 )
 
@@ -162,6 +163,13 @@ class FinetuneWidget(DockWidget):
         self.generator_file = FileEdit(label="generator", filter="*.pt", visible=False,
                                        tooltip="the generator of the synthetic pairs (empty: "
                                                "the bundled one)")
+        self.adapt_to = Select(label="adapt to", choices=self._target_layers,
+                               tooltip="unlabelled image layers of your slides (a whole slide "
+                                       "is sampled on tissue at 5, 10 and 40x): the model "
+                                       "learns to see them as it sees its training data "
+                                       "(adversarial adaptation; docs/adaptation.md); with no "
+                                       "rows painted, the source is the simulator")
+        self.adapt_to.native.setMaximumHeight(90)
         self.save_to = FileEdit(label="save to", mode=FileDialogMode.OPTIONAL_FILE,
                                 filter="*.pt", value=DEFAULT_SAVE["renal"])
         self.plot = LossPlot()
@@ -171,7 +179,7 @@ class FinetuneWidget(DockWidget):
                      self.add_row_button,
                      self.magnification, self.stain, self.start_from, self.model_file,
                      self.minutes, self.semi, self.synthetic, self.generator_file,
-                     self.save_to, *run, self.use_button, status])
+                     self.adapt_to, self.save_to, *run, self.use_button, status])
         self.native.layout().insertWidget(self.native.layout().count() - 2, self.plot.native)
         self.add_row_button.changed.connect(lambda: self.add_row())
         self.kind.changed.connect(self._on_kind)
@@ -202,6 +210,7 @@ class FinetuneWidget(DockWidget):
         self.magnification.visible = self.train_what.visible = self.stain.visible = rgb
         self.semi.visible = self.task.semi_supervision and not generator
         self.synthetic.visible = rgb and not generator
+        self.adapt_to.visible = rgb and not generator
         self.generator_file.visible = rgb and not generator and self.synthetic.value > 0
         if Path(str(self.save_to.value)) in DEFAULT_SAVE.values():  # not chosen by the user
             self.save_to.value = DEFAULT_SAVE[GENERATOR if generator else self.task.name]
@@ -211,6 +220,9 @@ class FinetuneWidget(DockWidget):
 
     def _image_layers(self, _=None) -> list:
         return image_layers(self.viewer, self.task.image)
+
+    def _target_layers(self, _=None) -> list:
+        return image_layers(self.viewer, ImageKind.RGB)
 
     def _target_choices(self, _=None) -> list:
         return list(self.task.conditions)
@@ -239,24 +251,49 @@ class FinetuneWidget(DockWidget):
     def _refresh(self, event=None) -> None:
         for row in self.rows:
             row.reset_choices()
+        self.adapt_to.reset_choices()
 
     # -- annotations ---------------------------------------------------------------------------
 
+    @property
+    def adapts(self) -> bool:
+        """Whether unlabelled layers are chosen to adapt to (kidney segmenter only)."""
+        return (self.task.image == ImageKind.RGB and not self.trains_generator
+                and bool(self.adapt_to.value))
+
     def annotations(self) -> tuple[list, list]:
-        """Read the rows into (train, validation) annotations; layers are only read."""
+        """Read the rows into (train, validation) annotations; layers are only read. When
+        adapting, rows left empty are skipped and none are needed."""
         read = {ImageKind.RGB: self._slide_annotation, ImageKind.VOLUME: self._volume_annotation}[
             self.task.image]
         train: list = []
         val: list = []
         for row in self.rows:
             image, labels = row.image.value, row.labels_layer.value
+            if self.adapts and labels is None:
+                continue  # an unused row: adaptation needs no labels
             if image is None or labels is None:
                 what = "an image layer" if self.task.image == ImageKind.RGB else "a 3D volume layer"
                 raise OmnisegInputError(f"each row needs {what} and a labels layer")
             (train if row.use.value == "train" else val).append(read(row, image, labels))
-        if not train:
+        if not train and not self.adapts:
             raise OmnisegInputError("add at least one annotation row used for training")
         return train, val
+
+    def target_choice(self) -> tuple[list, float | None]:
+        """The chosen unlabelled layers and the µm/px typed for them (None: from each layer),
+        read in the GUI thread; :func:`read_targets` samples them in the worker."""
+        fixed = self.magnification.value != "from image"
+        mpp = vocab.mpp_of_magnification(float(self.magnification.value.rstrip("x"))) \
+            if fixed else None
+        layers = list(self.adapt_to.value)
+        for layer in layers:  # a missing pixel size is told before anything starts
+            try:
+                slide_from_layer(layer, mpp)
+            except OmnisegInputError:
+                raise OmnisegInputError(f"{layer.name} has no pixel size; choose its "
+                                        "magnification above") from None
+        return layers, mpp
 
     def _volume_annotation(self, row: AnnotationRow, image: Any, labels: Any):
         from ..train.task_functions import functions_of
@@ -336,7 +373,7 @@ class FinetuneWidget(DockWidget):
             return
         try:
             train, val = self.annotations()
-            if self._warned_positive_only(train):
+            if train and self._warned_positive_only(train):
                 return
             base_choice = self._base_choice()
             synthetic_from = self._synthetic_choice()
@@ -358,6 +395,8 @@ class FinetuneWidget(DockWidget):
 
         if trains_generator:
             job = self._generator_job(train, base, out, minutes, stain, every)
+        elif self.adapts:
+            job = self._adapt_job(train, val, base, out, minutes, every)
         else:
             from ..train.run_finetune import FinetuneOptions, run_finetune
 
@@ -375,7 +414,10 @@ class FinetuneWidget(DockWidget):
 
         self.plot.clear()
         self.use_button.enabled = False
-        self._launch(job, status=f"training on {len(train)} annotation(s)...",
+        what = f"{len(train)} annotation(s)"
+        if self.adapts:
+            what = f"{what} and {len(self.adapt_to.value)} unlabelled layer(s)"
+        self._launch(job, status=f"training on {what}...",
                      failure="training failed", on_event=self.plot.add,
                      on_returned=self._on_done)
 
@@ -400,6 +442,27 @@ class FinetuneWidget(DockWidget):
         self.status.value = msg
         show_warning(msg)
         return True
+
+    def _adapt_job(self, train: list, val: list, base: Any, out: Path, minutes: float,
+                   every: float):
+        """The worker's job when unlabelled layers are chosen: adversarial adaptation, the
+        rows (if any) as the labelled source, else the simulator's slides."""
+        from ..train.adapt import AdaptOptions, run_adapt
+
+        layers, mpp = self.target_choice()
+        options = AdaptOptions(minutes=minutes, validate_every=every)
+        self._notes: list[str] = []
+
+        def job(progress, should_stop, emit):
+            progress(0, 0, "sampling the unlabelled layers on tissue...")
+            targets = read_targets(layers, mpp, self._notes)
+            model, base_name = base(progress)
+            result = run_adapt(model, base_name, targets, out, options, source=train or None,
+                               val=val or None, progress=progress, should_stop=should_stop,
+                               on_validate=emit)
+            return result, out, "renal"
+
+        return job
 
     @staticmethod
     def _generator_job(train: list, base: Any, out: Path, minutes: float, stain: str,
@@ -428,8 +491,9 @@ class FinetuneWidget(DockWidget):
         dice = ("" if result.best_score is None
                 else f", validation Dice {result.best_score:.3f}" if before is None
                 else f", validation Dice {before:.3f} before, {result.best_score:.3f} after")
+        notes = "".join(f"; {n}" for n in getattr(self, "_notes", []))
         self.status.value = (f"{'stopped' if result.stopped else 'done'}: {result.steps} steps"
-                             f"{dice}; saved {out.name}")
+                             f"{dice}; saved {out.name}{notes}")
         self.use_button.enabled = True
 
     def use_trained(self) -> None:
@@ -437,3 +501,26 @@ class FinetuneWidget(DockWidget):
         if self.trained is not None:
             MODELS_IN_USE.set(*self.trained)
             self.status.value = f"model in use: {self.trained[2]}"
+
+
+def read_targets(layers: list, mpp: float | None, notes: list[str]) -> Any:
+    """Tissue crops of image layers as adaptation targets (in the worker: a whole slide is
+    read crop by crop); a warning (a single image) is added to ``notes``."""
+    import warnings
+
+    from ..train.adapt_targets import TargetImages, sample_slide, targets_from_arrays
+
+    out = TargetImages()
+    for layer in layers:
+        part = sample_slide(slide_from_layer(layer, mpp), crop=256, per_magnification=24,
+                            seed=0, name=layer.name)
+        out.images += part.images
+        out.magnifications += part.magnifications
+        out.names += part.names
+    names = ", ".join(lyr.name for lyr in layers)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = targets_from_arrays(out.images, out.magnifications, out.names, 256,
+                                  f"{len(out)} tissue crops of the layers {names}")
+    notes += [str(w.message) for w in caught]
+    return out

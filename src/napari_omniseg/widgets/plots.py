@@ -75,7 +75,8 @@ class Plot:
 
 
 class LossPlot(Plot):
-    """Training loss and validation Dice against time, updated as training reports."""
+    """Training loss and validation Dice against time, updated as training reports; for
+    adaptation also the discriminators' mean loss (entries with ``d_*`` losses)."""
 
     def __init__(self) -> None:
         super().__init__(height_px=170)
@@ -97,12 +98,26 @@ class LossPlot(Plot):
         dice_ax = ax.twinx()
         self._style(dice_ax)
         for axis, key, colour, label in ((ax, "loss", "#ff963c", "training loss"),
+                                         (ax, "discriminators", "#b07cff", None),
                                          (dice_ax, "val_dice", "#3cc8dc", "validation Dice")):
-            pts = [(e["seconds"], e[key]) for e in self.history if e.get(key) is not None]
+            pts = [(e["seconds"], _value(e, key)) for e in self.history
+                   if _value(e, key) is not None]
             if pts:
                 x, y = zip(*pts)
-                axis.plot(x, y, "o-", color=colour, markersize=3, label=label)
-            axis.set_ylabel(label, color=colour)
+                axis.plot(x, y, "o-", color=colour, markersize=3, label=key)
+            if label is not None:
+                axis.set_ylabel(label, color=colour)
+        if any(_value(e, "discriminators") is not None for e in self.history):
+            ax.legend(["training loss", "discriminators"], fontsize=6, labelcolor=_FOREGROUND,
+                      facecolor=_BACKGROUND, edgecolor=_FOREGROUND)
         dice_ax.set_ylim(0, 1)
         ax.set_xlabel("time (s)")
         self.draw()
+
+
+def _value(entry: dict, key: str) -> float | None:
+    """An entry's value of ``key``; "discriminators" is the mean of its ``d_*`` losses."""
+    if key != "discriminators":
+        return entry.get(key)
+    values = [v for k, v in entry.items() if k.startswith("d_") and v is not None]
+    return float(np.mean(values)) if values else None

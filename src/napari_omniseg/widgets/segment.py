@@ -17,7 +17,7 @@ from magicgui.widgets import ComboBox, FloatSpinBox
 from qtpy.QtCore import QTimer
 
 from .. import vocab
-from ..choices import ImageKind, ModelSource
+from ..choices import ImageKind, ModelSource, StainNormalisation
 from ..errors import OmnisegInputError
 from .dock import DockWidget
 from .layers import give_pixel_size, image_layers, layers_of_type, slide_from_layer
@@ -56,8 +56,14 @@ class SegmentWidget(DockWidget):
                                         "file); it becomes the image layer's scale, so it "
                                         "is asked once")
         self.mpp.native.setDecimals(4)  # 0.2525 (Aperio) and 0.337 must not be rounded
+        self.normalise = ComboBox(label="stain", value=StainNormalisation.NONE, choices=[
+            ("as it is", StainNormalisation.NONE),
+            ("normalise to the model's stain (Macenko)", StainNormalisation.MACENKO),
+            ("normalise to the model's stain (Reinhard)", StainNormalisation.REINHARD)],
+            tooltip="map the slide's colours to the stain the model was trained on, fitted "
+                    "once on the slide (docs/adaptation.md measures when it helps)")
         self.extend([self.image, self.tissue, self.magnification, *model, self.where,
-                     self.shapes, self.mpp, *self._run_controls("Segment")])
+                     self.shapes, self.mpp, self.normalise, *self._run_controls("Segment")])
         self.where.changed.connect(lambda v: setattr(self.shapes, "visible", v == WHERE[2]))
         self._on_layers_changed(self._refresh_choices)
         self._model_cache: dict[str, Any] = {}
@@ -132,10 +138,12 @@ class SegmentWidget(DockWidget):
             return
         arrays = {code: self._mask_levels(slide) for code in mags}
         layers: list = []
+        normalise = self.normalise.value
 
         def job(progress, should_stop, emit):
             progress(0, 0, "loading the model...")
-            engines = make_engines(slide, list(mags), mag, self._model(source, path))
+            engines = make_engines(slide, list(mags), mag, self._model(source, path),
+                                   normalise_stain=normalise)
             emit("ready")
             return fill_region(engines, arrays, box, progress=progress,
                                should_stop=should_stop)

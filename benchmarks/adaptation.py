@@ -1,0 +1,150 @@
+"""Adaptation without labels: the tables of docs/adaptation.md.
+
+Usage::
+
+    python benchmarks/adaptation.py MANIFEST --protocol real [--source he --target pas]
+        [--minutes 5] [--seeds 0 1 2] [--arms ...] [--results FILE.jsonl]
+    python benchmarks/adaptation.py MANIFEST --protocol simulator [--minutes 5] [--seeds 0 1 2]
+
+``real`` (the paper's protocol): the source stain's ``train`` rows are labelled, the target
+stain's ``train`` images unlabelled, and every arm is scored on the target stain's ``val``
+rows. Arms, each with ``omniseg adapt`` as a user runs it, the same time budget, starting from
+the bundled model: ``source`` (``--levels none``), ``reinhard`` and ``macenko`` (the source
+model evaluated with ``omniseg evaluate --normalise-stain``), ``encoder``, ``decoder``,
+``shape`` (one discriminator), ``all`` (three), and ``supervised`` (both stains' train rows
+labelled, the upper bound). ``simulator``: the bundled model adapted to every ki-dev ``train``
+image (unlabelled; the source is the simulator), scored on all ``val`` rows, against the
+bundled model itself. ``val`` rows are never trained on nor used to pick weights (the
+manifests handed to ``omniseg adapt`` hold train rows only). One JSON line per run goes to
+``--results``; the summary (mean and sd over seeds) is printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from machine import cpu_model
+
+ARMS = ("source", "reinhard", "macenko", "encoder", "decoder", "shape", "all", "supervised")
+LEVELS = {"source": "none", "encoder": "encoder", "decoder": "decoder", "shape": "shape",
+          "all": "encoder,decoder,shape", "supervised": "none"}
+
+
+def _rows(manifest: Path) -> list[dict]:
+    with open(manifest, newline="", encoding="utf-8-sig") as f:
+        return list(csv.DictReader(f))
+
+
+def _write(rows: list[dict], path: Path, base: Path, split: str | None = None) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, "image": str(base / r["image"]), "mask": str(base / r["mask"]),
+                        **({"split": split} if split else {})})
+    return path
+
+
+def _run(cmd: list[str]) -> dict:
+    out = subprocess.run(["omniseg", *cmd], check=True, capture_output=True, text=True).stdout
+    return json.loads(out[out.index("{"):])
+
+
+def _evaluate(model: str, manifest: Path, normalise: str = "none") -> dict:
+    return _run(["evaluate", "--manifest", str(manifest), "--model", model, "--split", "val",
+                 "--normalise-stain", normalise])
+
+
+def main() -> None:
+    """Run the chosen arms and seeds; print the summary table."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("manifest", type=Path)
+    p.add_argument("--protocol", choices=("real", "simulator"), default="real")
+    p.add_argument("--source", default="he")
+    p.add_argument("--target", default="pas")
+    p.add_argument("--minutes", type=float, default=5.0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    p.add_argument("--results", type=Path, default=Path("adaptation_results.jsonl"))
+    a = p.parse_args()
+    base = a.manifest.resolve().parent
+    rows = _rows(a.manifest)
+    work = Path(tempfile.mkdtemp(prefix="adapt-bench-"))
+    train = [r for r in rows if r["split"] == "train"]
+    if a.protocol == "real":
+        src = _write([r for r in train if r["stain"] == a.source], work / "source.csv", base)
+        both = _write(train, work / "both.csv", base)
+        tgt = _write([r for r in train if r["stain"] == a.target], work / "target.csv", base)
+        val = _write([r for r in rows if r["split"] == "val" and r["stain"] == a.target],
+                     work / "val.csv", base)
+        arms = a.arms
+    else:
+        src = None
+        tgt = _write(train, work / "target.csv", base)
+        val = _write([r for r in rows if r["split"] == "val"], work / "val.csv", base)
+        arms = ["bundled", "all"]
+    print(f"CPU: {cpu_model()}; {a.minutes:g} min per run; work in {work}", flush=True)
+    for seed in a.seeds:
+        for arm in arms:
+            t0 = time.perf_counter()
+            if arm == "bundled":
+                if seed != a.seeds[0]:
+                    continue
+                score = _evaluate("renal", val)
+            elif arm in ("reinhard", "macenko"):
+                model = work / f"source-{seed}.pt"
+                if not model.exists():
+                    print(f"{arm}: run the source arm of seed {seed} first", flush=True)
+                    continue
+                score = _evaluate(str(model), val, arm)
+            else:
+                model = work / f"{arm}-{seed}.pt"
+                cmd = ["adapt", "--target", str(tgt), "--levels", LEVELS.get(arm, "encoder,"
+                       "decoder,shape"), "--minutes", str(a.minutes), "--seed", str(seed),
+                       "-o", str(model)]
+                if arm == "supervised":
+                    cmd += ["--manifest", str(both)]
+                elif src is not None:
+                    cmd += ["--manifest", str(src)]
+                _run(cmd)
+                score = _evaluate(str(model), val)
+            line = {"protocol": a.protocol, "arm": arm, "seed": seed, "minutes": a.minutes,
+                    "source": a.source if a.protocol == "real" else "simulator",
+                    "target": a.target if a.protocol == "real" else "ki-dev train, all stains",
+                    "val_mean_dice": score["mean_dice"],
+                    "tissues": {k: v["dice"] for k, v in score["tissues"].items()},
+                    "seconds": round(time.perf_counter() - t0, 1), "cpu": cpu_model(),
+                    "date": time.strftime("%Y-%m-%d")}
+            print(json.dumps(line), flush=True)
+            with open(a.results, "a", encoding="utf-8") as f:
+                f.write(json.dumps(line) + "\n")
+    summarize(a.results)
+
+
+def summarize(results: Path) -> None:
+    """Mean and sd of each (protocol, arm) over its seeds, and the share of the source ->
+    supervised gap each real-protocol arm recovers."""
+    lines = [json.loads(x) for x in results.read_text().splitlines() if x.strip()]
+    groups: dict[tuple, list[float]] = {}
+    for x in lines:
+        groups.setdefault((x["protocol"], x["arm"], x["minutes"]), []).append(x["val_mean_dice"])
+    for (protocol, arm, minutes), v in sorted(groups.items()):
+        src = groups.get((protocol, "source", minutes))
+        sup = groups.get((protocol, "supervised", minutes))
+        gap = ""
+        if src and sup and np.mean(sup) > np.mean(src):
+            share = (np.mean(v) - np.mean(src)) / (np.mean(sup) - np.mean(src))
+            gap = f", gap recovered {share:.0%}"
+        print(f"{protocol:9s} {arm:10s} {minutes:g} min: {np.mean(v):.3f} "
+              f"(sd {np.std(v, ddof=1) if len(v) > 1 else 0:.3f}, n={len(v)}){gap}")
+
+
+if __name__ == "__main__":
+    main()
