@@ -84,3 +84,23 @@ class StainNormalisation(StrEnum):
     """Per-channel mean and spread matched in CIELAB (Reinhard et al. 2001)."""
     MACENKO = "macenko"
     """Stain vectors and concentrations from optical density (Macenko et al. 2009)."""
+
+
+class LsrLoss(StrEnum):
+    """How block statistics are matched to the block table (label super-resolution)."""
+
+    INTRA = "intra"
+    """Each block on its own (Malkin et al.'s LSR)."""
+    INTER = "inter"
+    """Groups of same-class blocks: the spread of their block means."""
+    INTRA_INTER = "intra+inter"
+    """Groups, with the mean within-block variance added (law of total variance)."""
+
+
+class LsrDistance(StrEnum):
+    """The statistics-matching distance of label super-resolution."""
+
+    NLL = "nll"
+    """Gaussian negative log-likelihood of the table's mean (no degenerate minimum)."""
+    PAPER = "paper"
+    """The paper's distance, whose mean term vanishes as the predicted variance goes to 0."""

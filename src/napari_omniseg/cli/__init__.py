@@ -27,11 +27,11 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import OmnisegInputError
-from . import adapt, finetune, measure, segment, simulate, synthesize, train
+from . import adapt, blocks, finetune, measure, segment, simulate, synthesize, train
 from .common import terminate_like_ctrl_c
 
 #: The command groups, in the order ``omniseg --help`` lists them.
-GROUPS = (simulate, train, synthesize, segment, finetune, adapt, measure)
+GROUPS = (simulate, train, synthesize, segment, finetune, blocks, adapt, measure)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..choices import GENERATOR, ImageKind, StainNormalisation
+from ..choices import GENERATOR, ImageKind, LsrDistance, LsrLoss, StainNormalisation
 from ..errors import OmnisegInputError
 from . import args as A
 from .common import (
@@ -47,6 +47,25 @@ def add_commands(sub: Any) -> None:
                     help="seed of the batches' order and augmentation (and of the synthetic "
                          "pairs)")
     ft.add_argument("-o", "--out", type=Path, required=True, help="checkpoint to write (.pt)")
+    bl = ft.add_argument_group(
+        "block labels", "a kidney manifest with a 'blocks' column instead of 'mask' (image, "
+        "blocks, block_size, tissue, magnification[, split]) trains from block labels")
+    bl.add_argument("--block-table", type=Path, default=None, metavar="TABLE.csv",
+                    help="p(tissue fraction | block class): columns tissue, block_class, mean, "
+                         "sd (required with block labels)")
+    bl.add_argument("--block-loss", default=str(LsrLoss.INTRA_INTER),
+                    choices=[str(c) for c in LsrLoss],
+                    help="per block (intra), per group of same-class blocks (inter), or both "
+                         "(default intra+inter)")
+    bl.add_argument("--block-distance", default=str(LsrDistance.NLL),
+                    choices=[str(c) for c in LsrDistance],
+                    help="Gaussian NLL (default) or the paper's statistics-matching distance")
+    bl.add_argument("--alpha", type=A.real(0, 10, above=True), default=0.8,
+                    help="the table's sd is matched as alpha x sd (default 0.8)")
+    bl.add_argument("--group-size", type=A.integer(1, 1000), default=8,
+                    help="blocks of one class per group (default 8)")
+    bl.add_argument("--pixels", type=Path, default=None, metavar="MANIFEST.csv",
+                    help="also train on the pixel masks of this manifest's train rows")
 
     ev = sub.add_parser("evaluate", help="per-tissue Dice and 95%% Hausdorff (µm) on a manifest "
                                          "(per-region Dice for fetal volumes)")
@@ -85,13 +104,19 @@ def _split_column(args: argparse.Namespace) -> str:
     return args.split_column
 
 
-@holding_output_file("manifest", "base", "generator")
+@holding_output_file("manifest", "base", "generator", "block_table", "pixels")
 def _finetune(args: argparse.Namespace) -> int:
     from ..checkpoints import load_model
+    from ..io.manifest import columns
     from ..tasks import task_of_manifest
     from ..train.run_finetune import FinetuneOptions, run_finetune
     from ..train.task_functions import functions_of
 
+    if "blocks" in columns(args.manifest):
+        return _finetune_blocks(args)
+    if args.block_table is not None:
+        raise OmnisegInputError(f"--block-table needs a manifest with a 'blocks' column; "
+                                f"{args.manifest.name} has none")
     task = task_of_manifest(args.manifest)
     args.split_column = _split_column(args)
     splits = functions_of(task).read_manifest(args.manifest, args.split_column)
@@ -117,6 +142,50 @@ def _finetune(args: argparse.Namespace) -> int:
                "seconds": round(result.seconds, 1), "history": result.history}
     if val:
         summary["val"] = functions_of(task).evaluate(result.model, val)
+    print(json.dumps(summary, indent=2))
+    return 130 if result.stopped else 0
+
+
+def _finetune_blocks(args: argparse.Namespace) -> int:
+    """``finetune`` on a block-label manifest (label super-resolution)."""
+    from ..checkpoints import load_model
+    from ..train.annotations import read_manifest
+    from ..train.block_labels import BlockTable, read_block_manifest
+    from ..train.finetune_blocks import (
+        BlockOptions,
+        finetune_blocks,
+        fit_report,
+        save_block_finetuned,
+    )
+
+    if args.block_table is None:
+        raise OmnisegInputError(f"{args.manifest.name} lists block labels; give their table "
+                                "with --block-table TABLE.csv (omniseg blocks from-masks "
+                                "writes one)")
+    for flag, given in (("--semi", args.semi), ("--synthetic", args.synthetic)):
+        if given:
+            raise OmnisegInputError(f"{flag} applies to pixel-mask manifests, not block labels")
+    args.split_column = _split_column(args)
+    blocks = read_block_manifest(args.manifest, args.split_column).get("train", [])
+    if not blocks:
+        raise OmnisegInputError(f"{args.manifest.name} has no training rows "
+                                f"(column {args.split_column!r} = train)")
+    table = BlockTable.load(args.block_table)
+    table.check_covers(blocks)
+    pixels = read_manifest(args.pixels).get("train", []) if args.pixels else None
+    options = BlockOptions(loss=LsrLoss(args.block_loss),
+                           distance=LsrDistance(args.block_distance), alpha=args.alpha,
+                           group_size=args.group_size)
+    base_name = args.base or "renal"
+    with progress_bar("finetune (block labels)") as bar, \
+            ctrl_c_stops("fine-tuning") as should_stop:
+        result = finetune_blocks(load_model(base_name), blocks, table, pixels,
+                                 options=options, lr=args.lr or 1e-3, seed=args.seed,
+                                 minutes=args.minutes, progress=bar, should_stop=should_stop)
+    save_block_finetuned(result, args.out, str(base_name), blocks, table, options, pixels)
+    summary = {"checkpoint": str(args.out), "steps": result.steps, "stopped": result.stopped,
+               "seconds": round(result.seconds, 1),
+               "fit": fit_report(result.model, blocks, table)}
     print(json.dumps(summary, indent=2))
     return 130 if result.stopped else 0
 

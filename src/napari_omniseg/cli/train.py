@@ -35,6 +35,17 @@ def add_commands(sub: Any) -> None:
                       help="afterwards, Dice on N held-out simulated slides per stain")
     tr_r.add_argument("--half", action="store_true",
                       help="store the final weights in float16 (half the file)")
+    tr_r.add_argument("--real", type=Path, default=None, metavar="MANIFEST.csv",
+                      help="also learn from the 'train' rows of this annotated manifest (the "
+                           "fine-tuning CSV; other rows are never used)")
+    tr_r.add_argument("--real-fraction", type=A.real(0, 1), default=0.5,
+                      help="share of each batch drawn from --real rows")
+    tr_r.add_argument("--init", default=None, metavar="MODEL",
+                      help="start from this renal checkpoint ('renal': the bundled one)")
+    tr_r.add_argument("--stain-p", type=A.real(0, 1), default=0.0,
+                      help="share of patches re-dyed with random stain vectors")
+    tr_r.add_argument("--jpeg-p", type=A.real(0, 1), default=0.0,
+                      help="share of patches JPEG-compressed at a random quality")
 
     tr_s = trsub.add_parser("synthesis", help="train a pyramid generator of histology from "
                                               "tissue masks")
@@ -123,7 +134,10 @@ def _synthesis_arguments(parser: Any, game: bool) -> None:
 def _train_renal(args: argparse.Namespace) -> int:
     from ..train.renal import RenalRecipe, dice_table, evaluate_simulated, train_renal
 
-    chosen = RenalRecipe(slides=args.slides, width=args.width, batch=args.batch, lr=args.lr)
+    chosen = RenalRecipe(slides=args.slides, width=args.width, batch=args.batch, lr=args.lr,
+                         real_manifest=str(args.real) if args.real else None,
+                         real_fraction=args.real_fraction, init=args.init,
+                         stain_p=args.stain_p, jpeg_p=args.jpeg_p)
     with progress_bar("train renal") as bar, ctrl_c_stops("training") as should_stop:
         recipe = train_renal(args.out, chosen, minutes=args.minutes, bank_path=args.bank,
                              half=args.half, progress=bar, should_stop=should_stop).recipe

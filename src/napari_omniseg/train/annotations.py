@@ -208,13 +208,6 @@ def read_manifest(path: str | os.PathLike, split_column: str | None = "split"
     relative to the CSV. Returns the rows grouped by ``split_column`` (all under ``"train"``
     when the column is absent or None).
     """
-    from PIL import Image, UnidentifiedImageError
-
-    def imread(p: Path) -> np.ndarray:
-        with Image.open(p) as im:
-            return np.asarray(im.convert("RGB") if im.mode not in ("L", "1", "I", "RGB")
-                              else im)
-
     from ..io.manifest import number, read_grouped
 
     def annotation(row: dict[str, str], where: str) -> Annotation:
@@ -226,11 +219,8 @@ def read_manifest(path: str | os.PathLike, split_column: str | None = "split"
         if not 1 <= magnification <= 100:
             raise OmnisegInputError(f"{where}: magnification {row['magnification']} is not a "
                                     "microscope objective's (1x to 100x)")
-        try:
-            image = imread(Path(path).parent / row["image"])
-            mask = imread(Path(path).parent / row["mask"])
-        except (OSError, ValueError, UnidentifiedImageError) as e:
-            raise OmnisegInputError(f"{where}: cannot read {e}") from None
+        image = imread_rgb(Path(path).parent / row["image"], where, rgb=False)
+        mask = imread_rgb(Path(path).parent / row["mask"], where, rgb=False)
         if image.ndim == 2:
             raise OmnisegInputError(f"{where}: {row['image']} is a grayscale image; the "
                                     "kidney models learn from RGB brightfield patches")
@@ -242,6 +232,19 @@ def read_manifest(path: str | os.PathLike, split_column: str | None = "split"
 
     return read_grouped(path, {"image", "mask", "tissue", "magnification"}, split_column,
                         annotation)
+
+
+def imread_rgb(path: str | os.PathLike, where: str, rgb: bool = True) -> np.ndarray:
+    """An image file as an array: RGB (alpha and palettes dropped), or with ``rgb=False``
+    single-channel images kept as they are; one sentence naming ``where`` if unreadable."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            keep = ("RGB",) if rgb else ("L", "1", "I", "RGB")
+            return np.asarray(im if im.mode in keep else im.convert("RGB"))
+    except (OSError, ValueError, UnidentifiedImageError) as e:
+        raise OmnisegInputError(f"{where}: cannot read {e}") from None
 
 
 def summarize(annotations: list[Annotation]) -> dict:

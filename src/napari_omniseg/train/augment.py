@@ -68,3 +68,69 @@ def _blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
     img = F.conv2d(F.pad(img, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).repeat(
         c, 1, 1, 1), groups=c)
     return img[0]
+
+
+#: Optical-density vectors of haematoxylin, eosin and a residual channel (Ruifrok & Johnston,
+#: as in scikit-image's ``rgb_from_hed``): the basis other stains are rotated from.
+_HED = torch.tensor([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
+
+
+def stain_vectors(images: torch.Tensor, generator: torch.Generator, p: float = 0.5,
+                  max_angle: float = 0.45, amount: float = 0.3) -> torch.Tensor:
+    """Re-dye a share ``p`` of RGB images ``(N, 3, H, W)`` in [0, 1] with random stains.
+
+    Each image is unmixed into amounts of three dyes (haematoxylin, eosin, residual) and mixed
+    again with each dye's optical-density vector turned by up to ``max_angle`` radians in a
+    random direction and each dye's amount scaled by up to ``amount``: colours the training
+    stains never had (silver, trichrome, other labs' PAS), with the tissue's structure kept.
+    """
+    n = images.shape[0]
+    g = generator
+    pick = torch.nonzero(torch.rand(n, generator=g) < p).flatten()
+    if len(pick) == 0:
+        return images
+    basis = _HED / _HED.norm(dim=1, keepdim=True)
+    unmix = torch.linalg.inv(basis)
+    out = images.clone()
+    for i in pick.tolist():
+        od = -torch.log(images[i].clamp(1 / 255, 1))  # (3, H, W)
+        amounts = torch.einsum("ck,chw->khw", unmix, od)
+        amounts[:2] = amounts[:2].clamp(min=0)  # no negative dye; the residual may be
+        turn = torch.randn(3, 3, generator=g)
+        turn = turn - (turn * basis).sum(1, keepdim=True) * basis  # perpendicular directions
+        turn = turn / turn.norm(dim=1, keepdim=True).clamp(min=1e-6)
+        angle = torch.rand(3, 1, generator=g) * max_angle
+        angle[2] = 0  # the residual is what no dye explains: turned, it tints the glass
+        # a dye absorbs, never brightens: no negative density
+        vectors = (basis * torch.cos(angle) + turn * torch.sin(angle)).clamp(min=0)
+        vectors = vectors / vectors.norm(dim=1, keepdim=True).clamp(min=1e-6)
+        scale = 1 + amount * (torch.rand(3, 1, 1, generator=g) * 2 - 1)
+        od = torch.einsum("khw,kc->chw", amounts * scale, vectors)
+        out[i] = torch.exp(-od.clamp(min=0)).clamp(0, 1)
+    return out
+
+
+def jpeg(images: torch.Tensor, generator: torch.Generator, p: float = 0.5,
+         quality: tuple[int, int] = (30, 95)) -> torch.Tensor:
+    """JPEG-compress a share ``p`` of RGB images ``(N, 3, H, W)`` in [0, 1] at a random
+    quality: the block artefacts of scanned slides."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    n = images.shape[0]
+    pick = torch.nonzero(torch.rand(n, generator=generator) < p).flatten()
+    if len(pick) == 0:
+        return images
+    q = torch.randint(quality[0], quality[1] + 1, (n,), generator=generator)
+    out = images.clone()
+    for i in pick.tolist():
+        arr = (images[i].permute(1, 2, 0).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="JPEG", quality=int(q[i]))
+        buf.seek(0)
+        with Image.open(buf) as im:
+            back = np.asarray(im.convert("RGB"))
+        out[i] = torch.from_numpy(back.copy()).permute(2, 0, 1).float() / 255
+    return out

@@ -69,6 +69,18 @@ class RenalRecipe:
         How often a tissue is shown at its optimal magnification (else a neighbouring one).
     p_present : float
         How often the drawn patch contains the tissue.
+    real_manifest : str, optional
+        Annotated real patches (the fine-tuning CSV); only its ``train`` rows are used.
+    real_fraction : float
+        The share of each batch drawn from those rows (partial labels: only the annotated
+        tissue's pixels count).
+    init : str, optional
+        A renal checkpoint (or ``"renal"``, the bundled one) to start from instead of a new
+        network.
+    stain_p, jpeg_p : float
+        How often a patch is re-dyed with random stain vectors
+        (:func:`~napari_omniseg.train.augment.stain_vectors`) and JPEG-compressed
+        (:func:`~napari_omniseg.train.augment.jpeg`), on top of the colour jitter.
     """
 
     slides: int = 80
@@ -79,6 +91,11 @@ class RenalRecipe:
     lr: float = 2e-3
     p_optimal: float = 0.7
     p_present: float = 0.8
+    real_manifest: str | None = None
+    real_fraction: float = 0.5
+    init: str | None = None
+    stain_p: float = 0.0
+    jpeg_p: float = 0.0
 
     def seeds(self) -> list[int]:
         """The simulator seeds of the training slides."""
@@ -88,15 +105,26 @@ class RenalRecipe:
         """The fields, and what the code they select does, in words for the checkpoint."""
         seeds = self.seeds()
         weights = ", ".join(f"{code} {w:g}" for code, w in TISSUE_WEIGHTS.items())
+        simulated = (f"{self.slides} simulated slides ({self.slide_size} px at 40x, "
+                     f"seeds {seeds[0]}-{seeds[-1]}, stains drawn from "
+                     f"{list(vocab.STAINS)}, {self.biopsy_fraction:.0%} of them "
+                     "needle biopsies with glass)")
+        real = ""
+        if self.real_manifest:
+            real = (f"; and the 'train' rows of {Path(self.real_manifest).name} (annotated "
+                    f"real patches, partial labels, {self.real_fraction:.0%} of each batch; "
+                    "its 'val' rows never)")
+        augmentation = ("flips, rotation, +-10% zoom; optical-density stain mix/scale, "
+                        "brightness, blur, noise")
+        if self.stain_p or self.jpeg_p:
+            augmentation += (f"; random stain vectors p={self.stain_p:g}, JPEG quality 30-95 "
+                             f"p={self.jpeg_p:g}")
         return {**dataclasses.asdict(self),
-                "trained_on": f"{self.slides} simulated slides ({self.slide_size} px at 40x, "
-                              f"seeds {seeds[0]}-{seeds[-1]}, stains drawn from "
-                              f"{list(vocab.STAINS)}, {self.biopsy_fraction:.0%} of them "
-                              "needle biopsies with glass)",
+                "trained_on": simulated + real
+                + (f"; started from {self.init}" if self.init else ""),
                 "loss": "Dice + BCE on two one-hot channels, weight 1.2 on a 2 px ring outside "
                         "objects",
-                "augmentation": "flips, rotation, +-10% zoom; optical-density stain mix/scale, "
-                                "brightness, blur, noise",
+                "augmentation": augmentation,
                 "sampling": f"tissue weights {weights}; optimal magnification "
                             f"p={self.p_optimal:g} else a neighbouring one; patch containing "
                             f"the tissue p={self.p_present:g}"}
@@ -140,13 +168,14 @@ def train_renal(
     """
     import torch
 
-    from ..checkpoints import pick_device, save_checkpoint
+    from ..checkpoints import load_model, pick_device, save_checkpoint
     from ..nets.omniseg import OmniSegPlus
     from .engine import SegmentationStep, train_and_save
     from .losses import dice_bce_loss
 
     recipe = recipe or RenalRecipe()
     t0 = time.perf_counter()
+    real = _real_rows(recipe.real_manifest) if recipe.real_manifest else []  # fail early
     if bank_path is not None and Path(bank_path).exists():
         bank = PatchBank.load(bank_path)
     else:
@@ -158,10 +187,13 @@ def train_renal(
     t_data = time.perf_counter() - t0
     torch.manual_seed(0)
     device = pick_device()
-    model = OmniSegPlus(width=recipe.width).to(device)
-    meta = {**recipe.metadata(), "patches": int(len(bank)), "device": str(device)}
-    batches = make_batches(bank, recipe.batch, p_optimal=recipe.p_optimal,
-                           p_present=recipe.p_present)
+    if recipe.init:
+        model = load_model(recipe.init, device=str(device)).float().train()
+    else:
+        model = OmniSegPlus(width=recipe.width).to(device)
+    meta = {**recipe.metadata(), "patches": int(len(bank)), "real_patches": len(real),
+            "device": str(device)}
+    batches = mixed_batches(bank, real, recipe)
     step = SegmentationStep(model, batches, dice_bce_loss, lr=recipe.lr)
 
     def save(meta: dict, final: bool) -> None:
@@ -169,6 +201,52 @@ def train_renal(
 
     return train_and_save(step, save, meta, started=t0, data_seconds=t_data, model=model,
                           minutes=minutes, progress=progress, should_stop=should_stop)
+
+
+def _real_rows(manifest: str) -> list:
+    """The ``train`` rows of an annotated manifest (never its other splits)."""
+    from ..errors import OmnisegInputError
+    from .annotations import read_manifest
+
+    rows = read_manifest(manifest).get("train", [])
+    if not rows:
+        raise OmnisegInputError(f"{manifest} has no 'train' rows to learn from")
+    return rows
+
+
+def mixed_batches(bank: PatchBank, real: list, recipe: RenalRecipe, seed: int = 0):
+    """``next_batch()`` of simulated patches and, when ``real`` annotations are given, a
+    ``recipe.real_fraction`` of real ones (their unannotated pixels unknown), then the
+    recipe's stain-vector and JPEG augmentation on all of them."""
+    import torch
+
+    from .augment import jpeg, stain_vectors
+    from .finetune_renal import make_finetune_batches
+
+    n_real = int(round(recipe.batch * recipe.real_fraction)) if real else 0
+    n_real = min(max(n_real, 1 if real else 0), recipe.batch - 1)
+    simulated = make_batches(bank, recipe.batch - n_real, seed=seed,
+                             p_optimal=recipe.p_optimal, p_present=recipe.p_present)
+    annotated = make_finetune_batches(real, batch=n_real, seed=seed) if n_real else None
+    gen = torch.Generator().manual_seed(seed + 1)
+
+    def next_batch():
+        b = simulated()
+        b["valid"] = torch.ones_like(b["targets"])
+        if annotated is not None:
+            r = annotated()
+            b = {"images": torch.cat([b["images"], r["images"]]),
+                 "targets": torch.cat([b["targets"], r["targets"]]),
+                 "valid": torch.cat([b["valid"], r["valid"]]),
+                 "conditions": tuple(torch.cat([a, c]) for a, c in
+                                     zip(b["conditions"], r["conditions"]))}
+        if recipe.stain_p:
+            b["images"] = stain_vectors(b["images"], gen, p=recipe.stain_p)
+        if recipe.jpeg_p:
+            b["images"] = jpeg(b["images"], gen, p=recipe.jpeg_p)
+        return b
+
+    return next_batch
 
 
 def evaluation_seeds(n: int, size: int = 4096, start: int = 1) -> list[int]:
