@@ -204,7 +204,37 @@ def run_correct_kidney(viewer, widget, qtbot, tmp_path) -> None:
     assert after[data > 0].mean() < found[data > 0].mean()
 
 
+def run_block_labels(viewer, widget, qtbot, tmp_path) -> None:
+    viewer.open_sample(PLUGIN, "renal_pas")
+    truth = _renal_truth("pas", 0)["ptc"] > 0
+    widget.image.value = viewer.layers[0]
+    widget.tissue.value = "ptc"
+    blocks = widget.make_block_layer()  # the default block size divides the sample
+    b = widget.block_size.value
+    rows, cols = slice(768 // b, 1536 // b), slice(2048 // b, 3072 // b)
+    box = truth[rows.start * b:rows.stop * b, cols.start * b:cols.stop * b]
+    frac = box.reshape(box.shape[0] // b, b, box.shape[1] // b, b).mean(axis=(1, 3))
+    painted_blocks = blocks.data.copy()
+    painted_blocks[rows, cols] = np.where(frac == 0, 1, np.where(frac < 0.1, 2, 3))
+    blocks.data = painted_blocks
+    examples = np.zeros(truth.shape, np.uint8)
+    examples[rows.start * b:rows.start * b + 2 * b, cols.start * b:cols.stop * b] = truth[
+        rows.start * b:rows.start * b + 2 * b, cols.start * b:cols.stop * b]
+    widget.painted.value = viewer.add_labels(examples, name="painted blocks",
+                                             scale=viewer.layers[0].scale)
+    widget.estimate_button.clicked()
+    assert "estimated from" in widget.status.value, widget.status.value
+    widget.minutes.value = widget.minutes.min
+    widget.save_to.value = str(tmp_path / "blocks.pt")
+    widget.run_button.clicked()
+    _wait(qtbot, widget)
+    assert widget.status.value.startswith("done"), widget.status.value
+    assert np.array_equal(blocks.data, painted_blocks)  # layers are only read
+    assert "ptc class" in widget.report.value
+
+
 WIDGET_RUNS = {
+    "Block labels": run_block_labels,
     "Segment (kidney)": run_segment_kidney,
     "Correct (kidney)": run_correct_kidney,
     "Segment (fetal MRI)": run_segment_fetal,

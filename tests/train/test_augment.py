@@ -24,3 +24,32 @@ def test_colour_changes_stain_but_keeps_range_and_structure():
     assert (y - x).abs().mean() > 0.01
     for i in range(6):  # the picture is still the same picture
         assert torch.corrcoef(torch.stack([x[i].flatten(), y[i].flatten()]))[0, 1] > 0.5
+
+
+def test_stain_vectors_keep_structure_and_change_colour():
+    from napari_omniseg.train.augment import stain_vectors
+
+    g = torch.Generator().manual_seed(0)
+    from napari_omniseg.train.augment import _HED
+
+    basis = _HED / _HED.norm(dim=1, keepdim=True)
+    amounts = torch.rand(4, 3, 32, 32, generator=g) * torch.tensor([1.0, 0.6, 0.1])[:, None, None]
+    x = torch.exp(-torch.einsum("nkhw,kc->nchw", amounts, basis))  # a dyed image
+    same = stain_vectors(x, g, p=1.0, max_angle=0.0, amount=0.0)
+    assert torch.allclose(same, x, atol=1e-5)  # unmixing and mixing again is the identity
+    out = stain_vectors(x, g, p=1.0)
+    assert (out - x).abs().mean() > 0.01
+    # where the image is darker, the re-dyed one is darker too: structure kept
+    dark = x.mean(1) < x.mean(1).median()
+    assert (out.mean(1)[dark].mean() < out.mean(1)[~dark].mean())
+    assert torch.equal(stain_vectors(x, g, p=0.0), x)
+
+
+def test_jpeg_compresses_a_share_of_the_images():
+    from napari_omniseg.train.augment import jpeg
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 3, 32, 32)
+    out = jpeg(x, g, p=1.0, quality=(10, 10))
+    assert out.shape == x.shape and 0.02 < (out - x).abs().mean() < 0.5
+    assert torch.equal(jpeg(x, g, p=0.0), x)

@@ -41,3 +41,24 @@ def test_bank_and_sampler(tmp_path):
         seen.setdefault(code, []).append(m)
     ptc = seen["ptc"]
     assert 0.55 < np.mean(np.array(ptc) == 40) < 0.85  # optimal 70% of the time
+
+
+def test_mixed_batches_join_real_rows_with_their_unknown_pixels(tmp_path):
+    import torch
+
+    from napari_omniseg.train.annotations import annotation_from_layers
+    from napari_omniseg.train.renal import RenalRecipe, mixed_batches
+
+    bank = build_patch_bank([3], size=1024, patch=128, crops={40: 2, 20: 1, 10: 1, 5: 1})
+    img = np.full((128, 128, 3), 200, np.uint8)
+    painted = np.zeros((128, 128), np.uint8)
+    painted[40:60, 40:60] = 1
+    real = [annotation_from_layers(img, painted, "ptc", 40, annotated=False)]
+    recipe = RenalRecipe(batch=4, real_fraction=0.5, stain_p=1.0, jpeg_p=1.0,
+                         real_manifest="rows.csv")
+    b = mixed_batches(bank, real, recipe)()
+    assert b["images"].shape[0] == b["valid"].shape[0] == 4
+    assert torch.all(b["valid"][:2] == 1)  # simulated: every pixel known
+    assert b["valid"][2:].mean() < 0.2  # real, painted only: the rest unknown
+    meta = recipe.metadata()
+    assert "its 'val' rows never" in meta["trained_on"] and "JPEG" in meta["augmentation"]

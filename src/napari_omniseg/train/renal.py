@@ -227,7 +227,8 @@ def mixed_batches(bank: PatchBank, real: list, recipe: RenalRecipe, seed: int = 
     n_real = min(max(n_real, 1 if real else 0), recipe.batch - 1)
     simulated = make_batches(bank, recipe.batch - n_real, seed=seed,
                              p_optimal=recipe.p_optimal, p_present=recipe.p_present)
-    annotated = make_finetune_batches(real, batch=n_real, seed=seed) if n_real else None
+    annotated = (make_finetune_batches(real, batch=n_real, crop=bank.images.shape[1],
+                                      seed=seed) if n_real else None)
     gen = torch.Generator().manual_seed(seed + 1)
 
     def next_batch():
