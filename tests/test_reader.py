@@ -120,7 +120,7 @@ def test_manifest_is_valid_and_lists_reader_and_samples():
     assert keys == {"renal_he", "renal_pas", "renal_sil", "renal_tri", "fetal_mri"}
     assert [w.display_name for w in manifest.contributions.widgets] == [
         "Segment (kidney)", "Segment (fetal MRI)", "Fine-tune", "Quantify", "Synthesize",
-        "Correct (kidney)"]
+        "Correct (kidney)", "Block labels"]
     assert [w.display_name for w in manifest.contributions.writers] == [
         "QuPath GeoJSON", "OME-TIFF labels pyramid", "CSV of objects"]
 

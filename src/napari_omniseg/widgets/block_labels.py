@@ -136,16 +136,6 @@ class BlockLabelsWidget(DockWidget):
         for w in (self.image, self.blocks, self.painted):
             w.reset_choices()
 
-    def _told(self, action: Any) -> Any:
-        """``action`` for a button: its input errors reach the person as one sentence."""
-        def run(*_: Any) -> None:
-            try:
-                action()
-            except OmnisegInputError as e:
-                self._report(str(e))
-
-        return run
-
     # -- the block layer -----------------------------------------------------------------------
 
     def make_block_layer(self) -> Any:

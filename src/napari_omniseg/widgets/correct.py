@@ -69,14 +69,6 @@ class CorrectWidget(DockWidget):
                 if isinstance(lyr, Labels) and "tissue" in lyr.metadata
                 and "strokes_for" not in lyr.metadata]
 
-    def _told(self, action):
-        def run(*_: Any) -> None:
-            try:
-                action()
-            except OmnisegInputError as e:
-                self._report(str(e))
-        return run
-
     def _chosen(self) -> tuple[Any, Any, str, float]:
         mask = self.mask.value
         if mask is None:

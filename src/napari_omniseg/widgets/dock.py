@@ -92,6 +92,18 @@ class DockWidget(WorkerControls, Container):
             logging.getLogger(__name__).exception("starting %s failed", type(self).__name__)
             self._report(f"could not start: {short_reason(e)}")
 
+    def _told(self, action: Callable[[], Any]) -> Callable[..., None]:
+        """``action`` for a button: its input errors reach the person as one sentence."""
+        from ..errors import OmnisegInputError
+
+        def run(*_: Any) -> None:
+            try:
+                action()
+            except OmnisegInputError as e:
+                self._report(str(e))
+
+        return run
+
     def _visible_world_corners(self) -> Any:
         """The view's top-left and bottom-right corners in world coordinates, ``(2, 2)``
         (y, x): what the canvas shows at the camera's centre and zoom."""
