@@ -17,7 +17,7 @@ from .. import vocab
 from ..choices import LsrDistance, LsrLoss
 from .annotations import Annotation
 from .block_labels import BlockAnnotation, BlockTable
-from .engine import TrainResult, run_training, with_default_budget
+from .engine import SegmentationStep, TrainResult, run_training, with_default_budget
 
 
 @dataclass(frozen=True)
@@ -123,28 +123,21 @@ def table_tensors(table: BlockTable, tissues: list[str], blocks: Any) -> tuple[A
     return keys, eta, sd
 
 
-class BlockStep:
+class BlockStep(SegmentationStep):
     """One AdamW step on block labels (the LSR loss) and, when given, pixel annotations
-    (Dice + BCE over known pixels), for :func:`~napari_omniseg.train.engine.run_training`."""
+    (Dice + BCE over known pixels), for :func:`~napari_omniseg.train.engine.run_training`;
+    the optimiser, precision and forward pass are :class:`SegmentationStep`'s."""
 
     def __init__(self, model: Any, block_batches: Any, table: BlockTable,
                  options: BlockOptions, pixel_batches: Any = None, lr: float = 1e-3,
                  bf16: bool | None = None) -> None:
-        import torch
+        from .losses import dice_bce_loss
 
-        self.model, self.block_batches, self.pixel_batches = model, block_batches, pixel_batches
-        self.table, self.options = table, options
-        self.device = next(model.parameters()).device
-        self.bf16 = self.device.type == "cpu" if bf16 is None else bf16
-        self.networks = {"model": model}
-        self.optimizers = [torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)]
+        super().__init__(model, pixel_batches, dice_bce_loss, lr=lr, bf16=bf16)
+        self.block_batches, self.table, self.options = block_batches, table, options
 
     def _logits(self, images: Any, conditions: tuple) -> Any:
-        import torch
-
-        dev = self.device
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.bf16):
-            return self.model(images.to(dev), *[c.to(dev) for c in conditions]).float()
+        return self._forward(images, [c.to(self.device) for c in conditions])
 
     def block_loss(self, batch: dict) -> Any:
         """The LSR loss of a block batch."""
@@ -165,15 +158,13 @@ class BlockStep:
         """One step; returns the block, pixel and total losses."""
         import torch
 
-        from .losses import dice_bce_loss
-
         out: dict[str, float] = {}
         loss = self.options.weight * self.block_loss(self.block_batches())
         out["block_loss"] = float(loss.detach())
-        if self.pixel_batches is not None:
-            b = self.pixel_batches()
-            pixel = dice_bce_loss(self._logits(b["images"], b["conditions"]),
-                                  b["targets"].to(self.device), b["valid"].to(self.device))
+        if self.next_batch is not None:
+            b = self.next_batch()
+            pixel = self.loss_fn(self._logits(b["images"], b["conditions"]),
+                                 b["targets"].to(self.device), b["valid"].to(self.device))
             out["pixel_loss"] = float(pixel.detach())
             loss = loss + pixel
         opt = self.optimizers[0]
