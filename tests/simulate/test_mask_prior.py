@@ -1,0 +1,99 @@
+"""The anatomy prior drawn inside painted masks."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from skimage.draw import disk
+
+from napari_omniseg.simulate.mask_prior import prior_halo, render_prior
+from napari_omniseg.vocab import tissue
+
+# Median 9x9 local standard deviation (grey levels, R, G, B) inside eroded DT/PT masks: the
+# smallest over the 12 ki-dev `train` tubule patches at 10x was 14.5, 18.3, 13.8 (2026-12-03).
+REAL_TUBULE_LOCAL_SD_FLOOR = 13.0
+
+
+def _painted(side: int = 320) -> np.ndarray:
+    m = np.zeros((6, side, side), bool)
+    for k, (cy, cx) in enumerate([(60, 60), (60, 170), (170, 60)]):
+        m[tissue("pt" if k % 2 else "dt").task_id][disk((cy, cx), 40, shape=m.shape[1:])] = True
+    m[tissue("cap").task_id][disk((220, 220), 80, shape=m.shape[1:])] = True
+    m[tissue("ves").task_id][disk((60, 270), 40, shape=m.shape[1:])] = True
+    m[tissue("ptc").task_id][disk((280, 60), 6, shape=m.shape[1:])] = True
+    return m
+
+
+def _local_sd(channel: np.ndarray, k: int = 9) -> np.ndarray:
+    x = channel.astype(float)
+    mean = ndimage.uniform_filter(x, k)
+    return np.sqrt(np.clip(ndimage.uniform_filter(x * x, k) - mean * mean, 0, None))
+
+
+def test_windows_agree_with_the_whole_image():
+    m, mpp = _painted(), 1.0
+    whole = render_prior(m, "pas", mpp, seed=4)
+    halo = prior_halo(mpp)
+    for y, x in [(100, 100), (180, 200)]:
+        s = 60
+        ya, xa = max(0, y - halo), max(0, x - halo)
+        window = render_prior(m[:, ya:y + s + halo, xa:x + s + halo], "pas", mpp, seed=4,
+                              y0=ya, x0=xa)
+        assert np.array_equal(window[y - ya:y - ya + s, x - xa:x - xa + s],
+                              whole[y:y + s, x:x + s])
+
+
+def test_a_seed_gives_one_image_and_another_seed_another():
+    m = _painted()
+    a = render_prior(m, "he", 1.0, seed=1)
+    assert np.array_equal(a, render_prior(m, "he", 1.0, seed=1))
+    assert np.abs(a.astype(int) - render_prior(m, "he", 1.0, seed=2)).mean() > 5
+
+
+@pytest.mark.parametrize("code", ["dt", "pt", "cap", "ves"])
+def test_a_tissue_lies_inside_its_painted_region(code):
+    """Painting one tissue changes the image only within its region (and the optics' blur)."""
+    m = _painted()
+    empty = np.zeros_like(m)
+    only = empty.copy()
+    only[tissue(code).task_id] = m[tissue(code).task_id]
+    base = render_prior(empty, "pas", 1.0, seed=0).astype(int)
+    drawn = render_prior(only, "pas", 1.0, seed=0).astype(int)
+    changed = np.abs(drawn - base).max(-1) > 12
+    near = ndimage.binary_dilation(only[tissue(code).task_id], iterations=3)
+    assert changed[near].mean() > 0.3
+    # nuclei of the unpainted interstitium may be displaced next to the region; nothing else
+    assert changed[~ndimage.binary_dilation(near, iterations=8)].mean() < 0.002
+
+
+def test_tubules_are_not_flat():
+    m = _painted()
+    for stain in ("he", "pas", "sil", "tri"):
+        img = render_prior(m, stain, 1.0, seed=0)
+        inner = ndimage.binary_erosion(m[tissue("pt").task_id], iterations=4)
+        for c in range(3):
+            assert np.median(_local_sd(img[..., c])[inner]) > REAL_TUBULE_LOCAL_SD_FLOOR
+
+
+def test_a_painted_disc_gets_a_tuft_with_nuclei_and_an_artery_a_lumen():
+    m = _painted()
+    img = render_prior(m, "pas", 1.0, seed=0).astype(float).mean(-1)
+    cap = m[tissue("cap").task_id]
+    centre = np.zeros_like(cap)
+    centre[disk((220, 220), 50, shape=cap.shape)] = True
+    rim = cap & ~ndimage.binary_erosion(cap, iterations=6)
+    assert img[centre].mean() < img[rim].mean() - 15  # tuft darker than Bowman's space
+    ves = m[tissue("ves").task_id]
+    lumen = np.zeros_like(ves)
+    lumen[disk((60, 270), 8, shape=ves.shape)] = True
+    wall = ves & ~ndimage.binary_erosion(ves, iterations=10)
+    assert img[lumen].mean() > img[wall].mean() + 20
+
+
+def test_a_wide_tubule_region_is_split_into_tubules():
+    m = np.zeros((6, 300, 300), bool)
+    m[tissue("pt").task_id, 20:280, 20:280] = True
+    img = render_prior(m, "pas", 1.0, seed=0).astype(float).mean(-1)
+    bright = img[20:280, 20:280] > np.percentile(img[20:280, 20:280], 85)
+    # the bright gaps between tubules are thin; an opening leaves the lumens
+    lumens, n = ndimage.label(ndimage.binary_opening(bright, iterations=3))
+    assert n >= 6  # a 260 um square holds many tubule lumens, not one
