@@ -135,6 +135,18 @@ def realism(manifest: str, generators: list[str], seed: int = 0) -> None:
     rows.append(("simulator's own images (its layouts)", list(bank.images), None))
     for spec in generators:
         name, path = spec.split("=", 1)
+        if path == "prior":  # the anatomy prior alone: the known tissues' masks drawn in
+            from napari_omniseg.simulate.mask_prior import render_prior
+
+            def known(i: int) -> np.ndarray:
+                k = np.asarray(val.known[i], bool)
+                return k[:, None, None] if k.ndim == 1 else k
+
+            fakes = [render_prior(np.asarray(val.masks[i], bool) & known(i), val.stains[i],
+                                  vocab.mpp_of_magnification(val.magnifications[i]), seed)
+                     for i in range(len(val))]
+            rows.append((name, fakes, fakes))
+            continue
         g = load_model(path, device="cpu").float().eval()
         fakes = [generate_window(g, val.masks[i], val.stains[i], val.magnifications[i], seed,
                                  known=val.known[i]) for i in range(len(val))]
@@ -243,7 +255,7 @@ def speed(generator: str, side: int) -> None:
 
     here = str(Path(__file__).parent)
     print(f"CPU: {_cpu()}; {time.strftime('%Y-%m-%d')}; a {side} x {side} mask at 40x")
-    for precision in ("fp32", "bf16"):
+    for precision in (() if generator == "prior" else ("fp32", "bf16")):
         out = subprocess.run([sys.executable, "-c", _SPEED_CHILD, generator, str(side),
                               precision, here], capture_output=True, text=True, check=True)
         print(out.stdout.strip().splitlines()[-1])
@@ -265,18 +277,52 @@ def speed(generator: str, side: int) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def local_sd_floor(manifest: str, k: int = 9) -> None:
+    """Median k x k local standard deviation per channel inside the eroded DT/PT masks of
+    the real `train` patches: how far from flat a real tubule is (a floor for tests)."""
+    import csv
+
+    from PIL import Image
+    from scipy import ndimage
+
+    root = Path(manifest).parent
+    per_patch = []
+    for row in csv.DictReader(open(manifest)):
+        if row["split"] != "train" or row["tissue"] not in ("dt", "pt"):
+            continue
+        rgb = np.asarray(Image.open(root / row["image"]).convert("RGB"), float)
+        inner = ndimage.binary_erosion(np.asarray(Image.open(root / row["mask"]).convert("L"))
+                                       > 127, iterations=4)
+        if inner.sum() < 100:
+            continue
+        sds = []
+        for c in range(3):
+            mean = ndimage.uniform_filter(rgb[..., c], k)
+            var = ndimage.uniform_filter(rgb[..., c] ** 2, k) - mean ** 2
+            sds.append(float(np.median(np.sqrt(np.clip(var, 0, None))[inner])))
+        per_patch.append(sds)
+    v = np.array(per_patch)
+    print(f"{len(v)} train tubule patches; local sd (R, G, B): min {np.round(v.min(0), 1)}, "
+          f"median {np.round(np.median(v, 0), 1)}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="what", required=True)
     r = sub.add_parser("realism")
     r.add_argument("manifest")
-    r.add_argument("generators", nargs="+", help="NAME=checkpoint.pt")
+    r.add_argument("generators", nargs="+",
+                   help="NAME=checkpoint.pt, or NAME=prior for the anatomy prior alone")
     s = sub.add_parser("speed")
     s.add_argument("generator")
     s.add_argument("--side", type=int, default=4096)
+    f = sub.add_parser("local-sd")
+    f.add_argument("manifest")
     a = p.parse_args()
     if a.what == "realism":
         realism(a.manifest, a.generators)
+    elif a.what == "local-sd":
+        local_sd_floor(a.manifest)
     else:
         speed(a.generator, a.side)
 

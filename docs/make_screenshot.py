@@ -1,7 +1,7 @@
 """Regenerate docs/images/*.png: napari with the plugin, as a user sees it.
 
 Run under a display (or ``xvfb-run -a python docs/make_screenshot.py [renal] [finetune]
-[fetal] [quantify] [synthesize] [correct]``; all six by default). Uses the bundled models and the
+[fetal] [quantify] [synthesize] [prior] [correct]``; all seven by default). Uses the bundled models and the
 sample data. Widgets are opened the way a person opens them, from the Plugins menu
 (``add_plugin_dock_widget``), and samples from File > Open Sample.
 """
@@ -54,6 +54,8 @@ def main(parts: set[str]) -> None:
         quantify(viewer)
     if "synthesize" in parts:
         synthesize(viewer)
+    if "prior" in parts:
+        synthesize(viewer, prior_only=True)
     if "correct" in parts:
         correct(viewer)
     viewer.close()
@@ -151,13 +153,10 @@ def quantify(viewer) -> None:
     viewer.screenshot(str(OUT / "quantify_widget.png"), canvas_only=False)
 
 
-def synthesize(viewer) -> None:
-    """Synthesize: a mask painted at 10x (tubules, a glomerulus, an artery), two variations."""
+def _painted_at_10x(widget):
+    """A mask painted at 10x in the Synthesize widget: tubules, a glomerulus, an artery."""
     import numpy as np
 
-    viewer.window.remove_dock_widget("all")
-    viewer.layers.clear()
-    widget = open_widget(viewer, "Synthesize")
     mask = widget.new_mask_layer()  # no image: over the view at 40x
     mask.scale = (1.0, 1.0)  # 10x
     yy, xx = np.mgrid[:1024, :1024]
@@ -171,13 +170,25 @@ def synthesize(viewer) -> None:
     mask.data[(yy - 850) ** 2 + (xx - 200) ** 2 < 60 ** 2] = 5
     mask.refresh()
     widget.magnification.value = "10"
-    widget.variations.value = 2
+    return mask
+
+
+def synthesize(viewer, prior_only: bool = False) -> None:
+    """Synthesize: a mask painted at 10x (tubules, a glomerulus, an artery), two variations
+    of the bundled generator, or one of the anatomy prior alone."""
+    viewer.window.remove_dock_widget("all")
+    viewer.layers.clear()
+    widget = open_widget(viewer, "Synthesize")
+    mask = _painted_at_10x(widget)
+    widget.variations.value = 1 if prior_only else 2
+    widget.prior_only.value = prior_only
     widget.run_button.clicked()
     _wait_for(widget)
     mask.visible = False
     viewer.reset_view()
     _settle()
-    viewer.screenshot(str(OUT / "synthesize_widget.png"), canvas_only=False)
+    name = "anatomy_prior.png" if prior_only else "synthesize_widget.png"
+    viewer.screenshot(str(OUT / name), canvas_only=False)
 
 
 def correct(viewer) -> None:
@@ -217,4 +228,4 @@ def correct(viewer) -> None:
 
 if __name__ == "__main__":
     main(set(sys.argv[1:]) or {"renal", "finetune", "fetal", "quantify", "synthesize",
-                               "correct"})
+                               "prior", "correct"})

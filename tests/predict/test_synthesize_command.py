@@ -49,6 +49,21 @@ def test_synthesize_writes_a_pyramid_with_the_masks_shape_and_pixel_size(tmp_pat
     np.testing.assert_array_equal(first, again)  # the same seed, the same image
 
 
+def test_synthesize_with_the_anatomy_prior_alone(tmp_path, capsys):
+    """``--generator prior``: no model file; the painted PT rectangle gets tubules (lumens
+    brighter than epithelium), and the output is written like any synthetic image."""
+    mask = painted_tif(tmp_path / "painted.tif")
+    out = tmp_path / "prior.ome.tif"
+    code = main(["synthesize", str(mask), "--stain", "he", "--generator", "prior", "-o",
+                 str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["generator"] == "prior"
+    rgb = np.asarray(open_slide(out).levels[0]).astype(float)
+    assert rgb.shape == (600, 700, 3)
+    region = rgb[110:290, 110:390].mean(-1)
+    assert region.std() > 20 and np.percentile(region, 95) - np.percentile(region, 5) > 60
+
+
 @pytest.mark.parametrize("case, words", [
     ("not a generator", "not a histology generator"),
     ("garbage file", "g.pt"),

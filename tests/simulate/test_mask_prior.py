@@ -5,12 +5,10 @@ import pytest
 from scipy import ndimage
 from skimage.draw import disk
 
+from conftest import REAL_TUBULE_LOCAL_SD_FLOOR, local_sd
+
 from napari_omniseg.simulate.mask_prior import prior_halo, render_prior
 from napari_omniseg.vocab import tissue
-
-# Median 9x9 local standard deviation (grey levels, R, G, B) inside eroded DT/PT masks: the
-# smallest over the 12 ki-dev `train` tubule patches at 10x was 14.5, 18.3, 13.8 (2026-12-03).
-REAL_TUBULE_LOCAL_SD_FLOOR = 13.0
 
 
 def _painted(side: int = 320) -> np.ndarray:
@@ -21,12 +19,6 @@ def _painted(side: int = 320) -> np.ndarray:
     m[tissue("ves").task_id][disk((60, 270), 40, shape=m.shape[1:])] = True
     m[tissue("ptc").task_id][disk((280, 60), 6, shape=m.shape[1:])] = True
     return m
-
-
-def _local_sd(channel: np.ndarray, k: int = 9) -> np.ndarray:
-    x = channel.astype(float)
-    mean = ndimage.uniform_filter(x, k)
-    return np.sqrt(np.clip(ndimage.uniform_filter(x * x, k) - mean * mean, 0, None))
 
 
 def test_windows_agree_with_the_whole_image():
@@ -71,7 +63,7 @@ def test_tubules_are_not_flat():
         img = render_prior(m, stain, 1.0, seed=0)
         inner = ndimage.binary_erosion(m[tissue("pt").task_id], iterations=4)
         for c in range(3):
-            assert np.median(_local_sd(img[..., c])[inner]) > REAL_TUBULE_LOCAL_SD_FLOOR
+            assert np.median(local_sd(img[..., c])[inner]) > REAL_TUBULE_LOCAL_SD_FLOOR
 
 
 def test_a_painted_disc_gets_a_tuft_with_nuclei_and_an_artery_a_lumen():

@@ -55,6 +55,36 @@ def test_paint_a_disc_and_synthesize(make_napari_viewer, qtbot, tiny_generator):
     assert len([lyr for lyr in viewer.layers if lyr.name.startswith("synthetic")]) == 2
 
 
+def test_anatomy_prior_draws_tissue_inside_a_painted_tubule(make_napari_viewer, qtbot,
+                                                           tiny_generator):
+    """With no learned model, a painted tubule gets epithelium, nuclei and a lumen: the image
+    inside it is not flat, and the glass-free interstitium around it is another texture."""
+    from scipy import ndimage
+
+    from conftest import REAL_TUBULE_LOCAL_SD_FLOOR, local_sd
+
+    viewer = make_napari_viewer()
+    w, mask = _setup(viewer, tiny_generator)
+    w.model_source.value = "bundled"
+    w.variations.value = 1
+    yy, xx = np.mgrid[:300, :400]
+    tubule = (yy - 150) ** 2 + (xx - 80) ** 2 < 40 ** 2  # 40 µm across at 0.5 µm/px
+    mask.data[tubule] = 2
+    w.prior_only.value = True
+    w.run_button.clicked()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    assert not w.run_failed, w.status.value
+    (image,) = [lyr for lyr in viewer.layers if lyr.name.startswith("synthetic PAS")]
+    inner = ndimage.binary_erosion(tubule, iterations=4)
+    for c in range(3):
+        assert np.median(local_sd(image.data[..., c])[inner]) > REAL_TUBULE_LOCAL_SD_FLOOR
+    # a lumen: the tubule's centre is brighter than its epithelium
+    grey = image.data.astype(float).mean(-1)
+    ring = tubule & ~ndimage.binary_erosion(tubule, iterations=10)
+    centre = (yy - 150) ** 2 + (xx - 80) ** 2 < 8 ** 2
+    assert grey[centre].mean() > grey[ring].mean() + 15
+
+
 def test_stop_leaves_no_half_written_layer(make_napari_viewer, qtbot, tiny_generator):
     viewer = make_napari_viewer()
     w, _mask = _setup(viewer, tiny_generator)

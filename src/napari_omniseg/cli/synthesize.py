@@ -27,7 +27,9 @@ def add_commands(sub: Any) -> None:
     syn.add_argument("--seed", type=A.seed, default=0,
                      help="one seed gives one image, another a variation")
     syn.add_argument("--generator", default=GENERATOR,
-                     help="generator checkpoint (default: the bundled one)")
+                     help="generator checkpoint (default: the bundled one), or 'prior': the "
+                          "simulator's anatomy (nuclei, epithelium, lumens) drawn inside the "
+                          "painted regions, without a learned model")
     syn.add_argument("--mpp", type=A.mpp, default=None,
                      help="µm per pixel, for masks whose file does not say")
     syn.add_argument("-o", "--out", type=Path, required=True, help="image to write (.ome.tif)")

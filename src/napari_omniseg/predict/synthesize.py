@@ -21,6 +21,8 @@ NOISE_BLOCK = 64
 #: than the generator's reach (about 165 pixels across at four levels) on each side.
 CHUNK = 512
 HALO = 128
+#: The generator name that means the procedural anatomy prior alone, no learned model.
+ANATOMY_PRIOR = "prior"
 
 
 def level_noise(seed: int, level: int, y0: int, x0: int, h: int, w: int) -> np.ndarray:
@@ -105,8 +107,9 @@ def synthesize(generator: Any, labels: Any, stain: str, magnification: float, se
 
     Parameters
     ----------
-    generator : PyramidGenerator
-        A trained generator (:func:`~napari_omniseg.checkpoints.load_model`).
+    generator : PyramidGenerator or str
+        A trained generator (:func:`~napari_omniseg.checkpoints.load_model`), or
+        :data:`ANATOMY_PRIOR` for the simulator's anatomy drawn in the mask, no learned model.
     labels : array
         ``(H, W)`` labels (numpy, dask or zarr): the tissue's task id + 1, 0 for unpainted.
     stain : str
@@ -127,32 +130,61 @@ def synthesize(generator: Any, labels: Any, stain: str, magnification: float, se
     OmnisegInputError
         Values outside the vocabulary, an empty mask, or not a 2D label image.
     """
-    import dask.array as da
-
     from .. import vocab
     from ..nets.condition import masks_from_labels
 
     check_labels(labels, name)
     vocab.stain(stain)
     vocab.scale_id(magnification)
+    if isinstance(generator, str) and generator == ANATOMY_PRIOR:
+        return synthesize_prior(labels, stain, magnification, seed, chunk, name)
     if chunk % max(16, generator.factor):
         raise ValueError("chunk must be a multiple of 16 and of the generator's factor")
-    h, w = labels.shape
-    halo = HALO
     use_bf16 = (next(generator.parameters()).device.type == "cpu") if bf16 is None else bf16
+
+    def render(window: np.ndarray, wy0: int, wx0: int) -> np.ndarray:
+        return generate_window(generator, masks_from_labels(window, name), stain, magnification,
+                               seed, wy0, wx0, use_bf16)
+
+    return _chunked(labels, chunk, HALO, generator.factor, render)
+
+
+def synthesize_prior(labels: Any, stain: str, magnification: float, seed: int = 0,
+                     chunk: int = CHUNK, name: str = "the mask") -> Any:
+    """A lazy ``(H, W, 3)`` uint8 dask array of the anatomy prior alone (no learned model):
+    the simulator's tissue drawn inside each painted region
+    (:func:`napari_omniseg.simulate.mask_prior.render_prior`). Same arguments as
+    :func:`synthesize`."""
+    from .. import vocab
+    from ..nets.condition import masks_from_labels
+    from ..simulate.mask_prior import prior_halo, render_prior
+
+    check_labels(labels, name)
+    mpp = vocab.mpp_of_magnification(float(magnification))
+
+    def render(window: np.ndarray, wy0: int, wx0: int) -> np.ndarray:
+        return render_prior(masks_from_labels(window, name), stain, mpp, seed, wy0, wx0)
+
+    return _chunked(labels, chunk, prior_halo(mpp), 1, render)
+
+
+def _chunked(labels: Any, chunk: int, halo: int, align: int, render: Any) -> Any:
+    """``render(window, y0, x0)`` of each chunk with ``halo`` pixels of context (windows
+    rounded up to multiples of ``align``, zeros outside the image), cropped, as a dask array."""
+    import dask.array as da
+
+    h, w = labels.shape
 
     def block(block_info=None) -> np.ndarray:
         (ys, ye), (xs, xe), _ = block_info[None]["array-location"]
         wy0, wx0 = ys - halo, xs - halo
-        wh = -(-(ye - ys + 2 * halo) // generator.factor) * generator.factor
-        ww = -(-(xe - xs + 2 * halo) // generator.factor) * generator.factor
+        wh = -(-(ye - ys + 2 * halo) // align) * align
+        ww = -(-(xe - xs + 2 * halo) // align) * align
         window = np.zeros((wh, ww), np.int64)
         sy0, sx0 = max(0, wy0), max(0, wx0)
         sy1, sx1 = min(h, wy0 + wh), min(w, wx0 + ww)
         window[sy0 - wy0:sy1 - wy0, sx0 - wx0:sx1 - wx0] = np.asarray(labels[sy0:sy1, sx0:sx1])
-        rgb = generate_window(generator, masks_from_labels(window, name), stain, magnification,
-                              seed, wy0, wx0, use_bf16)
-        return rgb[halo:halo + ye - ys, halo:halo + xe - xs]
+        return render(window, wy0, wx0)[halo:halo + ye - ys, halo:halo + xe - xs]
 
     chunks = (tuple(min(chunk, h - y) for y in range(0, h, chunk)),
               tuple(min(chunk, w - x) for x in range(0, w, chunk)), (3,))

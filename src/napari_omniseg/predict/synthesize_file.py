@@ -56,7 +56,8 @@ def synthesize_file(mask: str | os.PathLike, out: str | os.PathLike, stain: str,
     seed : int
         The generator's noise; same seed, same image.
     generator : str or path-like
-        A generator checkpoint, or the bundled one ("synthesis").
+        A generator checkpoint, the bundled one ("synthesis"), or "prior": the simulator's
+        anatomy drawn inside the painted regions, without a learned model.
     progress, should_stop : callable, optional
         The run contract, while the image is written.
 
@@ -68,7 +69,7 @@ def synthesize_file(mask: str | os.PathLike, out: str | os.PathLike, stain: str,
     from ..checkpoints import load_generator
     from ..io.export import write_rgb_pyramid
     from ..io.labels import open_labels
-    from .synthesize import synthesize
+    from .synthesize import ANATOMY_PRIOR, synthesize
 
     images = open_labels(mask, mpp=mpp)
     try:
@@ -85,7 +86,8 @@ def synthesize_file(mask: str | os.PathLike, out: str | os.PathLike, stain: str,
                 f"{Path(mask).name} is {w} x {h} pixels; synthesising more than "
                 f"{MAX_SYNTHESIS_PIXELS / 1e9:.0f} gigapixels would take days on a CPU and fill "
                 "the disk: crop the mask to the region you need")
-        g = load_generator(generator, device="cpu")
+        g = (ANATOMY_PRIOR if str(generator) == ANATOMY_PRIOR
+             else load_generator(generator, device="cpu"))
         labels = vocabulary_labels(images)
         image = synthesize(g, labels, stain, magnification, seed=seed, name=Path(mask).name)
         write_rgb_pyramid(out, image, pixel or vocab.mpp_of_magnification(magnification),

@@ -28,9 +28,9 @@ from .noise import fractal_noise, hash_u01, white_noise, worley
 from .stains import MATERIALS, od_to_rgb, stain_style
 
 #: Distances inside a region are clipped here (um); also the reach of "how wide is it".
-REACH_UM = 30.0
+REACH_UM = 40.0
 #: A painted tubule region wider than this (um, centre to border) is split into tubules.
-TUBULE_RADIUS_UM = 22.0
+TUBULE_RADIUS_UM = 32.0
 _M = {name: i for i, name in enumerate(MATERIALS)}
 _DT, _PT, _CAP, _TUFT, _VES, _PTC = range(6)
 
@@ -116,15 +116,18 @@ def render_prior(masks: np.ndarray, stain: str, mpp: float, seed: int = 0, y0: i
 
     # ---- tubules: split wide regions into tubule-sized cells, epithelium along the border
     if masks[_DT].any() or masks[_PT].any():
-        f1, f2, cell = worley(seed, 40, ys, xs, 2 * TUBULE_RADIUS_UM, jitter=0.8)
+        f1, f2, cell = worley(seed, 40, ys, xs, 1.4 * TUBULE_RADIUS_UM, jitter=0.8)
         split = (f2 - f1) / 2 - 1.5  # half the gap to the neighbouring cell, minus a margin
     for t in (_DT, _PT):
         if not masks[t].any():
             continue
         d = _inside_distance(masks[t], mpp)
-        wide = _soft(_width(d, mpp) - TUBULE_RADIUS_UM, 3.0)
+        width = _width(d, mpp)
+        wide = _soft(width - TUBULE_RADIUS_UM, 3.0)
         tub = np.where(masks[t], np.minimum(d, split * wide + REACH_UM * (1 - wide)), -1.0)
-        wall = (9.0 if t == _PT else 6.0) * (0.85 + 0.3 * cell)
+        # epithelium in proportion to the tubule (PT: a narrow lumen; DT: a wider one)
+        radius = np.minimum(width, 0.55 * TUBULE_RADIUS_UM * wide + width * (1 - wide))
+        wall = np.clip((0.6 if t == _PT else 0.45) * radius, 3.0, 16.0) * (0.85 + 0.3 * cell)
         lumen = tub - wall + 1.5 * med
         inside = _soft(tub, 0.3)
         lum = _soft(lumen, 0.3) * inside

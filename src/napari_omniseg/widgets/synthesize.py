@@ -13,7 +13,7 @@ from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import ComboBox, FloatSpinBox, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, PushButton, SpinBox
 
 from .. import vocab
 from ..checkpoints import check_generator
@@ -57,11 +57,16 @@ class SynthesizeWidget(DockWidget):
         self.mpp.native.setDecimals(4)
         self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
         self.variations = SpinBox(label="variations", value=1, min=1, max=8)
+        self.prior_only = CheckBox(text="anatomy prior only (no learned model)", value=False,
+                                   tooltip="draw the simulator's tissue inside the painted "
+                                           "regions: nuclei, epithelium, lumens, capillary "
+                                           "loops; sharper structure, simulator colours")
         model = self._model_choice(GENERATOR, "bundled generator", "generator file",
                                    "your generator in use")
         self.extend([self.mask, self.new_mask_button, self.stain, self.magnification, self.mpp,
                      self.seed,
-                     self.variations, *model, *self._run_controls("Synthesize")])
+                     self.variations, self.prior_only, *model,
+                     *self._run_controls("Synthesize")])
         self.new_mask_button.changed.connect(self.new_mask_layer)
         self._on_layers_changed(lambda *_: self.mask.reset_choices())
         self._generator_cache: dict[str, Any] = {}
@@ -144,7 +149,7 @@ class SynthesizeWidget(DockWidget):
         """Check the choices, then synthesise every variation in a helper thread."""
         from napari.layers import Labels
 
-        from ..predict.synthesize import check_labels, synthesize
+        from ..predict.synthesize import ANATOMY_PRIOR, check_labels, synthesize
 
         if self.worker is not None:
             return
@@ -167,7 +172,8 @@ class SynthesizeWidget(DockWidget):
             mag = self._magnification(layer)
             stain, seed, n = self.stain.value, int(self.seed.value), int(self.variations.value)
             source, path = self.model_source.value, str(self.model_file.value)
-            if source != ModelSource.BUNDLED:
+            prior_only = bool(self.prior_only.value)
+            if source != ModelSource.BUNDLED and not prior_only:
                 MODELS_IN_USE.check_choice(GENERATOR, source, path)
         except OmnisegInputError as e:
             self._report(str(e))
@@ -177,7 +183,7 @@ class SynthesizeWidget(DockWidget):
             from ..run import check_stop
 
             progress(0, 0, "loading the generator...")
-            generator = self._generator(source, path)
+            generator = ANATOMY_PRIOR if prior_only else self._generator(source, path)
             lazy = [synthesize(generator, region, stain, mag, seed=seed + k, chunk=_CHUNK,
                                name=layer.name) for k in range(n)]
             per = [-(-(y1 - y0) // _CHUNK) * -(-(x1 - x0) // _CHUNK)] * n
