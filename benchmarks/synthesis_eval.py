@@ -287,7 +287,9 @@ def local_sd_floor(manifest: str, k: int = 9) -> None:
 
     root = Path(manifest).parent
     per_patch = []
-    for row in csv.DictReader(open(manifest)):
+    with open(manifest, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
         if row["split"] != "train" or row["tissue"] not in ("dt", "pt"):
             continue
         rgb = np.asarray(Image.open(root / row["image"]).convert("RGB"), float)

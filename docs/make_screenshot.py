@@ -1,7 +1,8 @@
 """Regenerate docs/images/*.png: napari with the plugin, as a user sees it.
 
 Run under a display (or ``xvfb-run -a python docs/make_screenshot.py [renal] [finetune]
-[fetal] [quantify] [synthesize] [prior] [correct]``; all seven by default). Uses the bundled models and the
+[fetal] [quantify] [synthesize] [prior] [correct]``;
+all seven by default). Uses the bundled models and the
 sample data. Widgets are opened the way a person opens them, from the Plugins menu
 (``add_plugin_dock_widget``), and samples from File > Open Sample.
 """

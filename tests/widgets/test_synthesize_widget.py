@@ -59,9 +59,8 @@ def test_anatomy_prior_draws_tissue_inside_a_painted_tubule(make_napari_viewer, 
                                                            tiny_generator):
     """With no learned model, a painted tubule gets epithelium, nuclei and a lumen: the image
     inside it is not flat, and the glass-free interstitium around it is another texture."""
-    from scipy import ndimage
-
     from conftest import REAL_TUBULE_LOCAL_SD_FLOOR, local_sd
+    from scipy import ndimage
 
     viewer = make_napari_viewer()
     w, mask = _setup(viewer, tiny_generator)
