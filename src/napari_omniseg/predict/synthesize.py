@@ -133,11 +133,11 @@ def synthesize(generator: Any, labels: Any, stain: str, magnification: float, se
     from .. import vocab
     from ..nets.condition import masks_from_labels
 
+    if isinstance(generator, str) and generator == ANATOMY_PRIOR:
+        return synthesize_prior(labels, stain, magnification, seed, chunk, name)
     check_labels(labels, name)
     vocab.stain(stain)
     vocab.scale_id(magnification)
-    if isinstance(generator, str) and generator == ANATOMY_PRIOR:
-        return synthesize_prior(labels, stain, magnification, seed, chunk, name)
     if chunk % max(16, generator.factor):
         raise ValueError("chunk must be a multiple of 16 and of the generator's factor")
     use_bf16 = (next(generator.parameters()).device.type == "cpu") if bf16 is None else bf16
@@ -160,6 +160,8 @@ def synthesize_prior(labels: Any, stain: str, magnification: float, seed: int = 
     from ..simulate.mask_prior import prior_halo, render_prior
 
     check_labels(labels, name)
+    vocab.stain(stain)
+    vocab.scale_id(magnification)
     mpp = vocab.mpp_of_magnification(float(magnification))
 
     def render(window: np.ndarray, wy0: int, wx0: int) -> np.ndarray:

@@ -24,41 +24,37 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from . import renal_render as R
 from .noise import fractal_noise, hash_u01, white_noise, worley
-from .stains import MATERIALS, od_to_rgb, stain_style
+from .renal_render import M as _M
+from .renal_render import _band, _ellipse_radius
+from .renal_render import _soft_step as _soft
+from .stains import od_to_rgb, stain_style
 
 #: Distances inside a region are clipped here (um); also the reach of "how wide is it".
 REACH_UM = 40.0
 #: A painted tubule region wider than this (um, centre to border) is split into tubules.
 TUBULE_RADIUS_UM = 32.0
-_M = {name: i for i, name in enumerate(MATERIALS)}
 _DT, _PT, _CAP, _TUFT, _VES, _PTC = range(6)
 
 # nucleus zones
 Z_NONE, Z_INTER, Z_TUB, Z_TUFT, Z_WALL, Z_MEDIA = range(6)
-# zone: (acceptance on a 5 um lattice, semi-axes um (a lo, a hi, b lo, b hi), darkness)
+# zone: (acceptance on a 5 um lattice, semi-axes um, darkness): the simulator's nuclei, but for
+# the tubule's, which are spread over its whole epithelium rather than a basal band
 _NUCLEI = {
-    Z_INTER: (0.12, (2.4, 4.5, 1.3, 2.2), 1.05),
+    Z_INTER: R._NUCLEI[R.Z_INTER],
     Z_TUB: (0.55, (2.4, 3.2, 2.1, 2.8), 0.85),
-    Z_TUFT: (0.95, (2.0, 2.8, 1.6, 2.4), 1.00),
-    Z_WALL: (0.45, (2.6, 3.6, 1.0, 1.5), 0.95),
-    Z_MEDIA: (0.60, (4.5, 7.0, 1.0, 1.4), 0.95),
+    Z_TUFT: R._NUCLEI[R.Z_TUFT],
+    Z_WALL: R._NUCLEI[R.Z_CAPSULE],
+    Z_MEDIA: R._NUCLEI[R.Z_MEDIA],
 }
-_LATTICE_UM = 5.0
+_LATTICE_UM = R.NUCLEUS_LATTICE
 _MAX_NUCLEUS_UM = 7.0
 
 
 def prior_halo(mpp: float) -> int:
     """Pixels of context a window needs for its pixels to match the whole image's."""
     return int(np.ceil((2 * REACH_UM + 2 * _MAX_NUCLEUS_UM + _LATTICE_UM) / mpp)) + 4
-
-
-def _soft(d: np.ndarray, width: float) -> np.ndarray:
-    return np.clip(d / (2 * width) + 0.5, 0.0, 1.0)
-
-
-def _band(d: np.ndarray, lo: float, hi: float, width: float) -> np.ndarray:
-    return _soft(d - lo, width) * _soft(hi - d, width)
 
 
 def _inside_distance(mask: np.ndarray, mpp: float) -> np.ndarray:
@@ -240,7 +236,6 @@ def _nuclei(seed: int, y0: int, x0: int, h: int, w: int, mpp: float, zone: np.nd
     cy, cx, a, b, dark = cy[keep], cx[keep], a[keep], b[keep], dark[keep]
     theta = np.where(z[keep] == Z_MEDIA, orient[cy.astype(int), cx.astype(int)],
                      np.pi * u[5][keep])
-    c, sn = np.cos(theta), np.sin(theta)
     nuc = np.zeros((h, w), np.float32)
     r = int(np.ceil(a.max())) + 1 if len(a) else 0
     iy0, ix0 = np.floor(cy).astype(int), np.floor(cx).astype(int)
@@ -251,11 +246,8 @@ def _nuclei(seed: int, y0: int, x0: int, h: int, w: int, mpp: float, zone: np.nd
                 px >= 0) & (px < w)
             if not near.any():
                 continue
-            yy = py[near] + 0.5 - cy[near]
-            xx = px[near] + 0.5 - cx[near]
-            uu = yy * sn[near] + xx * c[near]
-            vv = yy * c[near] - xx * sn[near]
-            e = np.sqrt((uu / a[near]) ** 2 + (vv / b[near]) ** 2)
+            e = _ellipse_radius(py[near] + 0.5 - cy[near], px[near] + 0.5 - cx[near], a[near],
+                                b[near], theta[near])
             v = np.clip((1 - e) * b[near] + 0.5, 0, 1) * dark[near] * (0.85 + 0.15 * e)
             np.maximum.at(nuc, (py[near], px[near]), v.astype(np.float32))
     return nuc
