@@ -42,20 +42,20 @@ def features(model, images: list[np.ndarray], space: str = "deep") -> np.ndarray
     """Features of RGB uint8 images in one of the renal segmenter's encoder spaces: "deep"
     (its global-average-pooled deepest layer, what the segmenter's conditions read) or
     "texture" (channel means and standard deviations of its first two stages: colour and
-    fine texture, where nuclei and membranes show)."""
+    fine texture, where nuclei and membranes show; the descriptor Segment's
+    out-of-distribution check uses, ``predict/familiarity.py``)."""
     import torch
 
+    from napari_omniseg.predict.familiarity import patch_descriptors
+
+    if space == "texture":
+        return np.concatenate([patch_descriptors(model, np.asarray(img)[None])
+                               for img in images])
     out = []
     with torch.no_grad():
         for img in images:
             x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255
-            if space == "deep":
-                out.append(model.backbone(x)[1][0].numpy())
-                continue
-            f0 = model.layer0(model.conv1(x))
-            f1 = model.layer1(f0)
-            out.append(torch.cat([f.mean((2, 3))[0] for f in (f0, f1)] +
-                                 [f.std((2, 3))[0] for f in (f0, f1)]).numpy())
+            out.append(model.backbone(x)[1][0].numpy())
     return np.stack(out)
 
 

@@ -135,6 +135,23 @@ def tiny_renal_checkpoint(path: Path, seed: int = 0) -> Path:
     return save_checkpoint(OmniSegPlus(width=0.25), path, width=0.25)
 
 
+def unfamiliar_renal_checkpoint(path: Path, seed: int = 0) -> Path:
+    """:func:`tiny_renal_checkpoint` with a familiarity record of dark blue noise: every
+    kidney slide looks unlike its "training data", so Segment warns."""
+    import torch
+
+    from napari_omniseg.checkpoints import save_checkpoint
+    from napari_omniseg.nets.omniseg import OmniSegPlus
+    from napari_omniseg.predict.familiarity import familiarity_metadata
+
+    torch.manual_seed(seed)
+    model = OmniSegPlus(width=0.25).eval()
+    rng = np.random.default_rng(seed)
+    noise = rng.integers(0, 90, (96, 64, 64, 3)).astype(np.uint8)
+    noise[..., 2] = 200
+    return save_checkpoint(model, path, width=0.25, **familiarity_metadata(model, noise))
+
+
 def constant_logits_model(fn):
     """A fake Omni-Seg+ whose two-class logits come from ``fn(n, k, h, w)``.
 

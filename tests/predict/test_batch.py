@@ -208,3 +208,26 @@ def test_volume_batch_reports_progress_goes_on_after_a_failure_and_stops(tmp_pat
         segment_volumes([vol], ("brain",), "fetal", tmp_path / "p", flips=False,
                         should_stop=lambda: True)
     assert not (tmp_path / "p").exists() or list((tmp_path / "p").iterdir()) == []
+
+
+def test_a_slide_unlike_the_training_data_is_warned_about_and_still_segmented(inputs, tmp_path,
+                                                                             capsys):
+    from conftest import unfamiliar_renal_checkpoint
+
+    _d, _model, slide, _bad, truth = inputs
+    model = unfamiliar_renal_checkpoint(tmp_path / "odd.pt")
+    code = main(["segment", str(slide), "--tissue", "ptc", "--model", str(model),
+                 "-o", str(tmp_path / "out")])
+    assert code == 0  # a warning is not a failure
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert list(summary["warnings"]) == [str(slide)]
+    assert summary["warnings"][str(slide)].startswith("this slide looks unlike what odd.pt")
+    assert tifffile.imread(summary["slides"][str(slide)]["ptc"]["mask"]).shape == truth.shape[1:]
+    err = capsys.readouterr().err
+    assert f"omniseg: warning: {slide.name}: this slide looks unlike" in err
+
+
+def test_the_bundled_model_does_not_warn_on_a_simulated_slide(inputs):
+    d, model, slide, _bad, _truth = inputs
+    summary = segment_slides([slide], ["cap"], None, model, d / "familiar")
+    assert summary["warnings"] == {} and str(slide) in summary["slides"]

@@ -112,6 +112,7 @@ def test_finetune_learns_and_leaves_the_model_in_use_alone(tmp_path):
     path = save_finetuned(res, tmp_path / "ft.pt", "tiny", train, val)
     meta = read_metadata(path)
     assert meta["tissues_trained"] == ["ptc"] and meta["data"]["ptc"]["patches"] == 3
+    assert meta["familiarity"]["patches"] >= 48  # Segment judges slides by its training rows
     again = evaluate_annotations(load_model(path, device="cpu"), val, bf16=False)
     assert again["mean_dice"] == pytest.approx(res.best_score, abs=0.02)
 

@@ -62,3 +62,28 @@ def test_mixed_batches_join_real_rows_with_their_unknown_pixels(tmp_path):
     assert b["valid"][2:].mean() < 0.2  # real, painted only: the rest unknown
     meta = recipe.metadata()
     assert "its 'val' rows never" in meta["trained_on"] and "JPEG" in meta["augmentation"]
+
+
+def test_the_training_record_holds_simulated_and_real_patches_by_their_slide():
+    import torch
+
+    from napari_omniseg.nets.omniseg import OmniSegPlus
+    from napari_omniseg.predict.familiarity import Familiarity
+    from napari_omniseg.train.annotations import annotation_from_layers
+    from napari_omniseg.train.renal import training_familiarity
+
+    bank = build_patch_bank([3, 4, 5, 6, 7, 8], size=1024, patch=128,
+                            crops={40: 6, 20: 4, 10: 2, 5: 1})
+    rng = np.random.default_rng(0)
+    real = [annotation_from_layers(rng.integers(0, 255, (200, 200, 3), dtype=np.uint8),
+                                   np.zeros((200, 200), np.uint8), "ptc", 40, annotated=True)
+            for _ in range(5)]
+    torch.manual_seed(0)
+    model = OmniSegPlus(width=0.25).train()
+    meta = training_familiarity(model, bank, real, patches=78)
+    assert model.training  # left as it was
+    fam = Familiarity.from_dict(meta["familiarity"])
+    assert fam.patches == 78
+    # held out whole: the real images are groups below zero, the slides their seeds
+    assert set(fam.held_groups) <= {3, 4, 5, 6, 7, 8, -1, -2, -3, -4, -5}
+    assert len(set(fam.held_groups)) >= 2

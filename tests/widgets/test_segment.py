@@ -32,6 +32,16 @@ def reference(slide_file):
     return [lv.compute() for lv in out["ptc"]]
 
 
+def assert_masks_agree(got, expected) -> None:
+    """Equal masks, up to a few pixels in 100,000: under bfloat16 a tile's probabilities depend
+    on which tiles shared its batch (the widget fills chunks centre first, segment_slide in
+    order), so a pixel at probability 0.5 may flip on some CPUs' kernels."""
+    got, expected = np.asarray(got), np.asarray(expected)
+    assert got.shape == expected.shape
+    differ = int((got != expected).sum())
+    assert differ <= max(1, 2e-5 * got.size), f"{differ} pixels differ"
+
+
 def _widget(viewer, tissue="ptc", mag="40", where="whole slide"):
     _, w = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment (kidney)")
     assert w.model_source.value == "bundled"
@@ -54,15 +64,14 @@ def test_segment_whole_slide_matches_segment_slide(make_napari_viewer, qtbot, sl
     np.testing.assert_allclose(layer.scale, image.scale)
     assert 0.01 < reference[0].mean() < 0.5  # capillaries here and there, not everywhere
     for k in range(len(reference)):
-        np.testing.assert_array_equal(np.asarray(layer.data[k]), reference[k])
+        assert_masks_agree(layer.data[k], reference[k])
     # what napari shows is the computed result, not the empty start: the displayed slice at
     # the level it chose, and the layer-list thumbnail (made from the coarsest level)
     layer.refresh()
     shown = np.asarray(layer._slice.image.raw)  # napari's displayed slice
-    np.testing.assert_array_equal(shown, reference[layer.data_level][:shown.shape[0],
-                                                                     :shown.shape[1]])
+    assert_masks_agree(shown, reference[layer.data_level][:shown.shape[0], :shown.shape[1]])
     assert shown.any()
-    np.testing.assert_array_equal(np.asarray(layer._slice.thumbnail.raw), reference[-1])
+    assert_masks_agree(layer._slice.thumbnail.raw, reference[-1])
     # running again replaces the layer instead of adding another
     w.run_button.clicked()
     qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
@@ -139,7 +148,7 @@ def test_inside_shapes_segments_only_the_drawn_box(make_napari_viewer, qtbot, sl
     assert w.status.value == "done"
     got = np.asarray(viewer.layers[layer_name("ptc", 40)].data[0])
     inside = (slice(y0, y1), slice(x0, x1))
-    np.testing.assert_array_equal(got[inside], reference[0][inside])
+    assert_masks_agree(got[inside], reference[0][inside])
     assert got[inside].any()
     outside = got.copy()
     outside[inside] = 0
@@ -192,4 +201,24 @@ def test_normalising_the_stain_matches_segment_slide_with_it(make_napari_viewer,
     expected = segment_slide(open_slide(slide_file), ("ptc",), 40, load_model("renal"),
                              bf16=True, normalise_stain="macenko")["ptc"][0].compute()
     got = np.asarray(viewer.layers[layer_name("ptc", 40)].data[0])
-    np.testing.assert_array_equal(got, expected)
+    assert_masks_agree(got, expected)
+
+
+def test_an_unfamiliar_slide_is_told_in_one_sentence(make_napari_viewer, qtbot, slide_file,
+                                                     tmp_path):
+    from conftest import unfamiliar_renal_checkpoint
+
+    viewer = make_napari_viewer()
+    viewer.open(str(slide_file), plugin=PLUGIN)
+    w = _widget(viewer, tissue="ptc", mag="40", where="whole slide")
+    w.model_source.value = "file"
+    w.model_file.value = unfamiliar_renal_checkpoint(tmp_path / "odd.pt")
+    w.run_button.clicked()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    assert w.status.value.startswith("done, but this slide looks unlike what odd.pt was "
+                                     "trained on"), w.status.value
+    assert layer_name("ptc", 40) in viewer.layers  # the masks are still there
+    w.model_source.value = "bundled"
+    w.run_button.clicked()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    assert w.status.value == "done"  # the bundled model knows simulated slides

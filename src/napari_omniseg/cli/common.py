@@ -141,6 +141,8 @@ def batch(args: argparse.Namespace, name: str, work: Callable[..., dict]) -> int
         summary = work(bar)
         write_text_atomically(args.out / "summary.json", json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
+    for path, warning in summary.get("warnings", {}).items():
+        print(f"omniseg: warning: {Path(path).name}: {warning}", file=sys.stderr)
     for err in summary["failed"].values():
         print(f"omniseg: error: {err}", file=sys.stderr)
     return 2 if summary["failed"] else 0

@@ -75,13 +75,41 @@ def segment_slide_to_files(path: str | os.PathLike, tissues: Sequence[str],
     } for code, n in zip(masks, pixels)}
 
 
+def unfamiliar_warning(path: str | os.PathLike, tissues: Sequence[str],
+                       magnification: float | None, model, mpp: float | None = None,
+                       normalise_stain: str = "none") -> str:
+    """One sentence when the slide looks unlike the model's training data, else ""
+    (:mod:`~napari_omniseg.predict.familiarity`; a model without a record is not judged)."""
+    from ..io.slides import open_slide
+    from .familiarity import check_slide, familiarity_of
+    from .slide import make_engines
+
+    if familiarity_of(model) is None:
+        return ""
+    slide = open_slide(path, mpp=mpp)
+    try:
+        return check_slide(make_engines(slide, tissues, magnification, model,
+                                        normalise_stain=normalise_stain), model)
+    finally:
+        slide.close()
+
+
+def _segment_and_check(path, tissues, magnification, model, out_dir, mpp, stem,
+                       normalise_stain, progress=None, should_stop=None) -> tuple[dict, str]:
+    """One slide's mask files and the warning that it looks unlike the training data."""
+    result = segment_slide_to_files(path, tissues, magnification, model, out_dir, mpp,
+                                    progress=progress, stem=stem, should_stop=should_stop,
+                                    normalise_stain=normalise_stain)
+    return result, unfamiliar_warning(path, tissues, magnification, model, mpp,
+                                      normalise_stain)
+
+
 def _run_one(path, tissues, magnification, model_ref, out_dir, mpp, stem, normalise_stain):
     """Cluster task: load the model where the task runs, then segment one slide."""
     from ..checkpoints import load_model
 
-    model = load_model(model_ref)
-    return segment_slide_to_files(path, tissues, magnification, model, out_dir, mpp, stem=stem,
-                                  normalise_stain=normalise_stain)
+    return _segment_and_check(path, tissues, magnification, load_model(model_ref), out_dir,
+                              mpp, stem, normalise_stain)
 
 
 def segment_slides(paths: Sequence[str | os.PathLike], tissues: Sequence[str],
@@ -118,7 +146,9 @@ def segment_slides(paths: Sequence[str | os.PathLike], tissues: Sequence[str],
     Returns
     -------
     dict
-        ``{"slides": {path: per-tissue results}, "failed": {path: reason}}``.
+        ``{"slides": {path: per-tissue results}, "failed": {path: reason}, "warnings": {path:
+        sentence}}``, the warnings for slides that look unlike the model's training data
+        (:mod:`~napari_omniseg.predict.familiarity`).
     """
     slides: dict[str, dict] = {}
     failed: dict[str, str] = {}
@@ -131,11 +161,10 @@ def segment_slides(paths: Sequence[str | os.PathLike], tissues: Sequence[str],
             # the bar moves inside each slide: 1000 steps a slide
             within = scaled(progress, i * 1000, 1000, len(paths) * 1000, f"{Path(p).name}: ")
             _each_file(p, slides, failed, functools.partial(
-                segment_slide_to_files, p, tissues, magnification, model, out_dir, mpp,
-                progress=within, stem=stems[i], should_stop=should_stop,
-                normalise_stain=normalise_stain))
+                _segment_and_check, p, tissues, magnification, model, out_dir, mpp,
+                stems[i], normalise_stain, progress=within, should_stop=should_stop))
             report(progress, (i + 1) * 1000, len(paths) * 1000, f"{Path(p).name} done")
-        return {"slides": slides, "failed": failed}
+        return _with_warnings(slides, failed)
 
     from distributed import Client, as_completed
 
@@ -158,7 +187,15 @@ def segment_slides(paths: Sequence[str | os.PathLike], tissues: Sequence[str],
         report(progress, i + 1, len(paths), f"{Path(p).name} done")
     if not isinstance(scheduler, Client):
         client.close()
-    return {"slides": slides, "failed": failed}
+    return _with_warnings(slides, failed)
+
+
+def _with_warnings(checked: dict, failed: dict) -> dict:
+    """The batch summary from ``{path: (results, warning)}``: ``slides``, ``failed`` and
+    ``warnings`` (the slides that look unlike the model's training data)."""
+    slides = {p: r for p, (r, _) in checked.items()}
+    warnings = {p: w for p, (_, w) in checked.items() if w}
+    return {"slides": slides, "failed": failed, "warnings": warnings}
 
 
 def _each_file(path, results: dict, failed: dict, work) -> None:

@@ -240,14 +240,18 @@ def save_finetuned(result: TrainResult, path, base: str, train: list[Annotation]
     """Write the fine-tuned model with what it was trained on and what it started from
     (``extra``: more metadata, e.g. the synthetic pairs it saw)."""
     from ..checkpoints import save_checkpoint
+    from ..predict.familiarity import FIT_PATCHES, familiarity_metadata, random_crops
     from .annotations import summarize
 
+    per = -(-FIT_PATCHES // max(len(train), 1))  # crops of each training image
     return save_checkpoint(
         result.model, path,
         trained_on=f"fine-tuned on {len(train)} annotated patches",
         tissues_trained=sorted({a.tissue for a in train}),
         data=summarize(train), validation_patches=len(val or []),
-        semi_supervised=semi_supervised, **extra, **run_metadata(result, base))
+        semi_supervised=semi_supervised, **extra, **run_metadata(result, base),
+        **familiarity_metadata(result.model, random_crops([a.image for a in train], 256, per),
+                               np.arange(per * len(train)) // per))
 
 
 def run_metadata(result: TrainResult, base: str) -> dict:

@@ -197,10 +197,39 @@ def train_renal(
     step = SegmentationStep(model, batches, dice_bce_loss, lr=recipe.lr)
 
     def save(meta: dict, final: bool) -> None:
+        if final:  # what Segment compares slides with (predict/familiarity.py)
+            meta = {**meta, **training_familiarity(model, bank, real)}
         save_checkpoint(model, out, half=half and final, **meta)  # float16: the last only
 
     return train_and_save(step, save, meta, started=t0, data_seconds=t_data, model=model,
                           minutes=minutes, progress=progress, should_stop=should_stop)
+
+
+def training_familiarity(model: Any, bank: PatchBank, real: list, patches: int = 512,
+                         seed: int = 0) -> dict:
+    """The checkpoint's familiarity record, fitted on ``patches`` training patches: simulated
+    ones of the bank and, when the recipe learns from real rows, up to half crops of them."""
+    from ..predict.familiarity import familiarity_metadata, random_crops
+
+    rng = np.random.default_rng(seed)
+    n_real = min(patches // 2, 4 * len(real))
+    pick = np.sort(rng.permutation(len(bank))[:patches - n_real])
+    images, groups = [bank.images[pick]], [np.asarray(bank.slides)[pick].astype(np.int64)]
+    if n_real:
+        per = -(-n_real // len(real))
+        images.append(random_crops([a.image for a in real], bank.images.shape[1], per,
+                                   seed)[:n_real])
+        groups.append(-1 - np.arange(n_real) // per)  # one group per real image
+    # slides are JPEG-compressed by their scanners: half the patches are, as in training
+    import torch
+
+    from .augment import jpeg
+
+    x = torch.from_numpy(np.concatenate(images)).permute(0, 3, 1, 2).float().div_(255)
+    x = jpeg(x, torch.Generator().manual_seed(seed), p=0.5)
+    pixels = (x.permute(0, 2, 3, 1) * 255 + 0.5).to(torch.uint8).numpy()
+    return familiarity_metadata(model, pixels, np.concatenate(groups), seed=seed,
+                                max_patches=patches)
 
 
 def _real_rows(manifest: str) -> list:

@@ -56,10 +56,14 @@ class PatchBank:
         return np.asarray(((self.masks >> task_id) & 1).reshape(len(self), -1).any(1))
 
     def save(self, path) -> None:
-        """Write the bank to an ``.npz`` file."""
-        np.savez_compressed(path, images=self.images, masks=self.masks,
-                            magnifications=self.magnifications, stains=self.stains,
-                            slides=self.slides)
+        """Write the bank to an ``.npz`` file (complete or not at all: a run reading a
+        half-written bank would fail)."""
+        from ..io.atomic import written_atomically
+
+        with written_atomically(path) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, images=self.images, masks=self.masks,
+                                magnifications=self.magnifications, stains=self.stains,
+                                slides=self.slides)
 
     @classmethod
     def load(cls, path) -> PatchBank:

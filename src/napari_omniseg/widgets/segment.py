@@ -37,6 +37,7 @@ class SegmentWidget(DockWidget):
     """Choose image, tissue, magnification, model and where; Segment; Stop."""
 
     _last_shown: float = 0.0  # when the masks on screen were last refreshed
+    _unfamiliar: str = ""  # the last run's warning that the slide is unlike the training data
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__(napari_viewer)
@@ -141,12 +142,17 @@ class SegmentWidget(DockWidget):
         normalise = self.normalise.value
 
         def job(progress, should_stop, emit):
+            from ..predict.familiarity import check_slide
+
             progress(0, 0, "loading the model...")
-            engines = make_engines(slide, list(mags), mag, self._model(source, path),
-                                   normalise_stain=normalise)
+            model = self._model(source, path)
+            engines = make_engines(slide, list(mags), mag, model, normalise_stain=normalise)
             emit("ready")
-            return fill_region(engines, arrays, box, progress=progress,
-                               should_stop=should_stop)
+            n = fill_region(engines, arrays, box, progress=progress, should_stop=should_stop)
+            # after the masks: the check reads a dozen tiles per magnification (seconds)
+            progress(n, n, "comparing the slide with the model's training data...")
+            emit(("unfamiliar", check_slide(engines, model)))
+            return n
 
         # layers still to add, each a call that adds one and returns it
         pending = [functools.partial(self._labels_layer, layer, slide, code, m, arrays[code])
@@ -169,8 +175,16 @@ class SegmentWidget(DockWidget):
         # after the chunk in progress and what was computed stays
         self._last_shown = 0.0
         self._launch(job, status="segmenting...", failure="segmentation failed",
-                     on_progress=shown, on_event=lambda _: add_next(),
+                     on_progress=shown, on_event=lambda ev: self._on_event(ev, add_next),
                      on_finished=lambda: self._on_finished(layers, pending), hide_progress=False)
+
+    def _on_event(self, event: Any, add_next: Any) -> None:
+        """The engines are ready (add the layers), or the slide was compared with the
+        model's training data (a sentence when it looks unlike it)."""
+        if event == "ready":
+            add_next()
+        elif isinstance(event, tuple) and event[0] == "unfamiliar":
+            self._unfamiliar = event[1]
 
     @staticmethod
     def _mask_levels(slide) -> list:
@@ -224,4 +238,10 @@ class SegmentWidget(DockWidget):
         if not self.run_failed:
             self.status.value = ("stopped; the computed part is kept" if self.run_stopped
                                  else "done")
+        if self._unfamiliar and not self.run_failed:
+            from napari.utils.notifications import show_warning
+
+            self.status.value = f"done, but {self._unfamiliar}"
+            show_warning(self._unfamiliar[0].upper() + self._unfamiliar[1:])
+        self._unfamiliar = ""
         self._show_all(layers)
