@@ -84,6 +84,9 @@ def test_open_segment_save_reopen_quantify(make_napari_viewer, qtbot, tmp_path, 
 
     # the pixel size is the image layer's, and every output layer carries it
     np.testing.assert_allclose(image.scale, (MPP_20X, MPP_20X))
+    # and the view follows the image to its size in µm (it showed a speck in a corner)
+    lo, hi = image.extent.world[:, -2:]
+    np.testing.assert_allclose(viewer.camera.center[-2:], (lo + hi) / 2, rtol=0.05)
     assert image.metadata["mpp"] == pytest.approx(MPP_20X)
     outputs = [lyr for lyr in viewer.layers if isinstance(lyr, Labels)]
     assert len(outputs) == (len(vocab.TISSUES) if typed else 1)

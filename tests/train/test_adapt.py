@@ -150,6 +150,24 @@ def test_run_adapt_leaves_the_model_in_use_and_records_what_it_did(tmp_path):
     assert meta["adaptation"]["targets"]["images"] == 3
     assert "3 annotated patches of dt" in meta["trained_on"]
     assert set(meta["stain_reference"]) == {"reinhard", "macenko"}
+    # Segment judges slides against what it was adapted to: source and target crops
+    assert meta["familiarity"]["patches"] >= 48
+
+
+def test_the_final_checkpoint_is_written_once(tmp_path, monkeypatch):
+    import napari_omniseg.checkpoints as checkpoints
+
+    writes = []
+    real_save = checkpoints.save_checkpoint
+    monkeypatch.setattr(checkpoints, "save_checkpoint",
+                        lambda *a, **k: writes.append(k.get("steps")) or real_save(*a, **k))
+    torch.manual_seed(0)
+    source = _patches()
+    targets = targets_from_arrays([a.image for a in source], [10] * 3, ["t0", "t1", "t2"],
+                                  crop=64)
+    run_adapt(OmniSegPlus(width=0.25).eval(), "toy", targets, tmp_path / "a.pt",
+              AdaptOptions(minutes=5, crop=64, batch=2), source=source, max_steps=3)
+    assert writes == [3]  # the end only (a 5-minute run checkpoints once, at its end)
 
 
 def test_stop_keeps_the_best_validated_weights(tmp_path):

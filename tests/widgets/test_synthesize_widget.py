@@ -119,3 +119,29 @@ def test_bad_input_is_one_sentence(make_napari_viewer, qtbot, tiny_generator, ca
     qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
     assert words in w.status.value
     assert not [lyr for lyr in viewer.layers if lyr.name.startswith("synthetic")]
+
+
+def test_a_typed_pixel_size_keeps_the_mask_its_image_and_the_result_together(
+        make_napari_viewer, qtbot):
+    """A mask painted over an RGB image without a pixel size, µm/px typed in Synthesize: the
+    image, the mask and the synthetic result all end up in µm, on top of each other (the
+    result once lay in a corner, a fraction of the image's size), and the view shows them."""
+    viewer = make_napari_viewer()
+    field = viewer.add_image(np.full((256, 320, 3), 200, np.uint8), rgb=True, name="field")
+    mask = viewer.add_labels(np.zeros((256, 320), np.uint8), name="painted")
+    yy, xx = np.mgrid[:256, :320]
+    mask.data[(yy - 128) ** 2 + (xx - 160) ** 2 < 60 ** 2] = 2
+    _, w = viewer.window.add_plugin_dock_widget("napari-omniseg", "Synthesize")
+    w.mask.value = mask
+    w.mpp.value = 0.5
+    w.prior_only.value = True
+    w.run_button.clicked()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    assert not w.run_failed, w.status.value
+    (result,) = [lyr for lyr in viewer.layers if lyr.name.startswith("synthetic")]
+    for layer in (field, mask, result):
+        np.testing.assert_allclose(layer.scale[-2:], (0.5, 0.5))
+        np.testing.assert_allclose(layer.extent.world[:, -2:], field.extent.world[:, -2:])
+    assert field.metadata["mpp"] == 0.5  # Segment on the image now knows its pixel size
+    lo, hi = field.extent.world[:, -2:]
+    np.testing.assert_allclose(viewer.camera.center[-2:], (lo + hi) / 2, rtol=0.05)

@@ -350,5 +350,8 @@ def check_slide(engines: dict[str, tuple[Any, int]], model: Any,
     result = slide_familiarity(engines, model)
     if result is None:
         return ""
-    name = model_name or getattr(model, "omniseg_source", None) or "the model"
-    return result.sentence(str(name))
+    from ..checkpoints import BUNDLED
+
+    source = getattr(model, "omniseg_source", None)
+    name = model_name or ("the bundled model" if source in BUNDLED.values() else source)
+    return result.sentence(str(name or "the model"))

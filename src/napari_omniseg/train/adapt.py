@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..choices import AdaptLevel
 from ..errors import OmnisegInputError
 from ..run import Progress, ShouldStop
@@ -374,10 +376,25 @@ def run_adapt(base: Any, base_name: str, targets: TargetImages, out: str | Path,
     result = run_training(step, minutes=options.minutes, max_steps=max_steps, started=started,
                           score=(lambda: evaluate_annotations(model, val)["mean_dice"])
                           if val else None, on_validate=on_validate, checkpoint=save,
-                          progress=progress, should_stop=should_stop, **engine)
+                          checkpoint_at_end=False, progress=progress, should_stop=should_stop,
+                          **engine)
     result.model = model
     result.recipe = {**recipe, "steps": result.steps, "stopped": result.stopped,
                      "best_val_dice": result.best_score, "history": result.history}
-    save_checkpoint(model, out, **result.recipe,
+    save_checkpoint(model, out, **result.recipe, **_familiarity(model, source_images, targets),
                     training_seconds=round(time.perf_counter() - started, 1))
     return result
+
+
+def _familiarity(model: Any, source_images: list, targets: TargetImages) -> dict:
+    """The adapted model's familiarity record: crops of its source and of its target images
+    on tissue (what it was trained for), each image a group."""
+    from ..predict.familiarity import FIT_PATCHES, familiarity_metadata, random_crops
+    from ..predict.tissue_mask import tissue_pixels
+
+    images = [np.asarray(x)[..., :3] for x in [*source_images, *targets.images]]
+    per = -(-2 * FIT_PATCHES // max(len(images), 1))
+    crops = random_crops(images, 256, per)
+    groups = np.arange(len(crops)) // per
+    keep = np.asarray([tissue_pixels(c).mean() >= 0.5 for c in crops], bool)
+    return familiarity_metadata(model, crops[keep], groups[keep]) if keep.any() else {}

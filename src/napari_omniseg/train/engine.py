@@ -74,6 +74,7 @@ def run_training(
     on_validate: Callable[[dict], None] | None = None,
     checkpoint: Callable[[int], object] | None = None,
     checkpoint_every: float = 300.0,
+    checkpoint_at_end: bool = True,
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
 ) -> TrainResult:
@@ -84,8 +85,10 @@ def run_training(
     :func:`learning_rate_factor` over it. ``score()`` (higher is better) runs before the first
     step, every ``validate_every`` seconds and at the end, and the networks end with the best
     weights; ``on_validate`` gets each history entry. ``checkpoint(step)`` runs every
-    ``checkpoint_every`` seconds and at the end. ``progress`` and ``should_stop`` are the run
-    contract (total 1000 for a time budget); Stop ends the run after the step in progress.
+    ``checkpoint_every`` seconds and at the end (unless ``checkpoint_at_end`` is False: the
+    caller writes the final file itself, with the run's facts). ``progress`` and
+    ``should_stop`` are the run contract (total 1000 for a time budget); Stop ends the run
+    after the step in progress.
     """
     if minutes is None and max_steps is None:
         raise ValueError("give a time budget (minutes) or a step budget (max_steps)")
@@ -158,7 +161,7 @@ def run_training(
         result.best_score = best["score"]
     _set_training(step, False)
     result.seconds = time.perf_counter() - started
-    if checkpoint is not None:
+    if checkpoint is not None and checkpoint_at_end:
         checkpoint(result.steps)
     return result
 
@@ -244,7 +247,7 @@ def train_and_save(step: TrainingStep, save: Callable[[dict, bool], object], rec
                     training_seconds=round(now - started - data_seconds, 1),
                     seconds=round(now - started, 1))
 
-    result = run_training(step, started=started, **engine,
+    result = run_training(step, started=started, **engine, checkpoint_at_end=False,
                           checkpoint=lambda n: save(facts(n), False))
     last = result.history[-1] if result.history else {}
     result.recipe = dict(facts(result.steps), stopped=result.stopped,

@@ -28,7 +28,8 @@ def give_pixel_size(viewer: Any, layer: Any, mpp: float) -> None:
     """Make ``mpp`` (typed by the person) the image layer's pixel size, so it is asked once.
 
     The layer is then scaled in µm and carries ``mpp`` and ``magnification`` in its metadata;
-    labels layers painted on it in pixels (same size, scale 1) follow it, so they stay aligned.
+    labels and image layers of the same size still in pixels (painted on it, or the image a
+    mask was painted on) follow it, so they stay aligned.
     Every widget reads the pixel size from there (:func:`slide_from_layer`, :func:`layer_mpp`).
     """
     import dataclasses
@@ -40,23 +41,33 @@ def give_pixel_size(viewer: Any, layer: Any, mpp: float) -> None:
     meta = dict(layer.metadata or {})
     if layer_mpp(layer) is not None and not meta.get("mpp_typed"):
         return  # the file's (or the layer's own µm scale) is kept
-    old_scale = np.asarray(layer.scale[-2:], float)
+    old_scale, old_mpp = np.asarray(layer.scale[-2:], float), layer_mpp(layer)
     size = layer.data[0].shape[:2] if layer.multiscale else layer.data.shape[:2]
     meta.update(mpp=float(mpp), mpp_typed=True,
                 magnification=vocab.magnification_of_mpp(mpp))
     if isinstance(meta.get("omniseg_slide"), Slide):
         meta["omniseg_slide"] = dataclasses.replace(
             meta["omniseg_slide"], mpp=float(mpp), magnification=meta["magnification"])
-    from napari.layers import Labels
+    from napari.layers import Image, Labels
 
     for other in list(viewer.layers):
-        if (isinstance(other, Labels) and other.ndim == 2
-                and np.allclose(other.scale[-2:], old_scale)
-                and tuple((other.data[0] if other.multiscale else other.data).shape) == size):
+        if other is layer or not isinstance(other, (Labels, Image)) or other.ndim != 2:
+            continue
+        data = other.data[0] if other.multiscale else other.data
+        theirs = layer_mpp(other)
+        if (np.allclose(other.scale[-2:], old_scale) and tuple(data.shape[:2]) == size
+                and (theirs is None or (old_mpp is not None and np.isclose(theirs, old_mpp)))):
+            # painted on it or painted for it (a mask typed in Synthesize over the image it
+            # was painted on): the same pixels, so the same size in µm
             other.scale, other.units = (mpp, mpp), ("µm", "µm")
-            other.metadata = {**(other.metadata or {}), "mpp": float(mpp)}
+            extra = {"mpp_typed": True, "magnification": meta["magnification"]} if isinstance(
+                other, Image) else {}
+            other.metadata = {**(other.metadata or {}), "mpp": float(mpp), **extra}
     layer.metadata = meta
     layer.scale, layer.units = (mpp, mpp), ("µm", "µm")
+    # the image just became mpp times larger in the world: without this the view kept its
+    # pixel-sized window and showed a speck of the image in a corner
+    viewer.reset_view()
 
 
 def slide_from_layer(layer: Any, mpp: float | None = None):
