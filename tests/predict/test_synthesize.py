@@ -89,3 +89,26 @@ def test_a_mask_larger_than_memory_streams(generator):
     corner = lazy[:256, :256].compute()  # only what is asked for is generated
     assert corner.shape == (256, 256, 3)
     assert not np.array_equal(corner[:90].mean((0, 1)), corner[120:].mean((0, 1)))
+
+
+def test_the_prior_draws_in_micrometres_at_the_masks_own_pixel_size():
+    """The same painted pixels at 0.125 µm/px (finer than 40x) and at 40x's 0.25: the finer
+    mask's nuclei are about twice as wide in pixels (they keep their size in µm)."""
+    from scipy import ndimage
+
+    from napari_omniseg import vocab
+    from napari_omniseg.predict.synthesize import ANATOMY_PRIOR
+
+    labels = np.full((384, 384), 1 + vocab.tissue("pt").task_id, np.uint8)  # all PT
+
+    def nucleus_area(mpp):
+        img = np.asarray(synthesize(ANATOMY_PRIOR, labels, "he", 40, seed=3, mpp=mpp)
+                         ).astype(float)
+        nuclei = img[..., 2] - img[..., 0] > 20  # haematoxylin: blue over red
+        lab, n = ndimage.label(ndimage.binary_opening(nuclei))
+        return np.median(np.bincount(lab.ravel())[1:]) if n else 0.0
+
+    fine, coarse = nucleus_area(0.125), nucleus_area(None)  # None: 40x's 0.25 µm/px
+    assert 2.5 < fine / coarse < 6  # area: about (0.25 / 0.125) ** 2 = 4
+    with pytest.raises(OmnisegInputError, match="positive"):
+        synthesize(ANATOMY_PRIOR, labels, "he", 40, mpp=-1.0)

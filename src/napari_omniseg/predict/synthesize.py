@@ -102,7 +102,8 @@ def check_labels(labels: Any, name: str = "the mask") -> None:
 
 
 def synthesize(generator: Any, labels: Any, stain: str, magnification: float, seed: int = 0,
-               chunk: int = CHUNK, bf16: bool | None = None, name: str = "the mask") -> Any:
+               chunk: int = CHUNK, bf16: bool | None = None, name: str = "the mask",
+               mpp: float | None = None) -> Any:
     """A lazy ``(H, W, 3)`` uint8 dask array of histology for a painted label image.
 
     Parameters
@@ -124,6 +125,13 @@ def synthesize(generator: Any, labels: Any, stain: str, magnification: float, se
         bfloat16 autocast (default: on for a CPU generator: 1.2-1.5x faster, images within a
         mean 0.4 grey levels of float32's; float32 chunks agree with a single pass bit for bit,
         bfloat16 ones within a few grey levels; docs/synthesis.md).
+    name : str
+        How messages name the mask.
+    mpp : float, optional
+        The mask's own µm per pixel, when known. The anatomy prior draws in µm and uses it, so
+        structures keep their size at any pixel size (a mask at 0.125 µm/px was drawn as if at
+        40x's 0.25, its nuclei twice too large); the learned generator works at the
+        magnification's pixel size and ignores it.
 
     Raises
     ------
@@ -134,7 +142,7 @@ def synthesize(generator: Any, labels: Any, stain: str, magnification: float, se
     from ..nets.condition import masks_from_labels
 
     if isinstance(generator, str) and generator == ANATOMY_PRIOR:
-        return synthesize_prior(labels, stain, magnification, seed, chunk, name)
+        return synthesize_prior(labels, stain, magnification, seed, chunk, name, mpp)
     check_labels(labels, name)
     vocab.stain(stain)
     vocab.scale_id(magnification)
@@ -150,7 +158,8 @@ def synthesize(generator: Any, labels: Any, stain: str, magnification: float, se
 
 
 def synthesize_prior(labels: Any, stain: str, magnification: float, seed: int = 0,
-                     chunk: int = CHUNK, name: str = "the mask") -> Any:
+                     chunk: int = CHUNK, name: str = "the mask", mpp: float | None = None
+                     ) -> Any:
     """A lazy ``(H, W, 3)`` uint8 dask array of the anatomy prior alone (no learned model):
     the simulator's tissue drawn inside each painted region
     (:func:`napari_omniseg.simulate.mask_prior.render_prior`). Same arguments as
@@ -162,12 +171,14 @@ def synthesize_prior(labels: Any, stain: str, magnification: float, seed: int = 
     check_labels(labels, name)
     vocab.stain(stain)
     vocab.scale_id(magnification)
-    mpp = vocab.mpp_of_magnification(float(magnification))
+    if mpp is not None and not mpp > 0:
+        raise OmnisegInputError(f"µm/px must be positive, got {mpp}")
+    pixel = float(mpp) if mpp else vocab.mpp_of_magnification(float(magnification))
 
     def render(window: np.ndarray, wy0: int, wx0: int) -> np.ndarray:
-        return render_prior(masks_from_labels(window, name), stain, mpp, seed, wy0, wx0)
+        return render_prior(masks_from_labels(window, name), stain, pixel, seed, wy0, wx0)
 
-    return _chunked(labels, chunk, prior_halo(mpp), 1, render)
+    return _chunked(labels, chunk, prior_halo(pixel), 1, render)
 
 
 def _chunked(labels: Any, chunk: int, halo: int, align: int, render: Any) -> Any:

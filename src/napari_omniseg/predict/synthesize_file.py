@@ -74,6 +74,7 @@ def synthesize_file(mask: str | os.PathLike, out: str | os.PathLike, stain: str,
     images = open_labels(mask, mpp=mpp)
     try:
         pixel = images[0].mpp
+        drawn_at = pixel if magnification is None else None  # a chosen power wins
         if magnification is None:
             if pixel is None:
                 raise OmnisegInputError(f"{Path(mask).name} has no pixel size: give "
@@ -89,7 +90,8 @@ def synthesize_file(mask: str | os.PathLike, out: str | os.PathLike, stain: str,
         g = (ANATOMY_PRIOR if str(generator) == ANATOMY_PRIOR
              else load_generator(generator, device="cpu"))
         labels = vocabulary_labels(images)
-        image = synthesize(g, labels, stain, magnification, seed=seed, name=Path(mask).name)
+        image = synthesize(g, labels, stain, magnification, seed=seed, name=Path(mask).name,
+                           mpp=drawn_at)
         write_rgb_pyramid(out, image, pixel or vocab.mpp_of_magnification(magnification),
                           name=f"synthetic {vocab.STAINS[vocab.stain(stain)]} from "
                                f"{Path(mask).name}, seed {seed}",

@@ -170,6 +170,8 @@ class SynthesizeWidget(DockWidget):
             if self.mpp.value:
                 give_pixel_size(self.viewer, layer, float(self.mpp.value))
             mag = self._magnification(layer)
+            # the prior draws at the mask's own pixel size unless a magnification was chosen
+            own_mpp = layer_mpp(layer) if self.magnification.value == "auto" else None
             stain, seed, n = self.stain.value, int(self.seed.value), int(self.variations.value)
             source, path = self.model_source.value, str(self.model_file.value)
             prior_only = bool(self.prior_only.value)
@@ -185,7 +187,7 @@ class SynthesizeWidget(DockWidget):
             progress(0, 0, "loading the generator...")
             generator = ANATOMY_PRIOR if prior_only else self._generator(source, path)
             lazy = [synthesize(generator, region, stain, mag, seed=seed + k, chunk=_CHUNK,
-                               name=layer.name) for k in range(n)]
+                               name=layer.name, mpp=own_mpp) for k in range(n)]
             per = [-(-(y1 - y0) // _CHUNK) * -(-(x1 - x0) // _CHUNK)] * n
             total, done = sum(per), 0
             for k, image in enumerate(lazy):
