@@ -1,8 +1,8 @@
 """Regenerate docs/images/*.png: napari with the plugin, as a user sees it.
 
 Run under a display (or ``xvfb-run -a python docs/make_screenshot.py [renal] [finetune]
-[fetal] [quantify] [synthesize] [prior] [correct]``;
-all seven by default). Uses the bundled models and the
+[fetal] [quantify] [synthesize] [prior] [correct] [blocks]``;
+all eight by default). Uses the bundled models and the
 sample data. Widgets are opened the way a person opens them, from the Plugins menu
 (``add_plugin_dock_widget``), and samples from File > Open Sample.
 """
@@ -59,6 +59,8 @@ def main(parts: set[str]) -> None:
         synthesize(viewer, prior_only=True)
     if "correct" in parts:
         correct(viewer)
+    if "blocks" in parts:
+        blocks(viewer)
     viewer.close()
 
 
@@ -227,6 +229,38 @@ def correct(viewer) -> None:
     viewer.screenshot(str(OUT / "correct_widget.png"), canvas_only=False)
 
 
+def blocks(viewer) -> None:
+    """Block labels: a 40x PAS crop, 64 px blocks classed none / few / many capillaries (from
+    the simulator's truth, as a person would click them), the default table, one minute of
+    training, the fit report."""
+    import numpy as np
+
+    from napari_omniseg.simulate.renal import simulate_renal
+
+    sim = simulate_renal(1024, 1024, stain="pas", seed=11, levels=1)
+    viewer.window.remove_dock_widget("all")
+    viewer.layers.clear()
+    image = viewer.add_image(sim.image[0], rgb=True, name="PAS crop (40x)",
+                             metadata={"mpp": 0.25})
+    widget = open_widget(viewer, "Block labels")
+    widget.image.value, widget.tissue.value, widget.block_size.value = image, "ptc", 64
+    layer = widget.make_block_layer()
+    truth = np.asarray(sim.masks["ptc"][0]) > 0
+    frac = truth.reshape(16, 64, 16, 64).mean(axis=(1, 3))
+    layer.data = np.where(frac < 0.02, 1, np.where(frac < 0.08, 2, 3)).astype(layer.data.dtype)
+    layer.opacity = 0.45
+    widget.blocks.value = layer
+    widget.default_button.clicked()
+    widget.minutes.value = 1.0
+    widget.save_to.value = str(Path(tempfile.gettempdir()) / "omniseg_blocks_screenshot.pt")
+    widget.run_button.clicked()
+    _wait_for(widget)
+    widget.save_to.line_edit.native.setText("~/omniseg_blocks.pt")  # no machine's path shown
+    viewer.reset_view()
+    _settle()
+    viewer.screenshot(str(OUT / "block_labels_widget.png"), canvas_only=False)
+
+
 if __name__ == "__main__":
     main(set(sys.argv[1:]) or {"renal", "finetune", "fetal", "quantify", "synthesize",
-                               "prior", "correct"})
+                               "prior", "correct", "blocks"})
