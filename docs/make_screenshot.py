@@ -1,8 +1,8 @@
 """Regenerate docs/images/*.png: napari with the plugin, as a user sees it.
 
 Run under a display (or ``xvfb-run -a python docs/make_screenshot.py [renal] [finetune]
-[fetal] [quantify] [synthesize] [prior] [correct] [blocks]``;
-all eight by default). Uses the bundled models and the
+[fetal] [quantify] [synthesize] [prior] [correct] [blocks] [adapt]``;
+all nine by default). Uses the bundled models and the
 sample data. Widgets are opened the way a person opens them, from the Plugins menu
 (``add_plugin_dock_widget``), and samples from File > Open Sample.
 """
@@ -61,6 +61,8 @@ def main(parts: set[str]) -> None:
         correct(viewer)
     if "blocks" in parts:
         blocks(viewer)
+    if "adapt" in parts:
+        adapt(viewer)
     viewer.close()
 
 
@@ -261,6 +263,32 @@ def blocks(viewer) -> None:
     viewer.screenshot(str(OUT / "block_labels_widget.png"), canvas_only=False)
 
 
+def adapt(viewer) -> None:
+    """Fine-tune, adapt to: the silver and trichrome samples chosen as unlabelled targets,
+    nothing painted, one minute from the bundled model (the source: simulated slides)."""
+    viewer.window.remove_dock_widget("all")
+    viewer.layers.clear()
+    from napari.layers import Image
+
+    for stain in ("sil", "tri"):
+        viewer.open_sample(PLUGIN, f"renal_{stain}")
+    for layer in [lyr for lyr in viewer.layers if not isinstance(lyr, Image)]:
+        viewer.layers.remove(layer)  # the samples' masks: adaptation uses no labels
+    targets = list(viewer.layers)
+    widget = open_widget(viewer, "Fine-tune")
+    widget.adapt_to.value = targets
+    widget.start_from.value = "bundled"
+    widget.minutes.value = 1.0
+    widget.save_to.value = str(Path(tempfile.gettempdir()) / "omniseg_adapted_screenshot.pt")
+    widget.run_button.clicked()
+    _wait_for(widget)
+    widget.save_to.line_edit.native.setText("~/omniseg_adapted.pt")  # no machine's path shown
+    targets[1].visible = False
+    viewer.reset_view()
+    _settle()
+    viewer.screenshot(str(OUT / "adapt_widget.png"), canvas_only=False)
+
+
 if __name__ == "__main__":
     main(set(sys.argv[1:]) or {"renal", "finetune", "fetal", "quantify", "synthesize",
-                               "prior", "correct", "blocks"})
+                               "prior", "correct", "blocks", "adapt"})
