@@ -71,9 +71,7 @@ class TileEngine:
         self.scale0 = self.mag / mag0  # working pixels per level-0 pixel
         h0, w0 = slide.shape
         self.shape = (max(1, int(round(h0 * self.scale0))), max(1, int(round(w0 * self.scale0))))
-        # read from the coarsest level that is still at least as fine as the working grid
-        usable = [k for k, d in enumerate(slide.downsamples) if mag0 / d >= self.mag * 0.97]
-        self.level = max(usable) if usable else 0
+        self.level = reading_level(slide, self.mag)
         self.level_per_working = (mag0 / slide.downsamples[self.level]) / self.mag
         self.window = blend_window(tile, overlap)
         self._blocks: OrderedDict = OrderedDict()
@@ -543,6 +541,14 @@ def _level_array(engine: TileEngine, level: int, shape: tuple[int, int], chunk: 
     return da.map_blocks(block, chunks=chunks, dtype=np.uint8, meta=np.empty((0, 0), np.uint8))
 
 
+def reading_level(slide: Slide, magnification: float) -> int:
+    """The slide level a working magnification is read from: the coarsest level still at
+    least as fine as the working grid (3% slack: a 0.2525 µm/px scanner's 40x is 40x)."""
+    mag0 = float(slide.magnification or magnification)
+    usable = [k for k, d in enumerate(slide.downsamples) if mag0 / d >= magnification * 0.97]
+    return max(usable) if usable else 0
+
+
 def read_working_region(slide: Slide, magnification: float, box: tuple[int, int, int, int]
                         ) -> np.ndarray:
     """The RGB of a level-0 box at a working magnification, read as Segment reads it.
@@ -565,8 +571,7 @@ def read_working_region(slide: Slide, magnification: float, box: tuple[int, int,
 
     mag0 = float(slide.magnification or magnification)
     scale0 = magnification / mag0
-    usable = [k for k, d in enumerate(slide.downsamples) if mag0 / d >= magnification * 0.97]
-    level = max(usable) if usable else 0
+    level = reading_level(slide, magnification)
     d = slide.downsamples[level]
     y0, y1, x0, x1 = box
     lvl = slide.levels[level]

@@ -32,7 +32,14 @@ from .. import vocab
 from ..choices import LsrDistance, LsrLoss
 from ..errors import OmnisegInputError
 from .dock import DockWidget, wrapping_label
-from .layers import image_array, image_layers, labels_array, layers_of_type, slide_from_layer
+from .layers import (
+    FROM_IMAGE,
+    image_array,
+    image_layers,
+    labels_array,
+    layers_of_type,
+    slide_at_choice,
+)
 from .model_in_use import MODELS_IN_USE
 from .plots import LossPlot
 
@@ -63,8 +70,8 @@ class BlockLabelsWidget(DockWidget):
         self.tissue = ComboBox(label="tissue", value="ptc", choices=[
             (t.label, t.code) for t in vocab.TISSUES],
             tooltip="the tissue the block classes are about")
-        self.magnification = ComboBox(label="magnification", value="from image", choices=[
-            "from image", *[f"{m}x" for m in vocab.MAGNIFICATIONS]])
+        self.magnification = ComboBox(label="magnification", value=FROM_IMAGE, choices=[
+            FROM_IMAGE, *[f"{m}x" for m in vocab.MAGNIFICATIONS]])
         self.block_size = SpinBox(label="block size (px)", value=64, min=2, max=4096,
                                   tooltip="image pixels per block side; it must divide the "
                                           "image's height and width")
@@ -265,14 +272,7 @@ class BlockLabelsWidget(DockWidget):
         check_cover(data.shape[:2], z.shape, b, image.name)
         if not (z > 0).any():
             raise OmnisegInputError(f"{layer.name} has no block classes painted")
-        fixed = self.magnification.value != "from image"
-        mag = float(self.magnification.value.rstrip("x")) if fixed else None
-        try:
-            slide = slide_from_layer(image, None if mag is None
-                                     else vocab.mpp_of_magnification(mag))
-        except OmnisegInputError:
-            raise OmnisegInputError(f"{image.name} has no pixel size; choose its "
-                                    "magnification above") from None
+        slide, mag = slide_at_choice(image, self.magnification.value)
         rows, cols = np.nonzero(z)
         r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
         pixels = image_array(image, (slice(r0 * b, r1 * b), slice(c0 * b, c1 * b)))

@@ -124,15 +124,8 @@ class CorrectWidget(DockWidget):
         return layer
 
     def _view_box(self, slide: Any, image: Any) -> tuple[int, int, int, int]:
-        world = self._visible_world_corners()
-        data = np.asarray([image.world_to_data(p) for p in world])[:, -2:]
-        h, w = slide.shape
-        y0, x0 = np.floor(data.min(0)).astype(int)
-        y1, x1 = np.ceil(data.max(0)).astype(int)
-        y0, x0, y1, x1 = max(0, y0), max(0, x0), min(h, y1), min(w, x1)
-        if y1 <= y0 or x1 <= x0:
-            raise OmnisegInputError("the view does not show the image; pan to the tissue")
-        return int(y0), int(y1), int(x0), int(x1)
+        return self._data_box(image, self._visible_world_corners(), slide.shape,
+                              "the view does not show the image; pan to the tissue")
 
     # -- learning --------------------------------------------------------------------------
 

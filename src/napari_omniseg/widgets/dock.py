@@ -16,6 +16,7 @@ from typing import Any
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton
 
 from ..choices import ModelSource
+from ..errors import OmnisegInputError
 from ._worker_controls import WorkerControls
 from .model_in_use import MODELS_IN_USE
 
@@ -116,6 +117,23 @@ class DockWidget(WorkerControls, Container):
         half = np.asarray(size, float) / cam.zoom / 2  # canvas size is (height, width) px
         cy, cx = cam.center[-2:]
         return np.array([[cy - half[0], cx - half[1]], [cy + half[0], cx + half[1]]])
+
+    @staticmethod
+    def _data_box(layer: Any, world: Any, shape: tuple[int, int], empty: str
+                  ) -> tuple[int, int, int, int]:
+        """The ``(y0, y1, x0, x1)`` pixel box of ``layer`` (``shape`` its level-0 size) that
+        holds the world points ``world`` (the view's corners, a shape's vertices), clipped to
+        the image; ``empty`` is the sentence when the box misses the image."""
+        import numpy as np
+
+        data = np.asarray([layer.world_to_data(p) for p in world])[:, -2:]
+        h, w = shape
+        y0, x0 = np.floor(data.min(0)).astype(int)
+        y1, x1 = np.ceil(data.max(0)).astype(int)
+        y0, x0, y1, x1 = max(0, y0), max(0, x0), min(h, y1), min(w, x1)
+        if y1 <= y0 or x1 <= x0:
+            raise OmnisegInputError(empty)
+        return int(y0), int(y1), int(x0), int(x1)
 
     def _model_choice(self, task: str, bundled: str, file: str = "checkpoint file",
                       in_use: str = "fine-tuned model in use") -> list:

@@ -35,12 +35,14 @@ from ..errors import OmnisegInputError
 from ..tasks import TASKS, Task
 from .dock import DockWidget, wrapping_label
 from .layers import (
+    FROM_IMAGE,
     LABELS_NDIM,
     image_array,
     image_layers,
     labels_array,
     layers_of_type,
     shapes_region,
+    slide_at_choice,
     slide_from_layer,
 )
 from .model_in_use import MODELS_IN_USE
@@ -147,8 +149,8 @@ class FinetuneWidget(DockWidget):
         self.rows: Container = Container(labels=False, label="annotations")
         self.row_header = wrapping_label(ROW_HEADER)
         self.add_row_button = PushButton(text="Add annotation row")
-        self.magnification = ComboBox(label="magnification", value="from image", choices=[
-            "from image", *[f"{m}x" for m in vocab.MAGNIFICATIONS]])
+        self.magnification = ComboBox(label="magnification", value=FROM_IMAGE, choices=[
+            FROM_IMAGE, *[f"{m}x" for m in vocab.MAGNIFICATIONS]])
         self.start_from = ComboBox(label="start from", value=ModelSource.IN_USE, choices=[
             ("model in use (fine-tuned, else bundled)", ModelSource.IN_USE),
             ("bundled", ModelSource.BUNDLED), ("checkpoint file", ModelSource.FILE)])
@@ -283,17 +285,11 @@ class FinetuneWidget(DockWidget):
     def target_choice(self) -> tuple[list, float | None]:
         """The chosen unlabelled layers and the µm/px typed for them (None: from each layer),
         read in the GUI thread; :func:`read_targets` samples them in the worker."""
-        fixed = self.magnification.value != "from image"
-        mpp = vocab.mpp_of_magnification(float(self.magnification.value.rstrip("x"))) \
-            if fixed else None
         layers = list(self.adapt_to.value)
+        mag = None
         for layer in layers:  # a missing pixel size is told before anything starts
-            try:
-                slide_from_layer(layer, mpp)
-            except OmnisegInputError:
-                raise OmnisegInputError(f"{layer.name} has no pixel size; choose its "
-                                        "magnification above") from None
-        return layers, mpp
+            _, mag = slide_at_choice(layer, self.magnification.value)
+        return layers, None if mag is None else vocab.mpp_of_magnification(mag)
 
     def _volume_annotation(self, row: AnnotationRow, image: Any, labels: Any):
         from ..train.task_functions import functions_of
@@ -311,14 +307,7 @@ class FinetuneWidget(DockWidget):
         )
         from ..train.task_functions import functions_of
 
-        fixed = self.magnification.value != "from image"
-        mag = float(self.magnification.value.rstrip("x")) if fixed else None
-        try:
-            mpp = None if mag is None else vocab.mpp_of_magnification(mag)
-            slide = slide_from_layer(image, mpp)
-        except OmnisegInputError:
-            raise OmnisegInputError(f"{image.name} has no pixel size; choose its "
-                                    "magnification above") from None
+        slide, mag = slide_at_choice(image, self.magnification.value)
         lab = labels_array(labels)
         if lab.shape[-2:] != tuple(slide.shape):
             raise OmnisegInputError(

@@ -70,6 +70,28 @@ def give_pixel_size(viewer: Any, layer: Any, mpp: float) -> None:
     viewer.reset_view()
 
 
+#: A magnification choice that leaves the pixel size to the image layer.
+FROM_IMAGE = "from image"
+
+
+def slide_at_choice(layer: Any, choice: str) -> tuple[Any, float | None]:
+    """:func:`slide_from_layer` under a widget's magnification choice (:data:`FROM_IMAGE` or
+    ``"10x"``): the slide and the chosen magnification (None: from the image).
+
+    Raises
+    ------
+    OmnisegInputError
+        One sentence when the layer has no pixel size and none was chosen.
+    """
+    mag = None if choice == FROM_IMAGE else float(str(choice).rstrip("x"))
+    try:
+        slide = slide_from_layer(layer, None if mag is None else vocab.mpp_of_magnification(mag))
+    except OmnisegInputError:
+        raise OmnisegInputError(f"{layer.name} has no pixel size; choose its magnification "
+                                "above") from None
+    return slide, mag
+
+
 def slide_from_layer(layer: Any, mpp: float | None = None):
     """A :class:`Slide` over an image layer's data (multiscale or plain RGB).
 

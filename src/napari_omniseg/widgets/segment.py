@@ -105,13 +105,8 @@ class SegmentWidget(DockWidget):
             world = np.asarray([shapes.data_to_world(p) for p in pts])[:, -2:]
         else:
             world = self._visible_world_corners()
-        data = np.asarray([layer.world_to_data(p) for p in world])[:, -2:]
-        y0, x0 = np.floor(data.min(0)).astype(int)
-        y1, x1 = np.ceil(data.max(0)).astype(int)
-        y0, x0, y1, x1 = max(0, y0), max(0, x0), min(h, y1), min(w, x1)
-        if y1 <= y0 or x1 <= x0:
-            raise OmnisegInputError("the chosen region does not overlap the image")
-        return y0, y1, x0, x1
+        return self._data_box(layer, world, (h, w), "the chosen region does not overlap the "
+                              "image")
 
     def start(self) -> None:
         """Read the choices and start the worker, which loads the model, prepares the engines
