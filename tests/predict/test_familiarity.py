@@ -124,3 +124,18 @@ def test_a_model_without_a_record_is_not_judged(model, he_slide):
     assert familiarity_of(model) is None
     engines = make_engines(he_slide, ("dt",), None, model)
     assert slide_familiarity(engines, model) is None and check_slide(engines, model) == ""
+
+
+def test_a_tile_that_cannot_be_read_gives_no_warning_rather_than_a_failure(model, he_slide,
+                                                                          monkeypatch):
+    import napari_omniseg.predict.familiarity as familiarity
+
+    checked = _with_record(model, np.random.default_rng(0).integers(
+        0, 255, (96, 64, 64, 3), dtype=np.uint8), None)
+
+    def unreadable(*_a, **_k):
+        raise OSError("the file went away")
+
+    monkeypatch.setattr(familiarity, "engine_tiles", unreadable)
+    engines = make_engines(he_slide, ("ptc",), None, checked)
+    assert check_slide(engines, checked) == ""

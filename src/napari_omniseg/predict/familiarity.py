@@ -346,8 +346,15 @@ def slide_familiarity(engines: dict[str, tuple[Any, int]], model: Any,
 
 def check_slide(engines: dict[str, tuple[Any, int]], model: Any,
                 model_name: str | None = None) -> str:
-    """The warning sentence for a slide, or "" (familiar, or no record to judge by)."""
-    result = slide_familiarity(engines, model)
+    """The warning sentence for a slide, or "" (familiar, or no record to judge by).
+
+    It runs after the masks are made: a tile that cannot be read or described here must not
+    turn a finished segmentation into a failure, so such an error gives no warning either.
+    """
+    try:
+        result = slide_familiarity(engines, model)
+    except (OSError, ValueError, RuntimeError, KeyError):
+        return ""
     if result is None:
         return ""
     from ..checkpoints import BUNDLED
