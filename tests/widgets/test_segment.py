@@ -222,3 +222,21 @@ def test_an_unfamiliar_slide_is_told_in_one_sentence(make_napari_viewer, qtbot, 
     w.run_button.clicked()
     qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
     assert w.status.value == "done"  # the bundled model knows simulated slides
+
+
+def test_a_pixel_size_typed_again_keeps_the_view_the_person_chose(make_napari_viewer):
+    """Typed once, the view follows the image to its size in µm; Segment run again with the
+    same µm/px must not throw away the person's zoom (that would turn "current view" into the
+    whole image)."""
+    from napari_omniseg.widgets.layers import give_pixel_size
+
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(np.zeros((400, 600, 3), np.uint8), rgb=True, name="field")
+    give_pixel_size(viewer, layer, 0.5)
+    cam = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    cam.zoom, cam.center = cam.zoom * 4, (0, 50.0, 60.0)
+    zoom, center = cam.zoom, tuple(cam.center)
+    give_pixel_size(viewer, layer, 0.5)
+    assert cam.zoom == pytest.approx(zoom) and tuple(cam.center) == pytest.approx(center)
+    give_pixel_size(viewer, layer, 0.25)  # a new size: the view follows again
+    np.testing.assert_allclose(layer.scale[-2:], (0.25, 0.25))

@@ -42,6 +42,8 @@ def give_pixel_size(viewer: Any, layer: Any, mpp: float) -> None:
     if layer_mpp(layer) is not None and not meta.get("mpp_typed"):
         return  # the file's (or the layer's own µm scale) is kept
     old_scale, old_mpp = np.asarray(layer.scale[-2:], float), layer_mpp(layer)
+    if meta.get("mpp_typed") and old_mpp is not None and np.isclose(old_mpp, mpp):
+        return  # typed before and unchanged: the view the person chose stays
     size = layer.data[0].shape[:2] if layer.multiscale else layer.data.shape[:2]
     meta.update(mpp=float(mpp), mpp_typed=True,
                 magnification=vocab.magnification_of_mpp(mpp))
