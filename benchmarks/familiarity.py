@@ -32,7 +32,7 @@ import numpy as np
 
 def main() -> None:
     from napari_omniseg import vocab
-    from napari_omniseg.checkpoints import load_model, read_metadata, save_checkpoint
+    from napari_omniseg.checkpoints import _resolve, load_model, resave_checkpoint
     from napari_omniseg.io.slides import open_slide
     from napari_omniseg.predict.familiarity import (
         familiarity_of,
@@ -112,12 +112,7 @@ def main() -> None:
             print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     print(f"\n{time.perf_counter() - t0:.0f} s")
     if args.write:
-        meta = read_metadata(args.model) if Path(str(args.model)).exists() else dict(
-            model.omniseg_metadata)
-        keep = {k: v for k, v in {**meta, "familiarity": fam.as_dict()}.items()
-                if k not in ("format", "architecture", "vocabulary", "napari_omniseg_version",
-                             "stored_as", "width", "created")}
-        save_checkpoint(model, args.write, half=meta.get("stored_as") == "float16", **keep)
+        resave_checkpoint(_resolve(args.model), args.write, familiarity=fam.as_dict())
         print(f"wrote {args.write}")
 
 

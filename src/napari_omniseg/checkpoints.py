@@ -89,12 +89,22 @@ def save_checkpoint(model: Any, path: str | os.PathLike, half: bool = False,
 
 def save_half_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Re-save a product checkpoint with float16 weights and the same metadata (for bundling)."""
+    return resave_checkpoint(src, dst, half=True)
+
+
+def resave_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, half: bool | None = None,
+                      **changes: Any) -> Path:
+    """Re-save a product checkpoint with the same weights and its training facts, updated by
+    ``changes`` (a familiarity record, say); ``half``: float16 weights (None: as stored).
+    What :func:`save_checkpoint` writes itself (format, architecture, vocabulary, dates,
+    version) is written anew."""
     meta = read_metadata(src)
     model = load_model(src, device="cpu")
     keep = {k: v for k, v in meta.items()
             if k not in ("format", "architecture", "vocabulary", "created",
                          "napari_omniseg_version", "stored_as")}
-    return save_checkpoint(model, dst, half=True, **keep)
+    half = meta.get("stored_as") == "float16" if half is None else half
+    return save_checkpoint(model, dst, half=half, **{**keep, **changes})
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:

@@ -21,7 +21,7 @@ No pretrained network is involved: the features are the segmenter's.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -192,9 +192,8 @@ def fit_familiarity(descriptors: np.ndarray, groups: np.ndarray | None = None,
     fam = Familiarity(mean.tolist(), scale.tolist(), vt[:k].tolist(),
                       (var[:k] + 1e-6).tolist(), residual, 0.0, [], [], len(x))
     distances = fam.distances(held)
-    return Familiarity(**{**asdict(fam), "threshold": float(np.quantile(distances, quantile)),
-                          "held": distances.tolist(),
-                          "held_groups": [int(g) for g in groups[held_out]]})
+    return replace(fam, threshold=float(np.quantile(distances, quantile)),
+                   held=distances.tolist(), held_groups=[int(g) for g in groups[held_out]])
 
 
 def familiarity_of(model: Any) -> Familiarity | None:
