@@ -1,3 +1,4 @@
+import numpy as np
 import torch
 
 from napari_omniseg.train.augment import colour, spatial
@@ -53,3 +54,31 @@ def test_jpeg_compresses_a_share_of_the_images():
     out = jpeg(x, g, p=1.0, quality=(10, 10))
     assert out.shape == x.shape and 0.02 < (out - x).abs().mean() < 0.5
     assert torch.equal(jpeg(x, g, p=0.0), x)
+
+
+def test_edge_reflection_mirrors_bands_as_the_tile_engine_pads():
+    from napari_omniseg.train.augment import edge_reflection
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(6, 3, 64, 64)
+    target = (torch.rand(6, 64, 64) > 0.5).float()
+    out, (t_out,) = edge_reflection(x, [target], g, p=1.0, max_width=20)
+    assert not torch.equal(out, x) and torch.equal(x, x.clone())  # inputs untouched
+    for i in range(6):
+        changed = (out[i] != x[i]).any(0)
+        rows, cols = changed.any(1), changed.any(0)
+        # changes lie in bands along the sides, each at most max_width deep
+        inner = changed[20:-20, 20:-20]
+        assert not inner.any() and (rows.any() or cols.any())
+        # the target moved exactly as the image: mirrored labels of mirrored tissue
+        assert torch.equal((t_out[i] != target[i]), (t_out[i] != target[i]) & changed)
+    # one side against numpy's reflect padding, the engine's mode
+    from napari_omniseg.train.augment import _reflect_band
+
+    a = np.arange(7 * 9, dtype=float).reshape(7, 9)
+    for side, core, pad in ((0, a[3:], ((3, 0), (0, 0))), (1, a[:-3], ((0, 3), (0, 0))),
+                            (2, a[:, 3:], ((0, 0), (3, 0))), (3, a[:, :-3], ((0, 0), (0, 3)))):
+        t = torch.tensor(a)
+        _reflect_band(t, side, 3)
+        assert np.array_equal(t.numpy(), np.pad(core, pad, mode="reflect"))
+    assert edge_reflection(x, [target], g, p=0.0)[0] is x

@@ -134,3 +134,65 @@ def jpeg(images: torch.Tensor, generator: torch.Generator, p: float = 0.5,
             back = np.asarray(im.convert("RGB"))
         out[i] = torch.from_numpy(back.copy()).permute(2, 0, 1).float() / 255
     return out
+
+
+def edge_reflection(images: torch.Tensor, maps: list[torch.Tensor], generator: torch.Generator,
+                    p: float = 0.5, max_width: int = 128) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Mirror a band along one or two sides of a share ``p`` of the patches, as the tile engine
+    pads an image smaller than one network tile.
+
+    Segment keeps its tiles inside the image, but an image (or a working level) smaller than a
+    tile is still read reflected past its edge, and a network trained on interior crops only
+    meets mirrored tubules and glomeruli there. A band of 8 to ``max_width`` pixels along a
+    side is replaced by the reflection of the pixels inside it (``numpy.pad(mode="reflect")``),
+    and the same is done to every map in ``maps`` (targets, valid masks: ``(N, H, W)``), so
+    labels stay those of the mirrored tissue.
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        ``(N, C, H, W)``.
+    maps : list of torch.Tensor
+        ``(N, H, W)`` tensors reflected alike.
+    generator : torch.Generator
+        Randomness.
+    p : float
+        Share of patches changed.
+    max_width : int
+        Widest band, in pixels (at most one less than half the patch side).
+
+    Returns
+    -------
+    (torch.Tensor, list of torch.Tensor)
+        New tensors; the inputs are not changed.
+    """
+    n, _, h, w = images.shape
+    pick = torch.nonzero(torch.rand(n, generator=generator) < p).flatten()
+    if len(pick) == 0:
+        return images, maps
+    images = images.clone()
+    maps = [m.clone() for m in maps]
+    for i in pick.tolist():
+        sides = torch.randperm(4, generator=generator)[:int(torch.randint(1, 3, (1,),
+                                                                          generator=generator))]
+        for side in sides.tolist():
+            extent = h if side < 2 else w
+            width = int(torch.randint(8, max(9, min(max_width, extent // 2 - 1) + 1), (1,),
+                                      generator=generator))
+            for t in [images[i], *[m[i] for m in maps]]:
+                _reflect_band(t, side, width)
+    return images, maps
+
+
+def _reflect_band(t: torch.Tensor, side: int, width: int) -> None:
+    """In place: the outer ``width`` rows/columns of ``t`` (``(..., H, W)``) on ``side`` (0 top,
+    1 bottom, 2 left, 3 right) become the reflection of the ones inside, edge pixel excluded."""
+    dim = -2 if side < 2 else -1
+    size = t.shape[dim]
+    if side in (0, 2):  # band [0, width) mirrors [width + 1, 2 * width] about pixel `width`
+        src = torch.arange(2 * width, width, -1)
+        dst = torch.arange(0, width)
+    else:  # band [size - width, size) mirrors about pixel size - width - 1
+        src = torch.arange(size - width - 2, size - 2 * width - 2, -1)
+        dst = torch.arange(size - width, size)
+    t.index_copy_(dim % t.dim(), dst, t.index_select(dim % t.dim(), src))

@@ -81,6 +81,9 @@ class RenalRecipe:
         How often a patch is re-dyed with random stain vectors
         (:func:`~napari_omniseg.train.augment.stain_vectors`) and JPEG-compressed
         (:func:`~napari_omniseg.train.augment.jpeg`), on top of the colour jitter.
+    edge_p : float
+        How often a patch has a band mirrored along one or two sides, as Segment pads an
+        image smaller than one tile (:func:`~napari_omniseg.train.augment.edge_reflection`).
     """
 
     slides: int = 80
@@ -96,6 +99,7 @@ class RenalRecipe:
     init: str | None = None
     stain_p: float = 0.0
     jpeg_p: float = 0.0
+    edge_p: float = 0.0
 
     def seeds(self) -> list[int]:
         """The simulator seeds of the training slides."""
@@ -119,6 +123,8 @@ class RenalRecipe:
         if self.stain_p or self.jpeg_p:
             augmentation += (f"; random stain vectors p={self.stain_p:g}, JPEG quality 30-95 "
                              f"p={self.jpeg_p:g}")
+        if self.edge_p:
+            augmentation += f"; edge bands mirrored as in images smaller than a tile p={self.edge_p:g}"
         return {**dataclasses.asdict(self),
                 "trained_on": simulated + real
                 + (f"; started from {self.init}" if self.init else ""),
@@ -246,10 +252,10 @@ def _real_rows(manifest: str) -> list:
 def mixed_batches(bank: PatchBank, real: list, recipe: RenalRecipe, seed: int = 0):
     """``next_batch()`` of simulated patches and, when ``real`` annotations are given, a
     ``recipe.real_fraction`` of real ones (their unannotated pixels unknown), then the
-    recipe's stain-vector and JPEG augmentation on all of them."""
+    recipe's stain-vector, JPEG and edge-reflection augmentation on all of them."""
     import torch
 
-    from .augment import jpeg, stain_vectors
+    from .augment import edge_reflection, jpeg, stain_vectors
     from .finetune_renal import make_finetune_batches
 
     n_real = int(round(recipe.batch * recipe.real_fraction)) if real else 0
@@ -274,6 +280,9 @@ def mixed_batches(bank: PatchBank, real: list, recipe: RenalRecipe, seed: int = 
             b["images"] = stain_vectors(b["images"], gen, p=recipe.stain_p)
         if recipe.jpeg_p:
             b["images"] = jpeg(b["images"], gen, p=recipe.jpeg_p)
+        if recipe.edge_p:
+            b["images"], (b["targets"], b["valid"]) = edge_reflection(
+                b["images"], [b["targets"], b["valid"]], gen, p=recipe.edge_p)
         return b
 
     return next_batch
