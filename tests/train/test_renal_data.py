@@ -54,14 +54,16 @@ def test_mixed_batches_join_real_rows_with_their_unknown_pixels(tmp_path):
     painted = np.zeros((128, 128), np.uint8)
     painted[40:60, 40:60] = 1
     real = [annotation_from_layers(img, painted, "ptc", 40, annotated=False)]
-    recipe = RenalRecipe(batch=4, real_fraction=0.5, stain_p=1.0, jpeg_p=1.0,
-                         real_manifest="rows.csv")
+    recipe = RenalRecipe(batch=4, real_fraction=0.5, stain_p=1.0, jpeg_p=1.0, edge_p=1.0,
+                         real_manifest="somewhere/rows.csv")
     b = mixed_batches(bank, real, recipe)()
-    assert b["images"].shape[0] == b["valid"].shape[0] == 4
+    assert b["images"].shape[0] == b["valid"].shape[0] == b["targets"].shape[0] == 4
     assert torch.all(b["valid"][:2] == 1)  # simulated: every pixel known
     assert b["valid"][2:].mean() < 0.2  # real, painted only: the rest unknown
     meta = recipe.metadata()
     assert "its 'val' rows never" in meta["trained_on"] and "JPEG" in meta["augmentation"]
+    assert "edge bands mirrored" in meta["augmentation"]
+    assert meta["real_manifest"] == "rows.csv"  # a shared checkpoint names no local folders
 
 
 def test_the_training_record_holds_simulated_and_real_patches_by_their_slide():

@@ -125,7 +125,10 @@ class RenalRecipe:
                              f"p={self.jpeg_p:g}")
         if self.edge_p:
             augmentation += f"; edge bands mirrored as in images smaller than a tile p={self.edge_p:g}"
-        return {**dataclasses.asdict(self),
+        # the manifest's name, not its path: checkpoints are shared (and one is bundled)
+        fields = {**dataclasses.asdict(self),
+                  "real_manifest": Path(self.real_manifest).name if self.real_manifest else None}
+        return {**fields,
                 "trained_on": simulated + real
                 + (f"; started from {self.init}" if self.init else ""),
                 "loss": "Dice + BCE on two one-hot channels, weight 1.2 on a 2 px ring outside "
