@@ -29,10 +29,10 @@ def main() -> None:
     from napari_omniseg.checkpoints import load_model
     from napari_omniseg.io.slides import open_slide
     from napari_omniseg.predict.slide import segment_slide
+    from napari_omniseg.tasks import task_of_manifest
     from napari_omniseg.train.finetune_renal import evaluate_annotations
     from napari_omniseg.train.metrics import dice
     from napari_omniseg.train.task_functions import functions_of
-    from napari_omniseg.tasks import task_of_manifest
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("manifest")
@@ -53,7 +53,8 @@ def main() -> None:
         engine.setdefault(a.tissue, []).append(dice((pred > 0) & a.known, a.mask & a.known))
     tile = evaluate_annotations(model, rows)
     by_tissue = {k: round(float(np.mean(v)), 4) for k, v in engine.items()}
-    out = {"model": args.model, "split": args.split, "glass_mask": not args.no_glass_mask, "rows": len(rows),
+    out = {"model": args.model, "split": args.split, "glass_mask": not args.no_glass_mask,
+           "rows": len(rows),
            "date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(),
            "seconds": round(time.perf_counter() - t),
            "as_segmented": {"mean_dice": round(float(np.mean(list(by_tissue.values()))), 4),

@@ -230,7 +230,7 @@ def test_tiles_stay_inside_the_image_so_a_patch_is_segmented_as_evaluate_scores_
         for ty in range(eng._tile_indices(0, 0, h)[-1] + 1):
             for tx in range(eng._tile_indices(1, 0, w)[-1] + 1):
                 y0, y1, x0, x1 = eng._source_box(ty, tx)
-                assert 0 <= y0 and y1 <= h and 0 <= x0 and x1 <= w, (ty, tx)
+                assert y0 >= 0 and y1 <= h and x0 >= 0 and x1 <= w, (ty, tx)
         prob = eng.probabilities(0, h, 0, w)[0]
         if (h, w) == (256, 256):  # one tile, the same one evaluate predicts
             assert len(eng._tile_indices(0, 0, h)) == 1 == len(eng._tile_indices(1, 0, w))

@@ -137,7 +137,8 @@ def jpeg(images: torch.Tensor, generator: torch.Generator, p: float = 0.5,
 
 
 def edge_reflection(images: torch.Tensor, maps: list[torch.Tensor], generator: torch.Generator,
-                    p: float = 0.5, max_width: int = 128) -> tuple[torch.Tensor, list[torch.Tensor]]:
+                    p: float = 0.5, max_width: int = 128
+                    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Mirror a band along one or two sides of a share ``p`` of the patches, as the tile engine
     pads an image smaller than one network tile.
 

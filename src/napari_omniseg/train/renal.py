@@ -124,7 +124,8 @@ class RenalRecipe:
             augmentation += (f"; random stain vectors p={self.stain_p:g}, JPEG quality 30-95 "
                              f"p={self.jpeg_p:g}")
         if self.edge_p:
-            augmentation += f"; edge bands mirrored as in images smaller than a tile p={self.edge_p:g}"
+            augmentation += ("; edge bands mirrored as in images smaller than a tile "
+                             f"p={self.edge_p:g}")
         # the manifest's name, not its path: checkpoints are shared (and one is bundled)
         fields = {**dataclasses.asdict(self),
                   "real_manifest": Path(self.real_manifest).name if self.real_manifest else None}
