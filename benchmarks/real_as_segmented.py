@@ -6,12 +6,12 @@ Usage::
     python benchmarks/real_as_segmented.py MANIFEST --model renal [--split val]
 
 `omniseg evaluate` predicts each patch as one network tile. A person who opens the same PNG in
-napari (or `omniseg segment`s it) goes through the tile engine instead: 256 px tiles on a grid
-that starts half an overlap before the image, so a 256 px patch is read as four tiles, each
-partly the patch's mirror image past its edge, plus the glass mask. This benchmark opens every
-row with ``open_slide`` at its µm/px (10 / magnification), runs ``segment_slide`` for the row's
-tissue at the row's magnification, and scores level 0 against the mask; both figures are
-printed per tissue (mean over rows, as `omniseg evaluate` averages).
+napari (or `omniseg segment`s it) goes through the tile engine instead (its tiles, blending and
+glass mask). Until 2026-12-04 the engine's edge tiles were read partly mirrored past the image,
+and the two figures differed (0.37 against 0.51 for a mixed model); they should now agree. This
+benchmark opens every row with ``open_slide`` at its µm/px (10 / magnification), runs
+``segment_slide`` for the row's tissue at the row's magnification, and scores level 0 against
+the mask; both figures are printed per tissue (mean over rows, as `omniseg evaluate` averages).
 """
 
 from __future__ import annotations

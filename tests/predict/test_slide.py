@@ -234,8 +234,7 @@ def test_tiles_stay_inside_the_image_so_a_patch_is_segmented_as_evaluate_scores_
         prob = eng.probabilities(0, h, 0, w)[0]
         if (h, w) == (256, 256):  # one tile, the same one evaluate predicts
             assert len(eng._tile_indices(0, 0, h)) == 1 == len(eng._tile_indices(1, 0, w))
-            cond = [(eng.conds[0][0], eng.conds[0][1])]
-            np.testing.assert_allclose(prob, predict_array(model, rgb, cond)[0], atol=1e-3)
+            np.testing.assert_allclose(prob, predict_array(model, rgb, eng.conds)[0], atol=1e-3)
         # any region blends the same tiles as the whole image (no seams between chunks)
         y0, y1, x0, x1 = h // 6, h * 2 // 3, w // 5, w - 10
         part = eng.probabilities(y0, y1, x0, x1)[0]

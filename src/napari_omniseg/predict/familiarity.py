@@ -257,7 +257,8 @@ def engine_tiles(engine: Any, n: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
 
     def inside(side: int) -> tuple[int, int]:
-        # tiles wholly inside the image where there are any: reflected borders are not tissue
+        # interior tiles where there are any (the first row and column lie on the image's
+        # border, and an image smaller than a tile is read reflected, which is not tissue)
         last = (side + engine.overlap - engine.tile) // engine.stride
         return (1, last) if last >= 1 else (0, -(-side // engine.stride))
 
