@@ -29,3 +29,12 @@ def test_unknown_names_list_the_valid_ones():
 def test_mpp_magnification_convention():
     assert vocab.magnification_of_mpp(0.25) == pytest.approx(40)
     assert vocab.mpp_of_magnification(10) == pytest.approx(1.0)
+
+
+def test_only_the_tuft_and_its_capsule_share_pixels():
+    assert vocab.disjoint_tissues("ves") == ("dt", "pt", "cap", "tuft", "ptc")
+    assert vocab.disjoint_tissues("TUFT") == ("dt", "pt", "ves", "ptc")
+    assert "tuft" not in vocab.disjoint_tissues("cap")
+    for t in vocab.TISSUE_CODES:
+        assert t not in vocab.disjoint_tissues(t)
+        assert all(t in vocab.disjoint_tissues(o) for o in vocab.disjoint_tissues(t))

@@ -58,6 +58,19 @@ TISSUE_CODES: tuple[str, ...] = tuple(t.code for t in TISSUES)
 MIN_OBJECT_UM2: dict[str, float] = {"dt": 25.0, "pt": 25.0, "cap": 100.0, "tuft": 100.0,
                                     "ves": 50.0, "ptc": 5.0}
 
+#: Tissue pairs that can share a pixel. Every other pair lies in different kidney compartments
+#: (tubules, glomerulus, arteries, interstitial capillaries), so a pixel painted as one is known
+#: to be none of the others; the tuft lies inside the capsule.
+OVERLAPPING_TISSUES: frozenset[frozenset[str]] = frozenset({frozenset({"cap", "tuft"})})
+
+
+def disjoint_tissues(code: str) -> tuple[str, ...]:
+    """The tissues that never cover a pixel of tissue ``code`` (compartments of the kidney)."""
+    code = tissue(code).code
+    return tuple(t for t in TISSUE_CODES
+                 if t != code and frozenset({t, code}) not in OVERLAPPING_TISSUES)
+
+
 #: Objective powers the model knows, with their scale id in the scale one-hot.
 MAGNIFICATIONS: tuple[int, ...] = (5, 10, 20, 40)
 SCALE_IDS: dict[int, int] = {m: i for i, m in enumerate(MAGNIFICATIONS)}

@@ -76,6 +76,34 @@ def test_batches_keep_masks_and_known_pixels_aligned():
     assert (dark & t).sum() / t.sum() > 0.8  # the targets still sit on the dark discs
 
 
+def test_disjoint_tissues_learn_the_painted_pixels_as_negatives():
+    """A painted artery is known to be no tubule: asked for DT or PT (never for itself, nor for
+    PTC, which is not trained at 10x), its painted pixels are negatives, the rest unknown."""
+    img, mask = blobs(2)
+    ann = annotation_from_layers(img, mask.astype(np.uint8), "ves", 10, annotated=True)
+    b = make_finetune_batches([ann], batch=64, seed=1, augment=False, disjoint_p=0.5)()
+    tissue, scale = b["conditions"]
+    asked = {int(t) for t in tissue}
+    assert asked == {0, 1, 2, 3, 4}  # dt, pt, cap, tuft (5x, a neighbour of 10x) and ves
+    assert (scale == 1).all()  # the row's own magnification
+    other = tissue != 4
+    assert 10 < int(other.sum()) < 54
+    assert b["targets"][other].sum() == 0  # no positives for the other tissues
+    valid = b["valid"][other].bool()
+    assert (valid.sum((1, 2)) > 0).all()
+    dark = b["images"][other].mean(1) < 0.45
+    assert (dark[valid]).float().mean() > 0.95  # the known negatives are the painted discs
+    own = b["valid"][~other]
+    assert own.mean() == 1  # the artery rows keep their whole annotation
+    # without the option nothing changes, and a capillary row (40x) has no disjoint tissue
+    # trained at its magnification
+    assert set(make_finetune_batches([ann], batch=32, augment=False)()["conditions"][0]
+               .tolist()) == {4}
+    cap = annotation_from_layers(img, mask.astype(np.uint8), "ptc", 40, annotated=True)
+    assert set(make_finetune_batches([cap], batch=32, augment=False, disjoint_p=1.0)()
+               ["conditions"][0].tolist()) == {5}
+
+
 def test_metrics():
     a = np.zeros((50, 50), bool)
     a[10:20, 10:20] = True

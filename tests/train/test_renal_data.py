@@ -44,6 +44,8 @@ def test_bank_and_sampler(tmp_path):
 
 
 def test_mixed_batches_join_real_rows_with_their_unknown_pixels(tmp_path):
+    import dataclasses
+
     import torch
 
     from napari_omniseg.train.annotations import annotation_from_layers
@@ -64,6 +66,14 @@ def test_mixed_batches_join_real_rows_with_their_unknown_pixels(tmp_path):
     assert "its 'val' rows never" in meta["trained_on"] and "JPEG" in meta["augmentation"]
     assert "edge bands mirrored" in meta["augmentation"]
     assert meta["real_manifest"] == "rows.csv"  # a shared checkpoint names no local folders
+    assert "disjoint" not in meta["trained_on"]
+    # a real artery row asked, every time, for a tissue it excludes: known negatives only
+    real = [annotation_from_layers(img, painted, "ves", 10, annotated=False)]
+    recipe = dataclasses.replace(recipe, disjoint_p=1.0)
+    b = mixed_batches(bank, real, recipe)()
+    assert (b["conditions"][0][2:] != 4).all() and b["targets"][2:].sum() == 0
+    assert b["valid"][2:].sum() > 0
+    assert "disjoint from the painted one" in recipe.metadata()["trained_on"]
 
 
 def test_the_training_record_holds_simulated_and_real_patches_by_their_slide():

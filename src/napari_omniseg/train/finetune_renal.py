@@ -11,6 +11,7 @@ same answer for two colour augmentations of the same patch.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -38,7 +39,7 @@ def make_finetune_batches(annotations: list[Annotation], batch: int = 8, crop: i
                           pseudo: list[Annotation] | None = None, pseudo_fraction: float = 0.3,
                           consistency: bool = False,
                           synthetic: list[Annotation] | None = None,
-                          synthetic_joined: Any = None):
+                          synthetic_joined: Any = None, disjoint_p: float = 0.0):
     """``next_batch()`` for :func:`~napari_omniseg.train.engine.run_training`.
 
     Tissues are drawn evenly, then an annotation of that tissue, then a crop around one of its
@@ -47,11 +48,18 @@ def make_finetune_batches(annotations: list[Annotation], batch: int = 8, crop: i
     ``synthetic_joined()`` says so (after a warm-up on real pairs alone), a
     :data:`SYNTHETIC_FRACTION` of each batch comes from ``synthetic``, weighted
     :data:`~napari_omniseg.train.losses.SYNTHETIC_WEIGHT` in the loss (``sample_weight``).
+
+    With probability ``disjoint_p`` an annotated sample is asked instead for a tissue that
+    never shares a pixel with its own (:func:`~napari_omniseg.vocab.disjoint_tissues`) at the
+    same magnification: the painted pixels are then known negatives and everything else is
+    unknown (a painted tubule is no artery). Only tissues trained at that magnification
+    (their optimal one or a neighbour) are asked.
     """
     import torch
 
     from .augment import colour, spatial
     from .losses import SYNTHETIC_WEIGHT
+    from .renal_data import neighbouring_magnifications
 
     rng, gen, pools = sampling_pools(annotations, "tissue", seed)
 
@@ -67,6 +75,17 @@ def make_finetune_batches(annotations: list[Annotation], batch: int = 8, crop: i
                        "constant")
         return img, code
 
+    def disjoint_at(a: Annotation) -> tuple[str, ...]:
+        key = (a.tissue, float(a.magnification))
+        if key not in asked_instead:
+            asked_instead[key] = tuple(
+                t for t in vocab.disjoint_tissues(a.tissue)
+                if round(a.magnification) in neighbouring_magnifications(
+                    vocab.tissue(t).optimal_magnification))
+        return asked_instead[key] if (a.mask & a.known).any() else ()
+
+    asked_instead: dict[tuple[str, float], tuple[str, ...]] = {}
+
     def next_batch():
         images, codes, tids, sids, weights = [], [], [], [], []
         joined = bool(synthetic) and (synthetic_joined is None or synthetic_joined())
@@ -79,6 +98,11 @@ def make_finetune_batches(annotations: list[Annotation], batch: int = 8, crop: i
                 a = pseudo[int(rng.integers(len(pseudo)))]
             else:
                 a = draw_evenly(rng, pools)
+                others = disjoint_at(a) if disjoint_p else ()
+                if others and rng.random() < disjoint_p:
+                    painted = a.mask & a.known
+                    a = dataclasses.replace(a, tissue=others[int(rng.integers(len(others)))],
+                                            mask=np.zeros_like(painted), known=painted)
             img, code = cut(a)
             images.append(img)
             codes.append(code)

@@ -84,6 +84,10 @@ class RenalRecipe:
     edge_p : float
         How often a patch has a band mirrored along one or two sides, as Segment pads an
         image smaller than one tile (:func:`~napari_omniseg.train.augment.edge_reflection`).
+    disjoint_p : float
+        How often a real patch is asked for a tissue that never shares a pixel with its
+        annotated one, its painted pixels then known negatives (cross-tissue negatives, see
+        :func:`~napari_omniseg.train.finetune_renal.make_finetune_batches`).
     """
 
     slides: int = 80
@@ -100,6 +104,7 @@ class RenalRecipe:
     stain_p: float = 0.0
     jpeg_p: float = 0.0
     edge_p: float = 0.0
+    disjoint_p: float = 0.0
 
     def seeds(self) -> list[int]:
         """The simulator seeds of the training slides."""
@@ -118,6 +123,9 @@ class RenalRecipe:
             real = (f"; and the 'train' rows of {Path(self.real_manifest).name} (annotated "
                     f"real patches, partial labels, {self.real_fraction:.0%} of each batch; "
                     "its 'val' rows never)")
+            if self.disjoint_p:
+                real += (f", {self.disjoint_p:.0%} of them asked for a tissue disjoint from "
+                         "the painted one (its painted pixels known negatives)")
         augmentation = ("flips, rotation, +-10% zoom; optical-density stain mix/scale, "
                         "brightness, blur, noise")
         if self.stain_p or self.jpeg_p:
@@ -267,7 +275,8 @@ def mixed_batches(bank: PatchBank, real: list, recipe: RenalRecipe, seed: int = 
     simulated = make_batches(bank, recipe.batch - n_real, seed=seed,
                              p_optimal=recipe.p_optimal, p_present=recipe.p_present)
     annotated = (make_finetune_batches(real, batch=n_real, crop=bank.images.shape[1],
-                                      seed=seed) if n_real else None)
+                                      seed=seed, disjoint_p=recipe.disjoint_p)
+                 if n_real else None)
     gen = torch.Generator().manual_seed(seed + 1)
 
     def next_batch():
