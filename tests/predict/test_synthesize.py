@@ -51,6 +51,35 @@ def test_same_seed_same_image_and_no_seams(generator):
     assert np.abs(d.astype(int) - a).mean() < 2.0
 
 
+def test_a_prior_reading_generator_is_seamless_and_reads_the_prior():
+    """The prior is drawn per chunk with its own context, so chunks still agree with one
+    pass; and what the generator makes depends on the prior it is given."""
+    import torch
+
+    from napari_omniseg.nets.pyramid_gan import condition_pyramid, generator_conditions
+    from napari_omniseg.predict.synthesize import window_prior
+
+    torch.manual_seed(0)
+    g = PyramidGenerator(levels=3, width=8, prior=True).eval()
+    lab = painted(200, 240)
+    a = synthesize(g, lab, "pas", 10, seed=1, chunk=128, bf16=False).compute()
+    b = synthesize(g, lab, "pas", 10, seed=1, chunk=512, bf16=False).compute()
+    np.testing.assert_array_equal(a, b)
+    cond = condition_pyramid(torch.zeros(1, 20, 64, 64), 3)
+    noise = [torch.zeros(1, 3, *c.shape[-2:]) for c in cond]
+    flat, bright = (g(generator_conditions(g, cond, torch.full((1, 3, 64, 64), v)), noise)[-1]
+                    for v in (-1.0, 1.0))
+    assert (flat - bright).abs().mean() > 1e-3
+    with pytest.raises(ValueError, match="prior"):
+        generator_conditions(g, cond, None)
+    # the window's prior mirrors the masks past its edge: a region painted up to the edge
+    # is drawn open there, not closed by a wall of epithelium
+    masks = np.zeros((6, 64, 64), np.uint8)
+    masks[1] = 1
+    rgb = window_prior(masks, "pas", 10, 0)
+    assert rgb.shape == (64, 64, 3) and rgb.dtype == np.uint8
+
+
 def test_the_mask_is_not_modified(generator):
     lab = painted()
     before = lab.copy()

@@ -44,6 +44,33 @@ def test_a_few_steps_train_and_save_a_loadable_generator(tmp_path, perceptual):
     assert all(torch.isfinite(p).all() for p in g.parameters())
 
 
+def test_a_prior_generator_trains_on_pairs_with_their_priors(tmp_path):
+    from napari_omniseg.checkpoints import load_generator
+    from napari_omniseg.train.synthesis import with_priors
+
+    pairs = with_priors(toy_pairs(3))
+    assert pairs.priors.shape == pairs.images.shape
+    # inside the painted tubule the prior is not flat: epithelium, nuclei, a lumen
+    inside = pairs.priors[0][pairs.masks[0, 1] > 0]
+    assert inside.std(0).min() > 5
+    # the sampler turns the prior with its image
+    same = SynthesisPairs(pairs.images, pairs.masks, pairs.known, pairs.stains,
+                          pairs.magnifications, pairs.sources, priors=pairs.images.copy())
+    images, _cond, prior = PairSampler(same, batch=4, crop=32, seed=3)()
+    assert torch.equal(images, prior)
+    recipe = train_generator(tmp_path / "p.pt", toy_pairs(3), max_steps=2, levels=3, width=8,
+                             crop=64, batch=2, perceptual="none", prior=True).recipe
+    assert recipe["anatomy_prior"] is True
+    assert load_generator(tmp_path / "p.pt").prior
+    with pytest.raises(ValueError, match="with priors"):
+        _ = pairs + toy_pairs(1)
+    from napari_omniseg.errors import OmnisegInputError
+
+    with pytest.raises(OmnisegInputError, match="pyramid generator only"):
+        train_generator(tmp_path / "x.pt", toy_pairs(2), max_steps=1, architecture="single",
+                        prior=True)
+
+
 def test_manifest_pairs_know_only_their_tissue(tmp_path):
     from PIL import Image
 

@@ -125,6 +125,10 @@ def _synthesis_arguments(parser: Any, game: bool) -> None:
                             default=GeneratorArchitecture.PYRAMID.value,
                             help="the pyramid generator (default) or the single-scale "
                                  "pix2pix-style baseline")
+        parser.add_argument("--prior", action="store_true",
+                            help="a pyramid generator that also reads the anatomy prior "
+                                 "drawn from the mask (nuclei, epithelium, lumens) and learns "
+                                 "the real appearance on top of it")
     parser.add_argument("--segmenter-out", type=Path, required=game, default=None,
                         metavar="S.pt", help=hidden or "the renal segmenter to write (trained "
                         "from the bundled one against the discriminators)")
@@ -198,7 +202,7 @@ def _train_synthesis(args: argparse.Namespace) -> int:
                                  crop=args.crop, batch=args.batch, width=args.width,
                                  levels=args.levels, perceptual=args.perceptual,
                                  architecture=args.architecture, init=args.init,
-                                 seed=args.seed,
+                                 seed=args.seed, prior=args.prior,
                                  trained_on=" + ".join(sources), started=started,
                                  progress=bar, should_stop=should_stop).recipe
     print(json.dumps(recipe, indent=2))

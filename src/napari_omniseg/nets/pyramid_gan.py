@@ -8,6 +8,13 @@ up(x_{n+1}))``, each level half the side of the next. ``Phi_n`` is five 3x3 conv
 norm: at inference it is a fixed affine map, so a tile's pixels do not depend on the tile,
 and a large mask can be generated in tiles without seams.
 
+With ``prior=True`` every level also reads the anatomy prior
+(:func:`~napari_omniseg.simulate.mask_prior.render_prior`: nuclei, epithelium, lumens drawn
+from the mask) at its own size, three more input planes, and learns the real appearance on top
+of structure it does not have to invent. The discriminators never see the prior: a real image
+does not follow the prior's nuclei, so a discriminator that saw both would punish a generator
+for keeping them.
+
 Discriminators (pix2pixHD's PatchGAN, narrower): per pyramid level, identical PatchGANs on the
 pair at x1, x1/2 and x1/4 (fewer where the level is small), returning their intermediate
 features for the feature-matching loss.
@@ -32,9 +39,9 @@ def _block(cin: int, cout: int) -> nn.Sequential:
 class LevelGenerator(nn.Module):
     """``Phi_n``: condition + (noise + upsampled coarser image) -> RGB correction in [-1, 1]."""
 
-    def __init__(self, width: int, blocks: int = 5) -> None:
+    def __init__(self, width: int, blocks: int = 5, extra: int = 0) -> None:
         super().__init__()
-        layers: list[nn.Module] = [_block(CONDITION_CHANNELS + 3, width)]
+        layers: list[nn.Module] = [_block(CONDITION_CHANNELS + extra + 3, width)]
         layers += [_block(width, width) for _ in range(blocks - 2)]
         layers += [nn.Conv2d(width, 3, 3, 1, 1), nn.Tanh()]
         self.body = nn.Sequential(*layers)
@@ -48,21 +55,24 @@ class PyramidGenerator(nn.Module):
     """Histology from a condition pyramid, coarsest level first.
 
     ``model(conditions, noises)`` takes per level (coarsest first) a ``(N, 20, H_n, W_n)``
-    condition and a ``(N, 3, H_n, W_n)`` noise, each level twice the side of the one before,
-    and returns the RGB image of every level in [-1, 1], coarsest first.
+    condition (``(N, 23, H_n, W_n)`` with the prior's RGB in [-1, 1] appended when ``prior``:
+    :func:`generator_conditions`) and a ``(N, 3, H_n, W_n)`` noise, each level twice the side
+    of the one before, and returns the RGB image of every level in [-1, 1], coarsest first.
     """
 
     architecture = "pyramid_cgan"
     histology_generator = True
 
-    def __init__(self, levels: int = 4, width: int = 32, noise_amp: float = 0.1) -> None:
+    def __init__(self, levels: int = 4, width: int = 32, noise_amp: float = 0.1,
+                 prior: bool = False) -> None:
         super().__init__()
         if levels < 2:
             raise ValueError("a pyramid needs at least two levels")
         self.levels, self.width, self.noise_amp = levels, width, noise_amp
+        self.prior = bool(prior)
         # wider at the coarse levels, where the layout is decided (SinGAN doubles every few)
         widths = [width * 2 if n < levels // 2 else width for n in range(levels)]
-        self.stages = nn.ModuleList(LevelGenerator(w) for w in widths)
+        self.stages = nn.ModuleList(LevelGenerator(w, extra=3 * self.prior) for w in widths)
 
     @property
     def factor(self) -> int:
@@ -93,6 +103,18 @@ def condition_pyramid(condition: torch.Tensor, levels: int) -> list[torch.Tensor
 def image_pyramid(image: torch.Tensor, levels: int) -> list[torch.Tensor]:
     """An image at every level, coarsest first (2x area averages)."""
     return condition_pyramid(image, levels)
+
+
+def generator_conditions(generator: nn.Module, conditions: list[torch.Tensor],
+                         prior: torch.Tensor | None) -> list[torch.Tensor]:
+    """What ``generator`` reads at each level: the condition pyramid, with the prior image
+    ``(N, 3, H, W)`` in [-1, 1] appended at every level when the generator reads one."""
+    if not getattr(generator, "prior", False):
+        return conditions
+    if prior is None:
+        raise ValueError("this generator reads the anatomy prior; none was given")
+    return [torch.cat([c, p], 1) for c, p in
+            zip(conditions, image_pyramid(prior.to(conditions[0].dtype), len(conditions)))]
 
 
 class PatchDiscriminator(nn.Module):
@@ -159,12 +181,14 @@ def generator_vocabulary() -> dict:
 
 
 def _settings(model: PyramidGenerator) -> dict:
-    return {"levels": model.levels, "width": model.width, "noise_amp": model.noise_amp}
+    return {"levels": model.levels, "width": model.width, "noise_amp": model.noise_amp,
+            "prior": model.prior}
 
 
 register(Architecture(
     name=PyramidGenerator.architecture,
-    build=lambda meta: PyramidGenerator(**{k: meta[k] for k in ("levels", "width", "noise_amp")
+    build=lambda meta: PyramidGenerator(**{k: meta[k] for k in
+                                           ("levels", "width", "noise_amp", "prior")
                                            if k in meta}),
     settings=_settings,
     vocabulary=generator_vocabulary,

@@ -43,14 +43,21 @@ def level_noise(seed: int, level: int, y0: int, x0: int, h: int, w: int) -> np.n
 
 def generate_window(generator: Any, masks: np.ndarray, stain: str, magnification: float,
                     seed: int, y0: int = 0, x0: int = 0, bf16: bool = False,
-                    known: np.ndarray | None = None) -> np.ndarray:
+                    known: np.ndarray | None = None, prior_context: bool = False
+                    ) -> np.ndarray:
     """RGB uint8 ``(H, W, 3)`` for ``(6, H, W)`` tissue masks whose top-left pixel is level-0
     ``(y0, x0)``; H, W, y0 and x0 are multiples of ``generator.factor``. ``known`` (per
-    tissue) says which masks are stated; default all (a painted mask)."""
+    tissue) says which masks are stated; default all (a painted mask).
+
+    A generator that reads the anatomy prior gets it drawn from the known masks at the
+    magnification's pixel size; ``prior_context`` says the window already holds the context
+    the prior needs (a chunk with its halo), else the masks are mirrored past the window's
+    edge first, as in training, so that a tubule cut by the edge is drawn open.
+    """
     import torch
 
     from ..nets.condition import condition_planes
-    from ..nets.pyramid_gan import condition_pyramid
+    from ..nets.pyramid_gan import condition_pyramid, generator_conditions
 
     levels, f = generator.levels, generator.factor
     if y0 % f or x0 % f or masks.shape[1] % f or masks.shape[2] % f:
@@ -58,6 +65,14 @@ def generate_window(generator: Any, masks: np.ndarray, stain: str, magnification
     device = next(generator.parameters()).device
     cond = torch.from_numpy(condition_planes(masks, known, stain, magnification))[None]
     conds = condition_pyramid(cond.to(device), levels)
+    prior = None
+    if getattr(generator, "prior", False):
+        stated = masks if known is None else masks * (np.asarray(known).reshape(
+            (-1,) + (1,) * (masks.ndim - 1)) > 0)
+        rgb = window_prior(stated, stain, magnification, seed, y0, x0, not prior_context)
+        prior = torch.from_numpy(rgb).permute(2, 0, 1)[None].float().div(127.5).sub(1)
+    conds = generator_conditions(generator, conds, prior.to(device) if prior is not None
+                                 else None)
     noises = []
     for n, c in enumerate(conds):
         s = 2 ** (levels - 1 - n)
@@ -66,6 +81,24 @@ def generate_window(generator: Any, masks: np.ndarray, stain: str, magnification
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         rgb = generator.eval()(conds, noises)[-1][0].float()
     return ((rgb.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def window_prior(masks: np.ndarray, stain: str, magnification: float, seed: int, y0: int = 0,
+                 x0: int = 0, mirror: bool = True) -> np.ndarray:
+    """The anatomy prior of a window's ``(6, H, W)`` masks at the magnification's pixel size
+    (what a prior-reading generator was trained with), ``(H, W, 3)`` uint8; ``mirror``: the
+    masks continue past the window's edge as their mirror image."""
+    from .. import vocab
+    from ..simulate.mask_prior import prior_halo, render_prior
+
+    mpp = vocab.mpp_of_magnification(float(magnification))
+    if not mirror:
+        return render_prior(masks > 0, stain, mpp, seed, y0, x0)
+    halo = prior_halo(mpp)
+    h, w = masks.shape[1:]
+    padded = np.pad(masks > 0, ((0, 0), (halo, halo), (halo, halo)), mode="symmetric")
+    return render_prior(padded, stain, mpp, seed, y0 - halo, x0 - halo)[halo:halo + h,
+                                                                         halo:halo + w]
 
 
 def _spread_windows(labels: Any, shape: tuple[int, ...], per_side: int = 8, side: int = 256
@@ -150,11 +183,19 @@ def synthesize(generator: Any, labels: Any, stain: str, magnification: float, se
         raise ValueError("chunk must be a multiple of 16 and of the generator's factor")
     use_bf16 = (next(generator.parameters()).device.type == "cpu") if bf16 is None else bf16
 
+    halo = HALO
+    if getattr(generator, "prior", False):
+        from ..simulate.mask_prior import prior_halo
+
+        # the generator's reach over pixels whose prior has its own context
+        halo += prior_halo(vocab.mpp_of_magnification(float(magnification)))
+        halo = -(-halo // generator.factor) * generator.factor
+
     def render(window: np.ndarray, wy0: int, wx0: int) -> np.ndarray:
         return generate_window(generator, masks_from_labels(window, name), stain, magnification,
-                               seed, wy0, wx0, use_bf16)
+                               seed, wy0, wx0, use_bf16, prior_context=True)
 
-    return _chunked(labels, chunk, HALO, generator.factor, render)
+    return _chunked(labels, chunk, halo, generator.factor, render)
 
 
 def synthesize_prior(labels: Any, stain: str, magnification: float, seed: int = 0,

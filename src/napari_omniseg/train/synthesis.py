@@ -14,6 +14,7 @@ between features of the product's own renal segmenter's encoder (gamma 10).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,7 +40,9 @@ GAMMA_PERCEPTUAL = 10.0
 class SynthesisPairs:
     """Training pairs: ``images`` ``(N, P, P, 3)`` uint8, ``masks`` ``(N, 6, P, P)`` uint8,
     ``known`` ``(N, 6)`` or ``(N, 6, P, P)`` bool (which tissues are known, everywhere or per
-    pixel), and per pair its stain code and magnification."""
+    pixel), and per pair its stain code and magnification; ``priors`` ``(N, P, P, 3)`` uint8,
+    the anatomy prior of each pair's masks, for a generator that reads one
+    (:func:`with_priors`)."""
 
     images: np.ndarray
     masks: np.ndarray
@@ -47,6 +50,7 @@ class SynthesisPairs:
     stains: list[str]
     magnifications: list[int]
     sources: list[str] = field(default_factory=list)
+    priors: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -57,12 +61,16 @@ class SynthesisPairs:
             side = self.masks.shape[-2:]
             a, b = (k if k.ndim == 4 else np.broadcast_to(k[:, :, None, None], k.shape + side)
                     for k in (a, b))
+        if (self.priors is None) != (other.priors is None):
+            raise ValueError("join pairs with priors to pairs with priors only")
+        priors = (None if self.priors is None
+                  else np.concatenate([self.priors, other.priors]))
         return SynthesisPairs(np.concatenate([self.images, other.images]),
                               np.concatenate([self.masks, other.masks]),
                               np.concatenate([a, b]),
                               self.stains + other.stains,
                               self.magnifications + other.magnifications,
-                              self.sources + other.sources)
+                              self.sources + other.sources, priors)
 
     def subset(self, index: np.ndarray) -> SynthesisPairs:
         """The pairs at ``index``."""
@@ -70,7 +78,8 @@ class SynthesisPairs:
         return SynthesisPairs(self.images[index], self.masks[index], self.known[index],
                               [self.stains[i] for i in index],
                               [self.magnifications[i] for i in index],
-                              [self.sources[i] for i in index] if self.sources else [])
+                              [self.sources[i] for i in index] if self.sources else [],
+                              None if self.priors is None else self.priors[index])
 
 
 def pairs_from_bank(bank: Any) -> SynthesisPairs:
@@ -132,6 +141,24 @@ def pairs_from_manifest(path: str | Path, split: str | None = "train",
     groups = read_manifest(path, split_column)
     rows = [a for name, g in groups.items() if split is None or name == split for a in g]
     return pairs_from_annotations(rows, size, str(Path(path).name))
+
+
+def with_priors(pairs: SynthesisPairs, seed: int = 0, progress: Progress | None = None,
+                should_stop: ShouldStop | None = None) -> SynthesisPairs:
+    """The pairs with each one's anatomy prior: the simulator's anatomy drawn in its known
+    masks (:func:`~napari_omniseg.simulate.mask_prior.render_prior`) at its magnification's
+    pixel size and in its stain. The masks are mirrored past the patch's edge first, so that a
+    tubule cut by the edge is drawn open, as it would be inside a larger painted mask."""
+    from ..predict.synthesize import window_prior
+    from ..run import check_stop, report
+
+    priors = np.empty_like(pairs.images)
+    for i in range(len(pairs)):
+        check_stop(should_stop)
+        priors[i] = window_prior(pairs.masks[i], pairs.stains[i], pairs.magnifications[i],
+                                 seed + i)
+        report(progress, i + 1, len(pairs), f"anatomy prior {i + 1} of {len(pairs)}")
+    return dataclasses.replace(pairs, priors=priors)
 
 
 #: Simulator seeds of the slides a generator trains on: apart from the segmenter's training
@@ -197,7 +224,8 @@ def _starts(n: int, size: int) -> list[int]:
 
 class PairSampler:
     """Random batches of (image in [-1, 1], condition) tensors with flips and right-angle
-    rotations, ``crop`` pixels a side."""
+    rotations, ``crop`` pixels a side; and the prior in [-1, 1] third when the pairs have
+    priors."""
 
     def __init__(self, pairs: SynthesisPairs, batch: int, crop: int, seed: int = 0) -> None:
         self.pairs, self.batch, self.crop = pairs, batch, crop
@@ -207,25 +235,33 @@ class PairSampler:
         """The next batch: images in [-1, 1] and their condition planes."""
         import torch
 
-        imgs, conds = [], []
+        imgs, conds, priors = [], [], []
         p = self.pairs
         for i in self.rng.integers(0, len(p), self.batch):
             side = p.images.shape[1]
             y, x = self.rng.integers(0, side - self.crop + 1, 2)
-            img = p.images[i, y:y + self.crop, x:x + self.crop].transpose(2, 0, 1)
+            window = (slice(y, y + self.crop), slice(x, x + self.crop))
+            img = p.images[i][window].transpose(2, 0, 1)
             known = p.known[i]
             if known.ndim == 3:
-                known = known[:, y:y + self.crop, x:x + self.crop]
-            cond = condition_planes(p.masks[i, :, y:y + self.crop, x:x + self.crop],
+                known = known[(slice(None), *window)]
+            cond = condition_planes(p.masks[i][(slice(None), *window)],
                                     known, p.stains[i], p.magnifications[i])
+            parts = [img, cond] + ([p.priors[i][window].transpose(2, 0, 1)]
+                                   if p.priors is not None else [])
             k = int(self.rng.integers(4))
             flip = bool(self.rng.integers(2))
-            img, cond = (np.rot90(a, k, axes=(1, 2)) for a in (img, cond))
+            parts = [np.rot90(a, k, axes=(1, 2)) for a in parts]
             if flip:
-                img, cond = img[:, :, ::-1], cond[:, :, ::-1]
-            imgs.append(np.ascontiguousarray(img))
-            conds.append(np.ascontiguousarray(cond))
+                parts = [a[:, :, ::-1] for a in parts]
+            imgs.append(np.ascontiguousarray(parts[0]))
+            conds.append(np.ascontiguousarray(parts[1]))
+            if p.priors is not None:
+                priors.append(np.ascontiguousarray(parts[2]))
         images = torch.from_numpy(np.stack(imgs)).float() / 127.5 - 1
+        if priors:
+            return (images, torch.from_numpy(np.stack(conds)),
+                    torch.from_numpy(np.stack(priors)).float() / 127.5 - 1)
         return images, torch.from_numpy(np.stack(conds))
 
 
@@ -270,16 +306,17 @@ class SynthesisStep:
         import torch
         import torch.nn.functional as F
 
-        from ..nets.pyramid_gan import condition_pyramid, image_pyramid
+        from ..nets.pyramid_gan import condition_pyramid, generator_conditions, image_pyramid
 
         g, ds = self.generator, self.discriminators.per_level
-        images, cond = self.sample()
+        images, cond, *prior = self.sample()
         levels = g.levels
         conds = condition_pyramid(cond, levels)
         reals = image_pyramid(images, levels)
         noises = [torch.randn(c.shape[0], 3, *c.shape[-2:], generator=self.torch_rng)
                   for c in conds]
-        fakes = g(conds, noises)
+        # the generator reads the prior; the discriminators judge (image, condition) only
+        fakes = g(generator_conditions(g, conds, prior[0] if prior else None), noises)
 
         opt_g, opt_d = self.optimizers[:2]
         d_loss = 0.0
@@ -342,7 +379,7 @@ def train_generator(out: str | Path, pairs: SynthesisPairs, *, minutes: float | 
                     max_steps: int | None = None, levels: int = 4, width: int = 32,
                     crop: int = 256, batch: int = 4, perceptual: str = Perceptual.SEGMENTER,
                     architecture: str = GeneratorArchitecture.PYRAMID, init: Any = None,
-                    seed: int = 0,
+                    seed: int = 0, prior: bool = False,
                     trained_on: str = "", started: float | None = None,
                     progress: Progress | None = None, should_stop: ShouldStop | None = None,
                     on_validate: Callable[[dict], None] | None = None,
@@ -375,6 +412,9 @@ def train_generator(out: str | Path, pairs: SynthesisPairs, *, minutes: float | 
         The engine's history entries (losses), every ``validate_every`` seconds.
     seed : int
         Initial weights, batches and noise.
+    prior : bool
+        A new pyramid generator reads the anatomy prior beside the mask (rendered for the
+        pairs that lack one, :func:`with_priors`); a generator given as ``init`` keeps its own.
     trained_on : str
         What the pairs were, for the checkpoint's metadata (e.g. "simulator + ki-dev train").
     started : float, optional
@@ -396,8 +436,10 @@ def train_generator(out: str | Path, pairs: SynthesisPairs, *, minutes: float | 
 
     started = time.perf_counter() if started is None else started
     torch.manual_seed(seed)
-    g, init = generator_to_train(init, architecture, levels, width, crop)
+    g, init = generator_to_train(init, architecture, levels, width, crop, prior)
     levels, width = g.levels, getattr(g, "width", width)
+    if getattr(g, "prior", False) and pairs.priors is None:
+        pairs = with_priors(pairs, seed, should_stop=should_stop)
     architecture = GeneratorArchitecture(
         GeneratorArchitecture.SINGLE if levels == 1 else GeneratorArchitecture.PYRAMID)
     d = PyramidDiscriminators(levels, crop)
@@ -407,6 +449,7 @@ def train_generator(out: str | Path, pairs: SynthesisPairs, *, minutes: float | 
     recipe = {"task": GENERATOR, "generator": str(architecture), "levels": levels,
               "width": width, "crop": crop,
               "batch": batch, "perceptual": str(perceptual), "pairs": len(pairs),
+              "anatomy_prior": bool(getattr(g, "prior", False)),
               "trained_on": trained_on, "seed": seed, "init": init,
               "losses": {"alpha_rec": ALPHA_REC, "beta_fm": BETA_FM,
                          "gamma_perceptual": GAMMA_PERCEPTUAL if features else 0.0}}
@@ -417,13 +460,16 @@ def train_generator(out: str | Path, pairs: SynthesisPairs, *, minutes: float | 
 
 
 def generator_to_train(init: Any, architecture: str = GeneratorArchitecture.PYRAMID,
-                       levels: int = 4, width: int = 32, crop: int = 128) -> tuple[Any, str]:
+                       levels: int = 4, width: int = 32, crop: int = 128,
+                       prior: bool = False) -> tuple[Any, str]:
     """The generator a training run starts from, in training mode on the CPU, and how its
     metadata names the start ("" for a new one).
 
     ``init`` is None (a new ``architecture`` generator: "pyramid" with ``levels`` and
     ``width``, or "single"), a checkpoint or "synthesis" (the bundled one), or a loaded
-    generator (copied). A ``crop`` the generator cannot train on is one sentence.
+    generator (copied). ``prior``: a new pyramid generator reads the anatomy prior. A ``crop``
+    the generator cannot train on, or a prior asked of the single-scale baseline, is one
+    sentence.
     """
     from ..errors import OmnisegInputError
     from ..nets.pyramid_gan import PyramidGenerator
@@ -438,11 +484,14 @@ def generator_to_train(init: Any, architecture: str = GeneratorArchitecture.PYRA
 
         g = load_generator(init, device="cpu").float().train()
     elif GeneratorArchitecture(architecture) == GeneratorArchitecture.SINGLE:
+        if prior:
+            raise OmnisegInputError("the anatomy prior is read by the pyramid generator only; "
+                                    "the single-scale baseline is kept as it was published")
         from ..nets.pix2pix import UNetGenerator
 
         g = UNetGenerator(width=width)
     else:
-        g = PyramidGenerator(levels=levels, width=width)
+        g = PyramidGenerator(levels=levels, width=width, prior=prior)
     f, coarsest = g.factor, 16 * 2 ** (g.levels - 1)
     if crop % f or crop < coarsest:
         raise OmnisegInputError(f"this generator trains on crops that are a multiple of {f} "

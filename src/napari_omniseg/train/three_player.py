@@ -40,6 +40,7 @@ from .synthesis import (
     _lsgan,
     generator_to_train,
     perceptual_features,
+    with_priors,
 )
 
 #: Weight of the segmenter's adversarial loss (the paper's Eq. 8 weighs it 1).
@@ -244,6 +245,8 @@ def train_three_player(generator_out: str | Path, segmenter_out: str | Path,
     started = time.perf_counter() if started is None else started
     torch.manual_seed(seed)
     g, _ = generator_to_train(generator_init, GeneratorArchitecture.PYRAMID, levels, crop=crop)
+    if g.prior and pairs.priors is None:
+        pairs = with_priors(pairs, seed, should_stop=should_stop)
     s = load_model(segmenter_init, device="cpu").float().train()
     d = PyramidDiscriminators(g.levels, crop)
     features = perceptual_features(perceptual)
