@@ -231,8 +231,8 @@ class PairSampler:
         self.pairs, self.batch, self.crop = pairs, batch, crop
         self.rng = np.random.default_rng(seed)
 
-    def __call__(self) -> tuple[Any, Any]:
-        """The next batch: images in [-1, 1] and their condition planes."""
+    def __call__(self) -> tuple[Any, ...]:
+        """The next batch: images in [-1, 1] and their condition planes (and priors)."""
         import torch
 
         imgs, conds, priors = [], [], []
@@ -244,8 +244,8 @@ class PairSampler:
             img = p.images[i][window].transpose(2, 0, 1)
             known = p.known[i]
             if known.ndim == 3:
-                known = known[(slice(None), *window)]
-            cond = condition_planes(p.masks[i][(slice(None), *window)],
+                known = known[:, window[0], window[1]]
+            cond = condition_planes(p.masks[i][:, window[0], window[1]],
                                     known, p.stains[i], p.magnifications[i])
             parts = [img, cond] + ([p.priors[i][window].transpose(2, 0, 1)]
                                    if p.priors is not None else [])
