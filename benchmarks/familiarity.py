@@ -17,7 +17,9 @@ whether Segment would warn (above 1):
 - the manifest's real patches, ``train`` and ``val`` rows per stain, each patch described at
   its own magnification;
 - the same real ``val`` patches opened as a user would (``open_slide`` with their µm/px, tiles
-  at every tissue's working magnification), one warning decision per patch.
+  at every tissue's working magnification), one warning decision per patch;
+- the same again made unlike the training data in known ways (inverted, grey, colour channels
+  reversed, recoloured brown like an immunostain): how sensitive the warning is.
 """
 
 from __future__ import annotations
@@ -28,6 +30,21 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+
+def _brown(x: np.ndarray) -> np.ndarray:
+    """Optical density recoloured brown (a DAB-like immunostain)."""
+    od = -np.log((x.astype(float) + 1) / 256).mean(-1, keepdims=True)
+    return (255 * np.exp(-2 * od * np.array([0.27, 0.57, 0.78]))).clip(0, 255).astype(np.uint8)
+
+
+#: Known ways to make a patch unlike the training data, for the warning's sensitivity.
+SHIFTS = {
+    "inverted": lambda x: 255 - x,
+    "grey": lambda x: np.repeat(x.mean(-1, keepdims=True), 3, -1).astype(np.uint8),
+    "channels reversed": lambda x: np.ascontiguousarray(x[..., ::-1]),
+    "recoloured brown": _brown,
+}
 
 
 def main() -> None:
@@ -104,6 +121,24 @@ def main() -> None:
         print(a.name, r, flush=True)
     rows.append(("real val patches opened as slides", checked, "-", "-",
                  f"{warned} of {checked}"))
+
+    # sensitivity: the same val patches made unlike any training patch in known ways
+    import tifffile
+
+    with tempfile.TemporaryDirectory(prefix="omniseg-fam-") as tmp:
+        for shift, change in SHIFTS.items():
+            warned, checked = 0, 0
+            for a in by_split.get("val", []):
+                path = Path(tmp) / f"{shift}.tif"
+                tifffile.imwrite(path, change(np.ascontiguousarray(a.image[..., :3])))
+                slide = open_slide(path, mpp=10.0 / a.magnification)
+                r = slide_familiarity(make_engines(slide, ("all",), None, model), model)
+                slide.close()
+                checked += 1
+                warned += bool(r.unfamiliar)
+            rows.append((f"real val patches {shift}, opened as slides", checked, "-", "-",
+                         f"{warned} of {checked}"))
+            print(rows[-1], flush=True)
 
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for k, r in enumerate(rows):

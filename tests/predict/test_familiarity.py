@@ -46,6 +46,23 @@ def test_distances_separate_a_shifted_set_and_survive_the_checkpoint_round_trip(
     np.testing.assert_allclose(again.distances(train), fam.distances(train), rtol=1e-3)
 
 
+def test_a_small_held_out_slide_does_not_pool_the_slides():
+    # slides differ from each other more than their patches do: the slide threshold resamples
+    # slide by slide; one held-out slide of two patches once sent every slide to the pooled
+    # resampling, whose threshold (about the overall median) flagged the bundled sample
+    rng = np.random.default_rng(0)
+    offsets = np.repeat(np.linspace(0.6, 2.0, 8), 5)  # eight slides, each tight around its own
+    held = list(offsets + rng.normal(scale=0.02, size=len(offsets)))
+    groups = list(np.repeat(np.arange(8), 5))
+    fam = Familiarity([0.0], [1.0], [[1.0]], [1.0], 1.0, 1.0, held, groups, 40)
+    with_small = Familiarity([0.0], [1.0], [[1.0]], [1.0], 1.0, 1.0, held + [1.0, 1.1],
+                             groups + [8, 8], 42)
+    assert fam.slide_threshold(30) > 1.9  # about the farthest slide, not the pooled median
+    assert with_small.slide_threshold(30) == pytest.approx(fam.slide_threshold(30), rel=0.05)
+    singletons = Familiarity([0.0], [1.0], [[1.0]], [1.0], 1.0, 1.0, held, [], 40)
+    assert singletons.slide_threshold(30) < 1.6  # no slides known: pooled, as before
+
+
 def test_too_few_patches_are_refused_and_give_no_record(model):
     with pytest.raises(ValueError, match="too few"):
         fit_familiarity(np.zeros((10, 40)))

@@ -133,9 +133,12 @@ class Familiarity:
         names, index = np.unique(groups, return_inverse=True)
         rng = np.random.default_rng(0)
         draws = max(tiles, 1)
-        if len(names) >= 5 and np.bincount(index).min() >= 3:
-            members = [np.flatnonzero(index == g) for g in range(len(names))]
-            chosen = rng.integers(len(names), size=2000)
+        # a group of one is a patch, not a slide; groups of two or more are slides (a small
+        # one must not send every slide to the pooled resampling, which is far too tight)
+        members = [m for m in (np.flatnonzero(index == g) for g in range(len(names)))
+                   if len(m) >= 2]
+        if len(members) >= 5:
+            chosen = rng.integers(len(members), size=2000)
             picks = np.stack([rng.choice(members[g], draws) for g in chosen])
         else:  # each patch its own image: resample them all
             picks = rng.integers(len(held), size=(2000, draws))
