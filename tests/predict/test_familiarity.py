@@ -55,8 +55,8 @@ def test_a_small_held_out_slide_does_not_pool_the_slides():
     held = list(offsets + rng.normal(scale=0.02, size=len(offsets)))
     groups = list(np.repeat(np.arange(8), 5))
     fam = Familiarity([0.0], [1.0], [[1.0]], [1.0], 1.0, 1.0, held, groups, 40)
-    with_small = Familiarity([0.0], [1.0], [[1.0]], [1.0], 1.0, 1.0, held + [1.0, 1.1],
-                             groups + [8, 8], 42)
+    with_small = Familiarity([0.0], [1.0], [[1.0]], [1.0], 1.0, 1.0, [*held, 1.0, 1.1],
+                             [*groups, 8, 8], 42)
     assert fam.slide_threshold(30) > 1.9  # about the farthest slide, not the pooled median
     assert with_small.slide_threshold(30) == pytest.approx(fam.slide_threshold(30), rel=0.05)
     singletons = Familiarity([0.0], [1.0], [[1.0]], [1.0], 1.0, 1.0, held, [], 40)
