@@ -9,13 +9,15 @@ Usage::
 ``real`` (the paper's protocol): the source stain's ``train`` rows are labelled, the target
 stain's ``train`` images unlabelled, and every arm is scored on the target stain's ``val``
 rows. Arms, each with ``omniseg adapt`` as a user runs it, the same time budget, starting from
-the bundled model: ``source`` (``--levels none``), ``reinhard`` and ``macenko`` (the source
-model evaluated with ``omniseg evaluate --normalise-stain``), ``encoder``, ``decoder``,
-``shape`` (one discriminator), ``all`` (three), and ``supervised`` (both stains' train rows
-labelled, the upper bound). ``simulator``: the bundled model adapted to every ki-dev ``train``
-image (unlabelled; the source is the simulator), scored on all ``val`` rows, against the
-bundled model itself. ``val`` rows are never trained on nor used to pick weights (the
-manifests handed to ``omniseg adapt`` hold train rows only). One JSON line per run goes to
+``--base`` (default: the bundled model, which has learnt from every ki-dev ``train`` row, so
+give one that has not, e.g. the simulated-only model of docs/training.md): ``source``
+(``--levels none``), ``reinhard`` and ``macenko`` (the source model evaluated with
+``omniseg evaluate --normalise-stain``), ``encoder``, ``decoder``, ``shape`` (one
+discriminator), ``all`` (three), and ``supervised`` (both stains' train rows labelled, the
+upper bound). ``simulator``: the base model adapted to every ki-dev ``train`` image
+(unlabelled; the source is the simulator), scored on all ``val`` rows, against the base model
+itself. ``val`` rows are never trained on nor used to pick weights (the manifests handed to
+``omniseg adapt`` hold train rows only). One JSON line per run goes to
 ``--results``; the summary (mean and sd over seeds) is printed at the end.
 """
 
@@ -73,6 +75,9 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     p.add_argument("--results", type=Path, default=Path("adaptation_results.jsonl"))
+    p.add_argument("--base", default="renal",
+                   help="the model every arm starts from (default: the bundled one; give a "
+                        "model that never saw the target stain's labels)")
     a = p.parse_args()
     base = a.manifest.resolve().parent
     rows = _rows(a.manifest)
@@ -97,7 +102,7 @@ def main() -> None:
             if arm == "bundled":
                 if seed != a.seeds[0]:
                     continue
-                score = _evaluate("renal", val)
+                score = _evaluate(a.base, val)
             elif arm in ("reinhard", "macenko"):
                 model = work / f"source-{seed}.pt"
                 if not model.exists():
@@ -108,14 +113,15 @@ def main() -> None:
                 model = work / f"{arm}-{seed}.pt"
                 cmd = ["adapt", "--target", str(tgt), "--levels", LEVELS.get(arm, "encoder,"
                        "decoder,shape"), "--minutes", str(a.minutes), "--seed", str(seed),
-                       "-o", str(model)]
+                       "--base", a.base, "-o", str(model)]
                 if arm == "supervised":
                     cmd += ["--manifest", str(both)]
                 elif src is not None:
                     cmd += ["--manifest", str(src)]
                 _run(cmd)
                 score = _evaluate(str(model), val)
-            line = {"protocol": a.protocol, "arm": arm, "seed": seed, "minutes": a.minutes,
+            line = {"protocol": a.protocol, "arm": arm, "base": Path(a.base).name, "seed": seed,
+                    "minutes": a.minutes,
                     "source": a.source if a.protocol == "real" else "simulator",
                     "target": a.target if a.protocol == "real" else "ki-dev train, all stains",
                     "val_mean_dice": score["mean_dice"],
