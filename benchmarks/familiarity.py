@@ -28,6 +28,7 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -111,33 +112,35 @@ def main() -> None:
                          f"{(d > fam.threshold).mean():.2f}", f"{median:.2f}",
                          "yes" if median > 1 else "no"))
 
-    warned, checked = 0, 0
-    for a in by_split.get("val", []):
-        slide = open_slide(Path(args.manifest).parent / a.name, mpp=10.0 / a.magnification)
-        r = slide_familiarity(make_engines(slide, ("all",), None, model), model)
-        slide.close()
-        checked += 1
-        warned += bool(r.unfamiliar)
-        print(a.name, r, flush=True)
-    rows.append(("real val patches opened as slides", checked, "-", "-",
-                 f"{warned} of {checked}"))
+    def warnings(path_of: Any) -> str:
+        """Open each val patch (the file ``path_of(a)`` returns) as a slide, as a user would;
+        how many Segment would warn on."""
+        val = by_split.get("val", [])
+        warned = 0
+        for a in val:
+            slide = open_slide(path_of(a), mpp=10.0 / a.magnification)
+            r = slide_familiarity(make_engines(slide, ("all",), None, model), model)
+            slide.close()
+            warned += bool(r.unfamiliar)
+            print(a.name, r, flush=True)
+        return f"{warned} of {len(val)}"
+
+    n_val = len(by_split.get("val", []))
+    rows.append(("real val patches opened as slides", n_val, "-", "-",
+                 warnings(lambda a: Path(args.manifest).parent / a.name)))
 
     # sensitivity: the same val patches made unlike any training patch in known ways
     import tifffile
 
     with tempfile.TemporaryDirectory(prefix="omniseg-fam-") as tmp:
         for shift, change in SHIFTS.items():
-            warned, checked = 0, 0
-            for a in by_split.get("val", []):
+            def shifted(a: Any, shift: str = shift, change: Any = change) -> Path:
                 path = Path(tmp) / f"{shift}.tif"
                 tifffile.imwrite(path, change(np.ascontiguousarray(a.image[..., :3])))
-                slide = open_slide(path, mpp=10.0 / a.magnification)
-                r = slide_familiarity(make_engines(slide, ("all",), None, model), model)
-                slide.close()
-                checked += 1
-                warned += bool(r.unfamiliar)
-            rows.append((f"real val patches {shift}, opened as slides", checked, "-", "-",
-                         f"{warned} of {checked}"))
+                return path
+
+            rows.append((f"real val patches {shift}, opened as slides", n_val, "-", "-",
+                         warnings(shifted)))
             print(rows[-1], flush=True)
 
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]

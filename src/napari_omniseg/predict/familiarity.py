@@ -130,12 +130,11 @@ class Familiarity:
         """
         held = np.asarray(self.held, float)
         groups = np.asarray(self.held_groups) if self.held_groups else np.arange(len(held))
-        names, index = np.unique(groups, return_inverse=True)
         rng = np.random.default_rng(0)
         draws = max(tiles, 1)
         # a group of one is a patch, not a slide; groups of two or more are slides (a small
         # one must not send every slide to the pooled resampling, which is far too tight)
-        members = [m for m in (np.flatnonzero(index == g) for g in range(len(names)))
+        members = [m for m in (np.flatnonzero(groups == g) for g in np.unique(groups))
                    if len(m) >= 2]
         if len(members) >= 5:
             chosen = rng.integers(len(members), size=2000)
