@@ -13,11 +13,12 @@ rows. Arms, each with ``omniseg adapt`` as a user runs it, the same time budget,
 give one that has not, e.g. the simulated-only model of docs/training.md): ``source``
 (``--levels none``), ``reinhard`` and ``macenko`` (the source model evaluated with
 ``omniseg evaluate --normalise-stain``), ``encoder``, ``decoder``, ``shape`` (one
-discriminator), ``all`` (three), and ``supervised`` (both stains' train rows labelled, the
-upper bound). ``simulator``: the base model adapted to every ki-dev ``train`` image
-(unlabelled; the source is the simulator), scored on all ``val`` rows, against the base model
-itself. ``val`` rows are never trained on nor used to pick weights (the manifests handed to
-``omniseg adapt`` hold train rows only). One JSON line per run goes to
+discriminator), ``all`` (three), ``macenko_all`` (three, the targets Macenko-normalised to
+the source's stain first, scored with the same normalisation), and ``supervised`` (both
+stains' train rows labelled, the upper bound). ``simulator``: the base model adapted to every
+ki-dev ``train`` image (unlabelled; the source is the simulator), scored on all ``val`` rows,
+against the base model itself. ``val`` rows are never trained on nor used to pick weights (the
+manifests handed to ``omniseg adapt`` hold train rows only). One JSON line per run goes to
 ``--results``; the summary (mean and sd over seeds) is printed at the end.
 """
 
@@ -34,9 +35,13 @@ from pathlib import Path
 import numpy as np
 from machine import cpu_model
 
-ARMS = ("source", "reinhard", "macenko", "encoder", "decoder", "shape", "all", "supervised")
+ARMS = ("source", "reinhard", "macenko", "encoder", "decoder", "shape", "all", "macenko_all",
+        "supervised")
 LEVELS = {"source": "none", "encoder": "encoder", "decoder": "decoder", "shape": "shape",
-          "all": "encoder,decoder,shape", "supervised": "none"}
+          "all": "encoder,decoder,shape", "macenko_all": "encoder,decoder,shape",
+          "supervised": "none"}
+#: Arms that adapt to stain-normalised targets and are scored with the same normalisation.
+NORMALISED = {"macenko_all": "macenko"}
 
 
 def _rows(manifest: Path) -> list[dict]:
@@ -118,8 +123,9 @@ def main() -> None:
                     cmd += ["--manifest", str(both)]
                 elif src is not None:
                     cmd += ["--manifest", str(src)]
-                _run(cmd)
-                score = _evaluate(str(model), val)
+                normalise = NORMALISED.get(arm, "none")
+                _run([*cmd, "--normalise-stain", normalise])
+                score = _evaluate(str(model), val, normalise)
             line = {"protocol": a.protocol, "arm": arm, "base": Path(a.base).name, "seed": seed,
                     "minutes": a.minutes,
                     "source": a.source if a.protocol == "real" else "simulator",

@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/synthesis_eval.py realism MANIFEST NAME=GENERATOR.pt [NAME=...]
     python benchmarks/synthesis_eval.py speed GENERATOR.pt [--side 4096]
+    python benchmarks/synthesis_eval.py montage MANIFEST OUT.png NAME=GENERATOR.pt [NAME=...]
 
 realism: for every ``val`` row of the manifest (ki-dev), each generator synthesises an image
     from the row's mask (only its tissue known, as in training), in the row's stain and at its
@@ -17,6 +18,9 @@ realism: for every ``val`` row of the manifest (ki-dev), each generator synthesi
 speed: a 4096 x 4096 painted mask at 40x to an image (seconds, peak RSS, fresh process):
     the function in float32 and bfloat16 (with the time from Synthesize to a filled
     512 x 512 view), then ``omniseg synthesize`` as a user runs it.
+montage: one ``val`` row per tissue (the first of each), real image | its mask | the image
+    each generator makes from that mask (same stain, magnification and seed as realism), in
+    one PNG. It holds real patches: look at it, do not commit it.
 """
 
 from __future__ import annotations
@@ -114,12 +118,67 @@ def classifier_accuracy(real: np.ndarray, fake: np.ndarray, folds: int = 5, seed
     return correct / len(x)
 
 
+def _synthetic(spec: str, pairs, index: list[int], seed: int) -> tuple[str, list[np.ndarray]]:
+    """NAME=checkpoint (or NAME=prior) -> the name and its images of the chosen pairs' masks,
+    only each row's known tissues stated, as in training."""
+    from napari_omniseg import vocab
+    from napari_omniseg.checkpoints import load_model
+    from napari_omniseg.predict.synthesize import generate_window
+    from napari_omniseg.simulate.mask_prior import render_prior
+
+    name, path = spec.split("=", 1)
+    if path == "prior":  # the anatomy prior alone: the known tissues' masks drawn in
+        def known(i: int) -> np.ndarray:
+            k = np.asarray(pairs.known[i], bool)
+            return k[:, None, None] if k.ndim == 1 else k
+
+        return name, [render_prior(np.asarray(pairs.masks[i], bool) & known(i), pairs.stains[i],
+                                   vocab.mpp_of_magnification(pairs.magnifications[i]), seed)
+                      for i in index]
+    g = load_model(path, device="cpu").float().eval()
+    return name, [generate_window(g, pairs.masks[i], pairs.stains[i], pairs.magnifications[i],
+                                  seed, known=pairs.known[i]) for i in index]
+
+
+def montage(manifest: str, out: str, generators: list[str], seed: int = 0,
+            side: int = 192) -> None:
+    import imageio.v3 as iio
+    from skimage.transform import resize
+
+    from napari_omniseg.train.synthesis import pairs_from_manifest
+
+    val = pairs_from_manifest(manifest, split="val")
+    index, seen = [], set()
+    for i in range(len(val)):
+        t = int(np.argmax(np.asarray(val.known[i]).reshape(len(val.known[i]), -1).mean(1)))
+        if t not in seen:
+            seen.add(t)
+            index.append((t, i))
+    index = [i for _, i in sorted(index)]
+    columns = [[val.images[i] for i in index],
+               [np.repeat((val.masks[i].max(0) > 0)[..., None] * 255, 3, -1).astype(np.uint8)
+                for i in index]]
+    names = ["real", "mask"]
+    for spec in generators:
+        name, images = _synthetic(spec, val, index, seed)
+        names.append(name)
+        columns.append(images)
+
+    def tile(img: np.ndarray) -> np.ndarray:
+        small = resize(img, (side, side), order=1, preserve_range=True, anti_aliasing=True)
+        return np.pad(small.astype(np.uint8), ((2, 2), (2, 2), (0, 0)), constant_values=255)
+
+    rows = [np.concatenate([tile(col[r]) for col in columns], 1) for r in range(len(index))]
+    iio.imwrite(out, np.concatenate(rows, 0))
+    print(f"{out}: rows " + ", ".join(f"{val.stains[i]} {val.magnifications[i]:g}x" for i in index)
+          + "; columns " + ", ".join(names))
+
+
 def realism(manifest: str, generators: list[str], seed: int = 0) -> None:
     import torch
 
     from napari_omniseg import vocab
     from napari_omniseg.checkpoints import load_model
-    from napari_omniseg.predict.synthesize import generate_window
     from napari_omniseg.train.synthesis import pairs_from_manifest
 
     torch.set_num_threads(2)
@@ -134,22 +193,7 @@ def realism(manifest: str, generators: list[str], seed: int = 0) -> None:
     rows.append(("real train vs real val (floor)", list(train.images), None))
     rows.append(("simulator's own images (its layouts)", list(bank.images), None))
     for spec in generators:
-        name, path = spec.split("=", 1)
-        if path == "prior":  # the anatomy prior alone: the known tissues' masks drawn in
-            from napari_omniseg.simulate.mask_prior import render_prior
-
-            def known(i: int) -> np.ndarray:
-                k = np.asarray(val.known[i], bool)
-                return k[:, None, None] if k.ndim == 1 else k
-
-            fakes = [render_prior(np.asarray(val.masks[i], bool) & known(i), val.stains[i],
-                                  vocab.mpp_of_magnification(val.magnifications[i]), seed)
-                     for i in range(len(val))]
-            rows.append((name, fakes, fakes))
-            continue
-        g = load_model(path, device="cpu").float().eval()
-        fakes = [generate_window(g, val.masks[i], val.stains[i], val.magnifications[i], seed,
-                                 known=val.known[i]) for i in range(len(val))]
+        name, fakes = _synthetic(spec, val, list(range(len(val))), seed)
         rows.append((name, fakes, fakes))
     print(f"CPU: {_cpu()}; {time.strftime('%Y-%m-%d')}; {len(val)} val, {len(train)} train "
           "patches; features of the bundled renal segmenter's encoder")
@@ -320,9 +364,15 @@ def main() -> None:
     s.add_argument("--side", type=int, default=4096)
     f = sub.add_parser("local-sd")
     f.add_argument("manifest")
+    m = sub.add_parser("montage")
+    m.add_argument("manifest")
+    m.add_argument("out")
+    m.add_argument("generators", nargs="+", help="as for realism")
     a = p.parse_args()
     if a.what == "realism":
         realism(a.manifest, a.generators)
+    elif a.what == "montage":
+        montage(a.manifest, a.out, a.generators)
     elif a.what == "local-sd":
         local_sd_floor(a.manifest)
     else:

@@ -154,6 +154,35 @@ def test_run_adapt_leaves_the_model_in_use_and_records_what_it_did(tmp_path):
     assert meta["familiarity"]["patches"] >= 48
 
 
+def test_normalised_targets_take_the_source_stain_and_the_checkpoint_says_so(tmp_path):
+    """Macenko before adapting: the targets' colours move to the source's; the adapted
+    checkpoint records the method its inputs need."""
+    from napari_omniseg.predict.stain_norm import references_of_images
+    from napari_omniseg.train.adapt import _normalised_targets
+
+    source = _patches()
+    shifted = [np.ascontiguousarray(a.image[..., [2, 0, 1]]) for a in source]  # another dye
+    targets = targets_from_arrays(shifted, [10] * 3, ["t0", "t1", "t2"], crop=64)
+    reference = references_of_images([a.image for a in source])
+    same = _normalised_targets(targets, "none", reference)
+    assert same is targets
+    mapped = _normalised_targets(targets, "macenko", reference)
+    tissue = [a.mask > 0 for a in source]
+    before = np.mean([np.abs(t[m].mean(0) - a.image[m].mean(0)).mean()
+                      for t, a, m in zip(targets.images, source, tissue)])
+    after = np.mean([np.abs(t[m].mean(0) - a.image[m].mean(0)).mean()
+                     for t, a, m in zip(mapped.images, source, tissue)])
+    assert after < 0.5 * before
+    torch.manual_seed(0)
+    out = tmp_path / "adapted.pt"
+    run_adapt(OmniSegPlus(width=0.25).eval(), "toy", targets, out,
+              AdaptOptions(minutes=5, crop=64, batch=2, normalise_stain="macenko"),
+              source=source, max_steps=2)
+    meta = read_metadata(out)
+    assert meta["normalise_stain"] == "macenko"
+    assert meta["adaptation"]["options"]["normalise_stain"] == "macenko"
+
+
 def test_the_final_checkpoint_is_written_once(tmp_path, monkeypatch):
     import napari_omniseg.checkpoints as checkpoints
 

@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..choices import AdaptLevel
+from ..choices import AdaptLevel, StainNormalisation
 from ..errors import OmnisegInputError
 from . import args as A
 from .common import ctrl_c_stops, holding_output_file, print_validation, progress_bar
@@ -53,6 +53,10 @@ def add_commands(sub: Any) -> None:
                     help="the target images' objective power when the files do not say")
     ad.add_argument("--mpp", type=A.mpp, default=None,
                     help="the target images' µm per pixel when the files do not say")
+    ad.add_argument("--normalise-stain", default="none",
+                    choices=[str(c) for c in StainNormalisation],
+                    help="map each target image's colours to the labelled source's first; "
+                         "then segment with the same --normalise-stain (default none)")
     ad.add_argument("--seed", type=A.seed, default=0)
     ad.add_argument("-o", "--out", type=Path, required=True, help="checkpoint to write (.pt)")
     ad.set_defaults(run=_adapt)
@@ -67,7 +71,8 @@ def _adapt(args: argparse.Namespace) -> int:
     from ..train.annotations import read_manifest
     from ..train.finetune_renal import evaluate_annotations
 
-    options = AdaptOptions(minutes=args.minutes, levels=args.levels, seed=args.seed)
+    options = AdaptOptions(minutes=args.minutes, levels=args.levels, seed=args.seed,
+                           normalise_stain=args.normalise_stain)
     source, val = None, None
     if args.manifest is not None:
         if task_of_manifest(args.manifest).name != "renal":
@@ -92,6 +97,7 @@ def _adapt(args: argparse.Namespace) -> int:
     summary = {"checkpoint": str(args.out), "steps": result.steps, "stopped": result.stopped,
                "seconds": round(result.seconds, 1), "targets": targets.summary()}
     if val:
-        summary["val"] = evaluate_annotations(result.model, val)
+        summary["val"] = evaluate_annotations(result.model, val,
+                                              normalise_stain=args.normalise_stain)
     print(json.dumps(summary, indent=2))
     return 130 if result.stopped else 0

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..choices import AdaptLevel
+from ..choices import AdaptLevel, StainNormalisation
 from ..errors import OmnisegInputError
 from ..run import Progress, ShouldStop
 from .adapt_targets import TargetImages, TargetSampler
@@ -65,6 +65,10 @@ class AdaptOptions:
         Batches, crops and the discriminators' first weights.
     validate_every : float or None
         Seconds between validations on labelled rows, if any; None: the engine's default.
+    normalise_stain : StainNormalisation or str
+        Map each target image's stain to the source images' (Macenko or Reinhard) before
+        adapting, so the discriminators see the gap colour mapping leaves; the adapted model
+        is then meant to segment with the same normalisation (its checkpoint says so).
     """
 
     minutes: float = 15.0
@@ -76,8 +80,11 @@ class AdaptOptions:
     crop: int = 256
     seed: int = 0
     validate_every: float | None = None
+    normalise_stain: str = "none"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "normalise_stain",
+                           str(StainNormalisation(self.normalise_stain)))
         levels = tuple(AdaptLevel(level) for level in self.levels)
         if len(set(levels)) != len(levels):
             raise OmnisegInputError("each discriminator level may be named once")
@@ -353,6 +360,8 @@ def run_adapt(base: Any, base_name: str, targets: TargetImages, out: str | Path,
         source_images = list(bank.images[: 64])
         source_words = (f"{SOURCE_SLIDES} simulated slides ({SOURCE_SLIDE_SIZE} px at 40x, "
                         f"{len(bank)} patches), the bundled model's training data")
+    stain_reference = references_of_images(source_images)
+    targets = _normalised_targets(targets, options.normalise_stain, stain_reference)
     discriminators = make_discriminators(options.levels, float(getattr(model, "width", 1.0)))
     phases = Phases(options, started=started, minutes=options.minutes, max_steps=max_steps)
     step = AdversarialStep(model, discriminators, next_source,
@@ -364,7 +373,8 @@ def run_adapt(base: Any, base_name: str, targets: TargetImages, out: str | Path,
                   "trained_on", ""),
               "adaptation": {"options": options.metadata(), "targets": targets.summary(),
                              "source": source_words},
-              "stain_reference": references_of_images(source_images),
+              "stain_reference": stain_reference,
+              "normalise_stain": options.normalise_stain,
               "validation_patches": len(val or [])}
 
     def save(steps: int) -> None:
@@ -384,6 +394,27 @@ def run_adapt(base: Any, base_name: str, targets: TargetImages, out: str | Path,
     save_checkpoint(model, out, **result.recipe, **_familiarity(model, source_images, targets),
                     training_seconds=round(time.perf_counter() - started, 1))
     return result
+
+
+def _normalised_targets(targets: TargetImages, method: str, stain_reference: dict
+                        ) -> TargetImages:
+    """``targets`` with each image's stain mapped to the source's (``method``), or as they are
+    for "none"; an image with too little tissue to fit is kept as it is."""
+    from ..predict.stain_norm import StainStatistics, normaliser_for
+
+    if StainNormalisation(method) == StainNormalisation.NONE:
+        return targets
+    if str(method) not in stain_reference:
+        raise OmnisegInputError("the source images hold too little tissue to fit a stain "
+                                f"reference, so {method} normalisation cannot be used")
+    reference = StainStatistics.from_dict(stain_reference[str(method)])
+    images = []
+    for image in targets.images:
+        try:
+            images.append(normaliser_for([image], reference)(image))
+        except OmnisegInputError:
+            images.append(image)
+    return dataclasses.replace(targets, images=images)
 
 
 def _familiarity(model: Any, source_images: list, targets: TargetImages) -> dict:

@@ -439,7 +439,7 @@ def train_generator(out: str | Path, pairs: SynthesisPairs, *, minutes: float | 
     g, init = generator_to_train(init, architecture, levels, width, crop, prior)
     levels, width = g.levels, getattr(g, "width", width)
     if getattr(g, "prior", False) and pairs.priors is None:
-        pairs = with_priors(pairs, seed, should_stop=should_stop)
+        pairs = with_priors(pairs, seed, progress, should_stop)
     architecture = GeneratorArchitecture(
         GeneratorArchitecture.SINGLE if levels == 1 else GeneratorArchitecture.PYRAMID)
     d = PyramidDiscriminators(levels, crop)
