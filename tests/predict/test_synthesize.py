@@ -141,3 +141,25 @@ def test_the_prior_draws_in_micrometres_at_the_masks_own_pixel_size():
     assert 2.5 < fine / coarse < 6  # area: about (0.25 / 0.125) ** 2 = 4
     with pytest.raises(OmnisegInputError, match="positive"):
         synthesize(ANATOMY_PRIOR, labels, "he", 40, mpp=-1.0)
+
+
+def test_a_prior_reading_generator_takes_known_maps_per_tissue_or_per_pixel():
+    """A ki-dev tuft row knows some capsule pixels only: its known map is per pixel, and the
+    prior is drawn from the stated masks alone either way."""
+    import torch
+
+    from napari_omniseg.predict.synthesize import generate_window
+
+    torch.manual_seed(0)
+    g = PyramidGenerator(levels=3, width=8, prior=True).eval()
+    masks = np.zeros((6, 64, 64), np.uint8)
+    masks[2, 16:48, 16:48] = 1
+    masks[3, 8:56, 8:56] = 1
+    per_pixel = np.zeros((6, 64, 64), np.uint8)
+    per_pixel[3] = 1
+    per_pixel[2, 16:48, 16:48] = 1
+    a = generate_window(g, masks, "pas", 10, 0, known=per_pixel)
+    b = generate_window(g, masks, "pas", 10, 0, known=np.array([0, 0, 1, 1, 0, 0]))
+    assert a.shape == b.shape == (64, 64, 3)
+    c = generate_window(g, masks, "pas", 10, 0, known=np.array([0, 0, 0, 1, 0, 0]))
+    assert not np.array_equal(b, c)  # the capsule stated or not changes the image

@@ -67,8 +67,9 @@ def generate_window(generator: Any, masks: np.ndarray, stain: str, magnification
     conds = condition_pyramid(cond.to(device), levels)
     prior = None
     if getattr(generator, "prior", False):
-        stated = masks if known is None else masks * (np.asarray(known).reshape(
-            (-1,) + (1,) * (masks.ndim - 1)) > 0)
+        # known is per tissue (6,) or per pixel (6, H, W): a tuft row knows some capsule pixels
+        k = None if known is None else np.asarray(known)
+        stated = masks if k is None else masks * ((k.reshape(-1, 1, 1) if k.ndim == 1 else k) > 0)
         rgb = window_prior(stated, stain, magnification, seed, y0, x0, not prior_context)
         prior = torch.from_numpy(rgb).permute(2, 0, 1)[None].float().div(127.5).sub(1)
     conds = generator_conditions(generator, conds, prior.to(device) if prior is not None
