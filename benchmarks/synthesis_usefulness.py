@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/synthesis_usefulness.py MANIFEST GENERATOR.pt [--minutes 4] [--synthetic 10]
-        [--seeds 0 1 2] [--three-player]
+        [--seeds 0 1 2] [--three-player] [--base MODEL] [--sets train "20% of train"]
 
 Fine-tunes the bundled renal model on (a) every ``train`` row of the manifest (ki-dev), (b) the
 same plus synthetic pairs, (c) 20% of the train rows (at least one per tissue), (d) that 20%
@@ -80,6 +80,12 @@ def main() -> None:
     p.add_argument("--only-three-player", action="store_true",
                    help="run the three-player arms alone")
     p.add_argument("--segmenter-adversarial", type=float, default=1.0)
+    p.add_argument("--base", default=None,
+                   help="the segmenter every fine-tune starts from (default: the bundled one, "
+                        "which has learnt from every ki-dev train row, so give one that has "
+                        "not, e.g. the simulated-only model of docs/training.md)")
+    p.add_argument("--sets", nargs="+", default=["train", "20% of train"],
+                   choices=["train", "20% of train"], help="the training sets to run")
     a = p.parse_args()
     exe = shutil.which("omniseg")
     rows = _rows(a.manifest)
@@ -93,13 +99,14 @@ def main() -> None:
     unlabelled = _write(rest, work, "rest.csv", base)
     arms = [] if a.only_three_player else [
         (name, manifest, synth, "finetune") for name, manifest in sets.items()
-        for synth in (0, a.synthetic)]
+        if name in a.sets for synth in (0, a.synthetic)]
     if a.three_player or a.only_three_player:
         arms += [("train", sets["train"], 0, "three-player"),
                  ("20% of train", sets["20% of train"], 0, "three-player + unlabelled")]
     n_rows = {"train": len(train), "20% of train": len(few)}
     print(f"{time.strftime('%Y-%m-%d')}; budget {a.minutes} min each; synthetic "
-          f"{a.synthetic} per tissue; seeds {a.seeds}")
+          f"{a.synthetic} per tissue; seeds {a.seeds}; base {a.base or 'bundled'}; "
+          f"generator {a.generator}")
     print("| training data | how | rows | synthetic pairs | seed | val Dice (mean) | " +
           " | ".join(t.upper() for t in TISSUES) + " | seconds |")
     print("|---|---|---|---|---|---|" + "---|" * 7)
@@ -110,6 +117,8 @@ def main() -> None:
             if how == "finetune":
                 cmd = [exe, "finetune", "--manifest", str(manifest), "--minutes",
                        str(a.minutes), "--seed", str(seed), "-o", str(out)]
+                if a.base:
+                    cmd += ["--base", a.base]
                 if synth:
                     cmd += ["--synthetic", str(synth), "--generator", a.generator]
             else:
