@@ -94,19 +94,26 @@ def worley(seed: int, tag: int, ys: np.ndarray, xs: np.ndarray, cell: float,
         A uniform [0, 1) value belonging to the nearest point (constant over its cell).
     """
     lo = (1 - jitter) / 2
-    iy0 = np.floor(ys / cell).astype(np.int64)[:, None]
-    ix0 = np.floor(xs / cell).astype(np.int64)[None, :]
+    iy = np.floor(ys / cell).astype(np.int64)
+    ix = np.floor(xs / cell).astype(np.int64)
+    # the points live on the lattice, far fewer cells than pixels: hash each cell once, then
+    # gather per pixel (the same values as hashing per pixel, so windows still agree)
+    ly = np.arange(iy.min() - 1, iy.max() + 2)[:, None]
+    lx = np.arange(ix.min() - 1, ix.max() + 2)[None, :]
+    py_cells = (ly + lo + jitter * hash_u01(seed, tag, ly, lx)) * cell
+    px_cells = (lx + lo + jitter * hash_u01(seed, tag + 1, ly, lx)) * cell
+    v_cells = hash_u01(seed, tag + 2, ly, lx)
+    ry, rx = iy - ly[0, 0], ix - lx[0, 0]
     f1 = np.full((len(ys), len(xs)), np.inf, np.float32)
     f2 = np.full_like(f1, np.inf)
     val = np.zeros_like(f1)
     for oy in (-1, 0, 1):
         for ox in (-1, 0, 1):
-            jy, jx = iy0 + oy, ix0 + ox
-            py = (jy + lo + jitter * hash_u01(seed, tag, jy, jx)) * cell
-            px = (jx + lo + jitter * hash_u01(seed, tag + 1, jy, jx)) * cell
-            d = np.hypot(ys[:, None] - py, xs[None, :] - px).astype(np.float32)
+            at = np.ix_(ry + oy, rx + ox)
+            d = np.hypot(ys[:, None] - py_cells[at], xs[None, :] - px_cells[at]
+                         ).astype(np.float32)
             closer = d < f1
             f2 = np.minimum(f2, np.maximum(f1, d))
-            val = np.where(closer, hash_u01(seed, tag + 2, jy, jx), val)
+            val = np.where(closer, v_cells[at], val)
             f1 = np.minimum(f1, d)
     return f1, f2, val
