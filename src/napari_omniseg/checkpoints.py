@@ -45,6 +45,17 @@ def pick_device(prefer: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX). Without it
+    PyTorch emulates bfloat16, and some layers (the generator's) run many times slower than in
+    float32."""
+    import torch
+
+    checks = [getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported",
+                                                    "_is_amx_tile_supported")]
+    return any(bool(c()) for c in checks if c is not None)
+
+
 def save_checkpoint(model: Any, path: str | os.PathLike, half: bool = False,
                     **metadata: Any) -> Path:
     """Write a registered network's weights and metadata to one file (complete or absent).
