@@ -57,7 +57,7 @@ def cpu_has_native_bf16() -> bool:
 
 
 def default_bf16(device: Any) -> bool:
-    """Whether inference on ``device`` runs under bfloat16 autocast by default: on a CPU that
+    """Whether work on ``device`` runs under bfloat16 autocast by default: on a CPU that
     computes bfloat16 in hardware (about 2x faster there); not on a CPU that emulates it (8x
     slower than float32 for the segmenter there), nor on GPUs (float32 unless asked)."""
     return getattr(device, "type", str(device)) == "cpu" and cpu_has_native_bf16()
