@@ -94,6 +94,9 @@ def worley(seed: int, tag: int, ys: np.ndarray, xs: np.ndarray, cell: float,
         A uniform [0, 1) value belonging to the nearest point (constant over its cell).
     """
     lo = (1 - jitter) / 2
+    if not len(ys) or not len(xs):  # an empty window: nothing to hash (as before the lattice)
+        empty = np.zeros((len(ys), len(xs)), np.float32)
+        return np.full_like(empty, np.inf), np.full_like(empty, np.inf), empty
     iy = np.floor(ys / cell).astype(np.int64)
     ix = np.floor(xs / cell).astype(np.int64)
     # the points live on the lattice, far fewer cells than pixels: hash each cell once, then
