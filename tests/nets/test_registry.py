@@ -51,3 +51,21 @@ def test_an_unknown_architecture_is_one_sentence(tmp_path):
         load_model(path)
     with pytest.raises(OmnisegInputError, match="not a registered network"):
         save_checkpoint(torch.nn.Linear(2, 2), tmp_path / "x.pt")
+
+
+def test_bfloat16_by_default_only_where_the_cpu_has_it(monkeypatch):
+    """Emulated bfloat16 made the segmenter 8x slower than float32 (a CPU without
+    AVX512-BF16 or AMX): the default follows the hardware, and an explicit choice wins."""
+    import torch
+
+    from napari_omniseg.checkpoints import default_bf16, model_and_precision
+    from napari_omniseg.nets.omniseg import OmniSegPlus
+
+    model = OmniSegPlus(width=0.25)
+    for native in (False, True):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda n=native: n)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        assert default_bf16(torch.device("cpu")) is native
+        assert model_and_precision(model, "renal", None)[1] is native
+        assert model_and_precision(model, "renal", not native)[1] is (not native)
+    assert default_bf16(torch.device("cuda")) is False

@@ -438,8 +438,9 @@ def make_engines(
     model : torch.nn.Module or str, optional
         A loaded model, a checkpoint path, or a bundled name; default the bundled renal model.
     tile, overlap, bf16, mask_glass
-        Network window and overlap; bfloat16 autocast (default on for CPU); keep predictions
-        off the glass around the tissue (found on the slide's thumbnail).
+        Network window and overlap; bfloat16 autocast (default: on a CPU that computes it in
+        hardware, :func:`~napari_omniseg.checkpoints.default_bf16`); keep predictions off the
+        glass around the tissue (found on the slide's thumbnail).
     cache_rows : int, optional
         Rows of network tiles each engine keeps (:class:`TileEngine`); default: up to 512 MB
         per working magnification, for panning back and forth in a viewer.

@@ -157,7 +157,7 @@ def synthesize(generator: Any, labels: Any, stain: str, magnification: float, se
         Chunk side (a multiple of 16); memory is about one chunk and its halo per worker.
     bf16 : bool, optional
         bfloat16 autocast (default: on for a CPU generator when the CPU computes bfloat16 in
-        hardware, :func:`~napari_omniseg.checkpoints.cpu_has_native_bf16`: 1.2-1.5x faster
+        hardware, :func:`~napari_omniseg.checkpoints.default_bf16`: 1.2-1.5x faster
         there, images within a mean 0.4 grey levels of float32's; float32 chunks agree with a
         single pass bit for bit, bfloat16 ones within a few grey levels; docs/synthesis.md).
     name : str
@@ -174,7 +174,7 @@ def synthesize(generator: Any, labels: Any, stain: str, magnification: float, se
         Values outside the vocabulary, an empty mask, or not a 2D label image.
     """
     from .. import vocab
-    from ..checkpoints import cpu_has_native_bf16
+    from ..checkpoints import default_bf16
     from ..nets.condition import masks_from_labels
 
     if isinstance(generator, str) and generator == ANATOMY_PRIOR:
@@ -186,8 +186,7 @@ def synthesize(generator: Any, labels: Any, stain: str, magnification: float, se
         raise ValueError("chunk must be a multiple of 16 and of the generator's factor")
     # bfloat16 only where the CPU has it in hardware: emulated, the generator's layers ran
     # about 70x slower than float32 (AMD EPYC without AVX512-BF16, 2026-12-06)
-    use_bf16 = (next(generator.parameters()).device.type == "cpu" and cpu_has_native_bf16()
-                ) if bf16 is None else bf16
+    use_bf16 = default_bf16(next(generator.parameters()).device) if bf16 is None else bf16
 
     halo = HALO
     if getattr(generator, "prior", False):

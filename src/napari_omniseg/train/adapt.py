@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..checkpoints import default_bf16
 from ..choices import AdaptLevel, StainNormalisation
 from ..errors import OmnisegInputError
 from ..run import Progress, ShouldStop
@@ -174,7 +175,7 @@ class AdversarialStep:
         self.source, self.target, self.phase = source, target, phase
         self.alphas = {**ALPHAS, **(alphas or {})}
         self.device = next(model.parameters()).device
-        self.bf16 = self.device.type == "cpu" if bf16 is None else bf16
+        self.bf16 = default_bf16(self.device) if bf16 is None else bf16
         for d in discriminators.values():
             d.to(self.device)
         self.networks = {"model": model, **{f"d_{k}": d for k, d in discriminators.items()}}

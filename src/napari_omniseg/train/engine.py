@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..checkpoints import default_bf16
 from ..run import Progress, ShouldStop
 
 
@@ -182,7 +183,8 @@ class SegmentationStep:
     scale_ids)`` for Omni-Seg+, ``(region_ids,)`` for CoNeMOS) and optionally ``valid`` (known
     pixels) and ``images2`` (another augmentation: ``consistency_weight`` weighs the squared
     difference of the two views' foreground probabilities). The loss is ``loss_fn(logits,
-    targets, valid)``; ``bf16`` autocast defaults to on for CPU.
+    targets, valid)``; ``bf16`` autocast defaults to
+    :func:`~napari_omniseg.checkpoints.default_bf16`.
     """
 
     def __init__(self, model: Any, next_batch: Callable[[], dict], loss_fn: Callable, *,
@@ -192,7 +194,7 @@ class SegmentationStep:
 
         self.model, self.next_batch, self.loss_fn = model, next_batch, loss_fn
         self.device = next(model.parameters()).device
-        self.bf16 = self.device.type == "cpu" if bf16 is None else bf16
+        self.bf16 = default_bf16(self.device) if bf16 is None else bf16
         self.consistency_weight = consistency_weight
         self.networks = {"model": model}
         self.optimizers = [torch.optim.AdamW(model.parameters(), lr=lr,
