@@ -44,8 +44,11 @@ def main() -> None:
         scores = evaluate_simulated_slides(model, seeds, size=args.size, quality=args.quality)
         how = f"JPEG q{args.quality} OME-TIFF, segment_slide"
     else:
-        scores = evaluate_simulated(model, seeds, size=args.size, bf16=True)
-        how = "arrays, bf16"
+        from napari_omniseg.checkpoints import default_bf16
+
+        bf16 = default_bf16(next(model.parameters()).device)  # as Segment would run here
+        scores = evaluate_simulated(model, seeds, size=args.size, bf16=bf16)
+        how = f"arrays, {'bf16' if bf16 else 'fp32'}"
     print(f"<!-- {time.strftime('%Y-%m-%d')}, seeds {seeds}, {args.size} px slides, {how}, "
           f"{time.perf_counter() - t:.0f} s -->")
     print(dice_table(scores))

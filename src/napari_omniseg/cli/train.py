@@ -154,11 +154,12 @@ def _train_renal(args: argparse.Namespace) -> int:
                              half=args.half, progress=bar, should_stop=should_stop).recipe
     print(json.dumps(recipe, indent=2))
     if args.evaluate:
-        from ..checkpoints import load_model
+        from ..checkpoints import default_bf16, load_model
         from ..train.renal import evaluation_seeds
 
-        scores = evaluate_simulated(load_model(args.out), seeds=evaluation_seeds(args.evaluate),
-                                    bf16=True)
+        model = load_model(args.out)
+        scores = evaluate_simulated(model, seeds=evaluation_seeds(args.evaluate),
+                                    bf16=default_bf16(next(model.parameters()).device))
         print(dice_table(scores))
     return _stopped_code(recipe)
 

@@ -52,7 +52,7 @@ def patch_descriptors(model: Any, images: np.ndarray, batch: int = 8,
     batch : int
         Patches per forward pass.
     bf16 : bool
-        bfloat16 autocast (the segmentation engine's precision on CPU).
+        bfloat16 autocast (pass the segmentation engine's precision).
 
     Returns
     -------

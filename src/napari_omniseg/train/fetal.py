@@ -273,17 +273,20 @@ def train_fetal(out: str | os.PathLike, recipe: FetalRecipe | None = None, *,
                           progress=progress, should_stop=should_stop)
 
 
-def evaluate_fetal(model, seeds: list[int], size: int = 128, bf16: bool = True,
+def evaluate_fetal(model, seeds: list[int], size: int = 128, bf16: bool | None = None,
                    clean_up: bool = True, flips: bool = True) -> dict:
     """Dice of every region on held-out phantoms (all regions are known in simulation).
 
     The masks are made as :func:`~napari_omniseg.segment_volume` makes them (``clean_up``
-    and ``flips`` as there).
+    and ``flips`` as there; ``bf16`` None: :func:`~napari_omniseg.checkpoints.default_bf16`).
     """
+    from ..checkpoints import default_bf16
     from ..predict.volume import region_masks
     from ..simulate.fetal import simulate_fetal
     from .metrics import PooledDice
 
+    if bf16 is None:
+        bf16 = default_bf16(next(model.parameters()).device)
     pooled = PooledDice(vocab.FETAL_REGION_CODES)
     for seed in seeds:
         f = simulate_fetal(seed, size=size)

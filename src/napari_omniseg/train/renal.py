@@ -361,7 +361,7 @@ def evaluate_simulated_slides(model, seeds: list[int],
                               quality: int = 90) -> dict:
     """Dice as users get it: simulated slides written as JPEG OME-TIFF pyramids, then
     :func:`~napari_omniseg.open_slide` and :func:`~napari_omniseg.predict.slide.segment_slide`
-    (tile engine, glass mask, bfloat16 on CPU), each tissue at its optimal magnification.
+    (tile engine, glass mask, the default precision), each tissue at its optimal magnification.
 
     Returns
     -------
