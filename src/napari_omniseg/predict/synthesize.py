@@ -43,8 +43,8 @@ def level_noise(seed: int, level: int, y0: int, x0: int, h: int, w: int) -> np.n
 
 def generate_window(generator: Any, masks: np.ndarray, stain: str, magnification: float,
                     seed: int, y0: int = 0, x0: int = 0, bf16: bool = False,
-                    known: np.ndarray | None = None, prior_context: bool = False
-                    ) -> np.ndarray:
+                    known: np.ndarray | None = None, prior_context: bool = False,
+                    prior: np.ndarray | None = None) -> np.ndarray:
     """RGB uint8 ``(H, W, 3)`` for ``(6, H, W)`` tissue masks whose top-left pixel is level-0
     ``(y0, x0)``; H, W, y0 and x0 are multiples of ``generator.factor``. ``known`` (per
     tissue) says which masks are stated; default all (a painted mask).
@@ -52,7 +52,8 @@ def generate_window(generator: Any, masks: np.ndarray, stain: str, magnification
     A generator that reads the anatomy prior gets it drawn from the known masks at the
     magnification's pixel size; ``prior_context`` says the window already holds the context
     the prior needs (a chunk with its halo), else the masks are mirrored past the window's
-    edge first, as in training, so that a tubule cut by the edge is drawn open.
+    edge first, as in training, so that a tubule cut by the edge is drawn open. ``prior``
+    (``(H, W, 3)`` uint8) is that prior already drawn (:class:`.prior_tiles.PriorTiles`).
     """
     import torch
 
@@ -65,15 +66,18 @@ def generate_window(generator: Any, masks: np.ndarray, stain: str, magnification
     device = next(generator.parameters()).device
     cond = torch.from_numpy(condition_planes(masks, known, stain, magnification))[None]
     conds = condition_pyramid(cond.to(device), levels)
-    prior = None
+    prior_planes = None
     if getattr(generator, "prior", False):
-        # known is per tissue (6,) or per pixel (6, H, W): a tuft row knows some capsule pixels
-        k = None if known is None else np.asarray(known)
-        stated = masks if k is None else masks * ((k.reshape(-1, 1, 1) if k.ndim == 1 else k) > 0)
-        rgb = window_prior(stated, stain, magnification, seed, y0, x0, not prior_context)
-        prior = torch.from_numpy(rgb).permute(2, 0, 1)[None].float().div(127.5).sub(1)
-    conds = generator_conditions(generator, conds, prior.to(device) if prior is not None
-                                 else None)
+        if prior is None:
+            # known is per tissue (6,) or per pixel (6, H, W): a tuft row knows some capsule
+            # pixels
+            k = None if known is None else np.asarray(known)
+            stated = masks if k is None else masks * (
+                (k.reshape(-1, 1, 1) if k.ndim == 1 else k) > 0)
+            prior = window_prior(stated, stain, magnification, seed, y0, x0, not prior_context)
+        prior_planes = torch.from_numpy(np.ascontiguousarray(prior)).permute(2, 0, 1)[
+            None].float().div(127.5).sub(1).to(device)
+    conds = generator_conditions(generator, conds, prior_planes)
     noises = []
     for n, c in enumerate(conds):
         s = 2 ** (levels - 1 - n)
@@ -188,19 +192,21 @@ def synthesize(generator: Any, labels: Any, stain: str, magnification: float, se
     # about 70x slower than float32 (AMD EPYC without AVX512-BF16, 2026-12-06)
     use_bf16 = default_bf16(next(generator.parameters()).device) if bf16 is None else bf16
 
-    halo = HALO
+    tiles = None
     if getattr(generator, "prior", False):
-        from ..simulate.mask_prior import prior_halo
+        from .prior_tiles import PriorTiles
 
-        # the generator's reach over pixels whose prior has its own context
-        halo += prior_halo(vocab.mpp_of_magnification(float(magnification)))
-        halo = -(-halo // generator.factor) * generator.factor
+        # the prior is drawn once per tile with its own context and shared by the chunks
+        # around it; each chunk's window is then only the generator's reach wider
+        tiles = PriorTiles(labels, stain, vocab.mpp_of_magnification(float(magnification)),
+                           seed, name, margin=HALO + generator.factor)
 
     def render(window: np.ndarray, wy0: int, wx0: int) -> np.ndarray:
+        prior = None if tiles is None else tiles.window(wy0, wx0, *window.shape)
         return generate_window(generator, masks_from_labels(window, name), stain, magnification,
-                               seed, wy0, wx0, use_bf16, prior_context=True)
+                               seed, wy0, wx0, use_bf16, prior_context=True, prior=prior)
 
-    return _chunked(labels, chunk, halo, generator.factor, render)
+    return _chunked(labels, chunk, HALO, generator.factor, render)
 
 
 def synthesize_prior(labels: Any, stain: str, magnification: float, seed: int = 0,
@@ -232,6 +238,8 @@ def _chunked(labels: Any, chunk: int, halo: int, align: int, render: Any) -> Any
     rounded up to multiples of ``align``, zeros outside the image), cropped, as a dask array."""
     import dask.array as da
 
+    from .prior_tiles import read_window
+
     h, w = labels.shape
 
     def block(block_info=None) -> np.ndarray:
@@ -239,10 +247,7 @@ def _chunked(labels: Any, chunk: int, halo: int, align: int, render: Any) -> Any
         wy0, wx0 = ys - halo, xs - halo
         wh = -(-(ye - ys + 2 * halo) // align) * align
         ww = -(-(xe - xs + 2 * halo) // align) * align
-        window = np.zeros((wh, ww), np.int64)
-        sy0, sx0 = max(0, wy0), max(0, wx0)
-        sy1, sx1 = min(h, wy0 + wh), min(w, wx0 + ww)
-        window[sy0 - wy0:sy1 - wy0, sx0 - wx0:sx1 - wx0] = np.asarray(labels[sy0:sy1, sx0:sx1])
+        window = read_window(labels, wy0, wx0, wh, ww)
         return render(window, wy0, wx0)[halo:halo + ye - ys, halo:halo + xe - xs]
 
     chunks = (tuple(min(chunk, h - y) for y in range(0, h, chunk)),
