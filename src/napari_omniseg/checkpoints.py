@@ -56,11 +56,14 @@ def cpu_has_native_bf16() -> bool:
     return any(bool(c()) for c in checks if c is not None)
 
 
-def default_bf16(device: Any) -> bool:
-    """Whether work on ``device`` runs under bfloat16 autocast by default: on a CPU that
-    computes bfloat16 in hardware (about 2x faster there); not on a CPU that emulates it (8x
-    slower than float32 for the segmenter there), nor on GPUs (float32 unless asked)."""
-    return getattr(device, "type", str(device)) == "cpu" and cpu_has_native_bf16()
+def default_bf16(where: Any) -> bool:
+    """Whether work on ``where`` (a torch device, or a module: the device of its weights)
+    runs under bfloat16 autocast by default: on a CPU that computes bfloat16 in hardware
+    (about 2x faster there); not on a CPU that emulates it (8x slower than float32 for the
+    segmenter there), nor on GPUs (float32 unless asked)."""
+    if hasattr(where, "parameters"):
+        where = next(where.parameters()).device
+    return getattr(where, "type", str(where)) == "cpu" and cpu_has_native_bf16()
 
 
 def save_checkpoint(model: Any, path: str | os.PathLike, half: bool = False,
@@ -235,7 +238,7 @@ def model_and_precision(model: Any, task_name: str, bf16: bool | None) -> tuple[
         raise OmnisegInputError(f"{name} is {other.description if other else 'another model'}"
                                 f"; this needs {wanted.description}")
     if bf16 is None:
-        bf16 = default_bf16(next(model.parameters()).device)
+        bf16 = default_bf16(model)
     return model, bf16
 
 

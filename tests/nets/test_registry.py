@@ -66,6 +66,7 @@ def test_bfloat16_by_default_only_where_the_cpu_has_it(monkeypatch):
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda n=native: n)
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
         assert default_bf16(torch.device("cpu")) is native
+        assert default_bf16(model) is native  # a module: the device of its weights
         assert model_and_precision(model, "renal", None)[1] is native
         assert model_and_precision(model, "renal", not native)[1] is (not native)
     assert default_bf16(torch.device("cuda")) is False

@@ -163,3 +163,18 @@ def test_a_prior_reading_generator_takes_known_maps_per_tissue_or_per_pixel():
     assert a.shape == b.shape == (64, 64, 3)
     c = generate_window(g, masks, "pas", 10, 0, known=np.array([0, 0, 0, 1, 0, 0]))
     assert not np.array_equal(b, c)  # the capsule stated or not changes the image
+
+
+def test_the_anatomy_prior_alone_does_not_depend_on_the_chunking():
+    """The prior alone is read from shared prior tiles: chunks of any side give one image."""
+    from napari_omniseg import vocab
+    from napari_omniseg.predict.synthesize import ANATOMY_PRIOR
+
+    labels = np.zeros((300, 420), np.uint8)
+    labels[:, :200] = 1 + vocab.tissue("pt").task_id
+    labels[60:240, 230:400] = 1 + vocab.tissue("cap").task_id
+    small = np.asarray(synthesize(ANATOMY_PRIOR, labels, "pas", 40, seed=2, chunk=96))
+    large = np.asarray(synthesize(ANATOMY_PRIOR, labels, "pas", 40, seed=2, chunk=512))
+    assert small.shape == (300, 420, 3)
+    np.testing.assert_array_equal(small, large)
+    assert small[:, :200].std() > 5  # drawn tissue, not a flat fill

@@ -159,7 +159,7 @@ def _train_renal(args: argparse.Namespace) -> int:
 
         model = load_model(args.out)
         scores = evaluate_simulated(model, seeds=evaluation_seeds(args.evaluate),
-                                    bf16=default_bf16(next(model.parameters()).device))
+                                    bf16=default_bf16(model))
         print(dice_table(scores))
     return _stopped_code(recipe)
 

@@ -190,7 +190,7 @@ def synthesize(generator: Any, labels: Any, stain: str, magnification: float, se
         raise ValueError("chunk must be a multiple of 16 and of the generator's factor")
     # bfloat16 only where the CPU has it in hardware: emulated, the generator's layers ran
     # about 70x slower than float32 (AMD EPYC without AVX512-BF16, 2026-12-06)
-    use_bf16 = default_bf16(next(generator.parameters()).device) if bf16 is None else bf16
+    use_bf16 = default_bf16(generator) if bf16 is None else bf16
 
     tiles = None
     if getattr(generator, "prior", False):
@@ -217,8 +217,7 @@ def synthesize_prior(labels: Any, stain: str, magnification: float, seed: int = 
     (:func:`napari_omniseg.simulate.mask_prior.render_prior`). Same arguments as
     :func:`synthesize`."""
     from .. import vocab
-    from ..nets.condition import masks_from_labels
-    from ..simulate.mask_prior import prior_halo, render_prior
+    from .prior_tiles import PriorTiles
 
     check_labels(labels, name)
     vocab.stain(stain)
@@ -226,11 +225,14 @@ def synthesize_prior(labels: Any, stain: str, magnification: float, seed: int = 
     if mpp is not None and not mpp > 0:
         raise OmnisegInputError(f"µm/px must be positive, got {mpp}")
     pixel = float(mpp) if mpp else vocab.mpp_of_magnification(float(magnification))
+    # drawn once per prior tile (with its own context), not once per chunk in a window
+    # widened by that context on every side
+    tiles = PriorTiles(labels, stain, pixel, seed, name)
 
     def render(window: np.ndarray, wy0: int, wx0: int) -> np.ndarray:
-        return render_prior(masks_from_labels(window, name), stain, pixel, seed, wy0, wx0)
+        return tiles.window(wy0, wx0, *window.shape)
 
-    return _chunked(labels, chunk, prior_halo(pixel), 1, render)
+    return _chunked(labels, chunk, 0, 1, render)
 
 
 def _chunked(labels: Any, chunk: int, halo: int, align: int, render: Any) -> Any:

@@ -286,7 +286,7 @@ def evaluate_fetal(model, seeds: list[int], size: int = 128, bf16: bool | None =
     from .metrics import PooledDice
 
     if bf16 is None:
-        bf16 = default_bf16(next(model.parameters()).device)
+        bf16 = default_bf16(model)
     pooled = PooledDice(vocab.FETAL_REGION_CODES)
     for seed in seeds:
         f = simulate_fetal(seed, size=size)
