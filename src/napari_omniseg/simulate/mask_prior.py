@@ -33,17 +33,20 @@ from .stains import od_to_rgb, stain_style
 
 #: Distances inside a region are clipped here (um); also the reach of "how wide is it".
 REACH_UM = 40.0
-#: A painted tubule region wider than this (um, centre to border) is split into tubules.
+#: A painted tubule region wider than this (um, centre to border) is split into tubules of
+#: about this radius: the simulator's proximal tubules (28-33.5 um) and distal ones (18.5-25).
 TUBULE_RADIUS_UM = 32.0
+DT_RADIUS_UM = 22.0
 _DT, _PT, _CAP, _TUFT, _VES, _PTC = range(6)
 
 # nucleus zones
-Z_NONE, Z_INTER, Z_TUB, Z_TUFT, Z_WALL, Z_MEDIA = range(6)
+Z_NONE, Z_INTER, Z_TUB, Z_TUFT, Z_WALL, Z_MEDIA, Z_DTUB = range(7)
 # zone: (acceptance on a 5 um lattice, semi-axes um, darkness): the simulator's nuclei, but for
-# the tubule's, which are spread over its whole epithelium rather than a basal band
+# the proximal tubule's, which are spread over its whole epithelium rather than a basal band
 _NUCLEI = {
     Z_INTER: R._NUCLEI[R.Z_INTER],
     Z_TUB: (0.55, (2.4, 3.2, 2.1, 2.8), 0.85),
+    Z_DTUB: R._NUCLEI[R.Z_DT],
     Z_TUFT: R._NUCLEI[R.Z_TUFT],
     Z_WALL: R._NUCLEI[R.Z_CAPSULE],
     Z_MEDIA: R._NUCLEI[R.Z_MEDIA],
@@ -110,21 +113,26 @@ def render_prior(masks: np.ndarray, stain: str, mpp: float, seed: int = 0, y0: i
     def paint(mat: str, conc: np.ndarray) -> None:
         od[:] += style.material_od[_M[mat]][:, None, None] * conc[None]
 
-    # ---- tubules: split wide regions into tubule-sized cells, epithelium along the border
-    if masks[_DT].any() or masks[_PT].any():
-        f1, f2, cell = worley(seed, 40, ys, xs, 1.4 * TUBULE_RADIUS_UM, jitter=0.8)
-        split = (f2 - f1) / 2 - 1.5  # half the gap to the neighbouring cell, minus a margin
+    # ---- tubules: split wide regions into tubule-sized cells, epithelium along the border.
+    # As in the simulator, which the segmenter reads: distal tubules smaller, with a low
+    # epithelium round a wide, smooth lumen and crowded nuclei; proximal ones larger, with a
+    # tall epithelium, a brush border and a narrow, ragged lumen.
     for t in (_DT, _PT):
         if not masks[t].any():
             continue
+        size = TUBULE_RADIUS_UM if t == _PT else DT_RADIUS_UM
+        f1, f2, cell = worley(seed, 40 if t == _PT else 42, ys, xs, 1.4 * size, jitter=0.8)
+        split = (f2 - f1) / 2 - 1.5  # half the gap to the neighbouring cell, minus a margin
         d = _inside_distance(masks[t], mpp)
         width = _width(d, mpp)
-        wide = _soft(width - TUBULE_RADIUS_UM, 3.0)
+        wide = _soft(width - size, 3.0)
         tub = np.where(masks[t], np.minimum(d, split * wide + REACH_UM * (1 - wide)), -1.0)
-        # epithelium in proportion to the tubule (PT: a narrow lumen; DT: a wider one)
-        radius = np.minimum(width, 0.55 * TUBULE_RADIUS_UM * wide + width * (1 - wide))
-        wall = np.clip((0.6 if t == _PT else 0.45) * radius, 3.0, 16.0) * (0.85 + 0.3 * cell)
-        lumen = tub - wall + 1.5 * med
+        radius = np.minimum(width, 0.55 * size * wide + width * (1 - wide))
+        if t == _PT:
+            wall = np.clip(0.7 * radius, 3.0, 16.0) * (0.85 + 0.3 * cell)
+        else:
+            wall = np.clip(0.5 * radius, 2.5, 9.0) * (0.85 + 0.3 * cell)
+        lumen = tub - wall + (1.5 if t == _PT else 0.7) * med
         inside = _soft(tub, 0.3)
         lum = _soft(lumen, 0.3) * inside
         epi = inside - lum
@@ -135,7 +143,7 @@ def render_prior(masks: np.ndarray, stain: str, mpp: float, seed: int = 0, y0: i
         paint("bm", _band(tub, 0.0, 0.9, 0.3))
         paint("plasma", lum * 0.3)
         occupied = np.maximum(occupied, inside)
-        zone[(tub > 1.5) & (lumen < -1.5)] = Z_TUB
+        zone[(tub > 1.5) & (lumen < -1.5)] = Z_TUB if t == _PT else Z_DTUB
         zone[masks[t] & (lumen >= -1.5)] = Z_NONE
 
     # ---- glomerulus: capsule wall, Bowman's space, a tuft with capillary loops
