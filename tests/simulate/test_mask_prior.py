@@ -88,3 +88,23 @@ def test_a_wide_tubule_region_is_split_into_tubules():
     # the bright gaps between tubules are thin; an opening leaves the lumens
     _, n = ndimage.label(ndimage.binary_opening(bright, iterations=3))
     assert n >= 6  # a 260 um square holds many tubule lumens, not one
+
+
+
+def test_distal_tubules_are_smaller_with_wider_lumens_than_proximal_ones():
+    """The segmenter learnt the simulator's tubules: distal ones small, with a low epithelium
+    round a wide lumen. The prior once drew both kinds at one size (as many lumens in a
+    painted distal square as in a proximal one), and the segmenter read its distal tubules as
+    proximal."""
+    side, mpp = 400, 0.5
+    stats = {}
+    for code in ("dt", "pt"):
+        m = np.zeros((6, side, side), bool)
+        m[tissue(code).task_id, 20:380, 20:380] = True
+        grey = render_prior(m, "pas", mpp, seed=0).astype(float)[40:360, 40:360].mean(-1)
+        lumen = grey > 200  # pale lumens (epithelium, nuclei and membranes are darker)
+        _, n_lumens = ndimage.label(ndimage.binary_opening(lumen, iterations=2))
+        stats[code] = lumen.mean(), n_lumens
+    (dt_lumen, dt_tubules), (pt_lumen, pt_tubules) = stats["dt"], stats["pt"]
+    assert dt_lumen > 1.3 * pt_lumen  # more of a distal region is lumen
+    assert dt_tubules > 1.25 * pt_tubules  # more, smaller tubules in the same area
