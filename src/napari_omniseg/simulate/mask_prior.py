@@ -116,7 +116,7 @@ def render_prior(masks: np.ndarray, stain: str, mpp: float, seed: int = 0, y0: i
     # ---- tubules: split wide regions into tubule-sized cells, epithelium along the border.
     # As in the simulator, which the segmenter reads: distal tubules smaller, with a low
     # epithelium round a wide, smooth lumen and crowded nuclei; proximal ones larger, with a
-    # tall epithelium, a brush border and a narrow, ragged lumen.
+    # brush border and a narrower, ragged lumen.
     for t in (_DT, _PT):
         if not masks[t].any():
             continue
@@ -129,7 +129,7 @@ def render_prior(masks: np.ndarray, stain: str, mpp: float, seed: int = 0, y0: i
         tub = np.where(masks[t], np.minimum(d, split * wide + REACH_UM * (1 - wide)), -1.0)
         radius = np.minimum(width, 0.55 * size * wide + width * (1 - wide))
         if t == _PT:
-            wall = np.clip(0.7 * radius, 3.0, 16.0) * (0.85 + 0.3 * cell)
+            wall = np.clip(0.6 * radius, 3.0, 16.0) * (0.85 + 0.3 * cell)
         else:
             wall = np.clip(0.5 * radius, 2.5, 9.0) * (0.85 + 0.3 * cell)
         lumen = tub - wall + (1.5 if t == _PT else 0.7) * med
