@@ -180,6 +180,7 @@ def synthesize(generator: Any, labels: Any, stain: str, magnification: float, se
     from .. import vocab
     from ..checkpoints import default_bf16
     from ..nets.condition import masks_from_labels
+    from .prior_tiles import PriorTiles, read_window
 
     if isinstance(generator, str) and generator == ANATOMY_PRIOR:
         return synthesize_prior(labels, stain, magnification, seed, chunk, name, mpp)
@@ -194,15 +195,14 @@ def synthesize(generator: Any, labels: Any, stain: str, magnification: float, se
 
     tiles = None
     if getattr(generator, "prior", False):
-        from .prior_tiles import PriorTiles
-
         # the prior is drawn once per tile with its own context and shared by the chunks
         # around it; each chunk's window is then only the generator's reach wider
         tiles = PriorTiles(labels, stain, vocab.mpp_of_magnification(float(magnification)),
                            seed, name, margin=HALO + generator.factor)
 
-    def render(window: np.ndarray, wy0: int, wx0: int) -> np.ndarray:
-        prior = None if tiles is None else tiles.window(wy0, wx0, *window.shape)
+    def render(wy0: int, wx0: int, wh: int, ww: int) -> np.ndarray:
+        window = read_window(labels, wy0, wx0, wh, ww)
+        prior = None if tiles is None else tiles.window(wy0, wx0, wh, ww)
         return generate_window(generator, masks_from_labels(window, name), stain, magnification,
                                seed, wy0, wx0, use_bf16, prior_context=True, prior=prior)
 
@@ -229,18 +229,14 @@ def synthesize_prior(labels: Any, stain: str, magnification: float, seed: int = 
     # widened by that context on every side
     tiles = PriorTiles(labels, stain, pixel, seed, name)
 
-    def render(window: np.ndarray, wy0: int, wx0: int) -> np.ndarray:
-        return tiles.window(wy0, wx0, *window.shape)
-
-    return _chunked(labels, chunk, 0, 1, render)
+    return _chunked(labels, chunk, 0, 1, tiles.window)
 
 
 def _chunked(labels: Any, chunk: int, halo: int, align: int, render: Any) -> Any:
-    """``render(window, y0, x0)`` of each chunk with ``halo`` pixels of context (windows
-    rounded up to multiples of ``align``, zeros outside the image), cropped, as a dask array."""
+    """``render(y0, x0, h, w)`` of the window of each chunk with ``halo`` pixels of context
+    (its sides rounded up to multiples of ``align``; it may leave the image), cropped, as a
+    dask array. ``render`` reads from ``labels`` what it needs."""
     import dask.array as da
-
-    from .prior_tiles import read_window
 
     h, w = labels.shape
 
@@ -249,8 +245,7 @@ def _chunked(labels: Any, chunk: int, halo: int, align: int, render: Any) -> Any
         wy0, wx0 = ys - halo, xs - halo
         wh = -(-(ye - ys + 2 * halo) // align) * align
         ww = -(-(xe - xs + 2 * halo) // align) * align
-        window = read_window(labels, wy0, wx0, wh, ww)
-        return render(window, wy0, wx0)[halo:halo + ye - ys, halo:halo + xe - xs]
+        return render(wy0, wx0, wh, ww)[halo:halo + ye - ys, halo:halo + xe - xs]
 
     chunks = (tuple(min(chunk, h - y) for y in range(0, h, chunk)),
               tuple(min(chunk, w - x) for x in range(0, w, chunk)), (3,))
