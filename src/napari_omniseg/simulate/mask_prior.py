@@ -33,9 +33,10 @@ from .stains import od_to_rgb, stain_style
 
 #: Distances inside a region are clipped here (um); also the reach of "how wide is it".
 REACH_UM = 40.0
-#: A painted tubule region wider than this (um, centre to border) is split into tubules of
-#: about this radius: the simulator's proximal tubules (28-33.5 um) and distal ones (18.5-25).
+#: A painted proximal tubule region wider than this (um, centre to border) is split into
+#: tubules of about this radius (the simulator's proximal tubules: 28-33.5 um).
 TUBULE_RADIUS_UM = 32.0
+#: The same for distal tubules (the simulator's: 18.5-25 um).
 DT_RADIUS_UM = 22.0
 _DT, _PT, _CAP, _TUFT, _VES, _PTC = range(6)
 
@@ -50,6 +51,14 @@ _NUCLEI = {
     Z_TUFT: R._NUCLEI[R.Z_TUFT],
     Z_WALL: R._NUCLEI[R.Z_CAPSULE],
     Z_MEDIA: R._NUCLEI[R.Z_MEDIA],
+}
+# tubule kind: (radius um, cell-pattern tag, wall as a share of the radius, wall bounds um,
+# lumen-edge wobble um, nucleus zone). As in the simulator, which the segmenter reads: distal
+# tubules smaller, with a low epithelium round a wide, smooth lumen and crowded nuclei;
+# proximal ones larger, with a brush border and a narrower, ragged lumen.
+_TUBULES = {
+    _DT: (DT_RADIUS_UM, 42, 0.5, (2.5, 9.0), 0.7, Z_DTUB),
+    _PT: (TUBULE_RADIUS_UM, 40, 0.6, (3.0, 16.0), 1.5, Z_TUB),
 }
 _LATTICE_UM = R.NUCLEUS_LATTICE
 _MAX_NUCLEUS_UM = 7.0
@@ -113,26 +122,19 @@ def render_prior(masks: np.ndarray, stain: str, mpp: float, seed: int = 0, y0: i
     def paint(mat: str, conc: np.ndarray) -> None:
         od[:] += style.material_od[_M[mat]][:, None, None] * conc[None]
 
-    # ---- tubules: split wide regions into tubule-sized cells, epithelium along the border.
-    # As in the simulator, which the segmenter reads: distal tubules smaller, with a low
-    # epithelium round a wide, smooth lumen and crowded nuclei; proximal ones larger, with a
-    # brush border and a narrower, ragged lumen.
-    for t in (_DT, _PT):
+    # ---- tubules: split wide regions into tubule-sized cells, epithelium along the border
+    for t, (size, tag, wall_share, wall_um, wobble, nucleus_zone) in _TUBULES.items():
         if not masks[t].any():
             continue
-        size = TUBULE_RADIUS_UM if t == _PT else DT_RADIUS_UM
-        f1, f2, cell = worley(seed, 40 if t == _PT else 42, ys, xs, 1.4 * size, jitter=0.8)
+        f1, f2, cell = worley(seed, tag, ys, xs, 1.4 * size, jitter=0.8)
         split = (f2 - f1) / 2 - 1.5  # half the gap to the neighbouring cell, minus a margin
         d = _inside_distance(masks[t], mpp)
         width = _width(d, mpp)
         wide = _soft(width - size, 3.0)
         tub = np.where(masks[t], np.minimum(d, split * wide + REACH_UM * (1 - wide)), -1.0)
         radius = np.minimum(width, 0.55 * size * wide + width * (1 - wide))
-        if t == _PT:
-            wall = np.clip(0.6 * radius, 3.0, 16.0) * (0.85 + 0.3 * cell)
-        else:
-            wall = np.clip(0.5 * radius, 2.5, 9.0) * (0.85 + 0.3 * cell)
-        lumen = tub - wall + (1.5 if t == _PT else 0.7) * med
+        wall = np.clip(wall_share * radius, *wall_um) * (0.85 + 0.3 * cell)
+        lumen = tub - wall + wobble * med
         inside = _soft(tub, 0.3)
         lum = _soft(lumen, 0.3) * inside
         epi = inside - lum
@@ -143,7 +145,7 @@ def render_prior(masks: np.ndarray, stain: str, mpp: float, seed: int = 0, y0: i
         paint("bm", _band(tub, 0.0, 0.9, 0.3))
         paint("plasma", lum * 0.3)
         occupied = np.maximum(occupied, inside)
-        zone[(tub > 1.5) & (lumen < -1.5)] = Z_TUB if t == _PT else Z_DTUB
+        zone[(tub > 1.5) & (lumen < -1.5)] = nucleus_zone
         zone[masks[t] & (lumen >= -1.5)] = Z_NONE
 
     # ---- glomerulus: capsule wall, Bowman's space, a tuft with capillary loops
