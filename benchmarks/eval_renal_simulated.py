@@ -10,7 +10,9 @@ that hold a whole artery and a whole glomerulus, so every tissue has ground trut
 runs with bfloat16 autocast, as the plugin does on CPU; ``--compare-fp32`` repeats one stain in
 float32 to show what bfloat16 changes. ``--as-slides`` scores what users get instead: each slide
 written as a JPEG-compressed OME-TIFF pyramid, opened with ``open_slide`` and segmented by
-``segment_slide`` (tile engine, glass mask).
+``segment_slide`` (tile engine, glass mask). ``--ptc-slits S`` scores on the simulator with a
+share S of slit capillaries between tubules (``simulate_renal``'s ``ptc_slits``; default 0, the
+slides the bundled model is held to).
 """
 
 from __future__ import annotations
@@ -36,19 +38,25 @@ def main() -> None:
     p.add_argument("--as-slides", action="store_true",
                    help="through JPEG OME-TIFF files, open_slide and segment_slide")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality with --as-slides")
+    p.add_argument("--ptc-slits", type=float, default=0.0,
+                   help="the simulator's share of slit capillaries")
     args = p.parse_args()
     model = load_model(args.model)
     seeds = evaluation_seeds(args.seeds, args.size)
     t = time.perf_counter()
     if args.as_slides:
-        scores = evaluate_simulated_slides(model, seeds, size=args.size, quality=args.quality)
+        scores = evaluate_simulated_slides(model, seeds, size=args.size, quality=args.quality,
+                                           ptc_slits=args.ptc_slits)
         how = f"JPEG q{args.quality} OME-TIFF, segment_slide"
     else:
         from napari_omniseg.checkpoints import default_bf16
 
         bf16 = default_bf16(next(model.parameters()).device)  # as Segment would run here
-        scores = evaluate_simulated(model, seeds, size=args.size, bf16=bf16)
+        scores = evaluate_simulated(model, seeds, size=args.size, bf16=bf16,
+                                    ptc_slits=args.ptc_slits)
         how = f"arrays, {'bf16' if bf16 else 'fp32'}"
+    if args.ptc_slits:
+        how += f", slit capillaries {args.ptc_slits:g}"
     print(f"<!-- {time.strftime('%Y-%m-%d')}, seeds {seeds}, {args.size} px slides, {how}, "
           f"{time.perf_counter() - t:.0f} s -->")
     print(dice_table(scores))

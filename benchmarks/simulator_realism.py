@@ -2,14 +2,15 @@
 
 Usage::
 
-    python benchmarks/simulator_realism.py MANIFEST [--slides 4] [--montage OUT.png]
+    python benchmarks/simulator_realism.py MANIFEST [--slides 4] [--montage OUT.png] [--ptc-slits S]
 
 For each magnification of the manifest's ``train`` rows (ki-dev: 5x, 10x, 40x), real patches
 against as many simulated patches at that magnification (H&E and PAS slides, the manifest's
 stains; seeds 9200 on, never training seeds), in the texture space of docs/synthesis.md (channel
 means and spreads of the bundled segmenter's first two encoder maps) and its deep space: the
 cross-validated accuracy of a logistic classifier (0.5: indistinguishable; balanced classes).
-``--montage`` writes real and simulated patches side by side, one row per magnification.
+``--montage`` writes real and simulated patches side by side, one row per magnification;
+``--ptc-slits`` sets the simulator's share of slit capillaries (``simulate_renal``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def main() -> None:
     p.add_argument("manifest", type=Path)
     p.add_argument("--slides", type=int, default=4, help="simulated slides per stain")
     p.add_argument("--montage", type=Path)
+    p.add_argument("--ptc-slits", type=float, default=0.0)
     args = p.parse_args()
 
     t0 = time.perf_counter()
@@ -45,7 +47,7 @@ def main() -> None:
     for m in mags:
         crops[m] = 8
     seeds = list(range(9200, 9200 + args.slides * len(stains)))
-    bank = build_patch_bank(seeds, stains=stains, size=2048, crops=crops)
+    bank = build_patch_bank(seeds, stains=stains, size=2048, crops=crops, ptc_slits=args.ptc_slits)
     seg = load_model("renal", device="cpu").float().eval()
     rng = np.random.default_rng(0)
     print(f"<!-- {time.strftime('%Y-%m-%d')}, {_cpu()}, {len(real)} real train patches, "

@@ -19,6 +19,17 @@ def test_simulate_renal_then_info(tmp_path, capsys):
     assert info["mpp"] == pytest.approx(0.25) and info["magnification"] == pytest.approx(40)
 
 
+def test_simulate_renal_with_slit_capillaries(tmp_path):
+    from napari_omniseg.simulate.renal import read_renal_masks
+
+    for share, out in (("0", tmp_path / "round"), ("1", tmp_path / "slits")):
+        assert main(["simulate", "renal", "-o", str(out), "--height", "512", "--width", "512",
+                     "--stain", "pas", "--seed", "3", "--levels", "1", "--ptc-slits", share]) == 0
+    ptc = [read_renal_masks(tmp_path / d / "renal_pas_seed3_masks.ome.tif")["ptc"] > 0
+           for d in ("round", "slits")]
+    assert ptc[1].sum() > 1.5 * ptc[0].sum()  # long slits between the tubules
+
+
 def test_simulate_fetal(tmp_path, capsys):
     assert main(["simulate", "fetal", "-o", str(tmp_path), "--count", "2", "--size", "48",
                  "--seed", "7"]) == 0
@@ -56,6 +67,8 @@ def test_bad_arguments_are_refused(tmp_path):
         main(["simulate", "renal", "-o", str(tmp_path), "--stain", "giemsa"])
     with pytest.raises(SystemExit):
         main(["simulate", "renal", "-o", str(tmp_path), "--height", "-5"])
+    with pytest.raises(SystemExit):
+        main(["simulate", "renal", "-o", str(tmp_path), "--ptc-slits", "1.5"])
     with pytest.raises(SystemExit):  # used to run out of memory
         main(["simulate", "renal", "-o", str(tmp_path), "--height", "1000000000"])
 

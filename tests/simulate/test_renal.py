@@ -6,6 +6,7 @@ import pytest
 from skimage.measure import label, regionprops
 
 from napari_omniseg import open_slide, simulate_renal
+from napari_omniseg.errors import OmnisegInputError
 from napari_omniseg.run import Stopped
 from napari_omniseg.simulate.renal import make_renderer, read_renal_masks, write_renal_slide
 
@@ -84,14 +85,41 @@ def test_deterministic_by_seed_and_seeds_differ():
     assert (a.image[0] != c.image[0]).mean() > 0.5
 
 
-def test_windows_agree_with_the_whole(tmp_path):
+@pytest.mark.parametrize("ptc_slits", [0.0, 0.6])
+def test_windows_agree_with_the_whole(ptc_slits):
     """Chunked rendering is exact: any window equals the same crop of a larger render."""
-    r = make_renderer(seed=9, stain="tri", height=2048, width=2048)
+    r = make_renderer(seed=9, stain="tri", height=2048, width=2048, ptc_slits=ptc_slits)
     rgb, masks = r.render(0, 0, 768, 768)
-    for y, x, h, w in [(0, 0, 384, 768), (384, 0, 384, 768), (101, 333, 250, 77)]:
+    windows = [(0, 0, 384, 768), (384, 0, 384, 768), (101, 333, 250, 77)]
+    # small windows (32 um) that long capillaries reaching in from outside must still cross
+    windows += [(y, x, 128, 128) for y in range(0, 768, 128) for x in range(0, 768, 128)]
+    for y, x, h, w in windows:
         rgb_w, masks_w = r.render(y, x, h, w)
         np.testing.assert_array_equal(rgb_w, rgb[y:y + h, x:x + w])
         np.testing.assert_array_equal(masks_w, masks[:, y:y + h, x:x + w])
+
+
+def _major_minor_um(mask):
+    """(major, minor) axis lengths in um of 40x components not cut by the border."""
+    out = [(r.axis_major_length * 0.25, r.axis_minor_length * 0.25)
+           for r in regionprops(label(mask > 0))
+           if r.bbox[0] and r.bbox[1] and r.bbox[2] < mask.shape[0] and r.bbox[3] < mask.shape[1]]
+    return np.array(out)
+
+
+def test_slit_capillaries_are_as_long_and_narrow_as_real_ones():
+    """Real peritubular capillaries in PAS at 40x (ki-dev `train` masks) are slits 15-40 um
+    long and 4-9 um wide between tubules; the default simulator draws short, rounder ones."""
+    round_ = _major_minor_um(simulate_renal(1536, 1536, "pas", seed=21, levels=1)
+                             .masks["ptc"][0])
+    slits = _major_minor_um(simulate_renal(1536, 1536, "pas", seed=21, levels=1, ptc_slits=1.0)
+                            .masks["ptc"][0])
+    assert len(slits) > 40
+    assert np.median(round_[:, 0]) < 15 and (round_[:, 0] >= 15).mean() < 0.05
+    assert 15 <= np.median(slits[:, 0]) <= 40 and 4 <= np.median(slits[:, 1]) <= 9
+    assert np.median(slits[:, 0] / slits[:, 1]) > 2.5
+    with pytest.raises(OmnisegInputError, match="ptc_slits"):
+        make_renderer(seed=1, stain="pas", height=64, width=64, ptc_slits=1.5)
 
 
 @pytest.mark.parametrize("stain", ["he", "pas", "sil", "tri"])

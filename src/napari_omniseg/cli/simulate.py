@@ -27,6 +27,8 @@ def add_commands(sub: Any) -> None:
     r.add_argument("--shape", default="full", choices=["full", "biopsy"])
     r.add_argument("--levels", type=int, default=4, choices=[1, 2, 3, 4])
     r.add_argument("--no-masks", action="store_true", help="write the image only")
+    r.add_argument("--ptc-slits", type=A.real(0, 1), default=0.0,
+                   help="share of neighbouring tubules with a long slit capillary between them")
 
     f = simsub.add_parser("fetal", help="fetal MRI phantoms as NIfTI + region masks")
     f.add_argument("-o", "--out", type=Path, required=True, help="output folder")
@@ -54,7 +56,7 @@ def _simulate_renal(args: argparse.Namespace) -> int:
             with progress_bar(stem) as bar:
                 img, msk = write_renal_slide(
                     args.out / f"{stem}.ome.tif", args.height, args.width, stain=stain,
-                    seed=seed, shape=args.shape, levels=args.levels,
+                    seed=seed, shape=args.shape, levels=args.levels, ptc_slits=args.ptc_slits,
                     masks_path=None if args.no_masks else args.out / f"{stem}_masks.ome.tif",
                     progress=bar,
                 )

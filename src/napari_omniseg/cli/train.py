@@ -49,6 +49,9 @@ def add_commands(sub: Any) -> None:
     tr_r.add_argument("--edge-p", type=A.real(0, 1), default=0.0,
                       help="share of patches with a band mirrored along a side, as Segment "
                            "pads an image smaller than one tile")
+    tr_r.add_argument("--ptc-slits", type=A.real(0, 1), default=0.0,
+                      help="share of neighbouring simulated tubules with a long slit capillary "
+                           "between them, as in real cortex (a new --bank is built)")
     tr_r.add_argument("--disjoint-p", type=A.real(0, 1), default=0.0,
                       help="share of --real patches asked for a tissue that never shares a "
                            "pixel with the painted one (its pixels known negatives)")
@@ -148,7 +151,7 @@ def _train_renal(args: argparse.Namespace) -> int:
                          real_manifest=str(args.real) if args.real else None,
                          real_fraction=args.real_fraction, init=args.init,
                          stain_p=args.stain_p, jpeg_p=args.jpeg_p, edge_p=args.edge_p,
-                         disjoint_p=args.disjoint_p)
+                         disjoint_p=args.disjoint_p, ptc_slits=args.ptc_slits)
     with progress_bar("train renal") as bar, ctrl_c_stops("training") as should_stop:
         recipe = train_renal(args.out, chosen, minutes=args.minutes, bank_path=args.bank,
                              half=args.half, progress=bar, should_stop=should_stop).recipe

@@ -7,7 +7,7 @@ on its own and agrees with the layout of its neighbours.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -23,6 +23,11 @@ ARTERY_RADIUS = (35.0, 85.0)
 PT_RADIUS = (28.0, 33.5)
 DT_RADIUS = (18.5, 25.0)
 PTC_SEMI_AXES = ((3.2, 5.5), (2.6, 4.0))  # (major, minor) lumen semi-axes: 5-11 um lumens
+#: Slit capillaries along the side two tubules share: the real ones in PAS at 40x (ki-dev
+#: `train` masks) are 15-40 um long and 4-9 um wide, pressed between the tubules.
+PTC_SLIT_SEMI_AXES = ((7.0, 17.0), (1.8, 4.0))
+#: How far beyond a window a capillary's centre may lie and still reach into it (um).
+PTC_REACH = PTC_SLIT_SEMI_AXES[0][1] + 6.0
 #: Largest distance (um) from an object's centre to its boundary; bounds the search halo.
 MAX_REACH = 140.0
 
@@ -91,6 +96,7 @@ class Capillary:
     theta: float
     rbc: float  # how full of red cells the lumen is, 0-1
     key: tuple[int, ...]
+    slit: bool = False  # a long one along a shared tubule side
 
 
 def _cells(lo: float, hi: float, size: float) -> range:
@@ -104,10 +110,16 @@ class RenalLayout:
     ----------
     seed : int
         Slide seed.
+    ptc_slits : float
+        The share of tubule pairs whose shared side holds a long slit capillary (0: only the
+        round capillaries at tubule junctions and short ones along some sides).
     """
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, ptc_slits: float = 0.0) -> None:
         self.seed = int(seed)
+        if not 0.0 <= ptc_slits <= 1.0:
+            raise ValueError(f"ptc_slits must be in [0, 1], got {ptc_slits}")
+        self.ptc_slits = float(ptc_slits)
 
     # -- glomeruli -----------------------------------------------------------------------------
 
@@ -228,7 +240,7 @@ class RenalLayout:
             c = _circumcentre(p)
             if c is None or np.max(np.hypot(*(p - c).T)) > 1.2 * TUBULE_CELL:
                 continue
-            if y0 - 20 <= c[0] < y1 + 20 and x0 - 20 <= c[1] < x1 + 20:
+            if y0 - PTC_REACH <= c[0] < y1 + PTC_REACH and x0 - PTC_REACH <= c[1] < x1 + PTC_REACH:
                 rng = _rng(self.seed, 4, *[k for key in keys for k in key])
                 if rng.random() < 0.8:
                     out.append(self._capillary(c, rng, tuple(k for key in keys for k in key)))
@@ -240,18 +252,30 @@ class RenalLayout:
                     continue
                 seen_edges.add(edge)
                 mid = (pts[a] + pts[b]) / 2
-                if not (y0 - 20 <= mid[0] < y1 + 20 and x0 - 20 <= mid[1] < x1 + 20):
+                if not (y0 - PTC_REACH <= mid[0] < y1 + PTC_REACH
+                        and x0 - PTC_REACH <= mid[1] < x1 + PTC_REACH):
                     continue
-                if np.hypot(*(pts[a] - pts[b])) > 1.5 * TUBULE_CELL:
+                d = pts[b] - pts[a]
+                if np.hypot(*d) > 1.5 * TUBULE_CELL:
                     continue
                 rng = _rng(self.seed, 5, *edge)
-                if rng.random() < 0.3:
-                    d = pts[b] - pts[a]
+                short = rng.random() < 0.3  # drawn first: no slits, the same slide as before
+                if self.ptc_slits and _rng(self.seed, 6, *edge).random() < self.ptc_slits:
+                    cap = self._slit(mid, _rng(self.seed, 7, *edge), edge)
+                elif short:
                     cap = self._capillary(mid, rng, edge)
-                    # lie along the shared side: perpendicular to the line joining the centres
-                    theta = float(np.arctan2(d[1], d[0]) + np.pi / 2)
-                    out.append(Capillary(cap.cy, cap.cx, cap.a, cap.b, theta, cap.rbc, cap.key))
+                else:
+                    continue
+                # lie along the shared side: perpendicular to the line joining the centres
+                out.append(replace(cap, theta=float(np.arctan2(d[1], d[0]) + np.pi / 2)))
         return _without_overlaps(out)
+
+    def _slit(self, c: np.ndarray, rng: np.random.Generator, key: tuple) -> Capillary:
+        """A long, mostly empty capillary pressed between two tubules."""
+        a = rng.uniform(*PTC_SLIT_SEMI_AXES[0])
+        b = rng.uniform(*PTC_SLIT_SEMI_AXES[1])
+        return Capillary(float(c[0]), float(c[1]), a, b, 0.0,
+                         float(rng.choice([0.0, 0.5, 0.9], p=[0.7, 0.2, 0.1])), key, slit=True)
 
     def _capillary(self, c: np.ndarray, rng: np.random.Generator, key: tuple) -> Capillary:
         a = rng.uniform(*PTC_SEMI_AXES[0])
@@ -261,9 +285,11 @@ class RenalLayout:
 
 
 def _without_overlaps(caps: list[Capillary]) -> list[Capillary]:
-    """Drop a capillary that would overlap another with a smaller key (a global, tile-free rule).
+    """Drop a capillary that would overlap one that outranks it (a global, tile-free rule).
 
     Four nearly co-circular tubules give two almost identical junctions; one capillary is kept.
+    A slit outranks a round capillary (it is the rarer, larger shape); otherwise the smaller
+    key wins.
     """
     if len(caps) < 2:
         return caps
@@ -273,13 +299,31 @@ def _without_overlaps(caps: list[Capillary]) -> list[Capillary]:
     tree = cKDTree(pts)
     keep = []
     for i, c in enumerate(caps):
-        near = tree.query_ball_point(pts[i], 2 * PTC_SEMI_AXES[0][1] + 2.0)
-        if all(
-            j == i or np.hypot(*(pts[j] - pts[i])) > c.a + caps[j].a + 1.5 or caps[j].key > c.key
-            for j in near
-        ):
+        near = tree.query_ball_point(pts[i], c.a + PTC_SLIT_SEMI_AXES[0][1] + 2.0)
+        if not any(j != i and _outranks(caps[j], c) and _overlap(caps[j], c) for j in near):
             keep.append(c)
     return keep
+
+
+def _outranks(d: Capillary, c: Capillary) -> bool:
+    return d.slit > c.slit or (d.slit == c.slit and d.key < c.key)
+
+
+def _overlap(c: Capillary, d: Capillary, gap: float = 1.5) -> bool:
+    """Whether two capillaries come closer than ``gap`` (round ones as circles of radius a,
+    a slit as the capsule round its major axis)."""
+    if not (c.slit or d.slit):
+        return bool(np.hypot(c.cy - d.cy, c.cx - d.cx) <= c.a + d.a + gap)
+    pc, pd = _axis_points(c), _axis_points(d)
+    dist = np.hypot(*(pc[:, None, :] - pd[None, :, :]).transpose(2, 0, 1)).min()
+    return bool(dist <= c.b + d.b + gap)
+
+
+def _axis_points(c: Capillary, n: int = 9) -> np.ndarray:
+    """Points along a capillary's major axis, the ends a minor semi-axis short of the tips."""
+    half = max(c.a - c.b, 0.0) if c.slit else 0.0
+    t = np.linspace(-half, half, n)[:, None]
+    return np.array([c.cy, c.cx]) + t * np.array([np.sin(c.theta), np.cos(c.theta)])
 
 
 def _circumcentre(p: np.ndarray) -> np.ndarray | None:

@@ -59,6 +59,9 @@ class RenalRecipe:
         Their side in pixels at 40x.
     biopsy_fraction : float
         The share of them that are needle biopsies with glass around.
+    ptc_slits : float
+        The simulator's share of tubule pairs with a long slit capillary along their shared
+        side, as real cortex has (0: the short, rounder capillaries only).
     width : float
         The network's width multiplier.
     batch : int
@@ -93,6 +96,7 @@ class RenalRecipe:
     slides: int = 80
     slide_size: int = 4096
     biopsy_fraction: float = 0.3
+    ptc_slits: float = 0.0
     width: float = 0.5
     batch: int = 8
     lr: float = 2e-3
@@ -117,7 +121,9 @@ class RenalRecipe:
         simulated = (f"{self.slides} simulated slides ({self.slide_size} px at 40x, "
                      f"seeds {seeds[0]}-{seeds[-1]}, stains drawn from "
                      f"{list(vocab.STAINS)}, {self.biopsy_fraction:.0%} of them "
-                     "needle biopsies with glass)")
+                     "needle biopsies with glass"
+                     + (f", {self.ptc_slits:.0%} of neighbouring tubules with a slit "
+                        "capillary between them" if self.ptc_slits else "") + ")")
         real = ""
         if self.real_manifest:
             real = (f"; and the 'train' rows of {Path(self.real_manifest).name} (annotated "
@@ -199,7 +205,8 @@ def train_renal(
     else:
         bank = build_patch_bank(recipe.seeds(), size=recipe.slide_size, progress=progress,
                                 should_stop=should_stop,
-                                biopsy_fraction=recipe.biopsy_fraction)
+                                biopsy_fraction=recipe.biopsy_fraction,
+                                ptc_slits=recipe.ptc_slits)
         if bank_path is not None:
             bank.save(bank_path)
     t_data = time.perf_counter() - t0
@@ -327,8 +334,9 @@ def evaluation_seeds(n: int, size: int = 4096, start: int = 1) -> list[int]:
 
 def evaluate_simulated(model, seeds: list[int], stains: tuple[str, ...] = tuple(vocab.STAINS),
                        size: int = 4096, tissues: tuple[str, ...] = vocab.TISSUE_CODES,
-                       bf16: bool = False) -> dict:
-    """Dice of each tissue at its optimal magnification on simulated held-out slides.
+                       bf16: bool = False, ptc_slits: float = 0.0) -> dict:
+    """Dice of each tissue at its optimal magnification on simulated held-out slides
+    (``ptc_slits``: the simulator's share of slit capillaries, :func:`simulate_renal`).
 
     Returns
     -------
@@ -342,7 +350,7 @@ def evaluate_simulated(model, seeds: list[int], stains: tuple[str, ...] = tuple(
     for stain in stains:
         pooled = PooledDice(tissues)
         for seed in seeds:
-            s = simulate_renal(size, size, stain=stain, seed=seed)
+            s = simulate_renal(size, size, stain=stain, seed=seed, ptc_slits=ptc_slits)
             by_mag: dict[int, list[str]] = {}
             for code in tissues:
                 by_mag.setdefault(vocab.tissue(code).optimal_magnification, []).append(code)
@@ -358,10 +366,11 @@ def evaluate_simulated(model, seeds: list[int], stains: tuple[str, ...] = tuple(
 
 def evaluate_simulated_slides(model, seeds: list[int],
                               stains: tuple[str, ...] = tuple(vocab.STAINS), size: int = 4096,
-                              quality: int = 90) -> dict:
+                              quality: int = 90, ptc_slits: float = 0.0) -> dict:
     """Dice as users get it: simulated slides written as JPEG OME-TIFF pyramids, then
     :func:`~napari_omniseg.open_slide` and :func:`~napari_omniseg.predict.slide.segment_slide`
-    (tile engine, glass mask, the default precision), each tissue at its optimal magnification.
+    (tile engine, glass mask, the default precision), each tissue at its optimal magnification;
+    ``ptc_slits`` as :func:`evaluate_simulated`'s.
 
     Returns
     -------
@@ -383,7 +392,8 @@ def evaluate_simulated_slides(model, seeds: list[int],
             for seed in seeds:
                 image, masks = write_renal_slide(
                     Path(tmp) / f"{stain}{seed}.ome.tif", size, size, stain=stain, seed=seed,
-                    masks_path=Path(tmp) / f"{stain}{seed}_masks.ome.tif", quality=quality)
+                    masks_path=Path(tmp) / f"{stain}{seed}_masks.ome.tif", quality=quality,
+                    ptc_slits=ptc_slits)
                 assert masks is not None  # asked for above
                 slide = open_slide(image)
                 pred = segment_slide(slide, ("all",), None, model)
