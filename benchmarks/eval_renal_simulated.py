@@ -10,9 +10,9 @@ that hold a whole artery and a whole glomerulus, so every tissue has ground trut
 runs with bfloat16 autocast, as the plugin does on CPU; ``--compare-fp32`` repeats one stain in
 float32 to show what bfloat16 changes. ``--as-slides`` scores what users get instead: each slide
 written as a JPEG-compressed OME-TIFF pyramid, opened with ``open_slide`` and segmented by
-``segment_slide`` (tile engine, glass mask). ``--ptc-slits S`` scores on the simulator with a
-share S of slit capillaries between tubules (``simulate_renal``'s ``ptc_slits``; default 0, the
-slides the bundled model is held to).
+``segment_slide`` (tile engine, glass mask). ``--ptc-slits S`` and ``--small-vessels V`` score
+on the simulator with those shares of slit capillaries and small oblique arteries
+(``RenalAnatomy``; default 0, the slides the bundled model is held to).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import time
 
 def main() -> None:
     from napari_omniseg.checkpoints import load_model
+    from napari_omniseg.simulate.renal_layout import RenalAnatomy
     from napari_omniseg.train.renal import (
         dice_table,
         evaluate_simulated,
@@ -40,23 +41,26 @@ def main() -> None:
     p.add_argument("--quality", type=int, default=90, help="JPEG quality with --as-slides")
     p.add_argument("--ptc-slits", type=float, default=0.0,
                    help="the simulator's share of slit capillaries")
+    p.add_argument("--small-vessels", type=float, default=0.0,
+                   help="the simulator's share of small oblique arteries")
     args = p.parse_args()
     model = load_model(args.model)
     seeds = evaluation_seeds(args.seeds, args.size)
+    anatomy = RenalAnatomy(args.ptc_slits, args.small_vessels)
     t = time.perf_counter()
     if args.as_slides:
         scores = evaluate_simulated_slides(model, seeds, size=args.size, quality=args.quality,
-                                           ptc_slits=args.ptc_slits)
+                                           anatomy=anatomy)
         how = f"JPEG q{args.quality} OME-TIFF, segment_slide"
     else:
         from napari_omniseg.checkpoints import default_bf16
 
         bf16 = default_bf16(next(model.parameters()).device)  # as Segment would run here
         scores = evaluate_simulated(model, seeds, size=args.size, bf16=bf16,
-                                    ptc_slits=args.ptc_slits)
+                                    anatomy=anatomy)
         how = f"arrays, {'bf16' if bf16 else 'fp32'}"
-    if args.ptc_slits:
-        how += f", slit capillaries {args.ptc_slits:g}"
+    if anatomy.describe():
+        how += f", {anatomy.describe()}"
     print(f"<!-- {time.strftime('%Y-%m-%d')}, seeds {seeds}, {args.size} px slides, {how}, "
           f"{time.perf_counter() - t:.0f} s -->")
     print(dice_table(scores))

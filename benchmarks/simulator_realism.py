@@ -2,7 +2,8 @@
 
 Usage::
 
-    python benchmarks/simulator_realism.py MANIFEST [--slides 4] [--montage OUT.png] [--ptc-slits S]
+    python benchmarks/simulator_realism.py MANIFEST [--slides 4] [--montage OUT.png]
+        [--ptc-slits S] [--small-vessels V]
 
 For each magnification of the manifest's ``train`` rows (ki-dev: 5x, 10x, 40x), real patches
 against as many simulated patches at that magnification (H&E and PAS slides, the manifest's
@@ -10,7 +11,8 @@ stains; seeds 9200 on, never training seeds), in the texture space of docs/synth
 means and spreads of the bundled segmenter's first two encoder maps) and its deep space: the
 cross-validated accuracy of a logistic classifier (0.5: indistinguishable; balanced classes).
 ``--montage`` writes real and simulated patches side by side, one row per magnification;
-``--ptc-slits`` sets the simulator's share of slit capillaries (``simulate_renal``).
+``--ptc-slits`` and ``--small-vessels`` set the simulator's shares of slit capillaries and
+small oblique arteries (``RenalAnatomy``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ def main() -> None:
     from synthesis_eval import _cpu, classifier_accuracy, features
 
     from napari_omniseg.checkpoints import load_model
+    from napari_omniseg.simulate.renal_layout import RenalAnatomy
     from napari_omniseg.train.annotations import read_manifest
     from napari_omniseg.train.renal_data import build_patch_bank
 
@@ -37,6 +40,7 @@ def main() -> None:
     p.add_argument("--slides", type=int, default=4, help="simulated slides per stain")
     p.add_argument("--montage", type=Path)
     p.add_argument("--ptc-slits", type=float, default=0.0)
+    p.add_argument("--small-vessels", type=float, default=0.0)
     args = p.parse_args()
 
     t0 = time.perf_counter()
@@ -47,7 +51,8 @@ def main() -> None:
     for m in mags:
         crops[m] = 8
     seeds = list(range(9200, 9200 + args.slides * len(stains)))
-    bank = build_patch_bank(seeds, stains=stains, size=2048, crops=crops, ptc_slits=args.ptc_slits)
+    bank = build_patch_bank(seeds, stains=stains, size=2048, crops=crops,
+                            anatomy=RenalAnatomy(args.ptc_slits, args.small_vessels))
     seg = load_model("renal", device="cpu").float().eval()
     rng = np.random.default_rng(0)
     print(f"<!-- {time.strftime('%Y-%m-%d')}, {_cpu()}, {len(real)} real train patches, "

@@ -9,6 +9,7 @@ from napari_omniseg import open_slide, simulate_renal
 from napari_omniseg.errors import OmnisegInputError
 from napari_omniseg.run import Stopped
 from napari_omniseg.simulate.renal import make_renderer, read_renal_masks, write_renal_slide
+from napari_omniseg.simulate.renal_layout import RenalAnatomy, RenalLayout
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +89,8 @@ def test_deterministic_by_seed_and_seeds_differ():
 @pytest.mark.parametrize("ptc_slits", [0.0, 0.6])
 def test_windows_agree_with_the_whole(ptc_slits):
     """Chunked rendering is exact: any window equals the same crop of a larger render."""
-    r = make_renderer(seed=9, stain="tri", height=2048, width=2048, ptc_slits=ptc_slits)
+    r = make_renderer(seed=9, stain="tri", height=2048, width=2048,
+                      anatomy=RenalAnatomy(ptc_slits=ptc_slits))
     rgb, masks = r.render(0, 0, 768, 768)
     windows = [(0, 0, 384, 768), (384, 0, 384, 768), (101, 333, 250, 77)]
     # small windows (32 um) that long capillaries reaching in from outside must still cross
@@ -107,19 +109,43 @@ def _major_minor_um(mask):
     return np.array(out)
 
 
+SLITS = RenalAnatomy(ptc_slits=1.0)
+
+
 def test_slit_capillaries_are_as_long_and_narrow_as_real_ones():
     """Real peritubular capillaries in PAS at 40x (ki-dev `train` masks) are slits 15-40 um
     long and 4-9 um wide between tubules; the default simulator draws short, rounder ones."""
     round_ = _major_minor_um(simulate_renal(1536, 1536, "pas", seed=21, levels=1)
                              .masks["ptc"][0])
-    slits = _major_minor_um(simulate_renal(1536, 1536, "pas", seed=21, levels=1, ptc_slits=1.0)
+    slits = _major_minor_um(simulate_renal(1536, 1536, "pas", seed=21, levels=1, anatomy=SLITS)
                             .masks["ptc"][0])
     assert len(slits) > 40
     assert np.median(round_[:, 0]) < 15 and (round_[:, 0] >= 15).mean() < 0.05
     assert 15 <= np.median(slits[:, 0]) <= 40 and 4 <= np.median(slits[:, 1]) <= 9
     assert np.median(slits[:, 0] / slits[:, 1]) > 2.5
     with pytest.raises(OmnisegInputError, match="ptc_slits"):
-        make_renderer(seed=1, stain="pas", height=64, width=64, ptc_slits=1.5)
+        RenalAnatomy(ptc_slits=1.5)
+
+
+def test_small_vessels_are_small_oblique_arteries_drawn_whole():
+    """Real vessel profiles in a biopsy (ki-dev masks at 10x) are 37-127 um across and often
+    several times as long; the default simulator draws only large round arteries."""
+    small = RenalLayout(3, RenalAnatomy(small_vessels=1.0)).arteries(0, 0, 4000, 4000)
+    large = RenalLayout(3).arteries(0, 0, 4000, 4000)
+    assert len(small) >= len(large) >= 3  # a smaller artery fits beside more glomeruli
+    assert all(a.r_out >= 35 and a.ecc <= 1.25 for a in large)
+    assert all(18 <= a.r_out <= 50 and a.r_out * a.ecc <= 130 for a in small)
+    assert np.median([a.ecc for a in small]) > 1.6
+    a = small[0]
+    y, x = int(a.cy / 0.25) - 256, int(a.cx / 0.25) - 256
+    r = make_renderer(seed=3, stain="he", height=y + 512, width=x + 512,
+                      anatomy=RenalAnatomy(small_vessels=1.0))
+    rgb, masks = r.render(y, x, 512, 512)
+    assert masks[4].mean() > 0.02  # the vessel is drawn, and whole windows agree with parts
+    for wy, wx in ((0, 0), (200, 300), (384, 128)):
+        rgb_w, masks_w = r.render(y + wy, x + wx, 128, 128)
+        np.testing.assert_array_equal(rgb_w, rgb[wy:wy + 128, wx:wx + 128])
+        np.testing.assert_array_equal(masks_w, masks[:, wy:wy + 128, wx:wx + 128])
 
 
 @pytest.mark.parametrize("stain", ["he", "pas", "sil", "tri"])

@@ -29,6 +29,8 @@ def add_commands(sub: Any) -> None:
     r.add_argument("--no-masks", action="store_true", help="write the image only")
     r.add_argument("--ptc-slits", type=A.real(0, 1), default=0.0,
                    help="share of neighbouring tubules with a long slit capillary between them")
+    r.add_argument("--small-vessels", type=A.real(0, 1), default=0.0,
+                   help="share of arteries drawn small and cut obliquely")
 
     f = simsub.add_parser("fetal", help="fetal MRI phantoms as NIfTI + region masks")
     f.add_argument("-o", "--out", type=Path, required=True, help="output folder")
@@ -48,6 +50,7 @@ def add_commands(sub: Any) -> None:
 @holding_output_folder
 def _simulate_renal(args: argparse.Namespace) -> int:
     from ..simulate.renal import write_renal_slide
+    from ..simulate.renal_layout import RenalAnatomy
 
     stains = list(vocab.STAINS) if args.stain == "all" else [args.stain]
     for seed in range(args.seed, args.seed + args.count):
@@ -56,7 +59,8 @@ def _simulate_renal(args: argparse.Namespace) -> int:
             with progress_bar(stem) as bar:
                 img, msk = write_renal_slide(
                     args.out / f"{stem}.ome.tif", args.height, args.width, stain=stain,
-                    seed=seed, shape=args.shape, levels=args.levels, ptc_slits=args.ptc_slits,
+                    seed=seed, shape=args.shape, levels=args.levels,
+                    anatomy=RenalAnatomy(args.ptc_slits, args.small_vessels),
                     masks_path=None if args.no_masks else args.out / f"{stem}_masks.ome.tif",
                     progress=bar,
                 )

@@ -51,7 +51,10 @@ def add_commands(sub: Any) -> None:
                            "pads an image smaller than one tile")
     tr_r.add_argument("--ptc-slits", type=A.real(0, 1), default=0.0,
                       help="share of neighbouring simulated tubules with a long slit capillary "
-                           "between them, as in real cortex (a new --bank is built)")
+                           "between them, as in real cortex (give a new --bank)")
+    tr_r.add_argument("--small-vessels", type=A.real(0, 1), default=0.0,
+                      help="share of simulated arteries drawn small and cut obliquely, as in "
+                           "real biopsies (give a new --bank)")
     tr_r.add_argument("--disjoint-p", type=A.real(0, 1), default=0.0,
                       help="share of --real patches asked for a tissue that never shares a "
                            "pixel with the painted one (its pixels known negatives)")
@@ -151,7 +154,8 @@ def _train_renal(args: argparse.Namespace) -> int:
                          real_manifest=str(args.real) if args.real else None,
                          real_fraction=args.real_fraction, init=args.init,
                          stain_p=args.stain_p, jpeg_p=args.jpeg_p, edge_p=args.edge_p,
-                         disjoint_p=args.disjoint_p, ptc_slits=args.ptc_slits)
+                         disjoint_p=args.disjoint_p, ptc_slits=args.ptc_slits,
+                         small_vessels=args.small_vessels)
     with progress_bar("train renal") as bar, ctrl_c_stops("training") as should_stop:
         recipe = train_renal(args.out, chosen, minutes=args.minutes, bank_path=args.bank,
                              half=args.half, progress=bar, should_stop=should_stop).recipe

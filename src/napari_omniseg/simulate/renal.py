@@ -26,7 +26,7 @@ from ..io.atomic import partial_path
 from ..io.export import level_options
 from ..run import Progress, ShouldStop, check_stop
 from .noise import value_noise
-from .renal_layout import RenalLayout
+from .renal_layout import RenalAnatomy, RenalLayout
 from .renal_render import MASK_ORDER, MPP, RenalRenderer
 from .stains import stain_style
 
@@ -66,15 +66,13 @@ class RenalSample:
 
 
 def make_renderer(seed: int, stain: str, height: int, width: int, shape: str = "full",
-                  variation: float = 1.0, ptc_slits: float = 0.0) -> RenalRenderer:
+                  variation: float = 1.0, anatomy: RenalAnatomy | None = None) -> RenalRenderer:
     """The renderer of one simulated slide (layout, stain appearance and tissue outline)."""
     stain = vocab.stain(stain)
     if shape not in TISSUE_SHAPES:
         raise OmnisegInputError(f"unknown tissue shape {shape!r}; choose one of {TISSUE_SHAPES}")
     tissue_fn = _biopsy_outline(seed, height * MPP, width * MPP) if shape == "biopsy" else None
-    if not 0.0 <= ptc_slits <= 1.0:
-        raise OmnisegInputError(f"ptc_slits must be between 0 and 1, got {ptc_slits}")
-    return RenalRenderer(RenalLayout(seed, ptc_slits), stain_style(stain, seed, variation),
+    return RenalRenderer(RenalLayout(seed, anatomy), stain_style(stain, seed, variation),
                          tissue_fn)
 
 
@@ -88,7 +86,7 @@ def simulate_renal(
     lazy: bool = False,
     chunk: int = 2048,
     variation: float = 1.0,
-    ptc_slits: float = 0.0,
+    anatomy: RenalAnatomy | None = None,
 ) -> RenalSample:
     """Simulate a kidney cortex slide at 40x with exact masks of the six tissues.
 
@@ -106,9 +104,9 @@ def simulate_renal(
         multiple of 8), instead of numpy arrays.
     variation : float
         Spread of the per-slide stain appearance; 0 gives the textbook stain.
-    ptc_slits : float
-        The share of neighbouring tubules with a long slit capillary along their shared side,
-        as real cortex has at 40x; 0 (default) draws only short, rounder capillaries.
+    anatomy : RenalAnatomy, optional
+        Shapes drawn beyond the default ones (slit capillaries, small oblique vessels);
+        default none.
 
     Returns
     -------
@@ -120,7 +118,7 @@ def simulate_renal(
     if height < 8 or width < 8:
         raise OmnisegInputError(f"a slide must be at least 8 x 8 pixels, got {height} x {width}")
     chunk = max(8, (int(chunk) // 8) * 8)
-    renderer = make_renderer(seed, stain, height, width, shape, variation, ptc_slits)
+    renderer = make_renderer(seed, stain, height, width, shape, variation, anatomy)
     stack0 = _lazy_level0(renderer, height, width, chunk)
     stacks = [stack0] + [_coarsen_stack(stack0, 2**k) for k in range(1, levels)]
     image = [s[..., :3] for s in stacks]
@@ -210,7 +208,7 @@ def write_renal_slide(
     tile: int = 512,
     quality: int = 90,
     variation: float = 1.0,
-    ptc_slits: float = 0.0,
+    anatomy: RenalAnatomy | None = None,
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
 ) -> tuple[Path, Path | None]:
@@ -225,7 +223,7 @@ def write_renal_slide(
         The image to write.
     height, width, levels : int
         As :func:`simulate_renal`'s.
-    stain, seed, shape, variation, ptc_slits
+    stain, seed, shape, variation, anatomy
         As :func:`simulate_renal`'s.
     masks_path : str or os.PathLike, optional
         Where the six masks go, as 0/1 channels (``C`` in the vocabulary's task order) with
@@ -250,7 +248,7 @@ def write_renal_slide(
     masks_path = Path(masks_path) if masks_path is not None else None
     if tile % 16 or tile % 2 ** (levels - 1):
         raise OmnisegInputError(f"tile must be a multiple of 16 and of {2 ** (levels - 1)}")
-    renderer = make_renderer(seed, stain, height, width, shape, variation, ptc_slits)
+    renderer = make_renderer(seed, stain, height, width, shape, variation, anatomy)
     shapes = [(height // 2**k, width // 2**k) for k in range(levels)]
     scratch = Path(tempfile.mkdtemp(prefix="omniseg-sim-", dir=path.parent))
     tmp_image = partial_path(path)

@@ -11,6 +11,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..errors import OmnisegInputError
+
 # Grid cells (um) in which candidates are drawn, and how often a cell holds one.
 GLOM_CELL, GLOM_P = 430.0, 0.42
 ARTERY_CELL, ARTERY_P = 900.0, 0.45
@@ -26,6 +28,10 @@ PTC_SEMI_AXES = ((3.2, 5.5), (2.6, 4.0))  # (major, minor) lumen semi-axes: 5-11
 #: Slit capillaries along the side two tubules share: the real ones in PAS at 40x (ki-dev
 #: `train` masks) are 15-40 um long and 4-9 um wide, pressed between the tubules.
 PTC_SLIT_SEMI_AXES = ((7.0, 17.0), (1.8, 4.0))
+#: Small, often obliquely cut vessels: the ki-dev vessel masks at 10x are 37-127 um across
+#: their minor axis (median about 60), up to 6 times as long (minor semi-axis, elongation).
+SMALL_VESSEL_RADIUS = (18.0, 50.0)
+SMALL_VESSEL_ELONGATION = (1.2, 4.0)
 #: How far beyond a window a capillary's centre may lie and still reach into it (um).
 PTC_REACH = PTC_SLIT_SEMI_AXES[0][1] + 6.0
 #: Largest distance (um) from an object's centre to its boundary; bounds the search halo.
@@ -34,6 +40,42 @@ MAX_REACH = 140.0
 
 def _rng(seed: int, tag: int, *key: int) -> np.random.Generator:
     return np.random.default_rng([seed & 0xFFFFFFFF, tag, *[int(k) + (1 << 30) for k in key]])
+
+
+@dataclass(frozen=True)
+class RenalAnatomy:
+    """Shapes the simulator can draw beyond its default ones, each as a share (0: off).
+
+    All off (the default) gives the same slides as before the options existed, bit for bit.
+
+    Parameters
+    ----------
+    ptc_slits : float
+        The share of neighbouring tubule pairs with a long slit capillary along their shared
+        side, as real cortex has at 40x (otherwise only short, rounder capillaries).
+    small_vessels : float
+        The share of arteries drawn small and cut obliquely, as most real vessel profiles in
+        a biopsy are (otherwise every artery is a large, nearly round cross-section).
+    """
+
+    ptc_slits: float = 0.0
+    small_vessels: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("ptc_slits", "small_vessels"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise OmnisegInputError(f"{name} must be between 0 and 1, got {v}")
+
+    def describe(self) -> str:
+        """The options in use, in words (empty when all are off)."""
+        parts = []
+        if self.ptc_slits:
+            parts.append(f"{self.ptc_slits:.0%} of neighbouring tubules with a slit capillary "
+                         "between them")
+        if self.small_vessels:
+            parts.append(f"{self.small_vessels:.0%} of arteries small and cut obliquely")
+        return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -61,6 +103,14 @@ class Artery:
     ecc: float
     theta: float
     key: tuple[int, int]
+    small: bool = False  # a small, obliquely cut one (RenalAnatomy.small_vessels)
+
+    def reach(self, y: float, x: float) -> float:
+        """How far (um) a point lies from the centre, in units of the minor radius: the
+        artery's outline is where it equals ``r_out``."""
+        c, s = np.cos(self.theta), np.sin(self.theta)
+        dy, dx = y - self.cy, x - self.cx
+        return float(np.hypot((dy * s + dx * c) / self.ecc, dy * c - dx * s))
 
 
 @dataclass(frozen=True)
@@ -110,16 +160,13 @@ class RenalLayout:
     ----------
     seed : int
         Slide seed.
-    ptc_slits : float
-        The share of tubule pairs whose shared side holds a long slit capillary (0: only the
-        round capillaries at tubule junctions and short ones along some sides).
+    anatomy : RenalAnatomy, optional
+        Shapes drawn beyond the default ones (default: none, the slides as they always were).
     """
 
-    def __init__(self, seed: int, ptc_slits: float = 0.0) -> None:
+    def __init__(self, seed: int, anatomy: RenalAnatomy | None = None) -> None:
         self.seed = int(seed)
-        if not 0.0 <= ptc_slits <= 1.0:
-            raise ValueError(f"ptc_slits must be in [0, 1], got {ptc_slits}")
-        self.ptc_slits = float(ptc_slits)
+        self.anatomy = anatomy or RenalAnatomy()
 
     # -- glomeruli -----------------------------------------------------------------------------
 
@@ -181,6 +228,13 @@ class RenalLayout:
                 r = rng.uniform(*ARTERY_RADIUS)
                 a = Artery(y, x, r, r * rng.uniform(0.32, 0.5), rng.uniform(1.0, 1.25),
                            rng.uniform(0, np.pi), (cy, cx))
+                small = _rng(self.seed, 8, cy, cx)  # its own stream: 0 leaves slides as before
+                if self.anatomy.small_vessels and small.random() < self.anatomy.small_vessels:
+                    r = small.uniform(*SMALL_VESSEL_RADIUS)
+                    lo, hi = SMALL_VESSEL_ELONGATION
+                    ecc = small.uniform(lo, min(hi, (MAX_REACH - 10.0) / r))
+                    a = replace(a, r_out=r, r_lumen=r * small.uniform(0.3, 0.5), ecc=ecc,
+                                small=True)
                 gl = self.glomeruli(y - r - 40, x - r - 40, y + r + 40, x + r + 40)
                 if all(np.hypot(g.cy - y, g.cx - x) > g.r_cap + r * a.ecc + 30 for g in gl):
                     out.append(a)
@@ -201,7 +255,9 @@ class RenalLayout:
                 x = (cx + 0.5 + rng.uniform(-0.32, 0.32)) * TUBULE_CELL
                 if any(np.hypot(g.cy - y, g.cx - x) < g.r_cap + 10 for g in gl):
                     continue
-                if any(np.hypot(a.cy - y, a.cx - x) < a.r_out * a.ecc + 10 for a in ar):
+                # tubules crowd round a small vessel's outline, not round its longest radius
+                if any(a.reach(y, x) < a.r_out + 10 if a.small
+                       else np.hypot(a.cy - y, a.cx - x) < a.r_out * a.ecc + 10 for a in ar):
                     continue
                 if rng.random() < PT_FRACTION:
                     kind, r = 1, rng.uniform(*PT_RADIUS)
@@ -260,7 +316,8 @@ class RenalLayout:
                     continue
                 rng = _rng(self.seed, 5, *edge)
                 short = rng.random() < 0.3  # drawn first: no slits, the same slide as before
-                if self.ptc_slits and _rng(self.seed, 6, *edge).random() < self.ptc_slits:
+                slits = self.anatomy.ptc_slits
+                if slits and _rng(self.seed, 6, *edge).random() < slits:
                     cap = self._slit(mid, _rng(self.seed, 7, *edge), edge)
                 elif short:
                     cap = self._capillary(mid, rng, edge)

@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import vocab
 from ..run import Progress, ShouldStop
+from ..simulate.renal_layout import RenalAnatomy
 from .metrics import PooledDice
 from .renal_data import TISSUE_WEIGHTS, ConditionSampler, PatchBank, build_patch_bank
 
@@ -59,9 +60,9 @@ class RenalRecipe:
         Their side in pixels at 40x.
     biopsy_fraction : float
         The share of them that are needle biopsies with glass around.
-    ptc_slits : float
-        The simulator's share of tubule pairs with a long slit capillary along their shared
-        side, as real cortex has (0: the short, rounder capillaries only).
+    ptc_slits, small_vessels : float
+        The simulator's shares of slit capillaries and of small, obliquely cut arteries
+        (:class:`~napari_omniseg.simulate.renal_layout.RenalAnatomy`; 0: off).
     width : float
         The network's width multiplier.
     batch : int
@@ -97,6 +98,7 @@ class RenalRecipe:
     slide_size: int = 4096
     biopsy_fraction: float = 0.3
     ptc_slits: float = 0.0
+    small_vessels: float = 0.0
     width: float = 0.5
     batch: int = 8
     lr: float = 2e-3
@@ -110,6 +112,10 @@ class RenalRecipe:
     edge_p: float = 0.0
     disjoint_p: float = 0.0
 
+    def anatomy(self) -> RenalAnatomy:
+        """The simulator's shapes beyond its default ones."""
+        return RenalAnatomy(self.ptc_slits, self.small_vessels)
+
     def seeds(self) -> list[int]:
         """The simulator seeds of the training slides."""
         return list(range(TRAIN_SEED0, TRAIN_SEED0 + self.slides))
@@ -122,8 +128,7 @@ class RenalRecipe:
                      f"seeds {seeds[0]}-{seeds[-1]}, stains drawn from "
                      f"{list(vocab.STAINS)}, {self.biopsy_fraction:.0%} of them "
                      "needle biopsies with glass"
-                     + (f", {self.ptc_slits:.0%} of neighbouring tubules with a slit "
-                        "capillary between them" if self.ptc_slits else "") + ")")
+                     + "".join(f", {d}" for d in [self.anatomy().describe()] if d) + ")")
         real = ""
         if self.real_manifest:
             real = (f"; and the 'train' rows of {Path(self.real_manifest).name} (annotated "
@@ -206,7 +211,7 @@ def train_renal(
         bank = build_patch_bank(recipe.seeds(), size=recipe.slide_size, progress=progress,
                                 should_stop=should_stop,
                                 biopsy_fraction=recipe.biopsy_fraction,
-                                ptc_slits=recipe.ptc_slits)
+                                anatomy=recipe.anatomy())
         if bank_path is not None:
             bank.save(bank_path)
     t_data = time.perf_counter() - t0
@@ -334,9 +339,9 @@ def evaluation_seeds(n: int, size: int = 4096, start: int = 1) -> list[int]:
 
 def evaluate_simulated(model, seeds: list[int], stains: tuple[str, ...] = tuple(vocab.STAINS),
                        size: int = 4096, tissues: tuple[str, ...] = vocab.TISSUE_CODES,
-                       bf16: bool = False, ptc_slits: float = 0.0) -> dict:
+                       bf16: bool = False, anatomy: RenalAnatomy | None = None) -> dict:
     """Dice of each tissue at its optimal magnification on simulated held-out slides
-    (``ptc_slits``: the simulator's share of slit capillaries, :func:`simulate_renal`).
+    (``anatomy``: shapes beyond the simulator's default ones, :func:`simulate_renal`).
 
     Returns
     -------
@@ -350,7 +355,7 @@ def evaluate_simulated(model, seeds: list[int], stains: tuple[str, ...] = tuple(
     for stain in stains:
         pooled = PooledDice(tissues)
         for seed in seeds:
-            s = simulate_renal(size, size, stain=stain, seed=seed, ptc_slits=ptc_slits)
+            s = simulate_renal(size, size, stain=stain, seed=seed, anatomy=anatomy)
             by_mag: dict[int, list[str]] = {}
             for code in tissues:
                 by_mag.setdefault(vocab.tissue(code).optimal_magnification, []).append(code)
@@ -366,11 +371,11 @@ def evaluate_simulated(model, seeds: list[int], stains: tuple[str, ...] = tuple(
 
 def evaluate_simulated_slides(model, seeds: list[int],
                               stains: tuple[str, ...] = tuple(vocab.STAINS), size: int = 4096,
-                              quality: int = 90, ptc_slits: float = 0.0) -> dict:
+                              quality: int = 90, anatomy: RenalAnatomy | None = None) -> dict:
     """Dice as users get it: simulated slides written as JPEG OME-TIFF pyramids, then
     :func:`~napari_omniseg.open_slide` and :func:`~napari_omniseg.predict.slide.segment_slide`
     (tile engine, glass mask, the default precision), each tissue at its optimal magnification;
-    ``ptc_slits`` as :func:`evaluate_simulated`'s.
+    ``anatomy`` as :func:`evaluate_simulated`'s.
 
     Returns
     -------
@@ -393,7 +398,7 @@ def evaluate_simulated_slides(model, seeds: list[int],
                 image, masks = write_renal_slide(
                     Path(tmp) / f"{stain}{seed}.ome.tif", size, size, stain=stain, seed=seed,
                     masks_path=Path(tmp) / f"{stain}{seed}_masks.ome.tif", quality=quality,
-                    ptc_slits=ptc_slits)
+                    anatomy=anatomy)
                 assert masks is not None  # asked for above
                 slide = open_slide(image)
                 pred = segment_slide(slide, ("all",), None, model)

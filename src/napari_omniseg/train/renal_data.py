@@ -14,6 +14,7 @@ import numpy as np
 from .. import vocab
 from ..run import Progress, ShouldStop, check_stop
 from ..simulate.renal import LEVEL_MAGNIFICATIONS, simulate_renal
+from ..simulate.renal_layout import RenalAnatomy
 
 #: Crops taken per slide at each magnification (a 4096 px slide has 1, 4, 16, 64 tiles of 256 px
 #: at 5, 10, 20, 40x); more at low power because glomeruli and arteries are rare.
@@ -89,14 +90,14 @@ def build_patch_bank(
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
     biopsy_fraction: float = 0.0,
-    ptc_slits: float = 0.0,
+    anatomy: RenalAnatomy | None = None,
 ) -> PatchBank:
     """Simulate one slide per seed (keep training and evaluation seeds apart), its stain
     drawn from ``stains``, ``size`` pixels a side at 40x, and crop ``patch``-pixel patches
     from it at every magnification (``crops`` per slide per magnification, default
     :data:`CROPS_PER_SLIDE`). A ``biopsy_fraction`` of slides are needle biopsies with glass
     around them, so the model learns that glass and tissue edges hold no structure.
-    ``ptc_slits`` is the simulator's share of slit capillaries (:func:`simulate_renal`).
+    ``anatomy`` selects shapes beyond the simulator's default ones (:func:`simulate_renal`).
     ``progress`` and ``should_stop`` are the run contract, once per slide.
     """
     crops = crops or CROPS_PER_SLIDE
@@ -106,7 +107,7 @@ def build_patch_bank(
         rng = np.random.default_rng([seed, 0xBA7C])
         stain = stains[int(rng.integers(len(stains)))]
         shape = "biopsy" if rng.random() < biopsy_fraction else "full"
-        s = simulate_renal(size, size, stain=stain, seed=seed, shape=shape, ptc_slits=ptc_slits)
+        s = simulate_renal(size, size, stain=stain, seed=seed, shape=shape, anatomy=anatomy)
         for level, mag in enumerate(LEVEL_MAGNIFICATIONS):
             img = s.image[level]
             packed = pack_masks({c: s.masks[c][level] for c in s.masks})
