@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/synthesis_eval.py realism MANIFEST NAME=GENERATOR.pt [NAME=...]
+    python benchmarks/synthesis_eval.py realism MANIFEST NAME=GENERATOR.pt [NAME=...] [--context]
     python benchmarks/synthesis_eval.py speed GENERATOR.pt [--side 4096]
     python benchmarks/synthesis_eval.py montage MANIFEST OUT.png NAME=GENERATOR.pt [NAME=...]
 
@@ -14,7 +14,12 @@ realism: for every ``val`` row of the manifest (ki-dev), each generator synthesi
     classifier telling real from synthetic on those features (0.5: indistinguishable). Floors:
     real ``train`` images against real ``val`` ones; simulator patches (its own layouts) as a
     row of their own. Fidelity: Dice between each mask and what the bundled segmenter finds
-    in the synthetic image, per tissue.
+    in the synthetic image, per tissue. ``--context``: a ``val`` row states one tissue, so a mask
+    of it alone leaves the rest of the patch to interstitium where the real patch holds tubules
+    and glomeruli; with ``--context`` every other tissue is filled in from what the bundled
+    segmenter finds in the real image (the row's own tissue stays its label, and fidelity is
+    still scored on it alone), so synthetic and real patches share a layout, as when a user
+    paints every tissue.
 speed: a 4096 x 4096 painted mask at 40x to an image (seconds, peak RSS, fresh process):
     the function in float32 and bfloat16 (with the time from Synthesize to a filled
     512 x 512 view), then ``omniseg synthesize`` as a user runs it.
@@ -118,26 +123,57 @@ def classifier_accuracy(real: np.ndarray, fake: np.ndarray, folds: int = 5, seed
     return correct / len(x)
 
 
-def _synthetic(spec: str, pairs, index: list[int], seed: int) -> tuple[str, list[np.ndarray]]:
+def with_context(seg, pairs) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's masks with its unstated tissues filled in from the segmenter's answer on the
+    real image (at the row's magnification), and every tissue then known. A tissue is asked
+    for only at its optimal magnification or a neighbouring one, as the segmenter learnt it
+    (capillaries are not looked for at 5x); elsewhere it stays empty."""
+    import torch
+
+    from napari_omniseg import vocab
+    from napari_omniseg.train.renal_data import neighbouring_magnifications
+
+    masks = np.array(pairs.masks, bool)
+    for i, img in enumerate(pairs.images):
+        known = np.broadcast_to(np.asarray(pairs.known[i], bool).reshape(
+            len(vocab.TISSUES), -1), (len(vocab.TISSUES), masks[i, 0].size))
+        x = torch.from_numpy(np.ascontiguousarray(img[..., :3])).permute(2, 0, 1)[None]
+        for t in np.flatnonzero(~known.all(1)):
+            mags = neighbouring_magnifications(vocab.TISSUES[t].optimal_magnification)
+            if int(pairs.magnifications[i]) not in mags:
+                continue
+            with torch.no_grad():
+                logits = seg(x.float() / 255, torch.tensor([int(t)]), torch.tensor(
+                    [vocab.scale_id(pairs.magnifications[i])]))
+            found = (logits[0, 1] > logits[0, 0]).numpy()
+            masks[i, t] = np.where(known[t].reshape(found.shape), masks[i, t], found)
+    return masks, np.ones((len(masks), len(vocab.TISSUES)), bool)
+
+
+def _synthetic(spec: str, pairs, index: list[int], seed: int, masks: np.ndarray | None = None,
+               known: np.ndarray | None = None) -> tuple[str, list[np.ndarray]]:
     """NAME=checkpoint (or NAME=prior) -> the name and its images of the chosen pairs' masks,
-    only each row's known tissues stated, as in training."""
+    only each row's known tissues stated, as in training (or ``masks`` and ``known`` given,
+    from :func:`with_context`)."""
     from napari_omniseg import vocab
     from napari_omniseg.checkpoints import load_model
     from napari_omniseg.predict.synthesize import generate_window
     from napari_omniseg.simulate.mask_prior import render_prior
 
+    masks = pairs.masks if masks is None else masks
+    known = pairs.known if known is None else known
     name, path = spec.split("=", 1)
     if path == "prior":  # the anatomy prior alone: the known tissues' masks drawn in
-        def known(i: int) -> np.ndarray:
-            k = np.asarray(pairs.known[i], bool)
+        def stated(i: int) -> np.ndarray:
+            k = np.asarray(known[i], bool)
             return k[:, None, None] if k.ndim == 1 else k
 
-        return name, [render_prior(np.asarray(pairs.masks[i], bool) & known(i), pairs.stains[i],
+        return name, [render_prior(np.asarray(masks[i], bool) & stated(i), pairs.stains[i],
                                    vocab.mpp_of_magnification(pairs.magnifications[i]), seed)
                       for i in index]
     g = load_model(path, device="cpu").float().eval()
-    return name, [generate_window(g, pairs.masks[i], pairs.stains[i], pairs.magnifications[i],
-                                  seed, known=pairs.known[i]) for i in index]
+    return name, [generate_window(g, masks[i], pairs.stains[i], pairs.magnifications[i],
+                                  seed, known=known[i]) for i in index]
 
 
 def montage(manifest: str, out: str, generators: list[str], seed: int = 0,
@@ -174,7 +210,7 @@ def montage(manifest: str, out: str, generators: list[str], seed: int = 0,
           + "; columns " + ", ".join(names))
 
 
-def realism(manifest: str, generators: list[str], seed: int = 0) -> None:
+def realism(manifest: str, generators: list[str], seed: int = 0, context: bool = False) -> None:
     import torch
 
     from napari_omniseg import vocab
@@ -192,11 +228,13 @@ def realism(manifest: str, generators: list[str], seed: int = 0) -> None:
                             crops={40: 4, 20: 0, 10: 6, 5: 4})
     rows.append(("real train vs real val (floor)", list(train.images), None))
     rows.append(("simulator's own images (its layouts)", list(bank.images), None))
+    masks, known = with_context(seg, val) if context else (None, None)
     for spec in generators:
-        name, fakes = _synthetic(spec, val, list(range(len(val))), seed)
+        name, fakes = _synthetic(spec, val, list(range(len(val))), seed, masks, known)
         rows.append((name, fakes, fakes))
     print(f"CPU: {_cpu()}; {time.strftime('%Y-%m-%d')}; {len(val)} val, {len(train)} train "
-          "patches; features of the bundled renal segmenter's encoder")
+          "patches; features of the bundled renal segmenter's encoder"
+          + ("; masks with context (other tissues from the segmenter)" if context else ""))
     for space in ("deep", "texture"):
         real_val = features(seg, list(val.images), space)
         print(f"\nfeature space: {space} ({real_val.shape[1]}-d)")
@@ -366,6 +404,8 @@ def main() -> None:
     r.add_argument("manifest")
     r.add_argument("generators", nargs="+",
                    help="NAME=checkpoint.pt, or NAME=prior for the anatomy prior alone")
+    r.add_argument("--context", action="store_true",
+                   help="fill each row's unstated tissues from the segmenter on the real image")
     s = sub.add_parser("speed")
     s.add_argument("generator")
     s.add_argument("--side", type=int, default=4096)
@@ -377,7 +417,7 @@ def main() -> None:
     m.add_argument("generators", nargs="+", help="as for realism")
     a = p.parse_args()
     if a.what == "realism":
-        realism(a.manifest, a.generators)
+        realism(a.manifest, a.generators, context=a.context)
     elif a.what == "montage":
         montage(a.manifest, a.out, a.generators)
     elif a.what == "local-sd":
