@@ -32,8 +32,10 @@ PTC_SLIT_SEMI_AXES = ((7.0, 17.0), (1.8, 4.0))
 #: their minor axis (median about 60), up to 6 times as long (minor semi-axis, elongation).
 SMALL_VESSEL_RADIUS = (18.0, 50.0)
 SMALL_VESSEL_ELONGATION = (1.2, 4.0)
-#: How far beyond a window a capillary's centre may lie and still reach into it (um).
-PTC_REACH = PTC_SLIT_SEMI_AXES[0][1] + 6.0
+#: How far beyond a window a capillary's centre may lie and still matter to it (um): one that
+#: reaches in (its major semi-axis and 3 um of room), or one that touches such a capillary
+#: and so may remove it (:func:`_without_overlaps`).
+PTC_REACH = 2 * PTC_SLIT_SEMI_AXES[0][1] + 22.0
 #: Largest distance (um) from an object's centre to its boundary; bounds the search halo.
 MAX_REACH = 140.0
 
