@@ -40,6 +40,8 @@ def main() -> None:
     p.add_argument("--split", default="val")
     p.add_argument("--no-glass-mask", action="store_true",
                    help="segment without the glass mask (to see what it changes)")
+    p.add_argument("--flips", action="store_true",
+                   help="average each tile over its four mirror images (Segment's option)")
     args = p.parse_args()
     model = load_model(args.model)
     rows = functions_of(task_of_manifest(args.manifest)).read_manifest(args.manifest)[args.split]
@@ -48,12 +50,14 @@ def main() -> None:
     for a in rows:
         slide = open_slide(Path(args.manifest).parent / a.name, mpp=10.0 / a.magnification)
         pred = segment_slide(slide, (a.tissue,), a.magnification, model,
-                             mask_glass=not args.no_glass_mask)[a.tissue][0].compute()
+                             mask_glass=not args.no_glass_mask,
+                             flips=args.flips)[a.tissue][0].compute()
         slide.close()
         engine.setdefault(a.tissue, []).append(dice((pred > 0) & a.known, a.mask & a.known))
     tile = evaluate_annotations(model, rows)
     by_tissue = {k: round(float(np.mean(v)), 4) for k, v in engine.items()}
     out = {"model": args.model, "split": args.split, "glass_mask": not args.no_glass_mask,
+           "flips": args.flips,
            "rows": len(rows),
            "date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(),
            "seconds": round(time.perf_counter() - t),

@@ -239,3 +239,30 @@ def test_tiles_stay_inside_the_image_so_a_patch_is_segmented_as_evaluate_scores_
         y0, y1, x0, x1 = h // 6, h * 2 // 3, w // 5, w - 10
         part = eng.probabilities(y0, y1, x0, x1)[0]
         np.testing.assert_allclose(part, prob[y0:y1, x0:x1], atol=1e-3)
+
+
+def test_flips_average_each_tile_over_its_mirror_images_put_back_in_place(slide):
+    from conftest import constant_logits_model
+
+    def field(odd):  # logits that depend on the tile position only, not on the pixels
+        def fn(n, k, h, w):
+            yy, xx = torch.meshgrid(torch.arange(h) - (h - 1) / 2, torch.arange(w) - (w - 1) / 2,
+                                    indexing="ij")
+            logits = torch.zeros(n, k, 2, h, w)
+            logits[:, :, 1] = 8 * xx / w if odd else 3 * torch.cos(yy / 11) * torch.cos(xx / 7)
+            return logits
+        return constant_logits_model(fn)
+
+    def prob(model, flips):
+        eng = TileEngine(slide, model, 10, ["pt"], bf16=False, flips=flips)
+        return eng.probabilities(0, 300, 0, 400)[0].astype(np.float64)
+
+    ramp = prob(field(odd=True), flips=False)
+    assert ramp.std() > 0.1  # tiles overlap and blend, but the ramp shows
+    # a mirror image of the tile answers with the ramp mirrored; put back in place, the left
+    # and right halves cancel
+    np.testing.assert_allclose(prob(field(odd=True), flips=True), 0.5, atol=2e-3)
+    # a field symmetric under both mirrors is unchanged: the answers are put back, not blurred
+    even = prob(field(odd=False), flips=False)
+    assert even.std() > 0.1
+    np.testing.assert_allclose(prob(field(odd=False), flips=True), even, atol=2e-3)

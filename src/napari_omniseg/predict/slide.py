@@ -49,13 +49,16 @@ class TileEngine:
     probabilities of every tissue; the least recently used are dropped beyond it), unless
     ``cache_rows`` rows of tiles are kept instead (band-by-band work, such as writing masks, in
     memory that does not grow with the slide's height); ``tissue_mask``, where there is tissue
-    rather than glass (tiles without tissue are skipped, predictions off it are zero).
+    rather than glass (tiles without tissue are skipped, predictions off it are zero);
+    ``flips``, average each tile's probabilities over its four mirror images (test-time
+    augmentation: four network passes per tile).
     """
 
     def __init__(self, slide: Slide, model: Any, magnification: float, tissues: Sequence[str],
                  tile: int = 256, overlap: int = 64, bf16: bool = False,
                  cache_mb: float = 512.0, batch: int = 8,
-                 tissue_mask: TissueMask | None = None, cache_rows: int | None = None) -> None:
+                 tissue_mask: TissueMask | None = None, cache_rows: int | None = None,
+                 flips: bool = False) -> None:
         if slide.magnification is None:
             slide.require_mpp()
         self.slide = slide
@@ -65,6 +68,7 @@ class TileEngine:
         self.conds = [(vocab.tissue(t).task_id, vocab.scale_id(magnification)) for t in tissues]
         self.tile, self.overlap, self.stride = tile, overlap, tile - overlap
         self.bf16 = bf16
+        self.flips = flips
         self.batch = batch
         self.tissue_mask = tissue_mask
         mag0 = float(slide.magnification or magnification)  # a slide to segment has one
@@ -229,10 +233,7 @@ class TileEngine:
         for i in range(0, len(todo), self.batch):
             x = torch.from_numpy(np.stack(images[i:i + self.batch])).to(dev)
             x = x.permute(0, 3, 1, 2).float().div_(255)
-            with self._model_lock, torch.no_grad(), torch.autocast(
-                    dev.type, dtype=torch.bfloat16, enabled=self.bf16):
-                logits = self.model.forward_conditions(x, self.conds)
-            prob = torch.softmax(logits.float(), dim=2)[:, :, 1].cpu()
+            prob = self._probabilities(x)
             for j, m in enumerate(masks[i:i + self.batch]):
                 if m is not None:
                     prob[j] *= torch.from_numpy(m)
@@ -243,6 +244,23 @@ class TileEngine:
             for key, p in zip(todo[i:i + self.batch], prob):
                 self._store(key, p)
             self.tiles_run += len(prob)
+
+    def _probabilities(self, x):
+        """Foreground probabilities ``(B, tissues, H, W)`` of a batch of tiles, averaged over
+        the mirror images when ``flips``."""
+        import torch
+
+        mirrors: list[tuple[int, ...]] = [(), (3,), (2,), (2, 3)] if self.flips else [()]
+        total = None
+        for dims in mirrors:
+            with self._model_lock, torch.no_grad(), torch.autocast(
+                    x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                logits = self.model.forward_conditions(x.flip(dims) if dims else x, self.conds)
+            # logits are (B, tissues, 2, H, W): the image's axes are the last two here too
+            prob = torch.softmax(logits.float(), dim=2)[:, :, 1]
+            prob = prob.flip(dims) if dims else prob
+            total = prob if total is None else total + prob
+        return (total / len(mirrors)).cpu()
 
     def _on_tissue(self, ty: int, tx: int, inner: bool = False) -> np.ndarray | None:
         """The tissue mask (``inner``: before the margin) on a tile's working pixels, or None
@@ -424,6 +442,7 @@ def make_engines(
     mask_glass: bool = True,
     cache_rows: int | None = None,
     normalise_stain: str = "none",
+    flips: bool = False,
 ) -> dict[str, tuple[TileEngine, int]]:
     """For each tissue, the engine of its working magnification and its index in that engine
     (tissues that share a magnification share an engine: one backbone pass per tile).
@@ -448,6 +467,9 @@ def make_engines(
         Map the slide's colours to the stain the model was trained on first ("reinhard",
         "macenko"; default "none"), fitted once on the slide
         (:func:`~napari_omniseg.predict.stain_norm.normalised_slide`).
+    flips : bool
+        Average each tile's answer over its four mirror images (four times the network work;
+        docs/training.md measures what it buys).
     """
     from ..checkpoints import model_and_precision
     from ..choices import StainNormalisation
@@ -471,7 +493,7 @@ def make_engines(
     out: dict[str, tuple[TileEngine, int]] = {}
     for mag, group in groups.items():
         engine = TileEngine(slide, model, mag, group, tile=tile, overlap=overlap, bf16=bf16,
-                            tissue_mask=on_tissue, cache_rows=cache_rows)
+                            tissue_mask=on_tissue, cache_rows=cache_rows, flips=flips)
         for i, code in enumerate(group):
             out[code] = (engine, i)
     return {c: out[c] for c in codes}
@@ -498,7 +520,7 @@ def segment_slide(slide: Slide, tissues: Sequence[str] = ("ptc",),
         outside the view.
     **engine
         :func:`make_engines`'s options (tile, overlap, bf16, mask_glass, cache_rows,
-        normalise_stain).
+        normalise_stain, flips).
 
     Returns
     -------
