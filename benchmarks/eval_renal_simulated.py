@@ -10,9 +10,9 @@ that hold a whole artery and a whole glomerulus, so every tissue has ground trut
 runs with bfloat16 autocast, as the plugin does on CPU; ``--compare-fp32`` repeats one stain in
 float32 to show what bfloat16 changes. ``--as-slides`` scores what users get instead: each slide
 written as a JPEG-compressed OME-TIFF pyramid, opened with ``open_slide`` and segmented by
-``segment_slide`` (tile engine, glass mask). ``--ptc-slits S`` and ``--small-vessels V`` score
-on the simulator with those shares of slit capillaries and small oblique arteries
-(``RenalAnatomy``; default 0, the slides the bundled model is held to).
+``segment_slide`` (tile engine, glass mask). ``--ptc-slits S``, ``--small-vessels V`` and
+``--veins W`` score on the simulator with those shares of slit capillaries, small oblique
+arteries and veins (``RenalAnatomy``; default 0, the slides the bundled model is held to).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import time
 
 def main() -> None:
     from napari_omniseg.checkpoints import load_model
-    from napari_omniseg.simulate.renal_layout import RenalAnatomy
+    from napari_omniseg.cli.common import add_anatomy_arguments, anatomy_of
     from napari_omniseg.train.renal import (
         dice_table,
         evaluate_simulated,
@@ -39,14 +39,11 @@ def main() -> None:
     p.add_argument("--as-slides", action="store_true",
                    help="through JPEG OME-TIFF files, open_slide and segment_slide")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality with --as-slides")
-    p.add_argument("--ptc-slits", type=float, default=0.0,
-                   help="the simulator's share of slit capillaries")
-    p.add_argument("--small-vessels", type=float, default=0.0,
-                   help="the simulator's share of small oblique arteries")
+    add_anatomy_arguments(p)
     args = p.parse_args()
     model = load_model(args.model)
     seeds = evaluation_seeds(args.seeds, args.size)
-    anatomy = RenalAnatomy(args.ptc_slits, args.small_vessels)
+    anatomy = anatomy_of(args)
     t = time.perf_counter()
     if args.as_slides:
         scores = evaluate_simulated_slides(model, seeds, size=args.size, quality=args.quality,

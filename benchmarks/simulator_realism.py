@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/simulator_realism.py MANIFEST [--slides 4] [--montage OUT.png]
-        [--ptc-slits S] [--small-vessels V]
+        [--ptc-slits S] [--small-vessels V] [--veins W]
 
 For each magnification of the manifest's ``train`` rows (ki-dev: 5x, 10x, 40x), real patches
 against as many simulated patches at that magnification (H&E and PAS slides, the manifest's
@@ -11,8 +11,8 @@ stains; seeds 9200 on, never training seeds), in the texture space of docs/synth
 means and spreads of the bundled segmenter's first two encoder maps) and its deep space: the
 cross-validated accuracy of a logistic classifier (0.5: indistinguishable; balanced classes).
 ``--montage`` writes real and simulated patches side by side, one row per magnification;
-``--ptc-slits`` and ``--small-vessels`` set the simulator's shares of slit capillaries and
-small oblique arteries (``RenalAnatomy``).
+``--ptc-slits``, ``--small-vessels`` and ``--veins`` set the simulator's shares of slit
+capillaries, small oblique arteries and veins (``RenalAnatomy``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def main() -> None:
     from synthesis_eval import _cpu, classifier_accuracy, features
 
     from napari_omniseg.checkpoints import load_model
-    from napari_omniseg.simulate.renal_layout import RenalAnatomy
+    from napari_omniseg.cli.common import add_anatomy_arguments, anatomy_of
     from napari_omniseg.train.annotations import read_manifest
     from napari_omniseg.train.renal_data import build_patch_bank
 
@@ -39,8 +39,7 @@ def main() -> None:
     p.add_argument("manifest", type=Path)
     p.add_argument("--slides", type=int, default=4, help="simulated slides per stain")
     p.add_argument("--montage", type=Path)
-    p.add_argument("--ptc-slits", type=float, default=0.0)
-    p.add_argument("--small-vessels", type=float, default=0.0)
+    add_anatomy_arguments(p)
     args = p.parse_args()
 
     t0 = time.perf_counter()
@@ -52,7 +51,7 @@ def main() -> None:
         crops[m] = 8
     seeds = list(range(9200, 9200 + args.slides * len(stains)))
     bank = build_patch_bank(seeds, stains=stains, size=2048, crops=crops,
-                            anatomy=RenalAnatomy(args.ptc_slits, args.small_vessels))
+                            anatomy=anatomy_of(args))
     seg = load_model("renal", device="cpu").float().eval()
     rng = np.random.default_rng(0)
     print(f"<!-- {time.strftime('%Y-%m-%d')}, {_cpu()}, {len(real)} real train patches, "

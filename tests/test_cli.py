@@ -30,6 +30,25 @@ def test_simulate_renal_with_slit_capillaries(tmp_path):
     assert ptc[1].sum() > 1.5 * ptc[0].sum()  # long slits between the tubules
 
 
+def test_simulate_renal_with_veins_and_train_renal_takes_the_shapes(tmp_path, monkeypatch):
+    import napari_omniseg.train.renal as renal
+    from napari_omniseg.simulate.renal_layout import RenalAnatomy
+
+    assert main(["simulate", "renal", "-o", str(tmp_path), "--height", "512", "--width", "512",
+                 "--seed", "3", "--levels", "1", "--veins", "1", "--small-vessels", "0.5"]) == 0
+    assert (tmp_path / "renal_he_seed3.ome.tif").exists()
+    seen = []
+
+    def train_renal(out, recipe, **kwargs):
+        seen.append(recipe.anatomy())
+        raise RuntimeError("stop here")  # nothing to train: only what the command hands on
+
+    monkeypatch.setattr(renal, "train_renal", train_renal)
+    assert main(["train", "renal", "-o", str(tmp_path / "m.pt"), "--veins", "0.3",
+                 "--ptc-slits", "0.5"]) != 0
+    assert seen == [RenalAnatomy(ptc_slits=0.5, veins=0.3)]
+
+
 def test_simulate_fetal(tmp_path, capsys):
     assert main(["simulate", "fetal", "-o", str(tmp_path), "--count", "2", "--size", "48",
                  "--seed", "7"]) == 0
@@ -69,6 +88,8 @@ def test_bad_arguments_are_refused(tmp_path):
         main(["simulate", "renal", "-o", str(tmp_path), "--height", "-5"])
     with pytest.raises(SystemExit):
         main(["simulate", "renal", "-o", str(tmp_path), "--ptc-slits", "1.5"])
+    with pytest.raises(SystemExit):
+        main(["simulate", "renal", "-o", str(tmp_path), "--veins", "-0.1"])
     with pytest.raises(SystemExit):  # used to run out of memory
         main(["simulate", "renal", "-o", str(tmp_path), "--height", "1000000000"])
 

@@ -136,10 +136,24 @@ def test_small_vessels_are_small_oblique_arteries_drawn_whole():
     assert all(a.r_out >= 35 and a.ecc <= 1.25 for a in large)
     assert all(18 <= a.r_out <= 50 and a.r_out * a.ecc <= 130 for a in small)
     assert np.median([a.ecc for a in small]) > 1.6
-    a = small[0]
+    _drawn_whole_around(small[0], RenalAnatomy(small_vessels=1.0))
+
+
+def test_veins_are_thin_walled_with_wide_lumens_drawn_whole():
+    """Many real vessel profiles are veins: a thin wall round a wide, often collapsed lumen."""
+    veins = RenalLayout(3, RenalAnatomy(veins=1.0)).arteries(0, 0, 4000, 4000)
+    arteries = RenalLayout(3).arteries(0, 0, 4000, 4000)
+    assert len(veins) >= 3 and all(v.vein for v in veins) and not any(a.vein for a in arteries)
+    assert all(v.r_lumen >= 0.8 * v.r_out and v.r_out * v.ecc <= 130 for v in veins)
+    assert all(a.r_lumen <= 0.5 * a.r_out for a in arteries)
+    assert np.median([v.ecc for v in veins]) > np.median([a.ecc for a in arteries]) + 0.3
+    _drawn_whole_around(veins[0], RenalAnatomy(veins=1.0))
+
+
+def _drawn_whole_around(a, anatomy: RenalAnatomy) -> None:
+    """Render 512 px round vessel ``a`` and check that windows agree with the whole."""
     y, x = int(a.cy / 0.25) - 256, int(a.cx / 0.25) - 256
-    r = make_renderer(seed=3, stain="he", height=y + 512, width=x + 512,
-                      anatomy=RenalAnatomy(small_vessels=1.0))
+    r = make_renderer(seed=3, stain="he", height=y + 512, width=x + 512, anatomy=anatomy)
     rgb, masks = r.render(y, x, 512, 512)
     assert masks[4].mean() > 0.02  # the vessel is drawn, and whole windows agree with parts
     for wy, wx in ((0, 0), (200, 300), (384, 128)):

@@ -47,6 +47,25 @@ def slide_side(text: str) -> int:
     return v
 
 
+def add_anatomy_arguments(parser: argparse.ArgumentParser, note: str = "") -> None:
+    """The simulator's optional shapes (``RenalAnatomy``) as ``--ptc-slits``,
+    ``--small-vessels`` and ``--veins`` shares; ``note`` ends each help text."""
+    for flag, text in (("--ptc-slits", "share of neighbouring simulated tubules with a long slit "
+                        "capillary between them, as in real cortex"),
+                       ("--small-vessels", "share of simulated arteries drawn small and cut "
+                        "obliquely, as in real biopsies"),
+                       ("--veins", "share of simulated vessels drawn as thin-walled veins, "
+                        "empty or packed with red cells")):
+        parser.add_argument(flag, type=A.real(0, 1), default=0.0, help=text + note)
+
+
+def anatomy_of(args: argparse.Namespace):
+    """The ``RenalAnatomy`` of :func:`add_anatomy_arguments`' flags."""
+    from ..simulate.renal_layout import RenalAnatomy
+
+    return RenalAnatomy(args.ptc_slits, args.small_vessels, args.veins)
+
+
 @contextmanager
 def ctrl_c_stops(what: str):
     """While inside, the first Ctrl-C asks long work to stop at its next step (it then keeps

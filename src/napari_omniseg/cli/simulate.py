@@ -9,7 +9,13 @@ from typing import Any
 
 from .. import vocab
 from . import args as A
-from .common import holding_output_folder, progress_bar, slide_side
+from .common import (
+    add_anatomy_arguments,
+    anatomy_of,
+    holding_output_folder,
+    progress_bar,
+    slide_side,
+)
 
 
 def add_commands(sub: Any) -> None:
@@ -27,10 +33,7 @@ def add_commands(sub: Any) -> None:
     r.add_argument("--shape", default="full", choices=["full", "biopsy"])
     r.add_argument("--levels", type=int, default=4, choices=[1, 2, 3, 4])
     r.add_argument("--no-masks", action="store_true", help="write the image only")
-    r.add_argument("--ptc-slits", type=A.real(0, 1), default=0.0,
-                   help="share of neighbouring tubules with a long slit capillary between them")
-    r.add_argument("--small-vessels", type=A.real(0, 1), default=0.0,
-                   help="share of arteries drawn small and cut obliquely")
+    add_anatomy_arguments(r)
 
     f = simsub.add_parser("fetal", help="fetal MRI phantoms as NIfTI + region masks")
     f.add_argument("-o", "--out", type=Path, required=True, help="output folder")
@@ -50,7 +53,6 @@ def add_commands(sub: Any) -> None:
 @holding_output_folder
 def _simulate_renal(args: argparse.Namespace) -> int:
     from ..simulate.renal import write_renal_slide
-    from ..simulate.renal_layout import RenalAnatomy
 
     stains = list(vocab.STAINS) if args.stain == "all" else [args.stain]
     for seed in range(args.seed, args.seed + args.count):
@@ -60,7 +62,7 @@ def _simulate_renal(args: argparse.Namespace) -> int:
                 img, msk = write_renal_slide(
                     args.out / f"{stem}.ome.tif", args.height, args.width, stain=stain,
                     seed=seed, shape=args.shape, levels=args.levels,
-                    anatomy=RenalAnatomy(args.ptc_slits, args.small_vessels),
+                    anatomy=anatomy_of(args),
                     masks_path=None if args.no_masks else args.out / f"{stem}_masks.ome.tif",
                     progress=bar,
                 )

@@ -11,7 +11,7 @@ from typing import Any
 from ..choices import GeneratorArchitecture, Perceptual
 from ..errors import OmnisegInputError
 from . import args as A
-from .common import ctrl_c_stops, holding_output_file, progress_bar
+from .common import add_anatomy_arguments, ctrl_c_stops, holding_output_file, progress_bar
 
 
 def add_commands(sub: Any) -> None:
@@ -49,12 +49,7 @@ def add_commands(sub: Any) -> None:
     tr_r.add_argument("--edge-p", type=A.real(0, 1), default=0.0,
                       help="share of patches with a band mirrored along a side, as Segment "
                            "pads an image smaller than one tile")
-    tr_r.add_argument("--ptc-slits", type=A.real(0, 1), default=0.0,
-                      help="share of neighbouring simulated tubules with a long slit capillary "
-                           "between them, as in real cortex (give a new --bank)")
-    tr_r.add_argument("--small-vessels", type=A.real(0, 1), default=0.0,
-                      help="share of simulated arteries drawn small and cut obliquely, as in "
-                           "real biopsies (give a new --bank)")
+    add_anatomy_arguments(tr_r, " (give a new --bank)")
     tr_r.add_argument("--disjoint-p", type=A.real(0, 1), default=0.0,
                       help="share of --real patches asked for a tissue that never shares a "
                            "pixel with the painted one (its pixels known negatives)")
@@ -155,7 +150,7 @@ def _train_renal(args: argparse.Namespace) -> int:
                          real_fraction=args.real_fraction, init=args.init,
                          stain_p=args.stain_p, jpeg_p=args.jpeg_p, edge_p=args.edge_p,
                          disjoint_p=args.disjoint_p, ptc_slits=args.ptc_slits,
-                         small_vessels=args.small_vessels)
+                         small_vessels=args.small_vessels, veins=args.veins)
     with progress_bar("train renal") as bar, ctrl_c_stops("training") as should_stop:
         recipe = train_renal(args.out, chosen, minutes=args.minutes, bank_path=args.bank,
                              half=args.half, progress=bar, should_stop=should_stop).recipe

@@ -32,6 +32,10 @@ PTC_SLIT_SEMI_AXES = ((7.0, 17.0), (1.8, 4.0))
 #: their minor axis (median about 60), up to 6 times as long (minor semi-axis, elongation).
 SMALL_VESSEL_RADIUS = (18.0, 50.0)
 SMALL_VESSEL_ELONGATION = (1.2, 4.0)
+#: Veins: the lumen takes most of the profile (the wall is a few um of endothelium, smooth
+#: muscle and collagen) and a vein with little pressure collapses into a flattened outline.
+VEIN_LUMEN_SHARE = (0.82, 0.93)
+VEIN_ELONGATION = (1.2, 3.0)
 #: How far beyond a window a capillary's centre may lie and still matter to it (um): one that
 #: reaches in (its major semi-axis and 3 um of room), or one that touches such a capillary
 #: and so may remove it (:func:`_without_overlaps`).
@@ -58,13 +62,18 @@ class RenalAnatomy:
     small_vessels : float
         The share of arteries drawn small and cut obliquely, as most real vessel profiles in
         a biopsy are (otherwise every artery is a large, nearly round cross-section).
+    veins : float
+        The share of vessels drawn as veins: a thin wall without an elastic lamina round a
+        wide, irregular, often collapsed lumen, empty or packed with red cells, as many of
+        the real vessel profiles are (otherwise every vessel is a thick-walled artery).
     """
 
     ptc_slits: float = 0.0
     small_vessels: float = 0.0
+    veins: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("ptc_slits", "small_vessels"):
+        for name in ("ptc_slits", "small_vessels", "veins"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise OmnisegInputError(f"{name} must be between 0 and 1, got {v}")
@@ -77,6 +86,8 @@ class RenalAnatomy:
                          "between them")
         if self.small_vessels:
             parts.append(f"{self.small_vessels:.0%} of arteries small and cut obliquely")
+        if self.veins:
+            parts.append(f"{self.veins:.0%} of vessels veins")
         return ", ".join(parts)
 
 
@@ -106,6 +117,8 @@ class Artery:
     theta: float
     key: tuple[int, int]
     small: bool = False  # a small, obliquely cut one (RenalAnatomy.small_vessels)
+    vein: bool = False  # thin-walled, no elastic lamina (RenalAnatomy.veins)
+    red_cells: float = 0.0  # the share of a vein's lumen packed with red cells
 
     def reach(self, y: float, x: float) -> float:
         """How far (um) a point lies from the centre, in units of the minor radius: the
@@ -237,6 +250,13 @@ class RenalLayout:
                     ecc = small.uniform(lo, min(hi, (MAX_REACH - 10.0) / r))
                     a = replace(a, r_out=r, r_lumen=r * small.uniform(0.3, 0.5), ecc=ecc,
                                 small=True)
+                vein = _rng(self.seed, 9, cy, cx)  # its own stream, as above
+                if self.anatomy.veins and vein.random() < self.anatomy.veins:
+                    lo, hi = VEIN_ELONGATION
+                    a = replace(a, r_lumen=a.r_out * vein.uniform(*VEIN_LUMEN_SHARE),
+                                ecc=max(a.ecc, vein.uniform(lo, max(lo, min(
+                                    hi, (MAX_REACH - 10.0) / a.r_out)))),
+                                vein=True, red_cells=vein.uniform(0.1, 0.95))
                 gl = self.glomeruli(y - r - 40, x - r - 40, y + r + 40, x + r + 40)
                 if all(np.hypot(g.cy - y, g.cx - x) > g.r_cap + r * a.ecc + 30 for g in gl):
                     out.append(a)

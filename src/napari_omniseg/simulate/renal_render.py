@@ -264,28 +264,39 @@ class RenalRenderer:
         dy, dx = yy - a.cy, xx - a.cx
         e = _ellipse_radius(dy, dx, a.ecc, 1.0, a.theta)  # radius in units of the minor axis
         th = np.arctan2(dy, dx)
-        r_lum = a.r_lumen * (1 + 0.06 * np.sin(7 * th + a.theta))
-        r_iel = r_lum + 1.8 + 0.6 * np.sin(40 * th)
-        r_media = r_lum + 0.7 * (a.r_out - a.r_lumen)
+        if a.vein:  # a floppy outline; a thin wall of one or two muscle layers, no lamina
+            r_lum = a.r_lumen * (1 + 0.05 * np.sin(3 * th + a.theta) + 0.03 * np.sin(8 * th))
+            intima = 1.0
+            r_media = r_lum + 0.5 * (a.r_out - a.r_lumen)
+        else:
+            r_lum = a.r_lumen * (1 + 0.06 * np.sin(7 * th + a.theta))
+            intima = 2.6
+            r_media = r_lum + 0.7 * (a.r_out - a.r_lumen)
         out_sd = a.r_out - e
         lum = _soft_step(r_lum - e)
-        media = _band(e, r_lum + 2.6, r_media, 0.4)
+        media = _band(e, r_lum + intima, r_media, 0.4)
         advent = _band(e, r_media, a.r_out, 0.4)
-        paint("elastic", _band(e, r_iel - 0.5, r_iel + 0.5), sl)
+        if not a.vein:
+            r_iel = r_lum + 1.8 + 0.6 * np.sin(40 * th)
+            paint("elastic", _band(e, r_iel - 0.5, r_iel + 0.5), sl)
         paint("cyto_dt", _band(e, r_lum, r_lum + 1.2) * 0.4, sl)
         stripes = 0.75 + 0.25 * np.sin(th * 0 + e * 2.2 + 3 * med[sl])
-        paint("muscle", media * stripes * (0.9 + 0.2 * fine[sl]), sl)
+        paint("muscle", media * stripes * (0.9 + 0.2 * fine[sl]) * (0.7 if a.vein else 1.0), sl)
         paint("collagen", advent * (0.75 + 0.25 * fine[sl]), sl)
         f1, _, cell_h = worley(self.seed, 23, yy[:, 0], xx[0], 6.0)
-        rbc = (f1 < 3.3) & (cell_h < 0.35)
-        paint("rbc", lum * rbc, sl)
+        # a vein's blood pools: most of its red cells lie packed on one side of the lumen
+        packed = (dy * np.cos(a.theta + 1.3) + dx * np.sin(a.theta + 1.3)
+                  < (2 * a.red_cells - 1) * a.r_lumen) if a.vein else False
+        rbc = (f1 < 3.3) & ((cell_h < 0.35) | packed)
+        # pooled red cells lie thin in a section: paler than the few in an artery's lumen
+        paint("rbc", lum * rbc * (0.6 if a.vein else 1.0), sl)
         paint("plasma", lum * 0.2, sl)
         occupied[sl] = np.maximum(occupied[sl], _soft_step(out_sd))
         masks[4][sl] |= out_sd > 0
         z = zone[sl]
         z[out_sd > 0] = Z_ADVENT
-        z[(e < r_media) & (e > r_lum + 2.6)] = Z_MEDIA
-        z[e <= r_lum + 2.6] = Z_ARTLUMEN
+        z[(e < r_media) & (e > r_lum + intima)] = Z_MEDIA
+        z[e <= r_lum + intima] = Z_ARTLUMEN
 
     def _nuclei(self, Y0, X0, H, W, zone, arts, fine) -> np.ndarray:
         """Nuclear stain concentration: jittered-lattice nuclei kept by the zone they fall in."""

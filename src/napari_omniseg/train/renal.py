@@ -60,8 +60,9 @@ class RenalRecipe:
         Their side in pixels at 40x.
     biopsy_fraction : float
         The share of them that are needle biopsies with glass around.
-    ptc_slits, small_vessels : float
-        The simulator's shares of slit capillaries and of small, obliquely cut arteries
+    ptc_slits, small_vessels, veins : float
+        The simulator's shares of slit capillaries, of small, obliquely cut arteries and of
+        veins
         (:class:`~napari_omniseg.simulate.renal_layout.RenalAnatomy`; 0: off).
     width : float
         The network's width multiplier.
@@ -99,6 +100,7 @@ class RenalRecipe:
     biopsy_fraction: float = 0.3
     ptc_slits: float = 0.0
     small_vessels: float = 0.0
+    veins: float = 0.0
     width: float = 0.5
     batch: int = 8
     lr: float = 2e-3
@@ -114,7 +116,7 @@ class RenalRecipe:
 
     def anatomy(self) -> RenalAnatomy:
         """The simulator's shapes beyond its default ones."""
-        return RenalAnatomy(self.ptc_slits, self.small_vessels)
+        return RenalAnatomy(self.ptc_slits, self.small_vessels, self.veins)
 
     def seeds(self) -> list[int]:
         """The simulator seeds of the training slides."""
