@@ -13,7 +13,8 @@ rows. Arms, each with ``omniseg adapt`` as a user runs it, the same time budget,
 give one that has not, e.g. the simulated-only model of docs/training.md): ``source``
 (``--levels none``), ``reinhard`` and ``macenko`` (the source model evaluated with
 ``omniseg evaluate --normalise-stain``), ``encoder``, ``decoder``, ``shape`` (one
-discriminator), ``all`` (three), ``macenko_all`` (three, the targets Macenko-normalised to
+discriminator), ``all`` (three), ``all_then_macenko`` (the ``all`` model scored with Macenko
+at test time), ``macenko_all`` (three, the targets Macenko-normalised to
 the source's stain first, scored with the same normalisation), and ``supervised`` (both
 stains' train rows labelled, the upper bound). ``simulator``: the base model adapted to every
 ki-dev ``train`` image (unlabelled; the source is the simulator), scored on all ``val`` rows,
@@ -36,12 +37,16 @@ import numpy as np
 from machine import cpu_model
 
 ARMS = ("source", "reinhard", "macenko", "encoder", "decoder", "shape", "all", "macenko_all",
-        "supervised")
+        "all_then_macenko", "supervised")
 LEVELS = {"source": "none", "encoder": "encoder", "decoder": "decoder", "shape": "shape",
           "all": "encoder,decoder,shape", "macenko_all": "encoder,decoder,shape",
           "supervised": "none"}
 #: Arms that adapt to stain-normalised targets and are scored with the same normalisation.
 NORMALISED = {"macenko_all": "macenko"}
+#: Arms that train nothing: an earlier arm's model of the same seed, scored with a
+#: normalisation at test time.
+TEST_TIME = {"reinhard": ("source", "reinhard"), "macenko": ("source", "macenko"),
+             "all_then_macenko": ("all", "macenko")}
 
 
 def _rows(manifest: Path) -> list[dict]:
@@ -108,12 +113,13 @@ def main() -> None:
                 if seed != a.seeds[0]:
                     continue
                 score = _evaluate(a.base, val)
-            elif arm in ("reinhard", "macenko"):
-                model = work / f"source-{seed}.pt"
+            elif arm in TEST_TIME:
+                before, normalise = TEST_TIME[arm]
+                model = work / f"{before}-{seed}.pt"
                 if not model.exists():
-                    print(f"{arm}: run the source arm of seed {seed} first", flush=True)
+                    print(f"{arm}: run the {before} arm of seed {seed} first", flush=True)
                     continue
-                score = _evaluate(str(model), val, arm)
+                score = _evaluate(str(model), val, normalise)
             else:
                 model = work / f"{arm}-{seed}.pt"
                 cmd = ["adapt", "--target", str(tgt), "--levels", LEVELS.get(arm, "encoder,"
