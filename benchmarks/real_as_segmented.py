@@ -41,7 +41,8 @@ def main() -> None:
     p.add_argument("--no-glass-mask", action="store_true",
                    help="segment without the glass mask (to see what it changes)")
     p.add_argument("--flips", action="store_true",
-                   help="average each tile over its four mirror images (Segment's option)")
+                   help="average each tile over its four mirror images (a tile-engine "
+                        "option that Segment does not offer)")
     args = p.parse_args()
     model = load_model(args.model)
     rows = functions_of(task_of_manifest(args.manifest)).read_manifest(args.manifest)[args.split]

@@ -253,10 +253,11 @@ class RenalLayout:
                 vein = _rng(self.seed, 9, cy, cx)  # its own stream, as above
                 if self.anatomy.veins and vein.random() < self.anatomy.veins:
                     lo, hi = VEIN_ELONGATION
-                    a = replace(a, r_lumen=a.r_out * vein.uniform(*VEIN_LUMEN_SHARE),
-                                ecc=max(a.ecc, vein.uniform(lo, max(lo, min(
-                                    hi, (MAX_REACH - 10.0) / a.r_out)))),
-                                vein=True, red_cells=vein.uniform(0.1, 0.95))
+                    hi = max(lo, min(hi, (MAX_REACH - 10.0) / a.r_out))  # stays within reach
+                    lumen = a.r_out * vein.uniform(*VEIN_LUMEN_SHARE)
+                    ecc = max(a.ecc, vein.uniform(lo, hi))  # never rounder than it was
+                    a = replace(a, r_lumen=lumen, ecc=ecc, vein=True,
+                                red_cells=vein.uniform(0.1, 0.95))
                 gl = self.glomeruli(y - r - 40, x - r - 40, y + r + 40, x + r + 40)
                 if all(np.hypot(g.cy - y, g.cx - x) > g.r_cap + r * a.ecc + 30 for g in gl):
                     out.append(a)
