@@ -129,9 +129,11 @@ def resave_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, half: bool
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The metadata block of a product checkpoint ({} for an authors' checkpoint)."""
-    blob = _load_blob(Path(path))
-    return _metadata(blob, Path(path)) if _is_product(blob) else {}
+    """The metadata block of a product checkpoint or bundled model ({} for an authors'
+    checkpoint)."""
+    file = _resolve(path)
+    blob = _load_blob(file)
+    return _metadata(blob, file) if _is_product(blob) else {}
 
 
 def _metadata(blob: dict, path: Path) -> dict:

@@ -1,10 +1,12 @@
-"""``omniseg train renal|fetal|synthesis|three-player``: models from scratch."""
+"""``omniseg train renal|fetal|synthesis|three-player``: models from scratch; ``omniseg train
+average``: one model from several."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +82,16 @@ def add_commands(sub: Any) -> None:
                       help="the unconditioned U-Net with one output per region instead")
     tr_f.add_argument("--evaluate", type=A.non_negative_int, default=0, metavar="N",
                       help="afterwards, Dice per region on N held-out phantoms")
+    tr_a = trsub.add_parser(
+        "average", help="one model from several: the mean of their weights (models "
+                        "fine-tuned from one starting model; the same size and speed)")
+    tr_a.add_argument("models", nargs="+", metavar="MODEL",
+                      help="two or more checkpoints of one kind ('renal': the bundled one)")
+    tr_a.add_argument("-o", "--out", type=Path, required=True, help="checkpoint to write (.pt)")
+    tr_a.add_argument("--half", action="store_true",
+                      help="store the weights in float16 (half the file)")
     for parser, run in ((tr_r, _train_renal), (tr_f, _train_fetal), (tr_s, _train_synthesis),
-                        (tr_3, _train_synthesis)):
+                        (tr_3, _train_synthesis), (tr_a, _train_average)):
         parser.set_defaults(run=run)
 
 
@@ -164,6 +174,21 @@ def _train_renal(args: argparse.Namespace) -> int:
                                     bf16=default_bf16(model))
         print(dice_table(scores))
     return _stopped_code(recipe)
+
+
+@holding_output_file("models")
+def _train_average(args: argparse.Namespace) -> int:
+    from ..checkpoints import read_metadata
+    from ..train.average import average_checkpoints
+
+    average_checkpoints(args.models, args.out, half=args.half)
+    print(json.dumps({"out": str(args.out),
+                      "averaged_from": read_metadata(args.out)["averaged_from"]}, indent=2))
+    if read_metadata(args.models[0]).get("familiarity"):
+        print("omniseg: note: the average has no familiarity record (Segment's "
+              "out-of-distribution warning); refit it as docs/training.md shows",
+              file=sys.stderr)
+    return 0
 
 
 @holding_output_file()

@@ -1,0 +1,86 @@
+"""One model from several: the mean of their weights (a "model soup").
+
+Models fine-tuned from one starting point usually lie in one basin of the loss, and the mean of
+their weights tends to keep what each learnt while smoothing what each fitted to its own run
+(Wortsman et al., ICML 2022). It costs nothing at inference: one network, the same size and
+speed. Models of different architectures, widths or unrelated starting points do not average
+into anything useful; the first two are refused here, the third is the caller's to know.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import OmnisegInputError
+
+#: Metadata of a single run that no longer describes the mean: the familiarity record was
+#: fitted in the features of one network (refit it on the average; docs/training.md), and the
+#: run's own bookkeeping (steps, losses, times) belongs to that run.
+RUN_ONLY = ("familiarity", "steps", "seconds", "data_seconds", "training_seconds", "stopped",
+            "final_loss", "final_losses", "device", "stored_as", "format", "architecture",
+            "vocabulary", "created", "napari_omniseg_version")
+
+
+def average_checkpoints(models: list[str | os.PathLike], out: str | os.PathLike,
+                        half: bool = False) -> Path:
+    """Write a checkpoint whose weights are the mean of ``models``' weights.
+
+    Parameters
+    ----------
+    models : list of str or path-like
+        Two or more product checkpoints (or bundled names) of one architecture and size.
+    out : str or path-like
+        The checkpoint to write (complete or absent).
+    half : bool
+        Store the weights as float16 (half the file), as the bundled models are.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out``. Its metadata lists every model averaged with what it was trained on
+        (``averaged_from``); the recipe fields every model shares are kept, the per-run ones
+        (:data:`RUN_ONLY`) dropped.
+
+    Raises
+    ------
+    OmnisegInputError
+        Fewer than two models, or models whose weights do not match (another architecture or
+        width).
+    """
+    from ..checkpoints import load_model, read_metadata, save_checkpoint
+    from ..nets.registry import architecture_of
+
+    if len(models) < 2:
+        raise OmnisegInputError("averaging needs at least two models")
+    nets = [load_model(m, device="cpu") for m in models]
+    first = nets[0]
+    arch = architecture_of(first)
+    states = [n.state_dict() for n in nets]
+    for m, n, s in zip(models[1:], nets[1:], states[1:]):
+        same = (architecture_of(n).name == arch.name and s.keys() == states[0].keys()
+                and all(s[k].shape == states[0][k].shape for k in s))
+        if not same:
+            raise OmnisegInputError(f"{Path(m).name} is not the same network as "
+                                    f"{Path(models[0]).name} (architecture or width differ); "
+                                    "only models of one kind can be averaged")
+    mean = {k: (sum(s[k].double() for s in states) / len(states)).to(v.dtype)
+            if v.is_floating_point() else v for k, v in states[0].items()}
+    first.load_state_dict(mean)
+    metas = [read_metadata(m) for m in models]
+    sources = [{"model": _name(m), **{k: meta[k] for k in ("trained_on", "init", "steps")
+                                      if k in meta}}
+               for m, meta in zip(models, metas)]
+    # a recipe field says something of the average only when every model shares it
+    keep = {k: v for k, v in metas[0].items()
+            if k not in RUN_ONLY and all(m.get(k) == v for m in metas[1:])}
+    trained_on = "; ".join(f"{s['model']}: {s.get('trained_on', 'not recorded')}"
+                           for s in sources)
+    return save_checkpoint(first, out, half=half, **{
+        **keep, "averaged_from": sources,
+        "trained_on": f"the mean of the weights of {len(models)} models ({trained_on})"})
+
+
+def _name(model: str | os.PathLike) -> str:
+    return Path(model).name
+
