@@ -20,7 +20,11 @@ def test_bundled_checkpoint_says_how_it_was_made():
 
     meta = read_metadata(_resolve("renal"))
     assert meta["architecture"] == "omniseg_plus" and "simulated" in meta["trained_on"]
-    assert meta["data_seconds"] + meta["training_seconds"] < 2 * 3600
+    # each training run within two hours on the development machine (an average of several
+    # runs lists each of them)
+    runs = meta.get("averaged_from", [meta])
+    assert runs and all(r["seconds"] < 2 * 3600 for r in runs)
+    assert all("'val' rows never" in r["trained_on"] for r in runs)
     assert _resolve("renal").stat().st_size < 10e6 and "renal" in BUNDLED
 
 

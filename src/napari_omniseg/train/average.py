@@ -68,7 +68,7 @@ def average_checkpoints(models: list[str | os.PathLike], out: str | os.PathLike,
             if v.is_floating_point() else v for k, v in states[0].items()}
     first.load_state_dict(mean)
     metas = [read_metadata(m) for m in models]
-    sources = [{"model": _name(m), **{k: meta[k] for k in ("trained_on", "init", "steps")
+    sources = [{"model": _name(m), **{k: meta[k] for k in ("trained_on", "init", "steps", "seconds")
                                       if k in meta}}
                for m, meta in zip(models, metas)]
     # a recipe field says something of the average only when every model shares it
