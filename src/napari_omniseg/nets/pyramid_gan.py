@@ -48,7 +48,13 @@ class LevelGenerator(nn.Module):
 
     def forward(self, condition: torch.Tensor, image_in: torch.Tensor) -> torch.Tensor:
         """The RGB correction of this level from its condition and input image."""
-        return self.body(torch.cat([condition, image_in], 1))
+        x = torch.cat([condition, image_in], 1)
+        # inference: channels-last activations take oneDNN's faster kernels on CPU (1.4x for
+        # a 1024 px window in float32, docs/synthesis.md), as the segmenter does; training
+        # keeps its layout (channels-last training was slower for the segmenter)
+        if not self.training:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.body(x)
 
 
 class PyramidGenerator(nn.Module):
