@@ -49,7 +49,7 @@ class LevelGenerator(nn.Module):
     def forward(self, condition: torch.Tensor, image_in: torch.Tensor) -> torch.Tensor:
         """The RGB correction of this level from its condition and input image."""
         x = torch.cat([condition, image_in], 1)
-        # inference: channels-last activations take oneDNN's faster kernels on CPU (1.4x for
+        # inference: channels-last activations take oneDNN's faster kernels on CPU (1.6x for
         # a 1024 px window in float32, docs/synthesis.md), as the segmenter does; training
         # keeps its layout (channels-last training was slower for the segmenter)
         if not self.training:
