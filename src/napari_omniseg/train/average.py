@@ -68,8 +68,8 @@ def average_checkpoints(models: list[str | os.PathLike], out: str | os.PathLike,
             if v.is_floating_point() else v for k, v in states[0].items()}
     first.load_state_dict(mean)
     metas = [read_metadata(m) for m in models]
-    sources = [{"model": _name(m), **{k: meta[k] for k in ("trained_on", "init", "steps", "seconds")
-                                      if k in meta}}
+    sources = [{"model": Path(m).name, **{k: meta[k] for k in ("trained_on", "init", "steps",
+                                                                "seconds") if k in meta}}
                for m, meta in zip(models, metas)]
     # a recipe field says something of the average only when every model shares it
     keep = {k: v for k, v in metas[0].items()
@@ -79,8 +79,3 @@ def average_checkpoints(models: list[str | os.PathLike], out: str | os.PathLike,
     return save_checkpoint(first, out, half=half, **{
         **keep, "averaged_from": sources,
         "trained_on": f"the mean of the weights of {len(models)} models ({trained_on})"})
-
-
-def _name(model: str | os.PathLike) -> str:
-    return Path(model).name
-
