@@ -56,16 +56,18 @@ def value_noise(seed: int, tag: int, ys: np.ndarray, xs: np.ndarray, cell: float
     fx = (tx - ix0).astype(np.float32)
     fy = fy * fy * (3 - 2 * fy)
     fx = fx * fx * (3 - 2 * fx)
-    iy0 = iy0[:, None]
-    ix0 = ix0[None, :]
-    v00 = hash_u01(seed, tag, iy0, ix0)
-    v01 = hash_u01(seed, tag, iy0, ix0 + 1)
-    v10 = hash_u01(seed, tag, iy0 + 1, ix0)
-    v11 = hash_u01(seed, tag, iy0 + 1, ix0 + 1)
-    fx = fx[None, :]
+    # hash the lattice once (far fewer points than pixels) and interpolate along x for every
+    # lattice row, then along y: the same arithmetic as per-pixel corners, value for value
+    ly = np.arange(iy0.min(), iy0.max() + 2) if iy0.size else np.zeros(1, np.int64)
+    lx = np.arange(ix0.min(), ix0.max() + 2) if ix0.size else np.zeros(1, np.int64)
+    lattice = hash_u01(seed, tag, ly[:, None], lx[None, :])
+    cx = ix0 - lx[0]
+    left = lattice[:, cx]
+    rows = left + (lattice[:, cx + 1] - left) * fx[None, :]
+    ry = iy0 - ly[0]
+    top = rows[ry]
+    bot = rows[ry + 1]
     fy = fy[:, None]
-    top = v00 + (v01 - v00) * fx
-    bot = v10 + (v11 - v10) * fx
     return (top + (bot - top) * fy) * 2.0 - 1.0
 
 
@@ -107,16 +109,26 @@ def worley(seed: int, tag: int, ys: np.ndarray, xs: np.ndarray, cell: float,
     px_cells = (lx + lo + jitter * hash_u01(seed, tag + 1, ly, lx)) * cell
     v_cells = hash_u01(seed, tag + 2, ly, lx)
     ry, rx = iy - ly[0, 0], ix - lx[0, 0]
+    ys = np.asarray(ys, np.float64)
+    xs = np.asarray(xs, np.float64)
     f1 = np.full((len(ys), len(xs)), np.inf, np.float32)
     f2 = np.full_like(f1, np.inf)
     val = np.zeros_like(f1)
-    for oy in (-1, 0, 1):
-        for ox in (-1, 0, 1):
-            at = np.ix_(ry + oy, rx + ox)
-            d = np.hypot(ys[:, None] - py_cells[at], xs[None, :] - px_cells[at]
-                         ).astype(np.float32)
-            closer = d < f1
-            f2 = np.minimum(f2, np.maximum(f1, d))
-            val = np.where(closer, v_cells[at], val)
-            f1 = np.minimum(f1, d)
+    # rows in one lattice row see the same nine points per column: gather them once per band
+    # of rows (a row of W values) instead of once per pixel; the arithmetic is unchanged
+    for k in np.unique(ry):
+        rows = np.flatnonzero(ry == k)
+        band = slice(rows[0], rows[-1] + 1) if rows[-1] - rows[0] + 1 == len(rows) else rows
+        by = ys[band][:, None]
+        b1, b2, bv = f1[band], f2[band], val[band]
+        for oy in (-1, 0, 1):
+            for ox in (-1, 0, 1):
+                cy, cx = k + oy, rx + ox
+                d = np.hypot(by - py_cells[cy, cx], (xs - px_cells[cy, cx])[None, :]
+                             ).astype(np.float32)
+                closer = d < b1
+                b2 = np.minimum(b2, np.maximum(b1, d))
+                bv = np.where(closer, v_cells[cy, cx][None, :], bv)
+                b1 = np.minimum(b1, d)
+        f1[band], f2[band], val[band] = b1, b2, bv
     return f1, f2, val
