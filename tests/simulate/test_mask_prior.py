@@ -33,6 +33,22 @@ def test_windows_agree_with_the_whole_image():
                               whole[y:y + s, x:x + s])
 
 
+
+@pytest.mark.parametrize("tuft", [False, True])
+def test_cropping_inside_gives_the_pixels_of_cropping_after(tuft):
+    """``crop`` draws only the distances in the context band, and the same pixels result."""
+    m, mpp = _painted(), 1.0
+    if tuft:
+        m[tissue("tuft").task_id][disk((220, 220), 60, shape=m.shape[1:])] = True
+    halo = prior_halo(mpp)
+    whole = render_prior(m, "pas", mpp, seed=3, y0=-7, x0=11)
+    cropped = render_prior(m, "pas", mpp, seed=3, y0=-7, x0=11, crop=halo)
+    assert cropped.shape == (320 - 2 * halo, 320 - 2 * halo, 3)
+    np.testing.assert_array_equal(cropped, whole[halo:-halo, halo:-halo])
+    # a crop narrower than the drawing's own margin is a plain crop
+    np.testing.assert_array_equal(render_prior(m, "he", mpp, seed=3, crop=5),
+                                  render_prior(m, "he", mpp, seed=3)[5:-5, 5:-5])
+
 def test_a_seed_gives_one_image_and_another_seed_another():
     m = _painted()
     a = render_prior(m, "he", 1.0, seed=1)

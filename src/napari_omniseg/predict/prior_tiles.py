@@ -110,6 +110,5 @@ class PriorTiles:
         t, c = self.tile, self.halo
         y0, x0 = self.origin + ty * t - c, self.origin + tx * t - c
         window = read_window(self.labels, y0, x0, t + 2 * c, t + 2 * c)
-        rgb = render_prior(masks_from_labels(window, self.name), self.stain, self.mpp,
-                           self.seed, y0, x0)
-        return np.ascontiguousarray(rgb[c:c + t, c:c + t])
+        return render_prior(masks_from_labels(window, self.name), self.stain, self.mpp,
+                            self.seed, y0, x0, crop=c)

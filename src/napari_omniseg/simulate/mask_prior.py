@@ -84,8 +84,14 @@ def _width(d: np.ndarray, mpp: float) -> np.ndarray:
     return ndimage.maximum_filter(d, size=size, mode="constant")
 
 
+def _paint_margin(mpp: float) -> int:
+    """Pixels of context the drawing needs once the distances are known: a nucleus centred
+    outside the output still reaches into it, and the optics blur spreads it further."""
+    return int(np.ceil((2 * _MAX_NUCLEUS_UM + _LATTICE_UM + 1.0) / mpp)) + 8
+
+
 def render_prior(masks: np.ndarray, stain: str, mpp: float, seed: int = 0, y0: int = 0,
-                 x0: int = 0) -> np.ndarray:
+                 x0: int = 0, crop: int = 0) -> np.ndarray:
     """RGB uint8 ``(H, W, 3)`` anatomy for ``(6, H, W)`` painted tissue masks.
 
     Parameters
@@ -100,14 +106,35 @@ def render_prior(masks: np.ndarray, stain: str, mpp: float, seed: int = 0, y0: i
         One seed gives one image (its stain batch and its cells).
     y0, x0 : int
         The window's top-left pixel in the whole image, so that windows agree.
+    crop : int
+        Pixels of the window's border left out of the result (context only; usually
+        :func:`prior_halo`). Only the distances are computed there, so this is faster than
+        cropping the result, and gives the same pixels.
 
     Returns
     -------
     numpy.ndarray
-        The prior image; pixels within :func:`prior_halo` of the window's edge lack context.
+        The prior image, ``(H - 2 crop, W - 2 crop, 3)``; pixels within :func:`prior_halo` of
+        the window's edge lack context.
     """
-    masks = np.asarray(masks).astype(bool)
+    full = np.asarray(masks).astype(bool)
+    _, fh, fw = full.shape
+    # the distances need the window's whole context; everything drawn from them is local
+    # (noise hashed from coordinates, nuclei and blur a few µm across), so it is drawn only
+    # on the result and a margin for those few µm: half the area of a tile's window at 40x
+    k = max(0, crop - _paint_margin(mpp))
+    inner = np.s_[k:fh - k, k:fw - k]
+    masks = full[:, k:fh - k, k:fw - k]
     _, h, w = masks.shape
+    y0, x0 = y0 + k, x0 + k
+
+    def distance(t: int) -> np.ndarray:
+        return _inside_distance(full[t], mpp)[inner]
+
+    def distance_and_width(t: int) -> tuple[np.ndarray, np.ndarray]:
+        d = _inside_distance(full[t], mpp)
+        return d[inner], _width(d, mpp)[inner]
+
     style = stain_style(stain, seed)
     ys = (np.arange(y0, y0 + h) + 0.5) * mpp
     xs = (np.arange(x0, x0 + w) + 0.5) * mpp
@@ -124,12 +151,11 @@ def render_prior(masks: np.ndarray, stain: str, mpp: float, seed: int = 0, y0: i
 
     # ---- tubules: split wide regions into tubule-sized cells, epithelium along the border
     for t, (size, tag, wall_share, wall_um, wobble, nucleus_zone) in _TUBULES.items():
-        if not masks[t].any():
+        if not full[t].any():
             continue
         f1, f2, cell = worley(seed, tag, ys, xs, 1.4 * size, jitter=0.8)
         split = (f2 - f1) / 2 - 1.5  # half the gap to the neighbouring cell, minus a margin
-        d = _inside_distance(masks[t], mpp)
-        width = _width(d, mpp)
+        d, width = distance_and_width(t)
         wide = _soft(width - size, 3.0)
         tub = np.where(masks[t], np.minimum(d, split * wide + REACH_UM * (1 - wide)), -1.0)
         radius = np.minimum(width, 0.55 * size * wide + width * (1 - wide))
@@ -149,12 +175,12 @@ def render_prior(masks: np.ndarray, stain: str, mpp: float, seed: int = 0, y0: i
         zone[masks[t] & (lumen >= -1.5)] = Z_NONE
 
     # ---- glomerulus: capsule wall, Bowman's space, a tuft with capillary loops
-    cap_d = _inside_distance(masks[_CAP], mpp)
-    if masks[_TUFT].any():
-        tuft_d = np.where(masks[_TUFT], _inside_distance(masks[_TUFT], mpp), -1.0)
+    cap_d = distance(_CAP)
+    if full[_TUFT].any():
+        tuft_d = np.where(masks[_TUFT], distance(_TUFT), -1.0)
     else:  # a disc painted as a glomerulus: its tuft fills it but for the capsule and space
         tuft_d = np.where(masks[_CAP], cap_d - 8.0 - 2.0 * med, -1.0)
-    if masks[_CAP].any() or masks[_TUFT].any():
+    if full[_CAP].any() or full[_TUFT].any():
         in_cap = _soft(np.where(masks[_CAP], cap_d, -1.0), 0.3)
         in_tuft = _soft(tuft_d, 0.4)
         lf1, _, lcell = worley(seed, 22, ys, xs, 5.5)
@@ -176,9 +202,9 @@ def render_prior(masks: np.ndarray, stain: str, mpp: float, seed: int = 0, y0: i
         zone[(tuft_d > 0) & (loop_d < 0.5)] = Z_TUFT
 
     # ---- artery: adventitia, media of spindle cells, elastic lamina, a lumen
-    if masks[_VES].any():
-        d = _inside_distance(masks[_VES], mpp)
-        width = np.maximum(_width(d, mpp), 1.0)
+    if full[_VES].any():
+        d, width = distance_and_width(_VES)
+        width = np.maximum(width, 1.0)
         r_lum = 0.45 * width  # lumen edge, as inside distance from the outer border
         lum = _soft(d - (width - r_lum), 0.3) * masks[_VES]
         advent = masks[_VES] * _band(d, 0.0, 0.2 * width, 0.4)
@@ -197,8 +223,8 @@ def render_prior(masks: np.ndarray, stain: str, mpp: float, seed: int = 0, y0: i
         zone[masks[_VES] & (lum > 0)] = Z_NONE
 
     # ---- peritubular capillaries: a thin wall around a lumen with red cells
-    if masks[_PTC].any():
-        d = _inside_distance(masks[_PTC], mpp)
+    if full[_PTC].any():
+        d = distance(_PTC)
         inside = _soft(np.where(masks[_PTC], d, -1.0), 0.2)
         lum = _soft(d - 0.7, 0.2) * masks[_PTC]
         has_rbc = hash_u01(seed, 41, np.floor(ys / 8)[:, None], np.floor(xs / 8)[None]) < 0.6
@@ -217,7 +243,9 @@ def render_prior(masks: np.ndarray, stain: str, mpp: float, seed: int = 0, y0: i
     sigma = style.blur_px * 0.25 / mpp  # the optics blur in um, not in pixels
     for c in range(3):
         od[c] = ndimage.gaussian_filter(od[c], sigma, truncate=3.0)
-    return od_to_rgb(od.transpose(1, 2, 0), style, white_noise(seed, 14, y0, x0, h, w))
+    rgb = od_to_rgb(od.transpose(1, 2, 0), style, white_noise(seed, 14, y0, x0, h, w))
+    edge = crop - k
+    return rgb[edge:h - edge, edge:w - edge] if edge else rgb
 
 
 def _nuclei(seed: int, y0: int, x0: int, h: int, w: int, mpp: float, zone: np.ndarray,
