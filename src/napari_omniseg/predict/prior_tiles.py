@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-#: Tiles of at most this side (pixels): the prior's memory is about (tile + 2 halo)² x 100 B.
+#: Tiles of at most this side (pixels): the prior draws on a tile and a narrow margin (about
+#: (tile + 180)² x 100 B at 40x) after distance transforms over its whole context.
 MAX_TILE = 1536
 
 
