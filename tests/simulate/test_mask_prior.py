@@ -124,3 +124,18 @@ def test_distal_tubules_are_smaller_and_more_open_than_proximal_ones():
     (dt_lumen, dt_tubules), (pt_lumen, pt_tubules) = stats["dt"], stats["pt"]
     assert dt_lumen > 1.15 * pt_lumen  # more of a distal region is lumen
     assert dt_tubules > 1.25 * pt_tubules  # more, smaller tubules in the same area
+
+
+@pytest.mark.parametrize("mpp", [0.25, 0.2527, 2.0])
+def test_inside_distances_are_scipys_euclidean_distances_clipped(mpp):
+    from napari_omniseg.simulate.mask_prior import REACH_UM, _inside_distance
+
+    rng = np.random.default_rng(0)
+    for share in (0.5, 0.97, 1.0):
+        mask = ndimage.binary_opening(rng.random((260, 230)) < share) if share < 1 else \
+            np.ones((260, 230), bool)
+        want = np.minimum(ndimage.distance_transform_edt(mask).astype(np.float32) * mpp,
+                          REACH_UM)
+        got = _inside_distance(mask, mpp)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, want)

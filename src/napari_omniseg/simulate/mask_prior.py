@@ -74,8 +74,14 @@ def _inside_distance(mask: np.ndarray, mpp: float) -> np.ndarray:
     0 outside. Exact in a window with the halo: the nearest border is within the reach."""
     if not mask.any():
         return np.zeros(mask.shape, np.float32)
-    d = ndimage.distance_transform_edt(mask).astype(np.float32) * mpp
-    return np.minimum(d, REACH_UM)
+    # the nearest background pixel's index, then the distance in float32 from integer
+    # offsets: scipy's own distances go through float64 index arrays at three times the cost
+    near = ndimage.distance_transform_edt(mask, return_distances=False, return_indices=True)
+    dy = near[0] - np.arange(mask.shape[0], dtype=near.dtype)[:, None]
+    dx = near[1] - np.arange(mask.shape[1], dtype=near.dtype)[None, :]
+    d2 = dy * dy
+    d2 += dx * dx
+    return np.minimum(np.sqrt(d2.astype(np.float32)) * np.float32(mpp), np.float32(REACH_UM))
 
 
 def _width(d: np.ndarray, mpp: float) -> np.ndarray:
