@@ -29,6 +29,11 @@ def _open(viewer, name):
     return viewer.window.add_plugin_dock_widget("napari-omniseg", name)[1]
 
 
+def _shown(widget) -> bool:
+    """Set visible (the test viewer's window itself is not shown)."""
+    return not widget.native.isHidden()
+
+
 def _setup(viewer, tmp_path, minutes=0.25):
     img, mask = discs()
     image = viewer.add_image(img, rgb=True, name="patch", metadata={"mpp": 0.25})
@@ -275,3 +280,45 @@ def test_adapt_to_a_layer_without_pixel_size_is_one_sentence(make_napari_viewer,
     w.run_button.clicked()
     assert w.worker is None
     assert "no size has no pixel size" in w.status.value
+
+
+def test_the_mean_of_two_checkpoints_is_written_and_can_be_used(make_napari_viewer, qtbot,
+                                                                 tmp_path):
+    from conftest import unfamiliar_renal_checkpoint
+
+    viewer = make_napari_viewer()
+    a = unfamiliar_renal_checkpoint(tmp_path / "a.pt", seed=1)
+    b = tiny_renal_checkpoint(tmp_path / "b.pt", seed=2)
+    w = _open(viewer, "Fine-tune")
+    w.train_what.value = "average"
+    assert _shown(w.average_of) and not _shown(w.minutes) and not _shown(w.rows)
+    assert w.run_button.text == "Average"
+    w.save_to.value = tmp_path / "mean.pt"
+    # one checkpoint is not a mean: one sentence, nothing written
+    w.average_of.value = [a]
+    w.run_button.clicked()
+    assert w.worker is None and "two or more" in w.status.value
+    assert not (tmp_path / "mean.pt").exists()
+    # nor is saving the mean over one of its own models
+    w.average_of.value = [a, b]
+    w.save_to.value = a
+    w.run_button.clicked()
+    assert w.worker is None and "another file" in w.status.value
+    w.save_to.value = tmp_path / "mean.pt"
+    w.run_button.clicked()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
+    assert w.use_button.enabled, w.status.value
+    assert "mean of 2 models" in w.status.value and "out-of-distribution" in w.status.value
+    mean = load_model(tmp_path / "mean.pt", device="cpu").state_dict()
+    sa = load_model(a, device="cpu").state_dict()
+    sb = load_model(b, device="cpu").state_dict()
+    k = next(k for k in mean if mean[k].is_floating_point() and mean[k].numel() > 100)
+    assert torch.allclose(mean[k], (sa[k] + sb[k]) / 2, atol=1e-6)
+    assert not torch.allclose(sa[k], sb[k])
+    assert len(read_metadata(tmp_path / "mean.pt")["averaged_from"]) == 2
+    w.use_button.clicked()
+    assert MODELS_IN_USE.model("renal") is w.trained[1]
+    # back to fine-tuning: the rows return
+    w.train_what.value = "segmenter"
+    assert _shown(w.rows) and _shown(w.minutes) and not _shown(w.average_of)
+    assert w.run_button.text == "Train"

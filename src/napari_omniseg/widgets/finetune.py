@@ -78,6 +78,7 @@ class Trains(StrEnum):
 
     SEGMENTER = "segmenter"
     GENERATOR = "generator"
+    AVERAGE = "average"
 
 
 class AnnotationRow(Container):
@@ -140,9 +141,12 @@ class FinetuneWidget(DockWidget):
             (t.data_label, t.name) for t in TASKS.values()])
         self.train_what = ComboBox(label="train", value=Trains.SEGMENTER, choices=[
             ("segmenter (fine-tune)", Trains.SEGMENTER),
-            ("histology generator", Trains.GENERATOR)],
-            tooltip="fine-tune the segmenter on the rows, or train the Synthesize widget's "
-                    "generator on them (each row's tissue is known where it is painted)")
+            ("histology generator", Trains.GENERATOR),
+            ("mean of checkpoints (no training)", Trains.AVERAGE)],
+            tooltip="fine-tune the segmenter on the rows, train the Synthesize widget's "
+                    "generator on them (each row's tissue is known where it is painted), or "
+                    "average the weights of models trained from one start (a model soup; "
+                    "docs/finetuning.md)")
         self.stain = ComboBox(label="stain", value="pas", choices=[
             (name, code) for code, name in vocab.STAINS.items()],
             tooltip="the stain of the rows' images (the generator's condition)")
@@ -172,6 +176,11 @@ class FinetuneWidget(DockWidget):
                                        "(adversarial adaptation; docs/adaptation.md); with no "
                                        "rows painted, the source is the simulator")
         self.adapt_to.native.setMaximumHeight(90)
+        self.average_of = FileEdit(label="checkpoints", mode=FileDialogMode.EXISTING_FILES,
+                                   filter="*.pt", visible=False,
+                                   tooltip="two or more checkpoints of one network and width, "
+                                           "best fine-tuned from the same start; their "
+                                           "weights are averaged")
         self.save_to = FileEdit(label="save to", mode=FileDialogMode.OPTIONAL_FILE,
                                 filter="*.pt", value=DEFAULT_SAVE["renal"])
         self.plot = LossPlot()
@@ -181,7 +190,8 @@ class FinetuneWidget(DockWidget):
                      self.add_row_button,
                      self.magnification, self.stain, self.start_from, self.model_file,
                      self.minutes, self.semi, self.synthetic, self.generator_file,
-                     self.adapt_to, self.save_to, *run, self.use_button, status])
+                     self.adapt_to, self.average_of, self.save_to, *run, self.use_button,
+                     status])
         self.native.layout().insertWidget(self.native.layout().count() - 2, self.plot.native)
         self.add_row_button.changed.connect(lambda: self.add_row())
         self.kind.changed.connect(self._on_kind)
@@ -207,13 +217,29 @@ class FinetuneWidget(DockWidget):
         """Whether the rows train the histology generator (kidney slides only)."""
         return self.task.image == ImageKind.RGB and self.train_what.value == Trains.GENERATOR
 
+    @property
+    def averages(self) -> bool:
+        """Whether the widget averages checkpoints instead of training (kidney slides)."""
+        return self.task.image == ImageKind.RGB and self.train_what.value == Trains.AVERAGE
+
     def _on_kind(self, _=None) -> None:
-        rgb, generator = self.task.image == ImageKind.RGB, self.trains_generator
-        self.magnification.visible = self.train_what.visible = self.stain.visible = rgb
-        self.semi.visible = self.task.semi_supervision and not generator
-        self.synthetic.visible = rgb and not generator
-        self.adapt_to.visible = rgb and not generator
-        self.generator_file.visible = rgb and not generator and self.synthetic.value > 0
+        rgb, generator, average = (self.task.image == ImageKind.RGB, self.trains_generator,
+                                   self.averages)
+        self.train_what.visible = rgb
+        # averaging reads checkpoint files only: the rows and training settings step aside
+        for w in (self.row_header, self.rows, self.add_row_button, self.start_from,
+                  self.minutes):
+            w.visible = not average
+        self.model_file.visible = not average and self.start_from.value == ModelSource.FILE
+        self.magnification.visible = self.stain.visible = rgb and not average
+        self.semi.visible = self.task.semi_supervision and not generator and not average
+        self.synthetic.visible = rgb and not generator and not average
+        self.adapt_to.visible = rgb and not generator and not average
+        self.generator_file.visible = (rgb and not generator and not average
+                                       and self.synthetic.value > 0)
+        self.average_of.visible = average
+        self.plot.native.setVisible(not average)  # nothing trains, nothing to plot
+        self.run_button.text = "Average" if average else "Train"
         if Path(str(self.save_to.value)) in DEFAULT_SAVE.values():  # not chosen by the user
             self.save_to.value = DEFAULT_SAVE[GENERATOR if generator else self.task.name]
         self._refresh()
@@ -360,6 +386,9 @@ class FinetuneWidget(DockWidget):
         """Read the rows and settings and train in a worker thread."""
         if self.worker is not None:
             return
+        if self.averages:
+            self._start_average()
+            return
         try:
             train, val = self.annotations()
             if train and self._warned_positive_only(train):
@@ -472,6 +501,49 @@ class FinetuneWidget(DockWidget):
             return result, out, GENERATOR
 
         return job
+
+    def _start_average(self) -> None:
+        """Average the chosen checkpoints' weights in a worker thread (seconds)."""
+        chosen = self.average_of.value
+        models = [Path(str(m)) for m in (chosen if isinstance(chosen, tuple) else ())]
+        out = Path(str(self.save_to.value))
+        try:
+            if len(models) < 2:
+                raise OmnisegInputError("choose two or more checkpoints to average")
+            if out.resolve() in {m.resolve() for m in models}:
+                raise OmnisegInputError(f"cannot save the mean over {out.name}, one of the "
+                                        "models averaged: choose another file")
+            if not out.parent.is_dir():
+                raise OmnisegInputError(f"cannot save to {out}: {out.parent} does not exist")
+        except OmnisegInputError as e:
+            self._report(str(e))
+            return
+        task_name = self.task.name
+
+        def job(progress, should_stop, emit):
+            from ..checkpoints import load_model, read_metadata
+            from ..train.average import average_checkpoints
+
+            progress(0, 0, f"averaging {len(models)} models...")
+            average_checkpoints(models, out)
+            model = load_model(out)
+            task = GENERATOR if getattr(model, "histology_generator", False) else task_name
+            return model, out, task, len(models), bool(
+                read_metadata(models[0]).get("familiarity"))
+
+        self.use_button.enabled = False
+        self._launch(job, status=f"averaging {len(models)} models...",
+                     failure="averaging failed", on_returned=self._on_averaged)
+
+    def _on_averaged(self, value) -> None:
+        model, out, task, n, had_familiarity = value
+        self.trained = (task, model, f"{out.name} ({_dt.datetime.now():%H:%M})")
+        # the out-of-distribution record is per training run and is not averaged
+        note = ("; it has no out-of-distribution record, so Segment will not warn on "
+                "unfamiliar slides (docs/training.md shows how to refit one)"
+                if had_familiarity else "")
+        self.status.value = f"done: the mean of {n} models; saved {out.name}{note}"
+        self.use_button.enabled = True
 
     def _on_done(self, value) -> None:
         result, out, task = value
