@@ -179,12 +179,12 @@ def _train_renal(args: argparse.Namespace) -> int:
 @holding_output_file("models")
 def _train_average(args: argparse.Namespace) -> int:
     from ..checkpoints import read_metadata
-    from ..train.average import average_checkpoints
+    from ..train.average import average_checkpoints, drops_familiarity
 
     average_checkpoints(args.models, args.out, half=args.half)
     print(json.dumps({"out": str(args.out),
                       "averaged_from": read_metadata(args.out)["averaged_from"]}, indent=2))
-    if read_metadata(args.models[0]).get("familiarity"):
+    if drops_familiarity(args.models):
         print("omniseg: note: the average has no familiarity record (Segment's "
               "out-of-distribution warning); refit it as docs/training.md shows",
               file=sys.stderr)

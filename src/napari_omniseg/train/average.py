@@ -79,3 +79,11 @@ def average_checkpoints(models: list[str | os.PathLike], out: str | os.PathLike,
     return save_checkpoint(first, out, half=half, **{
         **keep, "averaged_from": sources,
         "trained_on": f"the mean of the weights of {len(models)} models ({trained_on})"})
+
+
+def drops_familiarity(models: list[str | os.PathLike]) -> bool:
+    """Whether the sources carry a familiarity record (Segment's out-of-distribution
+    warning), which their mean has not: the caller tells the person to refit it."""
+    from ..checkpoints import read_metadata
+
+    return bool(read_metadata(models[0]).get("familiarity"))

@@ -231,12 +231,11 @@ class FinetuneWidget(DockWidget):
                   self.minutes):
             w.visible = not average
         self.model_file.visible = not average and self.start_from.value == ModelSource.FILE
+        fine_tunes = not generator and not average  # the segmenter, from the rows
         self.magnification.visible = self.stain.visible = rgb and not average
-        self.semi.visible = self.task.semi_supervision and not generator and not average
-        self.synthetic.visible = rgb and not generator and not average
-        self.adapt_to.visible = rgb and not generator and not average
-        self.generator_file.visible = (rgb and not generator and not average
-                                       and self.synthetic.value > 0)
+        self.semi.visible = self.task.semi_supervision and fine_tunes
+        self.synthetic.visible = self.adapt_to.visible = rgb and fine_tunes
+        self.generator_file.visible = rgb and fine_tunes and self.synthetic.value > 0
         self.average_of.visible = average
         self.plot.native.setVisible(not average)  # nothing trains, nothing to plot
         self.run_button.text = "Average" if average else "Train"
@@ -395,9 +394,7 @@ class FinetuneWidget(DockWidget):
                 return
             base_choice = self._base_choice()
             synthetic_from = self._synthetic_choice()
-            out = Path(str(self.save_to.value))
-            if not out.parent.is_dir():
-                raise OmnisegInputError(f"cannot save to {out}: {out.parent} does not exist")
+            out = self._save_path()
         except OmnisegInputError as e:
             self._report(str(e))
             return
@@ -506,30 +503,27 @@ class FinetuneWidget(DockWidget):
         """Average the chosen checkpoints' weights in a worker thread (seconds)."""
         chosen = self.average_of.value
         models = [Path(str(m)) for m in (chosen if isinstance(chosen, tuple) else ())]
-        out = Path(str(self.save_to.value))
         try:
             if len(models) < 2:
                 raise OmnisegInputError("choose two or more checkpoints to average")
+            out = self._save_path()
             if out.resolve() in {m.resolve() for m in models}:
                 raise OmnisegInputError(f"cannot save the mean over {out.name}, one of the "
                                         "models averaged: choose another file")
-            if not out.parent.is_dir():
-                raise OmnisegInputError(f"cannot save to {out}: {out.parent} does not exist")
         except OmnisegInputError as e:
             self._report(str(e))
             return
         task_name = self.task.name
 
         def job(progress, should_stop, emit):
-            from ..checkpoints import load_model, read_metadata
-            from ..train.average import average_checkpoints
+            from ..checkpoints import load_model
+            from ..train.average import average_checkpoints, drops_familiarity
 
             progress(0, 0, f"averaging {len(models)} models...")
             average_checkpoints(models, out)
             model = load_model(out)
             task = GENERATOR if getattr(model, "histology_generator", False) else task_name
-            return model, out, task, len(models), bool(
-                read_metadata(models[0]).get("familiarity"))
+            return model, out, task, len(models), drops_familiarity(models)
 
         self.use_button.enabled = False
         self._launch(job, status=f"averaging {len(models)} models...",
@@ -544,6 +538,13 @@ class FinetuneWidget(DockWidget):
                 if had_familiarity else "")
         self.status.value = f"done: the mean of {n} models; saved {out.name}{note}"
         self.use_button.enabled = True
+
+    def _save_path(self) -> Path:
+        """The checkpoint file to write, refused in one sentence when its folder is missing."""
+        out = Path(str(self.save_to.value))
+        if not out.parent.is_dir():
+            raise OmnisegInputError(f"cannot save to {out}: {out.parent} does not exist")
+        return out
 
     def _on_done(self, value) -> None:
         result, out, task = value
