@@ -130,7 +130,7 @@ def render_prior(masks: np.ndarray, stain: str, mpp: float, seed: int = 0, y0: i
     # on the result and a margin for those few µm: half the area of a tile's window at 40x
     k = max(0, crop - _paint_margin(mpp))
     inner = np.s_[k:fh - k, k:fw - k]
-    masks = full[:, k:fh - k, k:fw - k]
+    masks = full[:, inner[0], inner[1]]
     _, h, w = masks.shape
     y0, x0 = y0 + k, x0 + k
 
