@@ -73,3 +73,25 @@ def test_the_command_writes_the_average_and_says_what_it_lacks(tmp_path, capsys)
     # the output may not be one of the inputs
     assert main(["train", "average", str(a), str(b), "-o", str(a)]) == 2
     assert "omniseg: error:" in capsys.readouterr().err
+
+
+def test_weights_mix_the_models_in_their_shares_and_bad_weights_are_refused(tmp_path, capsys):
+    a = tiny_renal_checkpoint(tmp_path / "a.pt", seed=0)
+    b = tiny_renal_checkpoint(tmp_path / "b.pt", seed=1)
+    out = average_checkpoints([a, b], tmp_path / "mix.pt", weights=[3, 1])
+    sa, sb, mix = _state(a), _state(b), _state(out)
+    for k, v in mix.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, 0.75 * sa[k] + 0.25 * sb[k])
+    meta = read_metadata(out)
+    assert [s["weight"] for s in meta["averaged_from"]] == [0.75, 0.25]
+    assert meta["trained_on"].startswith("the weighted mean")
+    for bad, says in (([1.0], "1 weights for 2 models"), ([1.0, -1.0], "zero or more"),
+                      ([0.0, 0.0], "not all zero")):
+        with pytest.raises(OmnisegInputError, match=says):
+            average_checkpoints([a, b], tmp_path / "bad.pt", weights=bad)
+    assert not (tmp_path / "bad.pt").exists()
+    assert main(["train", "average", str(a), str(b), "--weights", "1", "0",
+                 "-o", str(tmp_path / "m.pt")]) == 0
+    torch.testing.assert_close(_state(tmp_path / "m.pt"), sa)
+    capsys.readouterr()

@@ -14,7 +14,7 @@ Sub-commands::
     omniseg adapt --target SLIDE|FOLDER|CSV [--manifest CSV] [--levels encoder,decoder,shape]
                   [--minutes M] -o OUT.pt
     omniseg train synthesis [--manifest CSV] [--simulated N] [--segmenter-out S.pt] -o G.pt
-    omniseg train average MODEL MODEL [MODEL...] [--half] -o OUT.pt
+    omniseg train average MODEL MODEL [MODEL...] [--weights W W...] [--half] -o OUT.pt
     omniseg synthesize MASK --stain S [--magnification M] [--seed N] -o OUT.ome.tif
     omniseg export MASKS... --format geojson|ome-tiff|csv -o OUT
     omniseg quantify MASKS... [--slide SLIDE] [--spots hex|POSITIONS] -o OUT.csv

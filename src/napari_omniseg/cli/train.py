@@ -90,6 +90,9 @@ def add_commands(sub: Any) -> None:
     tr_a.add_argument("-o", "--out", type=Path, required=True, help="checkpoint to write (.pt)")
     tr_a.add_argument("--half", action="store_true",
                       help="store the weights in float16 (half the file)")
+    tr_a.add_argument("--weights", type=float, nargs="+", metavar="W",
+                      help="one weight per model (default: equal), e.g. '0.5 0.5' for a "
+                           "starting model and its fine-tuned copy")
     for parser, run in ((tr_r, _train_renal), (tr_f, _train_fetal), (tr_s, _train_synthesis),
                         (tr_3, _train_synthesis), (tr_a, _train_average)):
         parser.set_defaults(run=run)
@@ -181,7 +184,7 @@ def _train_average(args: argparse.Namespace) -> int:
     from ..checkpoints import read_metadata
     from ..train.average import average_checkpoints, drops_familiarity
 
-    average_checkpoints(args.models, args.out, half=args.half)
+    average_checkpoints(args.models, args.out, half=args.half, weights=args.weights)
     print(json.dumps({"out": str(args.out),
                       "averaged_from": read_metadata(args.out)["averaged_from"]}, indent=2))
     if drops_familiarity(args.models):

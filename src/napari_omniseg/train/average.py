@@ -23,8 +23,8 @@ RUN_ONLY = ("familiarity", "steps", "seconds", "data_seconds", "training_seconds
 
 
 def average_checkpoints(models: list[str | os.PathLike], out: str | os.PathLike,
-                        half: bool = False) -> Path:
-    """Write a checkpoint whose weights are the mean of ``models``' weights.
+                        half: bool = False, weights: list[float] | None = None) -> Path:
+    """Write a checkpoint whose weights are the (weighted) mean of ``models``' weights.
 
     Parameters
     ----------
@@ -34,6 +34,11 @@ def average_checkpoints(models: list[str | os.PathLike], out: str | os.PathLike,
         The checkpoint to write (complete or absent).
     half : bool
         Store the weights as float16 (half the file), as the bundled models are.
+    weights : list of float, optional
+        One non-negative weight per model (normalised to sum 1); None is the uniform mean.
+        A starting model and its fine-tuned copy mixed half and half keep much of what the
+        start knew about data the fine-tuning rows lacked (Wortsman et al., CVPR 2022,
+        "robust fine-tuning"; docs/training.md measures it).
 
     Returns
     -------
@@ -45,14 +50,15 @@ def average_checkpoints(models: list[str | os.PathLike], out: str | os.PathLike,
     Raises
     ------
     OmnisegInputError
-        Fewer than two models, or models whose weights do not match (another architecture or
-        width).
+        Fewer than two models, weights that do not match the models (count, sign, all zero), or
+        models whose weights do not match (another architecture or width).
     """
     from ..checkpoints import load_model, read_metadata, save_checkpoint
     from ..nets.registry import architecture_of
 
     if len(models) < 2:
         raise OmnisegInputError("averaging needs at least two models")
+    share = _shares(weights, len(models))
     nets = [load_model(m, device="cpu") for m in models]
     first = nets[0]
     arch = architecture_of(first)
@@ -64,13 +70,14 @@ def average_checkpoints(models: list[str | os.PathLike], out: str | os.PathLike,
             raise OmnisegInputError(f"{Path(m).name} is not the same network as "
                                     f"{Path(models[0]).name} (architecture or width differ); "
                                     "only models of one kind can be averaged")
-    mean = {k: (sum(s[k].double() for s in states) / len(states)).to(v.dtype)
+    mean = {k: sum(w * s[k].double() for w, s in zip(share, states)).to(v.dtype)
             if v.is_floating_point() else v for k, v in states[0].items()}
     first.load_state_dict(mean)
     metas = [read_metadata(m) for m in models]
     sources = [{"model": Path(m).name, **{k: meta[k] for k in ("trained_on", "init", "steps",
-                                                                "seconds") if k in meta}}
-               for m, meta in zip(models, metas)]
+                                                                "seconds") if k in meta},
+                **({"weight": round(w, 6)} if weights is not None else {})}
+               for m, meta, w in zip(models, metas, share)]
     # a recipe field says something of the average only when every model shares it
     keep = {k: v for k, v in metas[0].items()
             if k not in RUN_ONLY and all(m.get(k) == v for m in metas[1:])}
@@ -78,7 +85,20 @@ def average_checkpoints(models: list[str | os.PathLike], out: str | os.PathLike,
                            for s in sources)
     return save_checkpoint(first, out, half=half, **{
         **keep, "averaged_from": sources,
-        "trained_on": f"the mean of the weights of {len(models)} models ({trained_on})"})
+        "trained_on": f"the {'weighted ' if weights is not None else ''}mean of the weights "
+                      f"of {len(models)} models ({trained_on})"})
+
+
+def _shares(weights: list[float] | None, n: int) -> list[float]:
+    """Each model's share of the mean, summing to 1."""
+    if weights is None:
+        return [1.0 / n] * n
+    if len(weights) != n:
+        raise OmnisegInputError(f"{len(weights)} weights for {n} models: give one per model")
+    if any(not w >= 0 for w in weights) or sum(weights) <= 0:
+        raise OmnisegInputError("weights must be zero or more and not all zero")
+    total = float(sum(weights))
+    return [float(w) / total for w in weights]
 
 
 def drops_familiarity(models: list[str | os.PathLike]) -> bool:
