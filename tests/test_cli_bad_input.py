@@ -171,6 +171,15 @@ def test_synthetic_pairs_are_bounded_and_never_negative(tmp_path, capsys):
         assert code == 2 and "--synthetic" in err and "100000" in err, err
 
 
+def test_the_share_of_the_start_kept_is_bounded(tmp_path, capsys):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("image,mask,tissue,stain,magnification\n")
+    for k in ("-0.1", "1", "nan"):
+        code, err = run(["finetune", "--manifest", manifest, "--keep-start", k, "-o",
+                         tmp_path / "ft.pt"], capsys)
+        assert code == 2 and "--keep-start" in err and "0.95" in err, err
+
+
 def test_synthetic_pairs_are_made_within_the_budget(monkeypatch):
     """The pairs are made in the first half of the budget, whatever the count asked."""
     import time

@@ -39,7 +39,9 @@ def test_block_label_mistakes_are_one_sentence(tmp_path, capsys):
     capsys.readouterr()
     for extra, said in (([], "give their table with --block-table"),
                         (["--block-table", str(out_dir / "table.csv"), "--semi"],
-                         "--semi applies to pixel-mask manifests")):
+                         "--semi applies to pixel-mask manifests"),
+                        (["--block-table", str(out_dir / "table.csv"), "--keep-start", "0.5"],
+                         "--keep-start applies to fine-tuning on masks")):
         assert main(["finetune", "--manifest", str(out_dir / "manifest.csv"), *extra, "-o",
                      str(tmp_path / "x.pt")]) == 2
         err = capsys.readouterr().err

@@ -228,6 +228,29 @@ def test_synthetic_pairs_join_the_fine_tuning(make_napari_viewer, qtbot, tmp_pat
     assert meta["synthetic_pairs"] == 1 and meta["generator"].endswith("g.pt")
 
 
+def test_keep_of_start_blends_the_start_back_into_the_saved_model(make_napari_viewer, qtbot,
+                                                                 tmp_path):
+    viewer = make_napari_viewer()
+    w, _, _ = _setup(viewer, tmp_path, minutes=0.1)
+    assert _shown(w.keep_start)
+    w.keep_start.value = 0.5
+    w.run_button.clicked()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=180_000)
+    assert w.use_button.enabled, w.status.value
+    assert read_metadata(tmp_path / "ft.pt")["options"]["keep_start"] == 0.5
+    base = load_model(tmp_path / "base.pt", device="cpu").state_dict()
+    saved = load_model(tmp_path / "ft.pt", device="cpu").state_dict()
+    # the blend still moved from the start (tests/train/test_run_finetune.py checks its
+    # arithmetic)
+    k = next(k for k, v in saved.items() if v.is_floating_point() and v.numel() > 100)
+    assert not torch.equal(saved[k], base[k])
+    for what in ("generator", "average"):  # it applies to fine-tuning the segmenter only
+        w.train_what.value = what
+        assert not _shown(w.keep_start)
+    w.train_what.value = "segmenter"
+    assert _shown(w.keep_start)
+
+
 def test_adapt_to_unlabelled_layers_only(make_napari_viewer, qtbot, tmp_path, monkeypatch):
     """Plugins menu, two unlabelled image layers chosen, no labels painted: the model adapts
     (the source is the simulator, made small here), the layers and the model in use stay."""

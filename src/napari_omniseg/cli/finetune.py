@@ -46,6 +46,10 @@ def add_commands(sub: Any) -> None:
     ft.add_argument("--seed", type=A.seed, default=0,
                     help="seed of the batches' order and augmentation (and of the synthetic "
                          "pairs)")
+    ft.add_argument("--keep-start", type=A.real(0, 0.95), default=0.0, metavar="K",
+                    help="mix this share of the starting model's weights back in at the end "
+                         "(default 0; 0.5 keeps most of what it knew of slides unlike the rows, "
+                         "e.g. other stains: docs/finetuning.md)")
     ft.add_argument("-o", "--out", type=Path, required=True, help="checkpoint to write (.pt)")
     bl = ft.add_argument_group(
         "block labels", "a kidney manifest with a 'blocks' column instead of 'mask' (image, "
@@ -113,6 +117,9 @@ def _finetune(args: argparse.Namespace) -> int:
     from ..train.task_functions import functions_of
 
     if "blocks" in columns(args.manifest):
+        if args.keep_start:
+            raise OmnisegInputError("--keep-start applies to fine-tuning on masks; "
+                                    f"{args.manifest.name} holds block labels")
         return _finetune_blocks(args)
     if args.block_table is not None:
         raise OmnisegInputError(f"--block-table needs a manifest with a 'blocks' column; "
@@ -133,7 +140,7 @@ def _finetune(args: argparse.Namespace) -> int:
     base_name = args.base or task.name
     options = FinetuneOptions(minutes=args.minutes, lr=args.lr, semi_supervised=args.semi,
                               seed=args.seed, synthetic=args.synthetic,
-                              generator=str(args.generator))
+                              generator=str(args.generator), keep_start=args.keep_start)
     with progress_bar("finetune") as bar, ctrl_c_stops("fine-tuning") as should_stop:
         result = run_finetune(task, load_model(base_name), str(base_name), train, val,
                               args.out, options, progress=bar, should_stop=should_stop,

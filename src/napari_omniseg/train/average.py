@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from ..errors import OmnisegInputError
 
@@ -70,9 +71,7 @@ def average_checkpoints(models: list[str | os.PathLike], out: str | os.PathLike,
             raise OmnisegInputError(f"{Path(m).name} is not the same network as "
                                     f"{Path(models[0]).name} (architecture or width differ); "
                                     "only models of one kind can be averaged")
-    mean = {k: sum(w * s[k].double() for w, s in zip(share, states)).to(v.dtype)
-            if v.is_floating_point() else v for k, v in states[0].items()}
-    first.load_state_dict(mean)
+    first.load_state_dict(_weighted_mean(states, share))
     metas = [read_metadata(m) for m in models]
     sources = [{"model": Path(m).name, **{k: meta[k] for k in ("trained_on", "init", "steps",
                                                                 "seconds") if k in meta},
@@ -87,6 +86,46 @@ def average_checkpoints(models: list[str | os.PathLike], out: str | os.PathLike,
         **keep, "averaged_from": sources,
         "trained_on": f"the {'weighted ' if weights is not None else ''}mean of the weights "
                       f"of {len(models)} models ({trained_on})"})
+
+
+def blend_with_start(model: Any, start: Any, keep: float) -> None:
+    """Mix a share ``keep`` of ``start``'s weights back into ``model`` (in place).
+
+    Fine-tuning on a few rows fits them and forgets what the start knew of data unlike them
+    (other stains, tissues not painted). The blend of a start and its fine-tuned copy keeps
+    much of both (Wortsman et al., CVPR 2022, "Robust fine-tuning of zero-shot models"):
+    on real kidney, fine-tuning on H&E rows alone cost PAS patches 0.08 Dice and half-and-half
+    kept all but 0.004 of it (docs/finetuning.md).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The fine-tuned network, changed in place.
+    start : torch.nn.Module
+        The network it was fine-tuned from (same architecture), unchanged.
+    keep : float
+        The start's share, from 0 (``model`` as it is) to below 1.
+
+    Raises
+    ------
+    OmnisegInputError
+        ``keep`` outside [0, 1) or networks whose weights do not match.
+    """
+    if not 0.0 <= keep < 1.0:
+        raise OmnisegInputError(f"the start's share must be from 0 to below 1, not {keep}")
+    mine, theirs = model.state_dict(), start.state_dict()
+    if mine.keys() != theirs.keys() or any(mine[k].shape != theirs[k].shape for k in mine):
+        raise OmnisegInputError("the fine-tuned model is not the same network as its start")
+    if keep:
+        theirs = {k: v.to(mine[k].device) for k, v in theirs.items()}  # a GPU run's copy
+        model.load_state_dict(_weighted_mean([mine, theirs], [1.0 - keep, keep]))
+
+
+def _weighted_mean(states: list[dict], share: list[float]) -> dict:
+    """The state whose floating-point tensors are the weighted sums of ``states``' (in float64,
+    back to their dtype); other tensors (counters) are the first state's."""
+    return {k: sum(w * s[k].double() for w, s in zip(share, states)).to(v.dtype)
+            if v.is_floating_point() else v for k, v in states[0].items()}
 
 
 def _shares(weights: list[float] | None, n: int) -> list[float]:

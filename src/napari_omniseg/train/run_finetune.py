@@ -38,6 +38,10 @@ class FinetuneOptions:
         Stains of the synthetic pairs; empty: those of the training rows (else H&E).
     validate_every : float or None
         Seconds between validations; None: the engine's default.
+    keep_start : float
+        The share of the starting model's weights mixed back into the trained ones at the end
+        (0: none; 0.5 keeps most of what the start knew of slides unlike the rows;
+        :func:`~napari_omniseg.train.average.blend_with_start`).
     """
 
     minutes: float = 10.0
@@ -48,6 +52,7 @@ class FinetuneOptions:
     generator: str = GENERATOR
     stains: tuple[str, ...] = ()
     validate_every: float | None = None
+    keep_start: float = 0.0
 
     def metadata(self) -> dict:
         """What the checkpoint records of the options (the generator only when it was used)."""
@@ -96,8 +101,12 @@ def run_finetune(task: Any, base: Any, base_name: str, train: list, val: list | 
     Raises
     ------
     OmnisegInputError
-        Options the task does not offer (semi-supervision, synthetic pairs for fetal MRI).
+        Options the task does not offer (semi-supervision, synthetic pairs for fetal MRI), or
+        a share of the start kept outside [0, 1).
     """
+    if not 0.0 <= options.keep_start < 1.0:
+        raise OmnisegInputError("the share of the starting model kept must be from 0 to "
+                                f"below 1, not {options.keep_start}")
     if options.semi_supervised and not task.semi_supervision:
         raise OmnisegInputError("semi-supervision applies to kidney patches only")
     extra: dict = {}
@@ -111,6 +120,12 @@ def run_finetune(task: Any, base: Any, base_name: str, train: list, val: list | 
                            lr=options.lr or task.lr, semi_supervised=options.semi_supervised,
                            seed=options.seed, progress=progress, should_stop=should_stop,
                            on_validate=on_validate, **engine, **extra)
+    if options.keep_start:
+        from .average import blend_with_start
+
+        blend_with_start(result.model, base, options.keep_start)
+        if val:  # the score kept is the blend's, the model saved
+            result.best_score = functions_of(task).evaluate(result.model, val)["mean_dice"]
     meta: dict[str, Any] = {"options": options.metadata()}
     if extra:
         meta.update(synthetic_pairs=len(extra["synthetic"]), generator=str(options.generator))

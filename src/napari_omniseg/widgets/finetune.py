@@ -162,6 +162,12 @@ class FinetuneWidget(DockWidget):
         self.minutes = FloatSpinBox(label="minutes", value=5.0, min=0.1, max=240, step=1.0)
         self.semi = CheckBox(label="semi-supervised", value=False,
                              tooltip="pseudo-labels for the other tissues + two-view consistency")
+        self.keep_start = FloatSpinBox(
+            label="keep of start", value=0.0, min=0.0, max=0.9, step=0.1,
+            tooltip="share of the starting model's weights mixed back in at the end (0: "
+                    "none). 0.5 keeps most of what it knew of slides unlike your rows (other "
+                    "stains, tissues you did not paint) for a little of the gain on them "
+                    "(docs/finetuning.md)")
         self.synthetic = SpinBox(label="synthetic pairs", value=0, min=0, max=200,
                                  tooltip="per tissue: simulated layouts made into images by "
                                          "the generator; they join after half the time at "
@@ -189,7 +195,8 @@ class FinetuneWidget(DockWidget):
         self.extend([self.kind, self.train_what, self.row_header, self.rows,
                      self.add_row_button,
                      self.magnification, self.stain, self.start_from, self.model_file,
-                     self.minutes, self.semi, self.synthetic, self.generator_file,
+                     self.minutes, self.semi, self.keep_start, self.synthetic,
+                     self.generator_file,
                      self.adapt_to, self.average_of, self.save_to, *run, self.use_button,
                      status])
         self.native.layout().insertWidget(self.native.layout().count() - 2, self.plot.native)
@@ -197,6 +204,7 @@ class FinetuneWidget(DockWidget):
         self.kind.changed.connect(self._on_kind)
         self.train_what.changed.connect(self._on_kind)
         self.synthetic.changed.connect(self._on_kind)
+        self.adapt_to.changed.connect(self._show_keep_start)
         self.start_from.changed.connect(
             lambda v: setattr(self.model_file, "visible", v == ModelSource.FILE))
         self.use_button.changed.connect(self.use_trained)
@@ -234,6 +242,7 @@ class FinetuneWidget(DockWidget):
         fine_tunes = not generator and not average  # the segmenter, from the rows
         self.magnification.visible = self.stain.visible = rgb and not average
         self.semi.visible = self.task.semi_supervision and fine_tunes
+        self._show_keep_start()
         self.synthetic.visible = self.adapt_to.visible = rgb and fine_tunes
         self.generator_file.visible = rgb and fine_tunes and self.synthetic.value > 0
         self.average_of.visible = average
@@ -244,6 +253,11 @@ class FinetuneWidget(DockWidget):
         self._refresh()
         for row in self.rows:
             row._guess_tissue()
+
+    def _show_keep_start(self, _=None) -> None:
+        """The start's share applies to fine-tuning on rows, not to adaptation."""
+        self.keep_start.visible = (not self.trains_generator and not self.averages
+                                   and not self.adapts)
 
     def _image_layers(self, _=None) -> list:
         return image_layers(self.viewer, self.task.image)
@@ -418,7 +432,8 @@ class FinetuneWidget(DockWidget):
             options = FinetuneOptions(minutes=minutes, semi_supervised=semi,
                                       synthetic=n_synthetic if synthetic_from else 0,
                                       generator=synthetic_from or GENERATOR,
-                                      stains=(stain,), validate_every=every)
+                                      stains=(stain,), validate_every=every,
+                                      keep_start=float(self.keep_start.value))
 
             def job(progress, should_stop, emit):
                 model, base_name = base(progress)
