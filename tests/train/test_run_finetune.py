@@ -12,12 +12,17 @@ from napari_omniseg.train.annotations import annotation_from_layers
 from napari_omniseg.train.run_finetune import FinetuneOptions, run_finetune
 
 
-def test_run_finetune_trains_a_copy_and_saves_it_with_its_options(tmp_path):
+def _tiny_start(name: str = "discs"):
+    """A small untrained network, a copy of its weights and one row of painted discs."""
     torch.manual_seed(0)
     base = OmniSegPlus(width=0.25)
-    before = {k: v.clone() for k, v in base.state_dict().items()}
     img, mask = blobs()
-    train = [annotation_from_layers(img, mask, "ptc", 40, annotated=True, name="discs")]
+    rows = [annotation_from_layers(img, mask, "ptc", 40, annotated=True, name=name)]
+    return base, {k: v.clone() for k, v in base.state_dict().items()}, rows
+
+
+def test_run_finetune_trains_a_copy_and_saves_it_with_its_options(tmp_path):
+    base, before, train = _tiny_start()
     options = FinetuneOptions(minutes=0.05, seed=3)
     result = run_finetune(TASKS["renal"], base, "tiny", train, None, tmp_path / "ft.pt", options)
     assert result.steps > 0
@@ -45,12 +50,8 @@ def test_keep_start_blends_the_start_back_in_and_scores_the_blend(tmp_path):
     from napari_omniseg.train.average import blend_with_start
     from napari_omniseg.train.finetune_renal import evaluate_annotations
 
-    torch.manual_seed(0)
-    base = OmniSegPlus(width=0.25)
-    start = {k: v.clone() for k, v in base.state_dict().items()}
-    img, mask = blobs()
-    train = [annotation_from_layers(img, mask, "ptc", 40, annotated=True, name="discs")]
-    val = [annotation_from_layers(img, mask, "ptc", 40, annotated=True, name="discs val")]
+    base, start, train = _tiny_start()
+    val = _tiny_start("discs val")[2]
     options = FinetuneOptions(minutes=0.05, seed=3, keep_start=0.25)
     run_finetune(TASKS["renal"], base, "tiny", train, None, tmp_path / "ft.pt", options)
     saved = load_model(tmp_path / "ft.pt", device="cpu")
