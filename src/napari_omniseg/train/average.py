@@ -65,9 +65,7 @@ def average_checkpoints(models: list[str | os.PathLike], out: str | os.PathLike,
     arch = architecture_of(first)
     states = [n.state_dict() for n in nets]
     for m, n, s in zip(models[1:], nets[1:], states[1:]):
-        same = (architecture_of(n).name == arch.name and s.keys() == states[0].keys()
-                and all(s[k].shape == states[0][k].shape for k in s))
-        if not same:
+        if architecture_of(n).name != arch.name or not _same_tensors(s, states[0]):
             raise OmnisegInputError(f"{Path(m).name} is not the same network as "
                                     f"{Path(models[0]).name} (architecture or width differ); "
                                     "only models of one kind can be averaged")
@@ -111,14 +109,26 @@ def blend_with_start(model: Any, start: Any, keep: float) -> None:
     OmnisegInputError
         ``keep`` outside [0, 1) or networks whose weights do not match.
     """
-    if not 0.0 <= keep < 1.0:
-        raise OmnisegInputError(f"the start's share must be from 0 to below 1, not {keep}")
+    check_start_share(keep)
     mine, theirs = model.state_dict(), start.state_dict()
-    if mine.keys() != theirs.keys() or any(mine[k].shape != theirs[k].shape for k in mine):
+    if not _same_tensors(mine, theirs):
         raise OmnisegInputError("the fine-tuned model is not the same network as its start")
     if keep:
         theirs = {k: v.to(mine[k].device) for k, v in theirs.items()}  # a GPU run's copy
         model.load_state_dict(_weighted_mean([mine, theirs], [1.0 - keep, keep]))
+
+
+def check_start_share(keep: float) -> None:
+    """Refuse a share of the start outside [0, 1) in one sentence (callers check it before
+    training, not after)."""
+    if not 0.0 <= keep < 1.0:
+        raise OmnisegInputError("the share of the starting model kept must be from 0 to "
+                                f"below 1, not {keep}")
+
+
+def _same_tensors(a: dict, b: dict) -> bool:
+    """Whether two state dicts hold tensors of the same names and shapes."""
+    return a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
 
 
 def _weighted_mean(states: list[dict], share: list[float]) -> dict:

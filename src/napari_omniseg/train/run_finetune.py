@@ -13,6 +13,7 @@ from typing import Any
 from ..choices import GENERATOR
 from ..errors import OmnisegInputError
 from ..run import Progress, ShouldStop
+from .average import blend_with_start, check_start_share
 from .task_functions import functions_of
 
 
@@ -104,9 +105,7 @@ def run_finetune(task: Any, base: Any, base_name: str, train: list, val: list | 
         Options the task does not offer (semi-supervision, synthetic pairs for fetal MRI), or
         a share of the start kept outside [0, 1).
     """
-    if not 0.0 <= options.keep_start < 1.0:
-        raise OmnisegInputError("the share of the starting model kept must be from 0 to "
-                                f"below 1, not {options.keep_start}")
+    check_start_share(options.keep_start)  # before training, not after it
     if options.semi_supervised and not task.semi_supervision:
         raise OmnisegInputError("semi-supervision applies to kidney patches only")
     extra: dict = {}
@@ -121,8 +120,6 @@ def run_finetune(task: Any, base: Any, base_name: str, train: list, val: list | 
                            seed=options.seed, progress=progress, should_stop=should_stop,
                            on_validate=on_validate, **engine, **extra)
     if options.keep_start:
-        from .average import blend_with_start
-
         blend_with_start(result.model, base, options.keep_start)
         if val:  # the score kept is the blend's, the model saved
             result.best_score = functions_of(task).evaluate(result.model, val)["mean_dice"]
