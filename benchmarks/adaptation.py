@@ -11,16 +11,18 @@ stain's ``train`` images unlabelled, and every arm is scored on the target stain
 rows. Arms, each with ``omniseg adapt`` as a user runs it, the same time budget, starting from
 ``--base`` (default: the bundled model, which has learnt from every ki-dev ``train`` row, so
 give one that has not, e.g. the simulated-only model of docs/training.md): ``source``
-(``--levels none``), ``reinhard`` and ``macenko`` (the source model evaluated with
-``omniseg evaluate --normalise-stain``), ``encoder``, ``decoder``, ``shape`` (one
-discriminator), ``all`` (three), ``all_then_macenko`` (the ``all`` model scored with Macenko
-at test time), ``macenko_all`` (three, the targets Macenko-normalised to
-the source's stain first, scored with the same normalisation), and ``supervised`` (both
-stains' train rows labelled, the upper bound). ``simulator``: the base model adapted to every
-ki-dev ``train`` image (unlabelled; the source is the simulator), scored on all ``val`` rows,
-against the base model itself. ``val`` rows are never trained on nor used to pick weights (the
-manifests handed to ``omniseg adapt`` hold train rows only). One JSON line per run goes to
-``--results``; the summary (mean and sd over seeds) is printed at the end.
+(``--levels none``), ``reinhard`` and ``macenko`` (the source model evaluated with ``omniseg
+evaluate --normalise-stain``), ``encoder``, ``decoder``, ``shape`` (one discriminator), ``all``
+(three), ``all_then_macenko`` (the ``all`` model scored with Macenko at test time),
+``macenko_all`` (three, the targets Macenko-normalised to the source's stain first, scored with
+the same normalisation), and ``supervised`` (both stains' train rows labelled, the upper
+bound). With ``--mean-of-seeds``, the ``all`` models of every seed are then averaged (``omniseg
+train average``) and the mean is scored as it is (``all_mean``) and with Macenko at test time
+(``all_mean_then_macenko``). ``simulator``: the base model adapted to every ki-dev ``train``
+image (unlabelled; the source is the simulator), scored on all ``val`` rows, against the base
+model itself. ``val`` rows are never trained on nor used to pick weights (the manifests handed
+to ``omniseg adapt`` hold train rows only). One JSON line per run goes to ``--results``; the
+summary (mean and sd over seeds) is printed at the end.
 """
 
 from __future__ import annotations
@@ -88,6 +90,8 @@ def main() -> None:
     p.add_argument("--base", default="renal",
                    help="the model every arm starts from (default: the bundled one; give a "
                         "model that never saw the target stain's labels)")
+    p.add_argument("--mean-of-seeds", action="store_true",
+                   help="afterwards, average the 'all' models of the seeds and score the mean")
     a = p.parse_args()
     base = a.manifest.resolve().parent
     rows = _rows(a.manifest)
@@ -132,18 +136,36 @@ def main() -> None:
                 normalise = NORMALISED.get(arm, "none")
                 _run([*cmd, "--normalise-stain", normalise])
                 score = _evaluate(str(model), val, normalise)
-            line = {"protocol": a.protocol, "arm": arm, "base": Path(a.base).name, "seed": seed,
-                    "minutes": a.minutes,
-                    "source": a.source if a.protocol == "real" else "simulator",
-                    "target": a.target if a.protocol == "real" else "ki-dev train, all stains",
-                    "val_mean_dice": score["mean_dice"],
-                    "tissues": {k: v["dice"] for k, v in score["tissues"].items()},
-                    "seconds": round(time.perf_counter() - t0, 1), "cpu": cpu_model(),
-                    "date": time.strftime("%Y-%m-%d")}
-            print(json.dumps(line), flush=True)
-            with open(a.results, "a", encoding="utf-8") as f:
-                f.write(json.dumps(line) + "\n")
+            _record(a, arm, seed, score, t0)
+    if a.mean_of_seeds:
+        models = [work / f"all-{seed}.pt" for seed in a.seeds]
+        models = [m for m in models if m.exists()]
+        if len(models) < 2:
+            print("--mean-of-seeds: fewer than two 'all' models to average", flush=True)
+        else:
+            t0 = time.perf_counter()
+            mean = work / "all-mean.pt"
+            subprocess.run(["omniseg", "train", "average", *map(str, models), "-o", str(mean)],
+                           check=True, capture_output=True)
+            seeds = "mean of " + " ".join(m.stem.split("-")[1] for m in models)
+            _record(a, "all_mean", seeds, _evaluate(str(mean), val), t0)
+            _record(a, "all_mean_then_macenko", seeds, _evaluate(str(mean), val, "macenko"), t0)
     summarize(a.results)
+
+
+def _record(a: argparse.Namespace, arm: str, seed: int | str, score: dict, t0: float) -> None:
+    """Print one run's JSON line and append it to ``--results``."""
+    line = {"protocol": a.protocol, "arm": arm, "base": Path(a.base).name, "seed": seed,
+            "minutes": a.minutes,
+            "source": a.source if a.protocol == "real" else "simulator",
+            "target": a.target if a.protocol == "real" else "ki-dev train, all stains",
+            "val_mean_dice": score["mean_dice"],
+            "tissues": {k: v["dice"] for k, v in score["tissues"].items()},
+            "seconds": round(time.perf_counter() - t0, 1), "cpu": cpu_model(),
+            "date": time.strftime("%Y-%m-%d")}
+    print(json.dumps(line), flush=True)
+    with open(a.results, "a", encoding="utf-8") as f:
+        f.write(json.dumps(line) + "\n")
 
 
 def summarize(results: Path) -> None:

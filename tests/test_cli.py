@@ -40,13 +40,13 @@ def test_simulate_renal_with_veins_and_train_renal_takes_the_shapes(tmp_path, mo
     seen = []
 
     def train_renal(out, recipe, **kwargs):
-        seen.append(recipe.anatomy())
+        seen.append((recipe.anatomy(), recipe.seed))
         raise RuntimeError("stop here")  # nothing to train: only what the command hands on
 
     monkeypatch.setattr(renal, "train_renal", train_renal)
     assert main(["train", "renal", "-o", str(tmp_path / "m.pt"), "--veins", "0.3",
-                 "--ptc-slits", "0.5"]) != 0
-    assert seen == [RenalAnatomy(ptc_slits=0.5, veins=0.3)]
+                 "--ptc-slits", "0.5", "--seed", "2"]) != 0
+    assert seen == [(RenalAnatomy(ptc_slits=0.5, veins=0.3), 2)]
 
 
 def test_simulate_fetal(tmp_path, capsys):

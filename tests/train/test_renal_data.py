@@ -74,6 +74,9 @@ def test_mixed_batches_join_real_rows_with_their_unknown_pixels(tmp_path):
     assert (b["conditions"][0][2:] != 4).all() and b["targets"][2:].sum() == 0
     assert b["valid"][2:].sum() > 0
     assert "disjoint from the painted one" in recipe.metadata()["trained_on"]
+    # a recipe's seed changes the draws (runs to average), the same seed repeats them
+    again, other = (mixed_batches(bank, real, recipe, seed=s)()["images"] for s in (0, 1))
+    assert torch.equal(again, b["images"]) and not torch.equal(other, b["images"])
 
 
 def test_the_training_record_holds_simulated_and_real_patches_by_their_slide():

@@ -55,6 +55,9 @@ def add_commands(sub: Any) -> None:
     tr_r.add_argument("--disjoint-p", type=A.real(0, 1), default=0.0,
                       help="share of --real patches asked for a tissue that never shares a "
                            "pixel with the painted one (its pixels known negatives)")
+    tr_r.add_argument("--seed", type=A.seed, default=0,
+                      help="seed of the batches' draws and augmentation (runs of one recipe "
+                           "with different seeds can be averaged)")
 
     tr_s = trsub.add_parser("synthesis", help="train a pyramid generator of histology from "
                                               "tissue masks")
@@ -163,7 +166,7 @@ def _train_renal(args: argparse.Namespace) -> int:
                          real_fraction=args.real_fraction, init=args.init,
                          stain_p=args.stain_p, jpeg_p=args.jpeg_p, edge_p=args.edge_p,
                          disjoint_p=args.disjoint_p, ptc_slits=args.ptc_slits,
-                         small_vessels=args.small_vessels, veins=args.veins)
+                         small_vessels=args.small_vessels, veins=args.veins, seed=args.seed)
     with progress_bar("train renal") as bar, ctrl_c_stops("training") as should_stop:
         recipe = train_renal(args.out, chosen, minutes=args.minutes, bank_path=args.bank,
                              half=args.half, progress=bar, should_stop=should_stop).recipe

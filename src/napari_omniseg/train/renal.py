@@ -93,6 +93,9 @@ class RenalRecipe:
         How often a real patch is asked for a tissue that never shares a pixel with its
         annotated one, its painted pixels then known negatives (cross-tissue negatives, see
         :func:`~napari_omniseg.train.finetune_renal.make_finetune_batches`).
+    seed : int
+        Seeds the batches' draws and augmentation and a new network's weights, so that two runs
+        of one recipe differ only where asked (averaging runs of different seeds).
     """
 
     slides: int = 80
@@ -113,6 +116,7 @@ class RenalRecipe:
     jpeg_p: float = 0.0
     edge_p: float = 0.0
     disjoint_p: float = 0.0
+    seed: int = 0
 
     def anatomy(self) -> RenalAnatomy:
         """The simulator's shapes beyond its default ones."""
@@ -217,7 +221,7 @@ def train_renal(
         if bank_path is not None:
             bank.save(bank_path)
     t_data = time.perf_counter() - t0
-    torch.manual_seed(0)
+    torch.manual_seed(recipe.seed)
     device = pick_device()
     if recipe.init:
         model = load_model(recipe.init, device=str(device)).float().train()
@@ -225,7 +229,7 @@ def train_renal(
         model = OmniSegPlus(width=recipe.width).to(device)
     meta = {**recipe.metadata(), "patches": int(len(bank)), "real_patches": len(real),
             "device": str(device)}
-    batches = mixed_batches(bank, real, recipe)
+    batches = mixed_batches(bank, real, recipe, seed=recipe.seed)
     step = SegmentationStep(model, batches, dice_bce_loss, lr=recipe.lr)
 
     def save(meta: dict, final: bool) -> None:
