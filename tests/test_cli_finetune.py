@@ -287,3 +287,21 @@ def test_evaluate_runs_the_robot_user(tmp_path, capsys):
     assert set(robot["latency_s"]) == {"median", "max"}
     # strokes learned on the patch help it: three strokes find more of the blobs
     assert robot["mean_dice"][-1] > robot["mean_dice"][0]
+
+
+def test_calibrate_writes_thresholds_and_explains_bad_input(tmp_path, capsys):
+    manifest = write_manifest(tmp_path)
+    base = tiny_renal_checkpoint(tmp_path / "base.pt")
+    out = tmp_path / "cal.pt"
+    assert main(["train", "calibrate", str(base), "--manifest", str(manifest), "-o",
+                 str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["tissues"]["ptc"]["patches"] == 3  # the train rows, not val
+    assert read_metadata(out)["calibration"]["tissues"] == summary["tissues"]
+    assert main(["train", "calibrate", str(base), "--manifest", str(manifest), "--split",
+                 "tset", "-o", str(tmp_path / "x.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "no 'tset' rows" in err and err.count("\n") == 1
+    assert main(["train", "calibrate", str(base), "--manifest", str(manifest), "-o",
+                 str(base)]) == 2  # never over its own input
+    assert "omniseg:" in capsys.readouterr().err

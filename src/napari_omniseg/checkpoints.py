@@ -87,11 +87,11 @@ def save_checkpoint(model: Any, path: str | os.PathLike, half: bool = False,
     meta = {
         "format": FORMAT,
         "architecture": arch.name,
-        **arch.settings(model),
         "vocabulary": arch.vocabulary(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "napari_omniseg_version": __version__,
         **metadata,
+        **arch.settings(model),  # the network's own, over any copied from another checkpoint
     }
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if half:
@@ -114,13 +114,15 @@ def save_half_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
 
 
 def resave_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, half: bool | None = None,
-                      **changes: Any) -> Path:
+                      model: Any = None, **changes: Any) -> Path:
     """Re-save a product checkpoint with the same weights and its training facts, updated by
     ``changes`` (a familiarity record, say); ``half``: float16 weights (None: as stored).
-    What :func:`save_checkpoint` writes itself (format, architecture, vocabulary, dates,
-    version) is written anew."""
+    ``model``: ``src``'s network, loaded and changed by the caller (its settings, such as
+    decision thresholds, are written; None: loaded from ``src`` as it is).
+    What :func:`save_checkpoint` writes itself (format, architecture, vocabulary, settings,
+    dates, version) is written anew."""
     meta = read_metadata(src)
-    model = load_model(src, device="cpu")
+    model = load_model(src, device="cpu") if model is None else model
     keep = {k: v for k, v in meta.items()
             if k not in ("format", "architecture", "vocabulary", "created",
                          "napari_omniseg_version", "stored_as")}

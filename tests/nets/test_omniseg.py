@@ -191,3 +191,31 @@ def test_half_copy_keeps_metadata(tmp_path):
     meta = read_metadata(dst)
     assert meta["steps"] == 7 and meta["trained_on"] == "x" and meta["stored_as"] == "float16"
     assert dst.stat().st_size < 0.6 * src.stat().st_size
+
+
+def test_thresholds_fold_into_the_foreground_logit_and_travel_in_the_metadata(tmp_path):
+    import json
+
+    model = OmniSegPlus(width=0.25).eval()
+    x = torch.rand(2, 3, 32, 32)
+    tid, sid = torch.tensor([4, 0]), torch.tensor([1, 1])
+    with torch.no_grad():
+        raw = model(x, tid, sid).softmax(1)[:, 1]
+        model.set_thresholds({"ves": 0.2})
+        moved = model(x, tid, sid).softmax(1)[:, 1]
+    # cutting the moved vessel probability at 0.5 is cutting the raw one at 0.2; dt untouched
+    assert torch.equal(moved[0] > 0.5, raw[0] > 0.2) and torch.allclose(moved[1], raw[1])
+    assert model.thresholds() == {"ves": 0.2}
+    assert set(model.state_dict()) == set(OmniSegPlus(width=0.25).state_dict())  # same layout
+    path = save_checkpoint(model, tmp_path / "t.pt")
+    assert read_metadata(path)["thresholds"] == {"ves": 0.2}
+    assert load_model(path, device="cpu").thresholds() == {"ves": 0.2}
+    for bad in ({"ves": 1.0}, {"ves": "low"}, {"kidney": 0.3}):
+        with pytest.raises(ValueError):
+            model.set_thresholds(bad)
+    # a damaged threshold in a file is one sentence, not a traceback
+    blob = torch.load(path, weights_only=False)
+    blob["metadata"] = json.dumps({**json.loads(blob["metadata"]), "thresholds": {"ves": 7}})
+    torch.save(blob, tmp_path / "damaged.pt")
+    with pytest.raises(OmnisegInputError, match="metadata is damaged"):
+        load_model(tmp_path / "damaged.pt")

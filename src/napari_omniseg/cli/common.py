@@ -23,12 +23,16 @@ MIN_SIZES = ", ".join(f"{code.upper()} {v:g}" for code, v in vocab.MIN_OBJECT_UM
 
 @contextmanager
 def progress_bar(desc: str):
-    """A tqdm progress bar for the run contract's ``progress(done, total, message)``."""
+    """A tqdm progress bar for the run contract's ``progress(done, total, message)``, drawn
+    from the first report on (bad input found before any work shows its sentence alone)."""
     from tqdm import tqdm
 
-    bar = tqdm(desc=desc, unit="step", file=sys.stderr, leave=True)
+    bars: list = []
 
     def progress(done: int, total: int, message: str) -> None:
+        if not bars:
+            bars.append(tqdm(desc=desc, unit="step", file=sys.stderr, leave=True))
+        bar = bars[0]
         bar.total, bar.n = total, done
         bar.set_postfix_str(message, refresh=False)
         bar.refresh()
@@ -36,7 +40,8 @@ def progress_bar(desc: str):
     try:
         yield progress
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
 
 
 def slide_side(text: str) -> int:

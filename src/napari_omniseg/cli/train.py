@@ -1,5 +1,5 @@
 """``omniseg train renal|fetal|synthesis|three-player``: models from scratch; ``omniseg train
-average``: one model from several."""
+average``: one model from several; ``calibrate``: its decision thresholds."""
 
 from __future__ import annotations
 
@@ -96,8 +96,18 @@ def add_commands(sub: Any) -> None:
     tr_a.add_argument("--weights", type=float, nargs="+", metavar="W",
                       help="one weight per model (default: equal), e.g. '0.5 0.5' for a "
                            "starting model and its fine-tuned copy")
+    tr_c = trsub.add_parser(
+        "calibrate", help="choose a renal model's decision threshold per tissue on annotated "
+                          "rows (weights unchanged)")
+    tr_c.add_argument("model", help="the renal checkpoint ('renal': the bundled one)")
+    tr_c.add_argument("--manifest", type=Path, required=True,
+                      help="annotated patches (the fine-tuning CSV)")
+    tr_c.add_argument("--split", default="train",
+                      help="the rows to choose on (never the ones you score on afterwards)")
+    tr_c.add_argument("-o", "--out", type=Path, required=True, help="checkpoint to write (.pt)")
     for parser, run in ((tr_r, _train_renal), (tr_f, _train_fetal), (tr_s, _train_synthesis),
-                        (tr_3, _train_synthesis), (tr_a, _train_average)):
+                        (tr_3, _train_synthesis), (tr_a, _train_average),
+                        (tr_c, _train_calibrate)):
         parser.set_defaults(run=run)
 
 
@@ -194,6 +204,17 @@ def _train_average(args: argparse.Namespace) -> int:
         print("omniseg: note: the average has no familiarity record (Segment's "
               "out-of-distribution warning); refit it as docs/training.md shows",
               file=sys.stderr)
+    return 0
+
+
+@holding_output_file("model", "manifest")
+def _train_calibrate(args: argparse.Namespace) -> int:
+    from ..train.calibrate import calibrate_checkpoint
+
+    with progress_bar("calibrate") as bar:  # seconds; Ctrl-C leaves no file
+        table = calibrate_checkpoint(args.model, args.manifest, args.out, split=args.split,
+                                     progress=bar)
+    print(json.dumps({"out": str(args.out), "tissues": table}, indent=2))
     return 0
 
 

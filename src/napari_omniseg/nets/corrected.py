@@ -159,9 +159,11 @@ class CorrectedOmniSeg(nn.Module):
 
 register(Architecture(
     "omniseg_corrected",
-    build=lambda meta: CorrectedOmniSeg(OmniSegPlus(width=float(meta.get("width", 1.0))),
+    build=lambda meta: CorrectedOmniSeg(OmniSegPlus(width=float(meta.get("width", 1.0)),
+                                                    thresholds=meta.get("thresholds")),
                                         [tuple(c) for c in meta.get("corrections", [])],
                                         int(meta.get("hidden", HIDDEN))),
     settings=lambda net: {"width": float(net.width), "hidden": int(net.hidden),
-                          "corrections": [list(c) for c in net.conditions]},
+                          "corrections": [list(c) for c in net.conditions],
+                          "thresholds": net.base.thresholds()},
     vocabulary=renal_vocabulary))

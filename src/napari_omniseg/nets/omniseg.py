@@ -9,6 +9,7 @@ Pure torch: no I/O, no napari.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -65,13 +66,21 @@ class OmniSegPlus(nn.Module):
     ``model(image, tissue_id, scale_id)`` maps an ``(N, 3, H, W)`` RGB image in [0, 1] (H, W
     multiples of 16) and per-sample tissue and scale ids to ``(N, 2, H, W)`` logits; foreground
     where channel 1 exceeds channel 0.
+
+    ``thresholds`` (tissue code -> probability, default 0.5 each) are decision thresholds
+    folded into the logits: channel 1 of tissue t is raised by ``log((1 - p) / p)``, so that
+    everything downstream that cuts at 0.5 cuts the raw probability at ``p``
+    (:mod:`napari_omniseg.train.calibrate` chooses them on annotated rows). They are
+    settings, not weights: checkpoints store them in their metadata.
     """
 
     #: Name in checkpoints and in the architecture registry.
     architecture = "omniseg_plus"
+    #: Added to each tissue's foreground logit (from its decision threshold).
+    foreground_offset: torch.Tensor
 
     def __init__(self, n_tasks: int = N_TASKS, n_scales: int = N_SCALES,
-                 width: float = 1.0) -> None:
+                 width: float = 1.0, thresholds: dict[str, float] | None = None) -> None:
         super().__init__()
         self.n_tasks = n_tasks
         self.n_scales = n_scales
@@ -95,6 +104,36 @@ class OmniSegPlus(nn.Module):
                                          nn.Conv2d(c0, HEAD_CHANNELS, 1))
         self.GAP = nn.Sequential(_gn(c3), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1))
         self.controller_trilinear = nn.Conv2d(c3 * n_tasks * n_scales, N_HEAD_PARAMS, 1)
+        # not persistent: the state dict stays the authors' layout; the metadata holds them
+        self.register_buffer("foreground_offset", torch.zeros(n_tasks), persistent=False)
+        self.set_thresholds(thresholds or {})
+
+    # -- decision thresholds -------------------------------------------------------------------
+
+    def set_thresholds(self, thresholds: dict[str, float]) -> None:
+        """Cut tissue ``code``'s foreground probability at ``thresholds[code]`` (others 0.5).
+
+        Raises
+        ------
+        ValueError
+            An unknown tissue code or a threshold outside (0, 1).
+        """
+        offset = torch.zeros(self.n_tasks)
+        for code, p in thresholds.items():
+            if not isinstance(p, (int, float)) or not 0.0 < float(p) < 1.0:
+                raise ValueError(f"the threshold of {code} must lie strictly between 0 and 1, "
+                                 f"not {p}")
+            offset[vocab.tissue(code).task_id] = float(np.log((1.0 - p) / p))
+        self.foreground_offset.copy_(offset.to(self.foreground_offset))
+
+    def thresholds(self) -> dict[str, float]:
+        """The tissues whose threshold is not 0.5, with their thresholds."""
+        out = {}
+        for t in vocab.TISSUES[:self.n_tasks]:
+            o = float(self.foreground_offset[t.task_id])
+            if abs(o) > 1e-6:
+                out[t.code] = round(1.0 / (1.0 + float(np.exp(o))), 6)
+        return out
 
     # -- backbone ------------------------------------------------------------------------------
 
@@ -170,7 +209,11 @@ class OmniSegPlus(nn.Module):
         w_sel = w[:, :, tissue_id, scale_id].permute(2, 0, 1)  # (N, 162, 256)
         bias = self.controller_trilinear.bias
         assert bias is not None  # the controller is built with a bias
-        return torch.bmm(w_sel, context.unsqueeze(-1)).squeeze(-1) + bias
+        params = torch.bmm(w_sel, context.unsqueeze(-1)).squeeze(-1) + bias
+        # the last parameter is the foreground channel's bias: the threshold moves it
+        shift = torch.zeros_like(params)
+        shift[:, -1] = self.foreground_offset.to(params.dtype)[tissue_id]
+        return params + shift
 
     @staticmethod
     def dynamic_head(features: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
@@ -229,6 +272,7 @@ def renal_vocabulary() -> dict:
 
 register(Architecture(
     "omniseg_plus",
-    build=lambda meta: OmniSegPlus(width=float(meta.get("width", 1.0))),
-    settings=lambda net: {"width": float(net.width)},
+    build=lambda meta: OmniSegPlus(width=float(meta.get("width", 1.0)),
+                                   thresholds=meta.get("thresholds")),
+    settings=lambda net: {"width": float(net.width), "thresholds": net.thresholds()},
     vocabulary=renal_vocabulary))

@@ -9,6 +9,7 @@ into anything useful; the first two are refused here, the third is the caller's 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,11 @@ from ..errors import OmnisegInputError
 
 #: Metadata of a single run that no longer describes the mean: the familiarity record was
 #: fitted in the features of one network (refit it on the average; docs/training.md), and the
-#: run's own bookkeeping (steps, losses, times) belongs to that run.
-RUN_ONLY = ("familiarity", "steps", "seconds", "data_seconds", "training_seconds", "stopped",
-            "final_loss", "final_losses", "device", "stored_as", "format", "architecture",
-            "vocabulary", "created", "napari_omniseg_version")
+#: run's own bookkeeping (steps, losses, times) belongs to that run, as do the Dice figures
+#: behind its decision thresholds.
+RUN_ONLY = ("familiarity", "calibration", "steps", "seconds", "data_seconds",
+            "training_seconds", "stopped", "final_loss", "final_losses", "device", "stored_as",
+            "format", "architecture", "vocabulary", "created", "napari_omniseg_version")
 
 
 def average_checkpoints(models: list[str | os.PathLike], out: str | os.PathLike,
@@ -46,7 +48,9 @@ def average_checkpoints(models: list[str | os.PathLike], out: str | os.PathLike,
     pathlib.Path
         ``out``. Its metadata lists every model averaged with what it was trained on
         (``averaged_from``); the recipe fields every model shares are kept, the per-run ones
-        (:data:`RUN_ONLY`) dropped.
+        (:data:`RUN_ONLY`) dropped. Decision thresholds
+        (:mod:`~napari_omniseg.train.calibrate`) are kept when every model has the same ones,
+        else reset to 0.5 (they were chosen for other weights).
 
     Raises
     ------
@@ -70,6 +74,8 @@ def average_checkpoints(models: list[str | os.PathLike], out: str | os.PathLike,
                                     f"{Path(models[0]).name} (architecture or width differ); "
                                     "only models of one kind can be averaged")
     first.load_state_dict(_weighted_mean(states, share))
+    if len({json.dumps(_thresholds(n), sort_keys=True) for n in nets}) > 1:
+        first.set_thresholds({})  # chosen for other weights: calibrate the mean anew
     metas = [read_metadata(m) for m in models]
     sources = [{"model": Path(m).name, **{k: meta[k] for k in ("trained_on", "init", "steps",
                                                                 "seconds") if k in meta},
@@ -156,3 +162,8 @@ def drops_familiarity(models: list[str | os.PathLike]) -> bool:
     from ..checkpoints import read_metadata
 
     return bool(read_metadata(models[0]).get("familiarity"))
+
+
+def _thresholds(net: Any) -> dict:
+    """A network's decision thresholds ({} for one without them)."""
+    return net.thresholds() if hasattr(net, "thresholds") else {}

@@ -1,0 +1,144 @@
+"""Decision thresholds per tissue, chosen on annotated patches (calibration).
+
+A renal model cuts each tissue's foreground probability at 0.5. A model that has seen few real
+examples of a tissue, or one whose weights are a mean of several runs, is often right about
+*where* a structure is and too unsure to cross 0.5 on real tissue (vessels, above all: the
+runs of docs/training.md). Calibration scores each tissue's Dice on annotated rows at a few
+thresholds and keeps, per tissue, the best one when it beats 0.5 by a clear margin. The
+thresholds are folded into the network's logits
+(:meth:`~napari_omniseg.nets.omniseg.OmniSegPlus.set_thresholds`), so Segment, Correct,
+evaluation and export need nothing new, and the checkpoint's metadata records them.
+
+Choose thresholds on rows that are not the ones you score on afterwards (ki-dev: the
+``train`` rows, never ``val``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import vocab
+from ..errors import OmnisegInputError
+from ..run import Progress, ShouldStop, check_stop, report
+
+#: The thresholds tried (0.5 is Segment's without calibration).
+GRID: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+#: Dice a threshold must gain over 0.5 on a tissue's rows to replace it: smaller gains on a
+#: handful of patches are noise, and each change is a bet on data the rows do not show.
+MIN_GAIN = 0.02
+
+
+def choose_thresholds(model: Any, annotations: list, grid: tuple[float, ...] = GRID,
+                      min_gain: float = MIN_GAIN, bf16: bool | None = None,
+                      progress: Progress | None = None,
+                      should_stop: ShouldStop | None = None) -> dict[str, dict]:
+    """Each annotated tissue's Dice at every threshold of ``grid``, and the one chosen.
+
+    Parameters
+    ----------
+    model : OmniSegPlus
+        The renal model; its own thresholds are ignored (probabilities are taken raw) and left
+        as they were.
+    annotations : list of Annotation
+        Fully annotated patches (:func:`~napari_omniseg.train.annotations.read_manifest`);
+        each is segmented for its tissue at its magnification, as evaluation does.
+    grid : tuple of float
+        Thresholds to try, each in (0, 1); 0.5 is always tried.
+    min_gain : float
+        A tissue keeps 0.5 unless its best threshold's mean Dice beats it by this much.
+    bf16, progress, should_stop
+        Precision (None: the device's default) and the run contract (:mod:`napari_omniseg.run`).
+
+    Returns
+    -------
+    dict
+        ``{code: {"threshold": p, "dice": {str(p): mean Dice}, "patches": n}}`` for every
+        tissue with rows.
+
+    Raises
+    ------
+    OmnisegInputError
+        No annotations, or a threshold outside (0, 1).
+    """
+    from ..checkpoints import model_and_precision
+    from ..predict.tiling import predict_array
+    from .metrics import dice
+
+    if not annotations:
+        raise OmnisegInputError("calibration needs annotated patches; the rows given are empty")
+    grid = tuple(sorted(set(grid) | {0.5}))
+    if not all(0.0 < p < 1.0 for p in grid):
+        raise OmnisegInputError(f"thresholds must lie strictly between 0 and 1, not {grid}")
+    model, bf16 = model_and_precision(model, "renal", bf16)
+    kept = model.thresholds()
+    model.set_thresholds({})  # raw probabilities
+    scores: dict[str, dict[float, list[float]]] = {}
+    try:
+        for i, a in enumerate(annotations):
+            check_stop(should_stop)
+            cond = (vocab.tissue(a.tissue).task_id, vocab.scale_id(a.magnification))
+            prob = predict_array(model, a.image, [cond], tile=256, overlap=64, bf16=bf16)[0]
+            truth = a.mask & a.known
+            for p in grid:
+                scores.setdefault(a.tissue, {}).setdefault(p, []).append(
+                    dice((prob > p) & a.known, truth))
+            report(progress, i + 1, len(annotations), f"patch {i + 1} of {len(annotations)}")
+    finally:
+        model.set_thresholds(kept)
+    out = {}
+    for code in [c for c in vocab.TISSUE_CODES if c in scores]:
+        means = {p: float(np.mean(v)) for p, v in scores[code].items()}
+        best = max(grid, key=lambda p: (means[p], -abs(p - 0.5)))
+        chosen = best if means[best] - means[0.5] >= min_gain else 0.5
+        out[code] = {"threshold": chosen, "dice": {f"{p:g}": round(m, 4) for p, m in
+                                                   means.items()},
+                     "patches": len(scores[code][0.5])}
+    return out
+
+
+def calibrate_checkpoint(model_path: str | os.PathLike, manifest: str | os.PathLike,
+                         out: str | os.PathLike, split: str = "train",
+                         grid: tuple[float, ...] = GRID, min_gain: float = MIN_GAIN,
+                         progress: Progress | None = None,
+                         should_stop: ShouldStop | None = None) -> dict[str, dict]:
+    """Choose a renal checkpoint's thresholds on a manifest's rows and write the result.
+
+    The weights, the training facts and the familiarity record are kept; the metadata gains
+    ``thresholds`` (the tissues moved off 0.5) and ``calibration`` (the rows, the grid and
+    every tissue's Dice at each threshold). Tissues without rows keep the thresholds they had.
+
+    Returns
+    -------
+    dict
+        :func:`choose_thresholds`'s table.
+
+    Raises
+    ------
+    OmnisegInputError
+        A model that is not a renal segmenter, or a split the manifest does not have.
+    """
+    from ..checkpoints import load_model, resave_checkpoint
+    from .annotations import read_manifest
+
+    model = load_model(model_path, device="cpu")
+    if not hasattr(model, "set_thresholds"):
+        raise OmnisegInputError(f"{Path(model_path).name} is not a renal segmenter; only "
+                                "those have per-tissue thresholds")
+    groups = read_manifest(manifest)
+    if not groups.get(split):
+        raise OmnisegInputError(f"{Path(manifest).name} has no {split!r} rows to calibrate on "
+                                f"(it has: {', '.join(sorted(groups)) or 'none'})")
+    table = choose_thresholds(model, groups[split], grid=grid, min_gain=min_gain,
+                              progress=progress, should_stop=should_stop)
+    thresholds = {**model.thresholds(),
+                  **{code: row["threshold"] for code, row in table.items()}}
+    model.set_thresholds(thresholds)
+    record = {"rows": f"the {split!r} rows of {Path(manifest).name} "
+                      f"({len(groups[split])} patches)",
+              "grid": list(grid), "min_gain": min_gain, "tissues": table}
+    resave_checkpoint(model_path, out, model=model, calibration=record)
+    return table
