@@ -123,11 +123,16 @@ def resave_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, half: bool
     dates, version) is written anew."""
     meta = read_metadata(src)
     model = load_model(src, device="cpu") if model is None else model
-    keep = {k: v for k, v in meta.items()
+    half = meta.get("stored_as") == "float16" if half is None else half
+    return save_checkpoint(model, dst, half=half, **{**training_facts(meta), **changes})
+
+
+def training_facts(meta: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's metadata without what :func:`save_checkpoint` writes anew (format,
+    architecture, vocabulary, dates, version, storage): what to carry into a re-saved copy."""
+    return {k: v for k, v in meta.items()
             if k not in ("format", "architecture", "vocabulary", "created",
                          "napari_omniseg_version", "stored_as")}
-    half = meta.get("stored_as") == "float16" if half is None else half
-    return save_checkpoint(model, dst, half=half, **{**keep, **changes})
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:

@@ -345,3 +345,46 @@ def test_the_mean_of_two_checkpoints_is_written_and_can_be_used(make_napari_view
     w.train_what.value = "segmenter"
     assert _shown(w.rows) and _shown(w.minutes) and not _shown(w.average_of)
     assert w.run_button.text == "Train"
+
+
+def test_thresholds_are_chosen_on_the_train_rows_in_seconds(make_napari_viewer, qtbot,
+                                                           tmp_path, monkeypatch):
+    """Plugins menu, "thresholds per tissue": a model that finds the discs at probability 0.35
+    (a stand-in for the network, which obeys its thresholds) gets PTC cut at 0.3, the val row
+    says so, the file and the model in use are as they should be."""
+    from napari_omniseg.train.calibrate import GRID
+
+    viewer = make_napari_viewer()
+    w, image, labels = _setup(viewer, tmp_path)
+    mask = labels.data > 0
+
+    def predict(model, img, conditions, **kwargs):
+        p = np.where(mask[:img.shape[0], :img.shape[1]], 0.35, 0.05)
+        offset = float(model.foreground_offset[conditions[0][0]])
+        return (1 / (1 + np.exp(-(np.log(p / (1 - p)) + offset))))[None]
+
+    monkeypatch.setattr("napari_omniseg.predict.tiling.predict_array", predict)
+    val = w.add_row()
+    val.image.value, val.labels_layer.value, val.tissue.value = image, labels, "ptc"
+    val.complete.value, val.use.value = WHOLE_LAYER, "validation"
+    in_use = MODELS_IN_USE.model("renal")
+    w.train_what.value = "calibrate"
+    assert w.run_button.text == "Calibrate"
+    assert not _shown(w.minutes) and not _shown(w.keep_start) and _shown(w.rows)
+    w.run_button.clicked()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
+    assert w.use_button.enabled, w.status.value
+    assert "thresholds PTC 0.3" in w.status.value, w.status.value
+    assert "validation Dice 0.000 before, 1.000 after" in w.status.value, w.status.value
+    meta = read_metadata(tmp_path / "ft.pt")
+    assert meta["thresholds"] == {"ptc": 0.3} and meta["calibration"]["grid"] == list(GRID)
+    assert MODELS_IN_USE.model("renal") is in_use  # until "Use this model"
+    w.use_button.clicked()
+    assert MODELS_IN_USE.model("renal").thresholds() == {"ptc": 0.3}
+    # nothing marked train: one sentence, nothing written
+    (tmp_path / "ft.pt").unlink()
+    w.rows[0].use.value = "validation"
+    w.run_button.clicked()
+    assert "at least one annotation row used for training" in w.status.value
+    assert w.worker is None
+    assert not (tmp_path / "ft.pt").exists()

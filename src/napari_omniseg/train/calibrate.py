@@ -100,6 +100,28 @@ def choose_thresholds(model: Any, annotations: list, grid: tuple[float, ...] = G
     return out
 
 
+def calibrated_copy(model: Any, table: dict[str, dict]) -> Any:
+    """A copy of ``model`` cutting each tissue of ``table`` at its chosen threshold (the other
+    tissues keep theirs); ``model`` itself is not changed (it may be the one in use)."""
+    import copy
+
+    out = copy.deepcopy(model)
+    out.set_thresholds({**model.thresholds(),
+                        **{code: row["threshold"] for code, row in table.items()}})
+    return out
+
+
+def save_calibrated(model: Any, out: str | os.PathLike, table: dict[str, dict], rows: str,
+                    grid: tuple[float, ...] = GRID, min_gain: float = MIN_GAIN) -> Path:
+    """Write a calibrated model with its starting model's training facts and the calibration
+    record (``rows``: what the thresholds were chosen on, in words)."""
+    from ..checkpoints import save_checkpoint, training_facts
+
+    record = {"rows": rows, "grid": list(grid), "min_gain": min_gain, "tissues": table}
+    meta = training_facts(getattr(model, "omniseg_metadata", {}) or {})
+    return save_checkpoint(model, out, **{**meta, "calibration": record})
+
+
 def calibrate_checkpoint(model_path: str | os.PathLike, manifest: str | os.PathLike,
                          out: str | os.PathLike, split: str = "train",
                          grid: tuple[float, ...] = GRID, min_gain: float = MIN_GAIN,
@@ -121,24 +143,25 @@ def calibrate_checkpoint(model_path: str | os.PathLike, manifest: str | os.PathL
     OmnisegInputError
         A model that is not a renal segmenter, or a split the manifest does not have.
     """
-    from ..checkpoints import load_model, resave_checkpoint
+    from ..checkpoints import load_model
     from .annotations import read_manifest
 
     model = load_model(model_path, device="cpu")
-    if not hasattr(model, "set_thresholds"):
-        raise OmnisegInputError(f"{Path(model_path).name} is not a renal segmenter; only "
-                                "those have per-tissue thresholds")
+    check_calibratable(model, Path(model_path).name)
     groups = read_manifest(manifest)
     if not groups.get(split):
         raise OmnisegInputError(f"{Path(manifest).name} has no {split!r} rows to calibrate on "
                                 f"(it has: {', '.join(sorted(groups)) or 'none'})")
     table = choose_thresholds(model, groups[split], grid=grid, min_gain=min_gain,
                               progress=progress, should_stop=should_stop)
-    thresholds = {**model.thresholds(),
-                  **{code: row["threshold"] for code, row in table.items()}}
-    model.set_thresholds(thresholds)
-    record = {"rows": f"the {split!r} rows of {Path(manifest).name} "
-                      f"({len(groups[split])} patches)",
-              "grid": list(grid), "min_gain": min_gain, "tissues": table}
-    resave_checkpoint(model_path, out, model=model, calibration=record)
+    save_calibrated(calibrated_copy(model, table), out, table,
+                    f"the {split!r} rows of {Path(manifest).name} ({len(groups[split])} "
+                    "patches)", grid, min_gain)
     return table
+
+
+def check_calibratable(model: Any, name: str) -> None:
+    """Refuse, in one sentence, a model without per-tissue thresholds."""
+    if not hasattr(model, "set_thresholds"):
+        raise OmnisegInputError(f"{name} has no per-tissue thresholds to choose: only a "
+                                "kidney segmenter without stroke corrections has them")

@@ -79,6 +79,7 @@ class Trains(StrEnum):
     SEGMENTER = "segmenter"
     GENERATOR = "generator"
     AVERAGE = "average"
+    CALIBRATE = "calibrate"
 
 
 class AnnotationRow(Container):
@@ -142,11 +143,13 @@ class FinetuneWidget(DockWidget):
         self.train_what = ComboBox(label="train", value=Trains.SEGMENTER, choices=[
             ("segmenter (fine-tune)", Trains.SEGMENTER),
             ("histology generator", Trains.GENERATOR),
-            ("mean of checkpoints (no training)", Trains.AVERAGE)],
+            ("mean of checkpoints (no training)", Trains.AVERAGE),
+            ("thresholds per tissue (no training)", Trains.CALIBRATE)],
             tooltip="fine-tune the segmenter on the rows, train the Synthesize widget's "
-                    "generator on them (each row's tissue is known where it is painted), or "
-                    "average the weights of models trained from one start (a model soup; "
-                    "docs/finetuning.md)")
+                    "generator on them (each row's tissue is known where it is painted), "
+                    "average the weights of models trained from one start (a model soup), or "
+                    "choose where each tissue's probability is cut on the train rows, in "
+                    "seconds (docs/finetuning.md)")
         self.stain = ComboBox(label="stain", value="pas", choices=[
             (name, code) for code, name in vocab.STAINS.items()],
             tooltip="the stain of the rows' images (the generator's condition)")
@@ -230,24 +233,33 @@ class FinetuneWidget(DockWidget):
         """Whether the widget averages checkpoints instead of training (kidney slides)."""
         return self.task.image == ImageKind.RGB and self.train_what.value == Trains.AVERAGE
 
+    @property
+    def calibrates(self) -> bool:
+        """Whether the widget chooses the segmenter's thresholds instead of training."""
+        return self.task.image == ImageKind.RGB and self.train_what.value == Trains.CALIBRATE
+
     def _on_kind(self, _=None) -> None:
         rgb, generator, average = (self.task.image == ImageKind.RGB, self.trains_generator,
                                    self.averages)
+        calibrate = self.calibrates
         self.train_what.visible = rgb
         # averaging reads checkpoint files only: the rows and training settings step aside
-        for w in (self.row_header, self.rows, self.add_row_button, self.start_from,
-                  self.minutes):
+        for w in (self.row_header, self.rows, self.add_row_button, self.start_from):
             w.visible = not average
+        self.minutes.visible = not average and not calibrate
         self.model_file.visible = not average and self.start_from.value == ModelSource.FILE
-        fine_tunes = not generator and not average  # the segmenter, from the rows
-        self.magnification.visible = self.stain.visible = rgb and not average
+        # the segmenter, from the rows
+        fine_tunes = not generator and not average and not calibrate
+        self.magnification.visible = rgb and not average
+        self.stain.visible = rgb and not average and not calibrate
         self.semi.visible = self.task.semi_supervision and fine_tunes
         self._show_keep_start()
         self.synthetic.visible = self.adapt_to.visible = rgb and fine_tunes
         self.generator_file.visible = rgb and fine_tunes and self.synthetic.value > 0
         self.average_of.visible = average
-        self.plot.native.setVisible(not average)  # nothing trains, nothing to plot
-        self.run_button.text = "Average" if average else "Train"
+        self.plot.native.setVisible(not average and not calibrate)  # nothing trains
+        self.run_button.text = ("Average" if average else "Calibrate" if calibrate
+                                else "Train")
         if Path(str(self.save_to.value)) in DEFAULT_SAVE.values():  # not chosen by the user
             self.save_to.value = DEFAULT_SAVE[GENERATOR if generator else self.task.name]
         self._refresh()
@@ -257,7 +269,7 @@ class FinetuneWidget(DockWidget):
     def _show_keep_start(self, _=None) -> None:
         """The start's share applies to fine-tuning on rows, not to adaptation."""
         self.keep_start.visible = (not self.trains_generator and not self.averages
-                                   and not self.adapts)
+                                   and not self.calibrates and not self.adapts)
 
     def _image_layers(self, _=None) -> list:
         return image_layers(self.viewer, self.task.image)
@@ -401,6 +413,9 @@ class FinetuneWidget(DockWidget):
             return
         if self.averages:
             self._start_average()
+            return
+        if self.calibrates:
+            self._start_calibration()
             return
         try:
             train, val = self.annotations()
@@ -552,6 +567,55 @@ class FinetuneWidget(DockWidget):
                 "unfamiliar slides (docs/training.md shows how to refit one)"
                 if had_familiarity else "")
         self.status.value = f"done: the mean of {n} models; saved {out.name}{note}"
+        self.use_button.enabled = True
+
+    def _start_calibration(self) -> None:
+        """Choose the thresholds on the train rows in a worker thread (seconds); the val
+        rows, if any, are scored before and after."""
+        try:
+            train, val = self.annotations()  # refuses rows with none for training
+            base_choice = self._base_choice()
+            out = self._save_path()
+        except OmnisegInputError as e:
+            self._report(str(e))
+            return
+        task_name = self.task.name
+
+        def job(progress, should_stop, emit):
+            from ..train.calibrate import (
+                calibrated_copy,
+                check_calibratable,
+                choose_thresholds,
+                save_calibrated,
+            )
+            from ..train.finetune_renal import evaluate_annotations
+
+            progress(0, 0, "loading the model...")
+            model, name = self._load_base(*base_choice, False)
+            check_calibratable(model, name)
+            table = choose_thresholds(model, train, progress=progress,
+                                      should_stop=should_stop)
+            calibrated = calibrated_copy(model, table)
+            scores = ([evaluate_annotations(m, val)["mean_dice"] for m in (model, calibrated)]
+                      if val else None)
+            save_calibrated(calibrated, out, table,
+                            f"{len(train)} annotation rows painted in napari")
+            return calibrated, out, task_name, table, scores
+
+        self.use_button.enabled = False
+        self._launch(job, status=f"choosing thresholds on {len(train)} annotation(s)...",
+                     failure="calibration failed", on_returned=self._on_calibrated)
+
+    def _on_calibrated(self, value) -> None:
+        model, out, task_name, table, scores = value
+        self.trained = (task_name, model, f"{out.name} ({_dt.datetime.now():%H:%M})")
+        moved = [f"{code.upper()} {row['threshold']:g}" for code, row in table.items()
+                 if row["threshold"] != 0.5]
+        chosen = ("thresholds " + ", ".join(moved) + " (the others 0.5)" if moved else
+                  "every threshold stays 0.5 (no tissue gained enough)")
+        dice = (f"; validation Dice {scores[0]:.3f} before, {scores[1]:.3f} after"
+                if scores else "")
+        self.status.value = f"done: {chosen}{dice}; saved {out.name}"
         self.use_button.enabled = True
 
     def _save_path(self) -> Path:
