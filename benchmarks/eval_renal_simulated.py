@@ -10,7 +10,8 @@ that hold a whole artery and a whole glomerulus, so every tissue has ground trut
 runs with bfloat16 autocast, as the plugin does on CPU; ``--compare-fp32`` repeats one stain in
 float32 to show what bfloat16 changes. ``--as-slides`` scores what users get instead: each slide
 written as a JPEG-compressed OME-TIFF pyramid, opened with ``open_slide`` and segmented by
-``segment_slide`` (tile engine, glass mask). ``--ptc-slits S``, ``--small-vessels V`` and
+``segment_slide`` (tile engine, glass mask; ``--fp32`` in float32, as a CPU without bfloat16
+in hardware runs it). ``--ptc-slits S``, ``--small-vessels V`` and
 ``--veins W`` score on the simulator with those shares of slit capillaries, small oblique
 arteries and veins (``RenalAnatomy``; default 0, the slides the bundled model is held to).
 """
@@ -39,6 +40,8 @@ def main() -> None:
     p.add_argument("--as-slides", action="store_true",
                    help="through JPEG OME-TIFF files, open_slide and segment_slide")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality with --as-slides")
+    p.add_argument("--fp32", action="store_true",
+                   help="with --as-slides: float32, as on a CPU without bfloat16 in hardware")
     add_anatomy_arguments(p)
     args = p.parse_args()
     model = load_model(args.model)
@@ -47,8 +50,8 @@ def main() -> None:
     t = time.perf_counter()
     if args.as_slides:
         scores = evaluate_simulated_slides(model, seeds, size=args.size, quality=args.quality,
-                                           anatomy=anatomy)
-        how = f"JPEG q{args.quality} OME-TIFF, segment_slide"
+                                           anatomy=anatomy, bf16=False if args.fp32 else None)
+        how = f"JPEG q{args.quality} OME-TIFF, segment_slide{', fp32' if args.fp32 else ''}"
     else:
         from napari_omniseg.checkpoints import default_bf16
 

@@ -377,11 +377,12 @@ def evaluate_simulated(model, seeds: list[int], stains: tuple[str, ...] = tuple(
 
 def evaluate_simulated_slides(model, seeds: list[int],
                               stains: tuple[str, ...] = tuple(vocab.STAINS), size: int = 4096,
-                              quality: int = 90, anatomy: RenalAnatomy | None = None) -> dict:
+                              quality: int = 90, anatomy: RenalAnatomy | None = None,
+                              bf16: bool | None = None) -> dict:
     """Dice as users get it: simulated slides written as JPEG OME-TIFF pyramids, then
     :func:`~napari_omniseg.open_slide` and :func:`~napari_omniseg.predict.slide.segment_slide`
-    (tile engine, glass mask, the default precision), each tissue at its optimal magnification;
-    ``anatomy`` as :func:`evaluate_simulated`'s.
+    (tile engine, glass mask, the default precision unless ``bf16`` says), each tissue at its
+    optimal magnification; ``anatomy`` as :func:`evaluate_simulated`'s.
 
     Returns
     -------
@@ -407,7 +408,7 @@ def evaluate_simulated_slides(model, seeds: list[int],
                     anatomy=anatomy)
                 assert masks is not None  # asked for above
                 slide = open_slide(image)
-                pred = segment_slide(slide, ("all",), None, model)
+                pred = segment_slide(slide, ("all",), None, model, bf16=bf16)
                 with tifffile.TiffFile(masks) as tif:
                     truth = [lv.asarray() > 0 for lv in tif.series[0].levels]
                 for t in vocab.TISSUES:
