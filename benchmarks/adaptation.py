@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from machine import cpu_model
+from machine import cpu_model, record_run
 
 ARMS = ("source", "reinhard", "macenko", "encoder", "decoder", "shape", "all", "macenko_all",
         "all_then_macenko", "supervised")
@@ -155,17 +155,12 @@ def main() -> None:
 
 def _record(a: argparse.Namespace, arm: str, seed: int | str, score: dict, t0: float) -> None:
     """Print one run's JSON line and append it to ``--results``."""
-    line = {"protocol": a.protocol, "arm": arm, "base": Path(a.base).name, "seed": seed,
-            "minutes": a.minutes,
-            "source": a.source if a.protocol == "real" else "simulator",
-            "target": a.target if a.protocol == "real" else "ki-dev train, all stains",
-            "val_mean_dice": score["mean_dice"],
-            "tissues": {k: v["dice"] for k, v in score["tissues"].items()},
-            "seconds": round(time.perf_counter() - t0, 1), "cpu": cpu_model(),
-            "date": time.strftime("%Y-%m-%d")}
-    print(json.dumps(line), flush=True)
-    with open(a.results, "a", encoding="utf-8") as f:
-        f.write(json.dumps(line) + "\n")
+    record_run(a.results, {
+        "protocol": a.protocol, "arm": arm, "base": Path(a.base).name, "seed": seed,
+        "minutes": a.minutes, "source": a.source if a.protocol == "real" else "simulator",
+        "target": a.target if a.protocol == "real" else "ki-dev train, all stains",
+        "val_mean_dice": score["mean_dice"],
+        "tissues": {k: v["dice"] for k, v in score["tissues"].items()}}, t0)
 
 
 def summarize(results: Path) -> None:

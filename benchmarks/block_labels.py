@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from machine import cpu_model
+from machine import cpu_model, record_run
 
 ARMS = ("lowres", "blocks", "intra", "paper", "pixel", "mix")
 
@@ -124,16 +124,11 @@ def main() -> None:
                         cmd += ["--pixels", str(few)]
                 _run(cmd)
                 score = _run(["evaluate", "--manifest", str(val), "--model", str(model)])
-            line = {"arm": arm, "seed": seed, "minutes": a.minutes,
-                    "block_size": a.block_size, "bins": a.bins,
-                    "train_images_with_blocks": clicks,
-                    "val_mean_dice": score["mean_dice"],
-                    "tissues": {k: v["dice"] for k, v in score["tissues"].items()},
-                    "seconds": round(time.perf_counter() - t0, 1), "cpu": cpu_model(),
-                    "date": time.strftime("%Y-%m-%d")}
-            print(json.dumps(line), flush=True)
-            with open(a.results, "a", encoding="utf-8") as f:
-                f.write(json.dumps(line) + "\n")
+            record_run(a.results, {
+                "arm": arm, "seed": seed, "minutes": a.minutes, "block_size": a.block_size,
+                "bins": a.bins, "train_images_with_blocks": clicks,
+                "val_mean_dice": score["mean_dice"],
+                "tissues": {k: v["dice"] for k, v in score["tissues"].items()}}, t0)
     summarize(a.results)
 
 

@@ -561,7 +561,7 @@ class FinetuneWidget(DockWidget):
 
     def _on_averaged(self, value) -> None:
         model, out, task, n, had_familiarity = value
-        self.trained = (task, model, f"{out.name} ({_dt.datetime.now():%H:%M})")
+        self._keep_trained(task, model, out)
         # the out-of-distribution record is per training run and is not averaged
         note = ("; it has no out-of-distribution record, so Segment will not warn on "
                 "unfamiliar slides (docs/training.md shows how to refit one)"
@@ -608,7 +608,7 @@ class FinetuneWidget(DockWidget):
 
     def _on_calibrated(self, value) -> None:
         model, out, task_name, table, scores = value
-        self.trained = (task_name, model, f"{out.name} ({_dt.datetime.now():%H:%M})")
+        self._keep_trained(task_name, model, out)
         moved = [f"{code.upper()} {row['threshold']:g}" for code, row in table.items()
                  if row["threshold"] != 0.5]
         chosen = ("thresholds " + ", ".join(moved) + " (the others 0.5)" if moved else
@@ -627,7 +627,7 @@ class FinetuneWidget(DockWidget):
 
     def _on_done(self, value) -> None:
         result, out, task = value
-        self.trained = (task, result.model, f"{out.name} ({_dt.datetime.now():%H:%M})")
+        self._keep_trained(task, result.model, out)
         before = result.history[0].get("val_dice") if result.history else None
         dice = ("" if result.best_score is None
                 else f", validation Dice {result.best_score:.3f}" if before is None
@@ -636,6 +636,10 @@ class FinetuneWidget(DockWidget):
         self.status.value = (f"{'stopped' if result.stopped else 'done'}: {result.steps} steps"
                              f"{dice}; saved {out.name}{notes}")
         self.use_button.enabled = True
+
+    def _keep_trained(self, task: str, model: Any, out: Path) -> None:
+        """The model just made, for "Use this model" (named by its file and the time)."""
+        self.trained = (task, model, f"{out.name} ({_dt.datetime.now():%H:%M})")
 
     def use_trained(self) -> None:
         """Make the trained model the one its task's segmenting widget uses."""
