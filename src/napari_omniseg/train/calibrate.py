@@ -15,6 +15,7 @@ Choose thresholds on rows that are not the ones you score on afterwards (ki-dev:
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,8 @@ def choose_thresholds(model: Any, annotations: list, grid: tuple[float, ...] = G
     Parameters
     ----------
     model : OmniSegPlus
-        The renal model; its own thresholds are ignored (probabilities are taken raw) and left
-        as they were.
+        The renal model; its own thresholds are ignored (a copy's raw probabilities are cut)
+        and it is not changed.
     annotations : list of Annotation
         Fully annotated patches (:func:`~napari_omniseg.train.annotations.read_manifest`);
         each is segmented for its tissue at its magnification, as evaluation does.
@@ -73,22 +74,20 @@ def choose_thresholds(model: Any, annotations: list, grid: tuple[float, ...] = G
     grid = tuple(sorted(set(grid) | {0.5}))
     if not all(0.0 < p < 1.0 for p in grid):
         raise OmnisegInputError(f"thresholds must lie strictly between 0 and 1, not {grid}")
-    model, bf16 = model_and_precision(model, "renal", bf16)
-    kept = model.thresholds()
-    model.set_thresholds({})  # raw probabilities
+    # a copy with raw probabilities: the model handed in may be segmenting meanwhile
+    raw = copy.deepcopy(model)
+    raw.set_thresholds({})
+    raw, bf16 = model_and_precision(raw, "renal", bf16)
     scores: dict[str, dict[float, list[float]]] = {}
-    try:
-        for i, a in enumerate(annotations):
-            check_stop(should_stop)
-            cond = (vocab.tissue(a.tissue).task_id, vocab.scale_id(a.magnification))
-            prob = predict_array(model, a.image, [cond], tile=256, overlap=64, bf16=bf16)[0]
-            truth = a.mask & a.known
-            for p in grid:
-                scores.setdefault(a.tissue, {}).setdefault(p, []).append(
-                    dice((prob > p) & a.known, truth))
-            report(progress, i + 1, len(annotations), f"patch {i + 1} of {len(annotations)}")
-    finally:
-        model.set_thresholds(kept)
+    for i, a in enumerate(annotations):
+        check_stop(should_stop)
+        cond = (vocab.tissue(a.tissue).task_id, vocab.scale_id(a.magnification))
+        prob = predict_array(raw, a.image, [cond], tile=256, overlap=64, bf16=bf16)[0]
+        truth = a.mask & a.known
+        for p in grid:
+            scores.setdefault(a.tissue, {}).setdefault(p, []).append(
+                dice((prob > p) & a.known, truth))
+        report(progress, i + 1, len(annotations), f"patch {i + 1} of {len(annotations)}")
     out = {}
     for code in [c for c in vocab.TISSUE_CODES if c in scores]:
         means = {p: float(np.mean(v)) for p, v in scores[code].items()}
@@ -103,8 +102,6 @@ def choose_thresholds(model: Any, annotations: list, grid: tuple[float, ...] = G
 def calibrated_copy(model: Any, table: dict[str, dict]) -> Any:
     """A copy of ``model`` cutting each tissue of ``table`` at its chosen threshold (the other
     tissues keep theirs); ``model`` itself is not changed (it may be the one in use)."""
-    import copy
-
     out = copy.deepcopy(model)
     out.set_thresholds({**model.thresholds(),
                         **{code: row["threshold"] for code, row in table.items()}})
