@@ -114,15 +114,13 @@ def save_half_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
 
 
 def resave_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, half: bool | None = None,
-                      model: Any = None, **changes: Any) -> Path:
+                      **changes: Any) -> Path:
     """Re-save a product checkpoint with the same weights and its training facts, updated by
     ``changes`` (a familiarity record, say); ``half``: float16 weights (None: as stored).
-    ``model``: ``src``'s network, loaded and changed by the caller (its settings, such as
-    decision thresholds, are written; None: loaded from ``src`` as it is).
     What :func:`save_checkpoint` writes itself (format, architecture, vocabulary, settings,
     dates, version) is written anew."""
     meta = read_metadata(src)
-    model = load_model(src, device="cpu") if model is None else model
+    model = load_model(src, device="cpu")
     half = meta.get("stored_as") == "float16" if half is None else half
     return save_checkpoint(model, dst, half=half, **{**training_facts(meta), **changes})
 
